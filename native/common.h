@@ -1,0 +1,59 @@
+// Shared helpers for the native kernels: the Engine (thread pool + GEMM path) and
+// typed-array argument access. Argument *validation* happens in TypeScript
+// (src/backend/checks); the native side trusts shapes and only unpacks pointers.
+#pragma once
+#include <napi.h>
+#include <cstdint>
+#include <string>
+#include "pool.h"
+
+namespace moe {
+
+enum class GemmPath { Blas, Builtin };
+
+// One engine per native backend instance. Created by createEngine(threads, gemmPath).
+struct Engine {
+  explicit Engine(int threads, GemmPath path) : pool(threads), threads(threads), gemm(path) {}
+  ThreadPool pool;
+  int threads;
+  GemmPath gemm;
+};
+
+inline Engine* GetEngine(const Napi::CallbackInfo& info) {
+  return info[0].As<Napi::External<Engine>>().Data();
+}
+
+// Raw data pointer of a TypedArray argument (no copy).
+template <class T>
+inline T* Ptr(const Napi::Value& v) {
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+}
+// Pointer or nullptr when the argument is null/undefined.
+template <class T>
+inline T* PtrOrNull(const Napi::Value& v) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return Ptr<T>(v);
+}
+inline int64_t Len(const Napi::Value& v) { return static_cast<int64_t>(v.As<Napi::TypedArray>().ElementLength()); }
+inline int64_t I64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
+inline int I32(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+inline double F64(const Napi::Value& v) { return v.As<Napi::Number>().DoubleValue(); }
+inline bool Bool(const Napi::Value& v) { return v.As<Napi::Boolean>().Value(); }
+inline std::string Str(const Napi::Value& v) { return v.As<Napi::String>().Utf8Value(); }
+
+// Each area registers its functions on `exports`. Every kernel function takes the
+// engine External as its first argument.
+void RegisterGemm(Napi::Env env, Napi::Object exports);
+void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterOps(Napi::Env env, Napi::Object exports);
+void RegisterRoute(Napi::Env env, Napi::Object exports);
+void RegisterConvert(Napi::Env env, Napi::Object exports);
+
+// Area-provided facts for info(): GEMM path name actually used, whether CBLAS is linked.
+std::string GemmPathName(const Engine& e);
+bool BlasLinked();
+// Called when an engine is created, so the GEMM area can configure the BLAS thread count.
+void ConfigureBlasThreads(int threads);
+
+}  // namespace moe

@@ -1,0 +1,1 @@
+// GEMM micro-kernel (avx2): placeholder until implemented.

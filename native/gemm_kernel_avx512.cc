@@ -1,0 +1,1 @@
+// GEMM micro-kernel (avx512): placeholder until implemented.

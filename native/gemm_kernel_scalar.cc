@@ -1,0 +1,1 @@
+// GEMM micro-kernel (scalar): placeholder until implemented.

@@ -1,0 +1,46 @@
+// Thread pool owned by one Engine. Not a global: each engine (created from TS) has its own.
+// parallel_for splits [0, n) into contiguous chunks, one per worker (the caller runs chunk 0),
+// and returns when all are done. Workers sleep on a condition variable between jobs (short spin
+// first), so an idle pool does not steal cycles from OpenBLAS or the event loop.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+#include <atomic>
+
+namespace moe {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return threads_; }
+
+  // fn(tid, begin, end) over [0, n) split into at most size() contiguous chunks
+  // (fewer when n is small). tid is in [0, size()). Blocks until all chunks ran.
+  void parallel_for(int64_t n, const std::function<void(int tid, int64_t begin, int64_t end)>& fn);
+
+  // fn(tid) once on every thread (tid in [0, size())). Blocks until all ran.
+  void run_on_all(const std::function<void(int tid)>& fn);
+
+ private:
+  void worker(int tid);
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int)>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::mutex run_mu_;  // serialises callers of run_on_all
+};
+
+}  // namespace moe

@@ -1,0 +1,38 @@
+// Builds the native compute engine (native/*.cc) with node-gyp.
+// - Passes --nodedir explicitly (the headers next to the running node), so the build works offline.
+// - Links OpenBLAS when pkg-config finds it, unless MOE_BLAS=0; otherwise only the built-in GEMM is compiled.
+// Not: a downloader. It never fetches headers or prebuilt binaries.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const require = createRequire(import.meta.url);
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+
+function nodeDir() {
+  const candidates = [process.env.npm_config_nodedir, path.resolve(process.execPath, "..", "..")].filter(Boolean);
+  for (const dir of candidates) {
+    if (existsSync(path.join(dir, "include", "node", "node_api.h"))) return dir;
+  }
+  throw new Error(
+    `moe-ts: cannot find Node headers (include/node/node_api.h) under ${candidates.join(" or ")}; ` +
+      `set npm_config_nodedir to a directory that has them`,
+  );
+}
+
+function haveOpenBlas() {
+  if (process.env.MOE_BLAS === "0") return false;
+  const r = spawnSync("pkg-config", ["--exists", "openblas"]);
+  return r.status === 0;
+}
+
+const gyp = require.resolve("node-gyp/bin/node-gyp.js");
+const blas = haveOpenBlas();
+const args = [gyp, "rebuild", `--nodedir=${nodeDir()}`, `--moe_blas=${blas ? 1 : 0}`];
+console.log(`moe-ts: building native engine (${blas ? "OpenBLAS + built-in GEMM" : "built-in GEMM only"})`);
+const r = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit", env: process.env });
+if (r.status !== 0) {
+  console.error("moe-ts: native build failed; see the compiler output above");
+  process.exit(r.status ?? 1);
+}

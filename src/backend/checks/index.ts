@@ -1,0 +1,17 @@
+// The complete validator table: one check per kernel, shared by every backend.
+import type { Kernels } from "../spec.js";
+import type { Checks } from "./common.js";
+import { checkGemm, checkQuant } from "./gemm.js";
+import { checkConvert } from "./convert.js";
+import { checkOps } from "./ops.js";
+import { checkAttention } from "./attention.js";
+import { checkRoute } from "./route.js";
+
+export const checkKernels: Checks<Kernels> = {
+  ...checkGemm,
+  ...checkQuant,
+  ...checkConvert,
+  ...checkOps,
+  ...checkAttention,
+  ...checkRoute,
+};

@@ -1,0 +1,56 @@
+// The `native` backend: the C++17 N-API engine (thread pool, OpenBLAS or built-in
+// GEMM, fused kernels). f32 only; arguments are validated in TypeScript first.
+import type { Backend, BackendInfo } from "../spec.js";
+import { withChecks } from "../checks/common.js";
+import { checkKernels } from "../checks/index.js";
+import { loadAddon, type EngineHandle } from "./addon.js";
+import { nativeGemm, nativeQuant } from "./gemm.js";
+import { nativeConvert } from "./convert.js";
+import { nativeOps } from "./ops.js";
+import { nativeAttention } from "./attention.js";
+import { nativeRoute } from "./route.js";
+
+export interface NativeOptions {
+  /** Worker threads of this engine. Default: MOE_NUM_THREADS, else the number of cores. */
+  threads?: number;
+  /**
+   * GEMM path. "auto" (default): OpenBLAS when the engine was built with it, else built-in.
+   * "blas": OpenBLAS, an error if not linked. "builtin": our packed micro-kernel.
+   */
+  gemm?: "auto" | "blas" | "builtin";
+}
+
+export function defaultThreads(hardwareThreads: number): number {
+  const env = process.env.MOE_NUM_THREADS;
+  if (env === undefined || env === "") return hardwareThreads;
+  const n = Number(env);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`MOE_NUM_THREADS must be a positive integer, got '${env}'`);
+  return n;
+}
+
+export function createNativeBackend(opts: NativeOptions = {}): Backend {
+  const addon = loadAddon();
+  const threads = opts.threads ?? defaultThreads(addon.hardwareThreads!() as number);
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`native backend: threads must be a positive integer, got ${threads}`);
+  const mode = opts.gemm ?? "auto";
+  if (mode === "blas" && !addon.blasLinked) throw new Error("native backend: gemm 'blas' requested, but the engine was built without OpenBLAS (install libopenblas-dev and run `npm run build`)");
+  const path = mode === "auto" ? (addon.blasLinked ? "blas" : "builtin") : mode;
+  const engine = addon.createEngine!(threads, path) as EngineHandle;
+  const kernels = withChecks(
+    {
+      ...nativeGemm(addon, engine),
+      ...nativeQuant(addon, engine),
+      ...nativeConvert(addon, engine),
+      ...nativeOps(addon, engine),
+      ...nativeAttention(addon, engine),
+      ...nativeRoute(addon, engine),
+    },
+    checkKernels,
+    true,
+  );
+  return {
+    ...kernels,
+    name: "native",
+    info: (): BackendInfo => ({ backend: "native", ...(addon.engineInfo!(engine) as Omit<BackendInfo, "backend">) }),
+  };
+}
