@@ -1,5 +1,6 @@
 // Minimal typed flag parsing for the CLI: --key value, --key=value, --flag.
 // Unknown flags are errors that name the closest known flag.
+import { closest } from "../core/suggest.js";
 
 export interface FlagSpec {
   [name: string]: "string" | "number" | "boolean";
@@ -8,27 +9,6 @@ export interface FlagSpec {
 export type ParsedFlags<S extends FlagSpec> = {
   [K in keyof S]?: S[K] extends "number" ? number : S[K] extends "boolean" ? boolean : string;
 };
-
-/** Levenshtein distance, for "did you mean" suggestions. */
-export function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-export function closest(name: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined, bestD = Infinity;
-  for (const c of candidates) {
-    const dd = editDistance(name, c);
-    if (dd < bestD) [best, bestD] = [c, dd];
-  }
-  return bestD <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
-}
 
 export function parseFlags<S extends FlagSpec>(cmd: string, argv: string[], spec: S): { flags: ParsedFlags<S>; positional: string[] } {
   const flags: Record<string, unknown> = {};
