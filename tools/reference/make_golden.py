@@ -9,7 +9,6 @@ Deliberately not: a test runner for the TypeScript side; it only produces files.
 """
 
 import argparse
-import copy
 import json
 import math
 import os
