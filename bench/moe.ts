@@ -1,0 +1,119 @@
+// `npm run bench:moe`: the MoE layer and model benchmarks of the MoE-transformer issue.
+//  1. One MoE layer forward+backward (T=4096, d=512, E=8, K=2, F=1408, dropless) at 1 and
+//     2 threads, next to PyTorch 1.13's Mixtral-style layer (bench/moe_torch.py) in the same run.
+//  2. Training-step throughput (fwd + bwd + AdamW) of a dropless MoE model vs a dense model
+//     with the same active parameters (dense FFN hidden = K·F), same run.
+//  3. Capacity mode (CF 1.0, 1.25) vs dropless: tokens/s and drop rate.
+// FLOPs of one MoE layer fwd+bwd: router 2·T·C·E·3 + experts 3·(2·T·K·C·2F + 2·T·K·F·C) (fwd 1×, bwd 2×).
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createBackend, type Backend } from "../src/backend/index.js";
+import { MoeLayerState, MoeScratch, moeBackward, moeForward } from "../src/moe/layer.js";
+import type { MoeConfig, ModelConfig } from "../src/model/config.js";
+import { MoeModel, initParams } from "../src/model/model.js";
+import { singleProcessGroup } from "../src/parallel/group.js";
+import { createRng } from "../src/core/rng.js";
+import { emit, median, parseBenchArgs, torchAvailable } from "./common.js";
+
+function randn(n: number, std: number, seed: number): Float32Array {
+  const r = createRng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = r.normal() * std;
+  return a;
+}
+
+function timeIt(fn: () => void, reps: number): number {
+  fn();
+  const t: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    t.push(performance.now() - t0);
+  }
+  return median(t);
+}
+
+function layerBench(threads: number, json: boolean, reps: number): void {
+  const T = 4096, C = 512, E = 8, K = 2, F = 1408;
+  const be = createBackend({ name: "native", threads });
+  const cfg: MoeConfig = {
+    numExperts: E, topK: K, expertIntermediateSize: F, moeLayers: [true], sharedExpertIntermediateSize: 0,
+    router: { kind: "softmax_topk", topK: K, normTopkProb: true }, dispatch: { kind: "dropless" }, inputJitter: 0,
+  };
+  const st = new MoeLayerState(Float32Array, T, C, cfg);
+  const sc = new MoeScratch(Float32Array, T, C, cfg);
+  const w = { router: randn(E * C, 0.02, 1), w13: randn(E * 2 * F * C, 0.02, 2), w2: randn(E * C * F, 0.02, 3) };
+  const dw = { router: new Float32Array(E * C), w13: new Float32Array(E * 2 * F * C), w2: new Float32Array(E * C * F) };
+  const x = randn(T * C, 1, 4), dy = randn(T * C, 1, 5), y = new Float32Array(T * C), dx = new Float32Array(T * C);
+  const opt = { train: true, balance: "none" as const, auxCoef: 0, zCoef: 0, group: singleProcessGroup(), virtualCapacityFactor: 1.25 };
+  const ms = timeIt(() => {
+    moeForward(be, st, w, y, x, opt);
+    moeBackward(be, st, w, dw, sc, dx, dy, x, 1);
+  }, reps);
+  const flops = 3 * (2 * T * C * E + 2 * T * K * C * 2 * F + 2 * T * K * F * C);
+  let peerMs: number | null = null;
+  if (torchAvailable()) {
+    const r = spawnSync("/usr/bin/python3", [new URL("../../bench/moe_torch.py", import.meta.url).pathname, String(T), String(C), String(E), String(K), String(F), String(threads), String(reps)], {
+      encoding: "utf8", env: { ...process.env, OMP_WAIT_POLICY: "PASSIVE" },
+    });
+    if (r.status === 0) peerMs = JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
+    else console.error(r.stderr);
+  }
+  emit(json, {
+    bench: "moe_layer_fwd_bwd", case: `T${T}_d${C}_E${E}_K${K}_F${F}_dropless`, threads, value: ms, unit: "ms",
+    peer: "pytorch-1.13-mixtral-loop (OMP_WAIT_POLICY=PASSIVE)", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms,
+  }, `GFLOP/s ${(flops / ms / 1e6).toFixed(1)}`);
+}
+
+function modelCfg(kind: "moe" | "dense", dispatch: MoeConfig["dispatch"]): ModelConfig {
+  const L = 4, C = 256, E = 8, K = 2, F = 512;
+  return {
+    family: "mixtral", vocabSize: 4096, hiddenSize: C, numLayers: L, numHeads: 4, numKvHeads: 4, headDim: 64,
+    norm: { kind: "rms", eps: 1e-5 }, rope: { theta: 1e4, rotaryDim: 64 }, slidingWindow: 0, qkvBias: false, oBias: false,
+    qkNorm: "none", tieEmbeddings: false, lmHeadBias: false, denseIntermediateSize: K * F,
+    moe: {
+      numExperts: E, topK: K, expertIntermediateSize: F, moeLayers: new Array(L).fill(kind === "moe"), sharedExpertIntermediateSize: 0,
+      router: { kind: "softmax_topk", topK: K, normTopkProb: true }, dispatch, inputJitter: 0,
+    },
+  };
+}
+
+function trainStepBench(be: Backend, cfg: ModelConfig, B: number, T: number, reps: number): { tokPerS: number; drop: number; ms: number } {
+  const m = new MoeModel(cfg, be, { B, T });
+  initParams(m, 7, 0.02);
+  const r = createRng(11);
+  const ids = Int32Array.from({ length: B * T }, () => r.int(cfg.vocabSize));
+  const tg = Int32Array.from({ length: B * T }, () => r.int(cfg.vocabSize));
+  const mom = new Float32Array(m.params.length), vel = new Float32Array(m.params.length);
+  let step = 0, drop = 0;
+  const ms = timeIt(() => {
+    m.zeroGrad();
+    const res = m.forward(ids, tg, { train: true, balance: "skywork", auxCoefs: new Array(cfg.numLayers).fill(0.01) });
+    m.backward(1);
+    be.adamw(m.params as Float32Array, m.grads as Float32Array, mom, vel, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step });
+    const layers = res.moe.filter((s) => s !== undefined);
+    drop = layers.length ? layers.reduce((s, x) => s + x!.dropRate, 0) / layers.length : 0;
+  }, reps);
+  return { tokPerS: (B * T) / (ms / 1e3), drop, ms };
+}
+
+async function main(): Promise<void> {
+  const { threads, json, only } = parseBenchArgs(process.argv.slice(2));
+  const reps = 5;
+  if (!only || only.includes("layer")) for (const t of threads) layerBench(t, json, reps);
+  if (!only || only.includes("model")) {
+    for (const t of threads) {
+      const be = createBackend({ name: "native", threads: t });
+      const B = 4, T = 256;
+      const moe = trainStepBench(be, modelCfg("moe", { kind: "dropless" }), B, T, reps);
+      const dense = trainStepBench(be, modelCfg("dense", { kind: "dropless" }), B, T, reps);
+      emit(json, { bench: "train_step_moe_vs_dense", case: "L4_d256_E8_K2_F512_B4_T256", threads: t, value: moe.tokPerS, unit: "tokens/s", peer: "dense-same-active-params", peer_value: dense.tokPerS, ratio: moe.tokPerS / dense.tokPerS });
+      for (const cf of [1.0, 1.25]) {
+        const cap = trainStepBench(be, modelCfg("moe", { kind: "capacity", capacityFactor: cf, policy: "probs" }), B, T, reps);
+        emit(json, { bench: "capacity_vs_dropless", case: `CF${cf}`, threads: t, value: cap.tokPerS, unit: "tokens/s", peer: "dropless", peer_value: moe.tokPerS, ratio: cap.tokPerS / moe.tokPerS }, `drop rate ${(cap.drop * 100).toFixed(2)}%`);
+      }
+    }
+  }
+}
+
+if (existsSync(new URL(import.meta.url).pathname)) await main();
