@@ -261,7 +261,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
  */
 export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: MoeWeights, sc: MoeScratch, dx: FArr, dy: FArr, x: FArr, gradScale: number): void {
   const { N, C, cfg, M } = st;
-  const F = cfg.expertIntermediateSize;
+  const E = cfg.numExperts, F = cfg.expertIntermediateSize;
   const route = st.route;
   if (!route) throw new Error("moeBackward called before moeForward");
   const xj = st.jitter ? st.xj : x;
