@@ -13,13 +13,18 @@ import type { MoeConfig, ModelConfig } from "../src/model/config.js";
 import { MoeModel, initParams } from "../src/model/model.js";
 import { singleProcessGroup } from "../src/parallel/group.js";
 import { createRng } from "../src/core/rng.js";
-import { emit, median, parseBenchArgs, torchAvailable } from "./common.js";
+import { header, median, note, parseFlags, report, timeInterleaved, wants, type BenchFlags } from "./common.js";
 
 function randn(n: number, std: number, seed: number): Float32Array {
   const r = createRng(seed);
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = r.normal() * std;
   return a;
+}
+
+function torchAvailable(): boolean {
+  if (!existsSync("/usr/bin/python3")) return false;
+  return spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 }
 
 function timeIt(fn: () => void, reps: number): number {
@@ -33,7 +38,7 @@ function timeIt(fn: () => void, reps: number): number {
   return median(t);
 }
 
-function layerBench(threads: number, json: boolean, reps: number): void {
+function layerBench(flags: BenchFlags, threads: number, reps: number): void {
   const T = 4096, C = 512, E = 8, K = 2, F = 1408;
   const be = createBackend({ name: "native", threads });
   const cfg: MoeConfig = {
@@ -59,10 +64,11 @@ function layerBench(threads: number, json: boolean, reps: number): void {
     if (r.status === 0) peerMs = JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
     else console.error(r.stderr);
   }
-  emit(json, {
-    bench: "moe_layer_fwd_bwd", case: `T${T}_d${C}_E${E}_K${K}_F${F}_dropless`, threads, value: ms, unit: "ms",
-    peer: "pytorch-1.13-mixtral-loop (OMP_WAIT_POLICY=PASSIVE)", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms,
-  }, `GFLOP/s ${(flops / ms / 1e6).toFixed(1)}`);
+  report(flags, {
+    bench: "moe_layer_fwd_bwd", case: `T${T}_d${C}_E${E}_K${K}_F${F}`, threads, value: ms, unit: "ms",
+    peer: "pytorch-1.13 mixtral loop", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms,
+  });
+  note(flags, `  ours ${(flops / ms / 1e6).toFixed(1)} GFLOP/s; ratio = PyTorch ms / our ms (OMP_WAIT_POLICY=PASSIVE for PyTorch)`);
 }
 
 function modelCfg(kind: "moe" | "dense", dispatch: MoeConfig["dispatch"]): ModelConfig {
@@ -78,7 +84,8 @@ function modelCfg(kind: "moe" | "dense", dispatch: MoeConfig["dispatch"]): Model
   };
 }
 
-function trainStepBench(be: Backend, cfg: ModelConfig, B: number, T: number, reps: number): { tokPerS: number; drop: number; ms: number } {
+/** A closure running one training step (fwd + bwd + AdamW) of a fresh model; `drop` reads the last mean drop rate. */
+function trainStep(be: Backend, cfg: ModelConfig, B: number, T: number): { run: () => void; drop: () => number } {
   const m = new MoeModel(cfg, be, { B, T });
   initParams(m, 7, 0.02);
   const r = createRng(11);
@@ -86,34 +93,47 @@ function trainStepBench(be: Backend, cfg: ModelConfig, B: number, T: number, rep
   const tg = Int32Array.from({ length: B * T }, () => r.int(cfg.vocabSize));
   const mom = new Float32Array(m.params.length), vel = new Float32Array(m.params.length);
   let step = 0, drop = 0;
-  const ms = timeIt(() => {
-    m.zeroGrad();
-    const res = m.forward(ids, tg, { train: true, balance: "skywork", auxCoefs: new Array(cfg.numLayers).fill(0.01) });
-    m.backward(1);
-    be.adamw(m.params as Float32Array, m.grads as Float32Array, mom, vel, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step });
-    const layers = res.moe.filter((s) => s !== undefined);
-    drop = layers.length ? layers.reduce((s, x) => s + x!.dropRate, 0) / layers.length : 0;
-  }, reps);
-  return { tokPerS: (B * T) / (ms / 1e3), drop, ms };
+  return {
+    run: () => {
+      m.zeroGrad();
+      const res = m.forward(ids, tg, { train: true, balance: "skywork", auxCoefs: new Array(cfg.numLayers).fill(0.01) });
+      m.backward(1);
+      be.adamw(m.params as Float32Array, m.grads as Float32Array, mom, vel, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step });
+      const layers = res.moe.filter((x) => x !== undefined);
+      drop = layers.length ? layers.reduce((a, x) => a + x!.dropRate, 0) / layers.length : 0;
+    },
+    drop: () => drop,
+  };
 }
 
 async function main(): Promise<void> {
-  const { threads, json, only } = parseBenchArgs(process.argv.slice(2));
+  const flags = parseFlags(process.argv.slice(2), ["layer", "model"]);
   const reps = 5;
-  if (!only || only.includes("layer")) for (const t of threads) layerBench(t, json, reps);
-  if (!only || only.includes("model")) {
-    for (const t of threads) {
+  if (wants(flags, "layer")) {
+    header(flags, "one MoE layer forward+backward (ratio = PyTorch time / ours)");
+    for (const t of flags.threads) layerBench(flags, t, reps);
+  }
+  if (wants(flags, "model")) {
+    header(flags, "training step tokens/s: MoE vs dense (same active params), capacity vs dropless");
+    const B = 4, T = 256, N = B * T;
+    for (const t of flags.threads) {
       const be = createBackend({ name: "native", threads: t });
-      const B = 4, T = 256;
-      const moe = trainStepBench(be, modelCfg("moe", { kind: "dropless" }), B, T, reps);
-      const dense = trainStepBench(be, modelCfg("dense", { kind: "dropless" }), B, T, reps);
-      emit(json, { bench: "train_step_moe_vs_dense", case: "L4_d256_E8_K2_F512_B4_T256", threads: t, value: moe.tokPerS, unit: "tokens/s", peer: "dense-same-active-params", peer_value: dense.tokPerS, ratio: moe.tokPerS / dense.tokPerS });
-      for (const cf of [1.0, 1.25]) {
-        const cap = trainStepBench(be, modelCfg("moe", { kind: "capacity", capacityFactor: cf, policy: "probs" }), B, T, reps);
-        emit(json, { bench: "capacity_vs_dropless", case: `CF${cf}`, threads: t, value: cap.tokPerS, unit: "tokens/s", peer: "dropless", peer_value: moe.tokPerS, ratio: cap.tokPerS / moe.tokPerS }, `drop rate ${(cap.drop * 100).toFixed(2)}%`);
+      const runs = [
+        trainStep(be, modelCfg("moe", { kind: "dropless" }), B, T),
+        trainStep(be, modelCfg("dense", { kind: "dropless" }), B, T),
+        trainStep(be, modelCfg("moe", { kind: "capacity", capacityFactor: 1.0, policy: "probs" }), B, T),
+        trainStep(be, modelCfg("moe", { kind: "capacity", capacityFactor: 1.25, policy: "probs" }), B, T),
+      ];
+      const secs = timeInterleaved(runs.map((r) => r.run), reps, 1);
+      const tps = secs.map((s) => N / s);
+      report(flags, { bench: "train_step", case: "moe_dropless_vs_dense", threads: t, value: tps[0]!, unit: "tok/s", peer: "dense, same active params", peer_value: tps[1]!, ratio: tps[0]! / tps[1]! });
+      for (const [i, cf] of [[2, 1.0], [3, 1.25]] as const) {
+        report(flags, { bench: "train_step", case: `capacity_CF${cf}`, threads: t, value: tps[i]!, unit: "tok/s", peer: "dropless", peer_value: tps[0]!, ratio: tps[i]! / tps[0]! });
+        note(flags, `  capacity CF ${cf}: drop rate ${(runs[i]!.drop() * 100).toFixed(2)}% (dropless virtual rate at CF 1.25 is reported by the model stats)`);
       }
+      note(flags, `  ms/step: moe ${(secs[0]! * 1e3).toFixed(1)}, dense ${(secs[1]! * 1e3).toFixed(1)}`);
     }
   }
 }
 
-if (existsSync(new URL(import.meta.url).pathname)) await main();
+await main();
