@@ -30,19 +30,27 @@ void ForRows(Engine* e, int64_t rows, int64_t workPerRow, F&& f) {
 // K largest of one row, descending, ties to the lower index. Small K: insertion into a
 // sorted buffer (strict comparisons keep the earlier index first on ties).
 void TopKRowSmall(const float* row, int64_t E, int K, float* vals, int32_t* idx) {
-  float bv[16];
-  int32_t bi[16];
-  int cnt = 0;
-  for (int64_t e = 0; e < E; ++e) {
+  float bv[16] = {};
+  int32_t bi[16] = {};
+  // 1. The first K elements, insertion-sorted.
+  for (int e = 0; e < K; ++e) {
     const float v = row[e];
-    int p;
-    if (cnt < K) {
-      p = cnt++;
-    } else if (v > bv[K - 1]) {
-      p = K - 1;
-    } else {
-      continue;
+    int p = e;
+    while (p > 0 && bv[p - 1] < v) {
+      bv[p] = bv[p - 1];
+      bi[p] = bi[p - 1];
+      --p;
     }
+    bv[p] = v;
+    bi[p] = e;
+  }
+  // 2. The rest: only a value strictly above the current K-th enters (a tie keeps the
+  //    earlier index); it sinks past strictly smaller values.
+  float thr = bv[K - 1];
+  for (int64_t e = K; e < E; ++e) {
+    const float v = row[e];
+    if (!(v > thr)) continue;
+    int p = K - 1;
     while (p > 0 && bv[p - 1] < v) {
       bv[p] = bv[p - 1];
       bi[p] = bi[p - 1];
@@ -50,6 +58,7 @@ void TopKRowSmall(const float* row, int64_t E, int K, float* vals, int32_t* idx)
     }
     bv[p] = v;
     bi[p] = static_cast<int32_t>(e);
+    thr = bv[K - 1];
   }
   for (int k = 0; k < K; ++k) {
     vals[k] = bv[k];
