@@ -64,7 +64,7 @@ function exponentOf(a: number): number {
 }
 
 /**
- * Code of x (rounded to f32 first) in the format. `negative` forces the sign bit for a
+ * Code of x (rounded to f32 first) in the format. `negativeNaN` sets the sign bit for a
  * NaN input (a JS NaN has no observable sign); for other inputs the sign comes from x.
  */
 export function encode(fmt: NarrowFloat, x: number, negativeNaN = false): number {
