@@ -1,7 +1,8 @@
 // The complete validator table: one check per kernel, shared by every backend.
 import type { Kernels } from "../spec.js";
 import type { Checks } from "./common.js";
-import { checkGemm, checkQuant } from "./gemm.js";
+import { checkGemm } from "./gemm.js";
+import { checkQuant } from "./quant.js";
 import { checkConvert } from "./convert.js";
 import { checkOps } from "./ops.js";
 import { checkAttention } from "./attention.js";

@@ -4,7 +4,8 @@
 import type { Backend } from "../spec.js";
 import { withChecks } from "../checks/common.js";
 import { checkKernels } from "../checks/index.js";
-import { refGemm, refQuant } from "./gemm.js";
+import { refGemm } from "./gemm.js";
+import { refQuant } from "./quant.js";
 import { refConvert } from "./convert.js";
 import { refOps } from "./ops.js";
 import { refAttention } from "./attention.js";
