@@ -364,11 +364,12 @@ void GeluForward(const Napi::CallbackInfo& info) {
   float* out = Ptr<float>(info[1]);
   const float* x = Ptr<float>(info[2]);
   const bool approxTanh = Bool(info[3]);
+  // tanh form as x·σ(2u), u = k(x + c x³): 0.5(1 + tanh u) = σ(2u) without the 1 + tanh cancellation.
   ParRows(e, Len(info[2]), 8, [&](int64_t b, int64_t en) {
     if (approxTanh) {
       for (int64_t i = b; i < en; ++i) {
         const float v = x[i];
-        out[i] = 0.5f * v * (1.0f + std::tanh(kGeluK * (v + kGeluC * v * v * v)));
+        out[i] = v * Sigmoid(2.0f * kGeluK * (v + kGeluC * v * v * v));
       }
     } else {
       for (int64_t i = b; i < en; ++i) out[i] = x[i] * NormCdf(x[i]);
@@ -383,12 +384,13 @@ void GeluBackward(const Napi::CallbackInfo& info) {
   const float* dout = Ptr<float>(info[2]);
   const float* x = Ptr<float>(info[3]);
   const bool approxTanh = Bool(info[4]);
+  // tanh form: d/dx = σ(2u) + 2x·σ(2u)(1 − σ(2u))·u'(x), since 1 − tanh²u = 4σ(2u)(1 − σ(2u)).
   ParRows(e, Len(info[3]), 8, [&](int64_t b, int64_t en) {
     if (approxTanh) {
       for (int64_t i = b; i < en; ++i) {
         const float v = x[i];
-        const float t = std::tanh(kGeluK * (v + kGeluC * v * v * v));
-        dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kGeluK * (1.0f + 3.0f * kGeluC * v * v));
+        const float s = Sigmoid(2.0f * kGeluK * (v + kGeluC * v * v * v));
+        dx[i] = dout[i] * (s + 2.0f * v * s * (1.0f - s) * kGeluK * (1.0f + 3.0f * kGeluC * v * v));
       }
     } else {
       for (int64_t i = b; i < en; ++i) {

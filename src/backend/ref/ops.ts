@@ -87,13 +87,15 @@ function normCdf(x: number): number {
   return x < 0 ? 0.5 * erfc(-x * SQRT1_2) : 0.5 * (1 + erf(x * SQRT1_2));
 }
 export function gelu(x: number, approx: GeluApprox): number {
-  if (approx === "tanh") return 0.5 * x * (1 + Math.tanh(GELU_K * (x + GELU_C * x * x * x)));
+  // 0.5·(1 + tanh u) = σ(2u): the same function without cancellation in the left tail.
+  if (approx === "tanh") return x * sigmoid(2 * GELU_K * (x + GELU_C * x * x * x));
   return x * normCdf(x);
 }
 export function geluGrad(x: number, approx: GeluApprox): number {
   if (approx === "tanh") {
-    const t = Math.tanh(GELU_K * (x + GELU_C * x * x * x));
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_K * (1 + 3 * GELU_C * x * x);
+    // 1 − tanh²u = 4σ(2u)(1 − σ(2u)).
+    const s = sigmoid(2 * GELU_K * (x + GELU_C * x * x * x));
+    return s + 2 * x * s * (1 - s) * GELU_K * (1 + 3 * GELU_C * x * x);
   }
   return normCdf(x) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
 }
