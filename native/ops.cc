@@ -19,6 +19,11 @@
 
 #include "common.h"
 
+// We never read FP exception flags; without this GCC will not if-convert float selects
+// (clamps in ExpF), so the exp/sigmoid loops would stay scalar. Values are unchanged:
+// it permits no reassociation.
+#pragma GCC optimize("no-trapping-math")
+
 namespace moe {
 namespace {
 
@@ -39,6 +44,12 @@ void ParRows(Engine* e, int64_t rows, int64_t rowCost, const F& f) {
 }
 
 // Fixed-order double sums with four interleaved partials (vectorisable, deterministic).
+inline float BitsToFloat(int32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+
 inline double SumD(const float* x, int64_t n) {
   double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   int64_t i = 0;
@@ -80,21 +91,58 @@ inline float MaxF(const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
 }
-// log Σ exp(x) of one row, in double (max-shifted).
+
+// e^x in f32 without a libm call, so loops around it vectorise (Cephes expf:
+// x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial in r, 2ⁿ built from exponent bits;
+// max relative error ~2e-7). x < −87.34 gives 0 (so −Inf → 0); x > 88.37 saturates at
+// ~2.4e38 instead of +Inf (every caller passes x ≤ 0 or uses 1/(1 + e^x)); NaN stays NaN.
+inline float ExpF(float x) {
+  float xc = x < -87.33654f ? -87.33654f : x;  // value selects (not std::min/max) so GCC if-converts
+  xc = xc > 88.37626f ? 88.37626f : xc;
+  // Round-to-nearest by the 1.5·2²³ trick (plain SSE2, no roundps needed).
+  const float big = 12582912.0f;
+  const float n = (xc * 1.44269504088896341f + big) - big;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  // 2ⁿ in two halves so n = 128 (x near 88.37) does not overflow the exponent field.
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t h = ni >> 1;
+  const float s1 = BitsToFloat((h + 127) << 23), s2 = BitsToFloat((ni - h + 127) << 23);
+  const float v = p * s1 * s2;
+  return x < -87.33654f ? 0.0f : v;
+}
+
+// log Σ exp(x) of one row, in double (max-shifted); exps computed in vectorisable chunks.
 inline double RowLse(const float* x, int64_t V) {
   const float m = MaxF(x, V);
   if (m == -std::numeric_limits<float>::infinity()) return -std::numeric_limits<double>::infinity();
-  double a0 = 0, a1 = 0;
-  int64_t j = 0;
-  for (; j + 2 <= V; j += 2) {
-    a0 += std::exp(x[j] - m);
-    a1 += std::exp(x[j + 1] - m);
+  constexpr int64_t kChunk = 512;
+  float tmp[kChunk];
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int64_t j0 = 0; j0 < V; j0 += kChunk) {
+    const int64_t len = std::min(kChunk, V - j0);
+    for (int64_t j = 0; j < len; ++j) tmp[j] = ExpF(x[j0 + j] - m);
+    int64_t j = 0;
+    for (; j + 4 <= len; j += 4) {
+      a0 += tmp[j];
+      a1 += tmp[j + 1];
+      a2 += tmp[j + 2];
+      a3 += tmp[j + 3];
+    }
+    for (; j < len; ++j) a0 += tmp[j];
   }
-  for (; j < V; ++j) a0 += std::exp(x[j] - m);
-  return double(m) + std::log(a0 + a1);
+  return double(m) + std::log((a0 + a1) + (a2 + a3));
 }
 
-inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float Sigmoid(float x) { return 1.0f / (1.0f + ExpF(-x)); }
 
 constexpr float kSqrt1_2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
@@ -395,7 +443,7 @@ void GeluBackward(const Napi::CallbackInfo& info) {
     } else {
       for (int64_t i = b; i < en; ++i) {
         const float v = x[i];
-        dx[i] = dout[i] * (NormCdf(v) + v * kInvSqrt2Pi * std::exp(-0.5f * v * v));
+        dx[i] = dout[i] * (NormCdf(v) + v * kInvSqrt2Pi * ExpF(-0.5f * v * v));
       }
     }
   });
@@ -520,22 +568,10 @@ void SoftmaxForward(const Napi::CallbackInfo& info) {
       const float* xr = x + n * V;
       float* o = out + n * V;
       const float m = MaxF(xr, V);
-      double s0 = 0, s1 = 0;
-      int64_t j = 0;
-      for (; j + 2 <= V; j += 2) {
-        const float e0 = std::exp(xr[j] - m), e1 = std::exp(xr[j + 1] - m);
-        o[j] = e0;
-        o[j + 1] = e1;
-        s0 += e0;
-        s1 += e1;
-      }
-      for (; j < V; ++j) {
-        const float e0 = std::exp(xr[j] - m);
-        o[j] = e0;
-        s0 += e0;
-      }
-      const float inv = float(1.0 / (s0 + s1));
-      for (j = 0; j < V; ++j) o[j] *= inv;
+      for (int64_t j = 0; j < V; ++j) o[j] = ExpF(xr[j] - m);
+      const double s = SumD(o, V);
+      const float inv = float(1.0 / s);
+      for (int64_t j = 0; j < V; ++j) o[j] *= inv;
     }
   });
 }
@@ -587,7 +623,7 @@ void LogSoftmaxBackward(const Napi::CallbackInfo& info) {
       const float* y = out + n * V;
       float* g = dx + n * V;
       const double s = SumD(d, V);
-      for (int64_t j = 0; j < V; ++j) g[j] = float(double(d[j]) - double(std::exp(y[j])) * s);
+      for (int64_t j = 0; j < V; ++j) g[j] = float(double(d[j]) - double(ExpF(y[j])) * s);
     }
   });
 }
@@ -632,8 +668,8 @@ void CrossEntropyBackward(const Napi::CallbackInfo& info) {
       }
       const float* xr = logits + n * V;
       const float l = lse[n], d = dlosses[n];
-      const float pt = std::exp(xr[t] - l);  // read before g (possibly xr) is overwritten
-      for (int64_t j = 0; j < V; ++j) g[j] = std::exp(xr[j] - l) * d;
+      const float pt = ExpF(xr[t] - l);  // read before g (possibly xr) is overwritten
+      for (int64_t j = 0; j < V; ++j) g[j] = ExpF(xr[j] - l) * d;
       g[t] = (pt - 1.0f) * d;
     }
   });

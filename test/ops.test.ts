@@ -31,11 +31,23 @@ const z = (n: number) => new Float32Array(n);
 
 type Run = (be: Backend) => ArrayLike<number>[];
 
+/** assertClose that also requires ±Inf in `want` to be matched exactly (util's assertClose treats Inf−Inf as an error). */
+function closeInf(got: ArrayLike<number>, want: ArrayLike<number>, tol: { rtol: number; atol: number }, what: string): void {
+  const g = Float64Array.from(got), w = Float64Array.from(want);
+  for (let i = 0; i < w.length; i++) {
+    if (w[i] === Infinity || w[i] === -Infinity) {
+      assert.equal(g[i], w[i], `${what}[${i}]`);
+      g[i] = w[i] = 0;
+    }
+  }
+  assertClose(g, w, tol, what);
+}
+
 /** Runs `run` on ref and every native; natives ≈ ref, and native-1t ≡ native-2t bitwise. */
 function compare(name: string, run: Run, tol = TOLN): void {
   const want = run(ref);
   const got = natives.map((n) => run(n.be));
-  got.forEach((outs, k) => outs.forEach((o, i) => assertClose(o, want[i]!, tol, `${name} ${natives[k]!.label} output ${i}`)));
+  got.forEach((outs, k) => outs.forEach((o, i) => closeInf(o, want[i]!, tol, `${name} ${natives[k]!.label} output ${i}`)));
   for (let k = 1; k < got.length; k++) got[k]!.forEach((o, i) => assertExact(o, got[0]![i]!, `${name} ${natives[k]!.label} vs 1 thread, output ${i}`));
 }
 
@@ -252,6 +264,37 @@ describe("ops: native vs ref", () => {
         return [losses, l, dl];
       });
     }
+  });
+
+  test("extreme inputs: activation tails, masked (−Inf) and huge logits", () => {
+    const x = Float32Array.of(-1e4, -100, -88.7, -87.4, -87.3, -30, -1e-30, 0, 1e-30, 30, 88.5, 100, 1e4);
+    const n = x.length, dout = rnd(n, 39);
+    compare("activations at extremes", (be) => {
+      const outs: Float32Array[] = [];
+      const o1 = z(n), o2 = z(n), o3 = z(n), d1 = z(n), d2 = z(n), d3 = z(n);
+      be.siluForward(o1, x);
+      be.siluBackward(d1, dout, x);
+      be.geluForward(o2, x, "none");
+      be.geluBackward(d2, dout, x, "none");
+      be.geluForward(o3, x, "tanh");
+      be.geluBackward(d3, dout, x, "tanh");
+      outs.push(o1, o2, o3, d1, d2, d3);
+      return outs;
+    });
+    const V = 6, N = 3;
+    const logits = Float32Array.of(1, -Infinity, 2, -Infinity, 0.5, 3, 1e4, -1e4, 0, 1e4 - 1, 5, -3, -Infinity, -Infinity, 7, -Infinity, -Infinity, -Infinity);
+    const targets = Int32Array.of(2, 3, 2);
+    compare("softmax/CE with masked and huge logits", (be) => {
+      const sm = z(N * V), lsm = z(N * V), losses = z(N), lse = z(N), dl = z(N * V);
+      be.softmaxForward(sm, logits, N, V);
+      be.logSoftmaxForward(lsm, logits, N, V);
+      be.crossEntropyForward(losses, lse, logits, targets, N, V, -100);
+      be.crossEntropyBackward(dl, logits, lse, targets, Float32Array.of(1, 1, 1), N, V, -100);
+      assert.equal(sm[1], 0);
+      assert.equal(sm[2 * V + 5], 0);
+      assert.equal(sm[2 * V + 2], 1);
+      return [sm, lsm, losses, lse, dl];
+    });
   });
 
   test("sum, max, sumSquares", () => {
