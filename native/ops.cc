@@ -94,8 +94,8 @@ inline float MaxF(const float* x, int64_t n) {
 
 // e^x in f32 without a libm call, so loops around it vectorise (Cephes expf:
 // x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial in r, 2ⁿ built from exponent bits;
-// max relative error ~2e-7). x < −87.34 gives 0 (so −Inf → 0); x > 88.37 saturates at
-// ~2.4e38 instead of +Inf (every caller passes x ≤ 0 or uses 1/(1 + e^x)); NaN stays NaN.
+// max relative error ~2e-7). x < −87.34 gives 0 (so −Inf → 0), x > 88.72 gives +Inf
+// (between 88.38 and 88.72 it saturates near 2.4e38); NaN stays NaN.
 inline float ExpF(float x) {
   float xc = x < -87.33654f ? -87.33654f : x;  // value selects (not std::min/max) so GCC if-converts
   xc = xc > 88.37626f ? 88.37626f : xc;
@@ -117,7 +117,8 @@ inline float ExpF(float x) {
   const int32_t h = ni >> 1;
   const float s1 = BitsToFloat((h + 127) << 23), s2 = BitsToFloat((ni - h + 127) << 23);
   const float v = p * s1 * s2;
-  return x < -87.33654f ? 0.0f : v;
+  const float hi = x > 88.72283f ? std::numeric_limits<float>::infinity() : v;
+  return x < -87.33654f ? 0.0f : hi;
 }
 
 // log Σ exp(x) of one row, in double (max-shifted); exps computed in vectorisable chunks.

@@ -267,7 +267,7 @@ describe("ops: native vs ref", () => {
   });
 
   test("extreme inputs: activation tails, masked (−Inf) and huge logits", () => {
-    const x = Float32Array.of(-1e4, -100, -88.7, -87.4, -87.3, -30, -1e-30, 0, 1e-30, 30, 88.5, 100, 1e4);
+    const x = Float32Array.of(-Infinity, -1e4, -100, -88.8, -88.7, -87.4, -87.3, -30, -1e-30, 0, 1e-30, 30, 88.5, 100, 1e4, Infinity, NaN);
     const n = x.length, dout = rnd(n, 39);
     compare("activations at extremes", (be) => {
       const outs: Float32Array[] = [];
