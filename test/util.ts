@@ -55,6 +55,7 @@ export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
       if (!Number.isNaN(a)) assert.fail(`${what}[${i}]: expected NaN, got ${a}`);
       continue;
     }
+    if (!Number.isFinite(b) && a === b) continue; // matching ±Inf
     const err = Math.abs(a - b) - (tol.atol + tol.rtol * Math.abs(b));
     if (!(err <= 0) && (worst < 0 || err > worstErr)) {
       worst = i;
