@@ -277,8 +277,8 @@ static inline void QueryTileRange(const BwdCtx& c, int j0, int bc, int* qlo, int
   *qhi = ihi < ilo ? *qlo - 1 : ihi / kBR;
 }
 
-// dK, dV of key tile kt for kv head g (and, with doQ, dQ of the group's heads).
-static void BwdKeyTile(const BwdCtx& c, BwdTile& t, int b, int g, int kt, bool doQ) {
+// dK, dV of key tile kt for kv head g (split mode, pass A).
+static void BwdKeyTile(const BwdCtx& c, BwdTile& t, int b, int g, int kt) {
   const AttnArgs& a = c.a;
   const int j0 = kt * kBC, bc = std::min(kBC, a.Tk - j0);
   for (int jj = 0; jj < bc; ++jj) {
@@ -293,7 +293,7 @@ static void BwdKeyTile(const BwdCtx& c, BwdTile& t, int b, int g, int kt, bool d
       const int kind = PairKind(j0, bc, i0 + c.off, br, a.window);
       if (kind == 0) continue;
       LoadQueryTile(c, t, b, h, i0, br);
-      BwdPair(c, t, b, h, i0, br, j0, bc, kind, true, doQ);
+      BwdPair(c, t, b, h, i0, br, j0, bc, kind, true, false);
     }
   }
 }
@@ -302,6 +302,22 @@ static void ZeroQueryRows(const BwdCtx& c, int b, int h, int i0, int n) {
   for (int i = 0; i < n; ++i) {
     float* dq = c.a.dq + ((size_t)b * c.a.T + i0 + i) * c.ldq + (size_t)h * c.a.HS;
     for (int d = 0; d < c.a.HS; ++d) dq[d] = 0.0f;
+  }
+}
+
+// dQ of query tile qt of head h (and, with doKV, its contributions to dK, dV), sweeping
+// the visible key tiles in ascending order.
+static void QueryTileSweep(const BwdCtx& c, BwdTile& t, int b, int h, int qt, bool doKV) {
+  const AttnArgs& a = c.a;
+  const int i0 = qt * kBR, br = std::min(kBR, a.T - i0);
+  const int p0 = i0 + c.off, pl = p0 + br - 1;
+  ZeroQueryRows(c, b, h, i0, br);
+  LoadQueryTile(c, t, b, h, i0, br);
+  const int jlo = a.window > 0 ? std::max(0, p0 - a.window + 1) : 0;
+  for (int j0 = jlo / kBC * kBC; j0 <= pl; j0 += kBC) {
+    const int bc = std::min(kBC, a.Tk - j0);
+    const int kind = PairKind(j0, bc, p0, br, a.window);
+    if (kind != 0) BwdPair(c, t, b, h, i0, br, j0, bc, kind, doKV, true);
   }
 }
 
@@ -327,15 +343,20 @@ static double Backward(ThreadPool& pool, const AttnArgs& a) {
   const int groups = B * KVH;
   std::atomic<int64_t> scratchBytes{(int64_t)(D.size() * sizeof(float))};
   if (threads == 1 || groups % threads == 0 || groups >= 4 * threads) {
-    // Mode "group": one item per (b, kv head), fused dK/dV/dQ.
+    // Mode "group": one item per (b, kv head), fused dK/dV/dQ; each query tile is loaded
+    // (transposed) once and swept over its visible key tiles.
     std::atomic<int64_t> next{0};
     pool.run_on_all([&](int) {
       BwdTile t(HS);
       scratchBytes += (int64_t)(t.buf.size() * sizeof(float));
       for (int64_t it; (it = next.fetch_add(1)) < groups;) {
         const int b = (int)(it / KVH), g = (int)(it % KVH);
-        for (int h = g * c.G; h < (g + 1) * c.G; ++h) ZeroQueryRows(c, b, h, 0, T);
-        for (int kt = 0; kt < nkt; ++kt) BwdKeyTile(c, t, b, g, kt, true);
+        for (int j = 0; j < a.Tk; ++j) {
+          const size_t ko = ((size_t)b * a.Tk + j) * c.ldk + (size_t)g * HS;
+          for (int d = 0; d < HS; ++d) a.dk[ko + d] = 0.0f, a.dv[ko + d] = 0.0f;
+        }
+        for (int h = g * c.G; h < (g + 1) * c.G; ++h)
+          for (int qt = 0; qt < nqt; ++qt) QueryTileSweep(c, t, b, h, qt, true);
       }
     });
   } else {
@@ -347,7 +368,7 @@ static double Backward(ThreadPool& pool, const AttnArgs& a) {
       scratchBytes += (int64_t)(t.buf.size() * sizeof(float));
       for (int64_t it; (it = nextA.fetch_add(1)) < itemsA;) {
         const int kt = (int)(it / groups), bg = (int)(it % groups);  // early key tiles (heaviest) first
-        BwdKeyTile(c, t, bg / KVH, bg % KVH, kt, false);
+        BwdKeyTile(c, t, bg / KVH, bg % KVH, kt);
       }
     });
     pool.run_on_all([&](int) {
@@ -355,16 +376,7 @@ static double Backward(ThreadPool& pool, const AttnArgs& a) {
       for (int64_t it; (it = nextB.fetch_add(1)) < itemsB;) {
         const int qt = nqt - 1 - (int)(it / ((int64_t)B * NH));  // late query tiles (heaviest) first
         const int bh = (int)(it % ((int64_t)B * NH)), b = bh / NH, h = bh % NH;
-        const int i0 = qt * kBR, br = std::min(kBR, T - i0);
-        const int p0 = i0 + c.off, pl = p0 + br - 1;
-        ZeroQueryRows(c, b, h, i0, br);
-        LoadQueryTile(c, t, b, h, i0, br);
-        const int jlo = a.window > 0 ? std::max(0, p0 - a.window + 1) : 0;
-        for (int j0 = jlo / kBC * kBC; j0 <= pl; j0 += kBC) {
-          const int bc = std::min(kBC, a.Tk - j0);
-          const int kind = PairKind(j0, bc, p0, br, a.window);
-          if (kind != 0) BwdPair(c, t, b, h, i0, br, j0, bc, kind, false, true);
-        }
+        QueryTileSweep(c, t, b, h, qt, false);
       }
     });
   }
