@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 #include "common.h"
 #if defined(__x86_64__) || defined(__i386__)
@@ -58,8 +60,12 @@ namespace avx2 {
 #pragma GCC pop_options
 #endif
 
+// AVX2+FMA when the CPU has it, unless MOE_ATTN_ISA=generic (read per call; used by the
+// tests to cover the baseline build on AVX2 machines).
 bool UseAvx2() {
 #ifdef MOE_ATTN_X86
+  const char* isa = std::getenv("MOE_ATTN_ISA");
+  if (isa != nullptr && std::strcmp(isa, "generic") == 0) return false;
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   return false;
