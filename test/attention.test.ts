@@ -26,6 +26,7 @@ const CASES: Case[] = [
   { name: "T=197 GQA 8/2 HS=16", p: { B: 1, T: 197, NH: 8, KVH: 2, HS: 16 } },
   { name: "T=197 window 61, Tk=230", p: { B: 1, T: 197, Tk: 230, NH: 2, KVH: 1, HS: 12, window: 61 } },
   { name: "HS=64 T=256 GQA 4/2", p: { B: 1, T: 256, NH: 4, KVH: 2, HS: 64 } },
+  { name: "HS=128 T=100 B=3 (split backward at 2 threads)", p: { B: 3, T: 100, NH: 2, KVH: 1, HS: 128 } },
 ];
 
 function sizes(p: AttentionParams) {
