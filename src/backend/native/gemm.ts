@@ -1,5 +1,25 @@
-// STUB: replaced by the gemm area implementation.
+// Native GEMM family: thin wrappers over the addon (native/gemm.cc). Arguments were validated
+// by checks/gemm.ts; defaults of the spec (alpha 1, beta 0, weight-grad beta 1) are applied here.
+// Not: the quantised GEMM (`nativeQuant` belongs to the quant area).
 import type { GemmKernels, QuantKernels } from "../spec.js";
 import type { Addon, EngineHandle } from "./addon.js";
-export function nativeGemm(_a: Addon, _e: EngineHandle): GemmKernels { return {} as GemmKernels; }
+
+export function nativeGemm(addon: Addon, engine: EngineHandle): GemmKernels {
+  return {
+    gemm(a, b, c, p) {
+      addon.gemm!(engine, a, b, c, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
+    },
+    batchedGemm(a, b, c, p) {
+      addon.batchedGemm!(engine, a, b, c, p.batch, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
+    },
+    groupedGemm(x, w, y, sizes, p) {
+      addon.groupedGemm!(engine, x, w, y, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 0);
+    },
+    groupedGemmWeightGrad(x, dy, dw, sizes, p) {
+      addon.groupedGemmWeightGrad!(engine, x, dy, dw, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 1);
+    },
+  };
+}
+
+// STUB: the quant area replaces this export.
 export function nativeQuant(_a: Addon, _e: EngineHandle): QuantKernels { return {} as QuantKernels; }

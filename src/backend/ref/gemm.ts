@@ -1,4 +1,69 @@
-// STUB: replaced by the gemm area implementation.
-import type { GemmKernels, QuantKernels } from "../spec.js";
-export const refGemm = {} as GemmKernels;
+// Reference GEMM family: plain loops over Float32Array or Float64Array, every dot product
+// accumulated in a JS number (f64). The oracle for the native GEMM paths.
+// Not: fast (no blocking, no threads). The quantised GEMM (`refQuant`) lives with the quant area.
+import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams, QuantKernels } from "../spec.js";
+
+/**
+ * C[cOff..] (M,N) = alpha·op(A)·op(B) + beta·C over sub-arrays starting at the given offsets.
+ * beta = 0 never reads C (NaN in C is ignored).
+ */
+function gemmAt(
+  a: FArr, aOff: number, b: FArr, bOff: number, c: FArr, cOff: number,
+  M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number,
+): void {
+  // element strides of op(A) (M,K) and op(B) (K,N)
+  const aRs = transA ? 1 : K, aCs = transA ? M : 1;
+  const bRs = transB ? 1 : N, bCs = transB ? K : 1;
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[aOff + i * aRs + k * aCs]! * b[bOff + k * bRs + j * bCs]!;
+      const ci = cOff + i * N + j;
+      c[ci] = beta === 0 ? alpha * s : alpha * s + beta * c[ci]!;
+    }
+  }
+}
+
+export const refGemm: GemmKernels = {
+  gemm(a: FArr, b: FArr, c: FArr, p: GemmParams): void {
+    gemmAt(a, 0, b, 0, c, 0, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
+  },
+
+  batchedGemm(a: FArr, b: FArr, c: FArr, p: BatchedGemmParams): void {
+    const { M, N, K } = p;
+    for (let i = 0; i < p.batch; i++) {
+      gemmAt(a, i * M * K, b, i * K * N, c, i * M * N, M, N, K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
+    }
+  },
+
+  groupedGemm(x: FArr, w: FArr, y: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+    const { K, N } = p;
+    let row = 0;
+    for (let g = 0; g < sizes.length; g++) {
+      const m = sizes[g]!;
+      // y_g (m,N) = x_g (m,K) · op(w_g); w_g stored (K,N), or (N,K) with transW
+      gemmAt(x, row * K, w, g * K * N, y, row * N, m, N, K, false, p.transW ?? false, 1, p.beta ?? 0);
+      row += m;
+    }
+  },
+
+  groupedGemmWeightGrad(x: FArr, dy: FArr, dw: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+    const { K, N } = p;
+    const beta = p.beta ?? 1;
+    let row = 0;
+    for (let g = 0; g < sizes.length; g++) {
+      const m = sizes[g]!;
+      if (p.transW ?? false) {
+        // dw_g (N,K) = dy_gᵀ (N,m) · x_g (m,K) + beta·dw_g
+        gemmAt(dy, row * N, x, row * K, dw, g * K * N, N, K, m, true, false, 1, beta);
+      } else {
+        // dw_g (K,N) = x_gᵀ (K,m) · dy_g (m,N) + beta·dw_g
+        gemmAt(x, row * K, dy, row * N, dw, g * K * N, K, N, m, true, false, 1, beta);
+      }
+      row += m;
+    }
+  },
+};
+
+// STUB: the quant area replaces this export.
 export const refQuant = {} as QuantKernels;

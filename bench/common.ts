@@ -1,0 +1,94 @@
+// Shared helpers of the kernel benchmarks: command-line flags, timing (warmup + median),
+// interleaved A/B timing for side-by-side ratios, and the result line format (table or JSON).
+// Not: a statistics package; medians only, because the machine is shared and noisy.
+
+export interface BenchFlags {
+  json: boolean;
+  threads: number[];
+  /** Parts to run; empty = all. */
+  only: Set<string>;
+}
+
+export function parseFlags(argv: string[], parts: string[]): BenchFlags {
+  const flags: BenchFlags = { json: false, threads: [1, 2], only: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === "--json") flags.json = true;
+    else if (a === "--threads") {
+      flags.threads = value().split(",").map((s) => Number(s));
+      if (flags.threads.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: positive integers, got ${argv[i]}`);
+    } else if (a === "--only") {
+      for (const p of value().split(",")) {
+        if (!parts.includes(p)) throw new Error(`--only: unknown part '${p}' (known: ${parts.join(", ")})`);
+        flags.only.add(p);
+      }
+    } else throw new Error(`unknown flag ${a} (known: --json, --threads 1,2, --only ${parts.join(",")})`);
+  }
+  return flags;
+}
+
+export function wants(flags: BenchFlags, part: string): boolean {
+  return flags.only.size === 0 || flags.only.has(part);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+function seconds(fn: () => void): number {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+/**
+ * Times several variants interleaved (v0, v1, …, v0, v1, …) so that load from other processes
+ * hits all of them alike. Returns the median seconds of each after `warmup` untimed rounds.
+ */
+export function timeInterleaved(fns: (() => void)[], reps = 7, warmup = 2): number[] {
+  for (let w = 0; w < warmup; w++) for (const f of fns) f();
+  const times: number[][] = fns.map(() => []);
+  for (let r = 0; r < reps; r++) fns.forEach((f, i) => times[i]!.push(seconds(f)));
+  return times.map(median);
+}
+
+export interface ResultLine {
+  bench: string;
+  case: string;
+  threads: number;
+  value: number;
+  unit: string;
+  peer: string | null;
+  peer_value: number | null;
+  ratio: number | null;
+}
+
+export function report(flags: BenchFlags, r: ResultLine): void {
+  if (flags.json) {
+    console.log(JSON.stringify(r));
+    return;
+  }
+  const f = (v: number | null, d = 1) => (v === null ? "-" : v.toFixed(d));
+  console.log(
+    [r.bench.padEnd(14), r.case.padEnd(28), String(r.threads).padStart(2), f(r.value).padStart(8), r.unit.padEnd(8), (r.peer ?? "-").padEnd(34), f(r.peer_value).padStart(8), f(r.ratio, 2).padStart(6)].join(" "),
+  );
+}
+
+export function header(flags: BenchFlags, title: string): void {
+  if (flags.json) return;
+  console.log(`\n# ${title}`);
+  console.log(["bench".padEnd(14), "case".padEnd(28), " t", "value".padStart(8), "unit".padEnd(8), "peer".padEnd(34), "peer".padStart(8), "ratio".padStart(6)].join(" "));
+}
+
+/** Notes go to stderr in --json mode so stdout stays one JSON object per line. */
+export function note(flags: BenchFlags, msg: string): void {
+  if (flags.json) console.error(msg);
+  else console.log(msg);
+}

@@ -1,0 +1,30 @@
+// Internal interface of the built-in GEMM: the register micro-kernels (one per ISA, each in
+// its own file and compiled with a function-level target attribute) and their blocking.
+// Not: a public API. Only native/gemm.cc includes this; the packing, cache blocking and
+// threading live there and are shared by every micro-kernel.
+#pragma once
+#include <cstdint>
+
+namespace moe {
+namespace gemm {
+
+// Computes one MR×NR tile of C (row-major, row stride ldc):
+//   C = alpha · Σ_k pa[k·MR + i] · pb[k·NR + j] + beta · C,   and when beta == 0 C is not read.
+// pa is a packed A micro-panel (kc × MR, k-major), pb a packed B micro-panel (kc × NR, k-major),
+// both 64-byte aligned.
+using MicroFn = void (*)(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc, float alpha, float beta);
+
+struct MicroKernel {
+  const char* name;  // "builtin-avx512", ...
+  int mr, nr;        // register tile
+  int mc, kc, nc;    // cache blocking: A block mc×kc (L2), B micro-panel kc×nr (L1), B block kc×nc (L3)
+  MicroFn fn;
+};
+
+// nullptr when the ISA's code was not compiled (non-x86 builds); the caller checks the CPU.
+const MicroKernel* Avx512Kernel();
+const MicroKernel* Avx2Kernel();
+const MicroKernel* ScalarKernel();
+
+}  // namespace gemm
+}  // namespace moe
