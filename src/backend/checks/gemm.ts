@@ -1,7 +1,7 @@
 // Argument checks for the GEMM family: dimensions, exact array lengths, one float dtype per
 // call, finite alpha/beta, group sizes ≥ 0 summing to the row count, and no output aliasing an
 // input. Not: the quantised GEMM's checks (`checkQuant` belongs to the quant area).
-import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams, QuantKernels } from "../spec.js";
+import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams } from "../spec.js";
 import { type Checks, dim, fail, farr, finite, i32, noAlias, sameDtype } from "./common.js";
 
 function params(kernel: string, p: unknown): void {
@@ -96,4 +96,3 @@ export const checkGemm: Checks<GemmKernels> = {
 };
 
 // STUB: the quant area replaces this export.
-export const checkQuant = {} as Checks<QuantKernels>;

@@ -1,7 +1,7 @@
 // Native GEMM family: thin wrappers over the addon (native/gemm.cc). Arguments were validated
 // by checks/gemm.ts; defaults of the spec (alpha 1, beta 0, weight-grad beta 1) are applied here.
 // Not: the quantised GEMM (`nativeQuant` belongs to the quant area).
-import type { GemmKernels, QuantKernels } from "../spec.js";
+import type { GemmKernels } from "../spec.js";
 import type { Addon, EngineHandle } from "./addon.js";
 
 export function nativeGemm(addon: Addon, engine: EngineHandle): GemmKernels {
@@ -22,4 +22,3 @@ export function nativeGemm(addon: Addon, engine: EngineHandle): GemmKernels {
 }
 
 // STUB: the quant area replaces this export.
-export function nativeQuant(_a: Addon, _e: EngineHandle): QuantKernels { return {} as QuantKernels; }

@@ -1,7 +1,7 @@
 // Reference GEMM family: plain loops over Float32Array or Float64Array, every dot product
 // accumulated in a JS number (f64). The oracle for the native GEMM paths.
 // Not: fast (no blocking, no threads). The quantised GEMM (`refQuant`) lives with the quant area.
-import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams, QuantKernels } from "../spec.js";
+import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams } from "../spec.js";
 
 /**
  * C[cOff..] (M,N) = alpha·op(A)·op(B) + beta·C over sub-arrays starting at the given offsets.
@@ -66,4 +66,3 @@ export const refGemm: GemmKernels = {
 };
 
 // STUB: the quant area replaces this export.
-export const refQuant = {} as QuantKernels;
