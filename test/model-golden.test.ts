@@ -46,7 +46,16 @@ function load(name: string) {
     });
   } else {
     const keep: Record<string, unknown> = {};
-    for (const k of Object.keys(hf)) if (k !== "format") keep[k] = hf[k];
+    // the reference writes one key set for every family; keys another family owns must be neutral here
+    const foreign: Record<string, unknown> = hf.model_type === "mixtral" ? { attention_bias: false, lm_head_bias: false, input_jitter_noise: 0 } : {};
+    for (const k of Object.keys(hf)) {
+      if (k === "format") continue;
+      if (k in foreign) {
+        assert.equal(hf[k], foreign[k], `${name}: ${k} must be neutral for ${hf.model_type}`);
+        continue;
+      }
+      keep[k] = hf[k];
+    }
     hfCfg = parseHfConfig(keep);
   }
   const cfg: ModelConfig = resolveConfig(
