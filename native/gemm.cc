@@ -121,7 +121,8 @@ void PackA(const MatView& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int
 // Packs B rows [k0, k0+kc), cols [j0, j0+nc) into ceil(nc/nr) micro-panels of kc×nr (zero padded).
 // With row-major B, also prefetches the next `pfCols` columns of each row (the next chunk the
 // caller will pack), so the strided row segments arrive while this chunk is being computed.
-void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out, int64_t pfCols = 0) {
+void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out, gemm::PackBTFn packBT,
+           int64_t pfCols = 0) {
   if (B.cs == 1) {  // rows contiguous: walk each row once, dealing nr-wide pieces to the panels
     const int64_t full = nc / nr * nr;
     for (int64_t k = 0; k < kc; ++k) {
@@ -141,6 +142,10 @@ void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int
   for (int64_t q = 0; q < nc; q += nr) {  // transB: columns contiguous along k
     const int cols = static_cast<int>(std::min<int64_t>(nr, nc - q));
     float* o = out + q * kc;
+    if (packBT != nullptr && B.rs == 1 && cols == nr) {
+      packBT(B.p + (j0 + q) * B.cs + k0, B.cs, kc, o);
+      continue;
+    }
     for (int j = 0; j < cols; ++j) {
       const float* src = B.p + (j0 + q + j) * B.cs + k0 * B.rs;
       if (B.rs == 1) {
@@ -219,7 +224,7 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         const int64_t chunk = 4 * static_cast<int64_t>(nr);  // 4 panels per packed chunk (measured: 2-32 within 5%)
         for (int64_t jf = 0; jf < nc; jf += chunk) {
           const int64_t nf = std::min<int64_t>(chunk, nc - jf);
-          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, std::min<int64_t>(chunk, nc - jf - nf));
+          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, mk.packBT, std::min<int64_t>(chunk, nc - jf - nf));
           for (int64_t jr = 0; jr < nf; jr += nr) {
             const int64_t nb = std::min<int64_t>(nr, nf - jr);
             for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -230,7 +235,7 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         }
         continue;
       }
-      PackB(p.B, pc, kc, jc, nc, nr, ws.b);
+      PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT);
       for (int64_t ic = t.m0; ic < t.m1; ic += mk.mc) {
         const int64_t mc = std::min<int64_t>(mk.mc, t.m1 - ic);
         PackA(p.A, ic, mc, pc, kc, mr, ws.a);
