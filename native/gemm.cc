@@ -286,8 +286,9 @@ void SplitProblem(int32_t pi, const Problem& p, int64_t parts, int mr, int nr, s
   }
 }
 
-// Below this many flops a call runs on the calling thread (waking the pool costs more).
-constexpr double kParallelMinCost = 2.0 * 48 * 48 * 48;
+// Below this many flops (~25 µs of one core) a call runs on the calling thread: waking the
+// pool's workers costs several µs, more than a smaller GEMM gains from a second core.
+constexpr double kParallelMinCost = 2.0 * 128 * 128 * 128;
 
 // Runs all problems of one call on the engine's pool with the built-in kernel.
 // One problem: `threads` tasks. Several: each problem is cut into pieces no larger than
