@@ -8,6 +8,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+// GCC 12's avx512fintrin.h trips -Wmaybe-uninitialized on _mm512_undefined_ps (a known false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace moe {
 namespace gemm {
 namespace {
