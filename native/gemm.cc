@@ -526,6 +526,8 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
 std::string GemmPathName(const Engine& e) {
 #ifdef MOE_HAVE_CBLAS
   if (e.gemm == GemmPath::Blas) return "openblas";
+#else
+  (void)e;
 #endif
   return SelectKernel().name;
 }
