@@ -376,6 +376,11 @@ export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "
         throw new ConfigError(`${source}: num_experts must be a one-element list such as [16], got ${JSON.stringify(hf.num_experts)}`);
       }
       if (hf.moe_2layer_gate) throw new ConfigError(`${source}: moe_2layer_gate true (tanh two-layer router) is not supported; set it false`);
+      // Skywork's released MoE layer multiplies the expert input by top_k unless one of these is set
+      // (routing is the same either way: top-k of the softmax, renormalised).
+      if (!hf.moe_use_mixtral_gating && !hf.moe_feature_no_mul_topk) {
+        throw new ConfigError(`${source}: moe_use_mixtral_gating and moe_feature_no_mul_topk both false (expert input multiplied by top_k in Skywork's code) is not supported; set moe_feature_no_mul_topk true`);
+      }
       const interval = positiveInt(source, "moe_expert_interval", hf.moe_expert_interval);
       return {
         ...base,

@@ -215,7 +215,7 @@ def produce(out, check_only):
         fams[family] = (cfg, params, ids, logits)
         report.append(f"{family}: margin {margin:.3e}, |logits| max {np.abs(logits).max():.3f}")
     # FP8 variant of mixtral
-    cfg, params, ids, logits32 = fams["mixtral"]
+    cfg, params, q_ids, logits32 = fams["mixtral"]
     qcfg = dict(cfg, quantization_config={"quant_method": "fp8", "activation_scheme": "dynamic"})
     qtensors, deq = {}, {}
     for name, w in params.items():
@@ -227,7 +227,7 @@ def produce(out, check_only):
         else:
             qtensors[name] = ("F32", w)
             deq[name] = w
-    qlogits, qmargin = run(deq, ids, cfg)
+    qlogits, qmargin = run(deq, q_ids, cfg)
     if qmargin < MIN_MARGIN:
         raise SystemExit(f"mixtral_fp8: routing margin {qmargin:.2e}")
     qerr = float(np.abs(qlogits - logits32).max() / np.abs(logits32).max())
@@ -253,7 +253,7 @@ def produce(out, check_only):
     os.makedirs(d, exist_ok=True)
     write_config(os.path.join(d, "config.json"), qcfg)
     save_typed(qtensors, os.path.join(d, "model.safetensors"), {"format": "pt"})
-    st.save_file({"input_ids": ids, "logits": qlogits, "logits_f32_model": logits32},
+    st.save_file({"input_ids": q_ids, "logits": qlogits, "logits_f32_model": logits32},
                  os.path.join(d, "logits.safetensors"),
                  {"note": meta_note + " from the dequantised weights; logits_f32_model = unquantised mixtral"})
     written.append(d)
@@ -263,6 +263,8 @@ def produce(out, check_only):
         assert set(t) == set(params) and all(np.array_equal(t[k], params[k]) for k in t)
         lt, _ = st.load_file(os.path.join(out, family, "logits.safetensors"))
         assert np.array_equal(lt["logits"], logits) and np.array_equal(lt["input_ids"], ids)
+    lt, _ = st.load_file(os.path.join(out, "mixtral_fp8", "logits.safetensors"))
+    assert np.array_equal(lt["input_ids"], fams["mixtral"][2]) and np.array_equal(lt["logits_f32_model"], fams["mixtral"][3])
     raw = read_raw(os.path.join(out, "mixtral_fp8", "model.safetensors"))
     for name, (dt, arr) in qtensors.items():
         assert raw[name][0] == dt and raw[name][2] == np.ascontiguousarray(arr).tobytes()
