@@ -12,8 +12,9 @@
 import type { RouterConfig } from "../moe/router.js";
 import { closest } from "../core/suggest.js";
 
-export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork";
-export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork"];
+export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork" | "llama";
+/** Families with MoE layers, plus "llama": the dense model that upcycling starts from. */
+export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork", "llama"];
 
 /** How tokens reach experts. */
 export type DispatchConfig =
@@ -159,7 +160,14 @@ export interface SkyworkHfConfig extends HfCommon {
   num_experts_per_tok: number;
 }
 
-export type HfConfig = MixtralHfConfig | PhimoeHfConfig | Qwen2MoeHfConfig | Qwen3MoeHfConfig | OlmoeHfConfig | SkyworkHfConfig;
+/** Dense Llama-style model (the source of upcycling). */
+export interface LlamaHfConfig extends HfCommon {
+  model_type: "llama";
+  attention_bias: boolean;
+  mlp_bias: boolean;
+}
+
+export type HfConfig = LlamaHfConfig | MixtralHfConfig | PhimoeHfConfig | Qwen2MoeHfConfig | Qwen3MoeHfConfig | OlmoeHfConfig | SkyworkHfConfig;
 
 const COMMON_DEFAULTS = {
   hidden_act: "silu",
@@ -202,6 +210,11 @@ export const HF_DEFAULTS: { [F in Family]: Omit<Extract<HfConfig, { model_type: 
     num_attention_heads: 16, num_key_value_heads: null, head_dim: null, max_position_embeddings: 4096, rms_norm_eps: 1e-5,
     rope_theta: 10000, attention_bias: false, clip_qkv: null, num_experts_per_tok: 8, num_experts: 64, norm_topk_prob: false,
     router_aux_loss_coef: 0.01, pad_token_id: 1, bos_token_id: null, eos_token_id: 50279,
+  },
+  llama: {
+    ...COMMON_DEFAULTS, vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
+    num_attention_heads: 32, num_key_value_heads: null, head_dim: null, max_position_embeddings: 2048, rms_norm_eps: 1e-6,
+    rope_theta: 10000, attention_bias: false, mlp_bias: false, bos_token_id: 1, eos_token_id: 2,
   },
   skywork: {
     ...COMMON_DEFAULTS, vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
@@ -301,6 +314,17 @@ export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "
   };
   const allMoe = Array.from({ length: L }, () => true);
   switch (hf.model_type) {
+    case "llama":
+      if (hf.mlp_bias) throw new ConfigError(`${source}: mlp_bias true is not supported`);
+      return {
+        ...base,
+        qkvBias: hf.attention_bias,
+        oBias: hf.attention_bias,
+        moe: {
+          numExperts: 0, topK: 0, expertIntermediateSize: 0, moeLayers: Array.from({ length: L }, () => false), sharedExpertIntermediateSize: 0,
+          router: { kind: "softmax_topk", topK: 0, normTopkProb: true }, dispatch, inputJitter: 0,
+        },
+      };
     case "mixtral":
       return {
         ...base,
