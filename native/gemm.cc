@@ -121,7 +121,8 @@ void PackA(const MatView& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int
 // Packs B rows [k0, k0+kc), cols [j0, j0+nc) into ceil(nc/nr) micro-panels of kc×nr (zero padded).
 // With row-major B, also prefetches the next `pfCols` columns of each row (the next chunk the
 // caller will pack), so the strided row segments arrive while this chunk is being computed.
-void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out, int64_t pfCols = 0) {
+void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out, gemm::PackBTFn packBT,
+           int64_t pfCols = 0) {
   if (B.cs == 1) {  // rows contiguous: walk each row once, dealing nr-wide pieces to the panels
     const int64_t full = nc / nr * nr;
     for (int64_t k = 0; k < kc; ++k) {
@@ -141,6 +142,10 @@ void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int
   for (int64_t q = 0; q < nc; q += nr) {  // transB: columns contiguous along k
     const int cols = static_cast<int>(std::min<int64_t>(nr, nc - q));
     float* o = out + q * kc;
+    if (packBT != nullptr && B.rs == 1 && cols == nr) {
+      packBT(B.p + (j0 + q) * B.cs + k0, B.cs, kc, o);
+      continue;
+    }
     for (int j = 0; j < cols; ++j) {
       const float* src = B.p + (j0 + q + j) * B.cs + k0 * B.rs;
       if (B.rs == 1) {
@@ -156,25 +161,40 @@ void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int
   }
 }
 
-// Per-thread packing buffers, 64-byte aligned. Allocated by the calling thread before the
-// parallel region (so an allocation failure is reported to JS, never thrown in a worker).
+// Per-thread packing buffers, 64-byte aligned, kept by each thread (thread_local) between calls
+// and grown on demand: allocating them per call cost page faults on every call (measured ~5% of
+// a 2-thread 512³ GEMM). At most mc·kc + kc·nc floats per thread (8.4 MB with AVX-512), released
+// when the thread (an engine's pool worker, or the JS thread) exits. Allocation never throws:
+// a failure is reported and the call answers with a JS error.
 struct Workspace {
   std::unique_ptr<float[]> raw;
+  int64_t capacity = 0;
   float* a = nullptr;    // mc × kc
   float* b = nullptr;    // kc × nc
   float* tmp = nullptr;  // mr × nr edge tile
-  void Allocate(int64_t aLen, int64_t bLen, int64_t tLen) {
+  bool Reserve(int64_t aLen, int64_t bLen, int64_t tLen) {
     const int64_t pad = 16;  // floats = 64 bytes
     const int64_t total = aLen + bLen + tLen + 4 * pad;
-    raw.reset(new float[total]);
+    if (total > capacity) {
+      raw.reset();
+      raw.reset(new (std::nothrow) float[total]);
+      capacity = raw ? total : 0;
+      if (!raw) return false;
+    }
     auto align = [](float* p) {
       return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
     };
     a = align(raw.get());
     b = align(a + aLen + pad);
     tmp = align(b + bLen + pad);
+    return true;
   }
 };
+
+Workspace& ThreadWorkspace() {
+  thread_local Workspace ws;
+  return ws;
+}
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -219,7 +239,7 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         const int64_t chunk = 4 * static_cast<int64_t>(nr);  // 4 panels per packed chunk (measured: 2-32 within 5%)
         for (int64_t jf = 0; jf < nc; jf += chunk) {
           const int64_t nf = std::min<int64_t>(chunk, nc - jf);
-          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, std::min<int64_t>(chunk, nc - jf - nf));
+          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, mk.packBT, std::min<int64_t>(chunk, nc - jf - nf));
           for (int64_t jr = 0; jr < nf; jr += nr) {
             const int64_t nb = std::min<int64_t>(nr, nf - jr);
             for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -230,7 +250,7 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         }
         continue;
       }
-      PackB(p.B, pc, kc, jc, nc, nr, ws.b);
+      PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT);
       for (int64_t ic = t.m0; ic < t.m1; ic += mk.mc) {
         const int64_t mc = std::min<int64_t>(mk.mc, t.m1 - ic);
         PackA(p.A, ic, mc, pc, kc, mr, ws.a);
@@ -281,8 +301,9 @@ void SplitProblem(int32_t pi, const Problem& p, int64_t parts, int mr, int nr, s
   }
 }
 
-// Below this many flops a call runs on the calling thread (waking the pool costs more).
-constexpr double kParallelMinCost = 2.0 * 48 * 48 * 48;
+// Below this many flops (~25 µs of one core) a call runs on the calling thread: waking the
+// pool's workers costs several µs, more than a smaller GEMM gains from a second core.
+constexpr double kParallelMinCost = 2.0 * 128 * 128 * 128;
 
 // Runs all problems of one call on the engine's pool with the built-in kernel.
 // One problem: `threads` tasks. Several: each problem is cut into pieces no larger than
@@ -322,25 +343,29 @@ bool RunBuiltin(Engine* e, const std::vector<Problem>& probs) {
   const int64_t aLen = RoundUp(std::min<int64_t>(mk.mc, maxM), mk.mr) * kc;
   const int64_t bLen = RoundUp(std::min<int64_t>(mk.nc, maxN), mk.nr) * kc;
   const int nThreads = parallel ? static_cast<int>(std::min<size_t>(T, tasks.size())) : 1;
-  std::vector<Workspace> ws(nThreads);
-  try {
-    for (auto& w : ws) w.Allocate(aLen, bLen, static_cast<int64_t>(mk.mr) * mk.nr);
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
+  const int64_t tLen = static_cast<int64_t>(mk.mr) * mk.nr;
   if (nThreads == 1) {
-    for (const Task& t : tasks) RunTaskBuiltin(mk, probs[t.prob], t, ws[0]);
+    Workspace& ws = ThreadWorkspace();
+    if (!ws.Reserve(aLen, bLen, tLen)) return false;
+    for (const Task& t : tasks) RunTaskBuiltin(mk, probs[t.prob], t, ws);
     return true;
   }
   std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
   e->pool.run_on_all([&](int tid) {
     if (tid >= nThreads) return;
+    Workspace& ws = ThreadWorkspace();
+    if (!ws.Reserve(aLen, bLen, tLen)) {
+      failed.store(true);
+      return;  // the other threads take this thread's share of the tasks
+    }
     for (;;) {
       const size_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= tasks.size()) break;
-      RunTaskBuiltin(mk, probs[tasks[i].prob], tasks[i], ws[tid]);
+      RunTaskBuiltin(mk, probs[tasks[i].prob], tasks[i], ws);
     }
   });
+  if (failed.load() && next.load() < tasks.size()) return false;
   return true;
 }
 
@@ -501,6 +526,8 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
 std::string GemmPathName(const Engine& e) {
 #ifdef MOE_HAVE_CBLAS
   if (e.gemm == GemmPath::Blas) return "openblas";
+#else
+  (void)e;
 #endif
   return SelectKernel().name;
 }

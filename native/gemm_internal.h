@@ -14,11 +14,16 @@ namespace gemm {
 // both 64-byte aligned.
 using MicroFn = void (*)(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc, float alpha, float beta);
 
+// Optional fast packing of one full B micro-panel from B stored transposed (N,K) (rows contiguous
+// along k): out[k·NR + j] = b[j·ldb + k] for j < NR, k < kc.
+using PackBTFn = void (*)(const float* b, int64_t ldb, int64_t kc, float* out);
+
 struct MicroKernel {
   const char* name;  // "builtin-avx512", ...
   int mr, nr;        // register tile
   int mc, kc, nc;    // cache blocking: A block mc×kc (L2), B micro-panel kc×nr (L1), B block kc×nc (L3)
   MicroFn fn;
+  PackBTFn packBT;  // nullptr: the generic scalar packing is used
 };
 
 // nullptr when the ISA's code was not compiled (non-x86 builds); the caller checks the CPU.

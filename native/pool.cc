@@ -1,6 +1,25 @@
 #include "pool.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace moe {
+namespace {
+
+// Spin this many pause iterations (~20-50 µs) before sleeping on a condition variable: kernels
+// called back to back (a layer's GEMMs, then its elementwise ops) find the workers awake, while
+// an idle pool still sleeps soon and leaves the cores to OpenBLAS and the event loop.
+// Measured: a 2-thread 512³ GEMM waited ~0.2 ms per call for a sleeping worker to wake.
+constexpr int kSpinIters = 1 << 12;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) : threads_(threads < 1 ? 1 : threads) {
   for (int t = 1; t < threads_; ++t) workers_.emplace_back([this, t] { worker(t); });
@@ -18,18 +37,19 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int tid) {
   uint64_t seen = 0;
   for (;;) {
+    for (int i = 0; i < kSpinIters && generation_.load(std::memory_order_acquire) == seen; ++i) CpuRelax();
     const std::function<void(int)>* job;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      cv_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
       if (stop_) return;
-      seen = generation_;
+      seen = generation_.load(std::memory_order_relaxed);
       job = job_;
     }
     (*job)(tid);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lk(mu_);  // pairs with the caller's predicate check under mu_
+      done_cv_.notify_one();
     }
   }
 }
@@ -43,13 +63,14 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;
-    pending_ = threads_ - 1;
-    ++generation_;
+    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   fn(0);
+  for (int i = 0; i < kSpinIters && pending_.load(std::memory_order_acquire) != 0; ++i) CpuRelax();
   std::unique_lock<std::mutex> lk(mu_);
-  done_cv_.wait(lk, [&] { return pending_ == 0; });
+  done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
   job_ = nullptr;
 }
 

@@ -37,8 +37,8 @@ class ThreadPool {
   std::condition_variable cv_;
   std::condition_variable done_cv_;
   const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
+  std::atomic<uint64_t> generation_{0};  // written under mu_, read without it while spinning
+  std::atomic<int> pending_{0};          // workers still running the current job
   bool stop_ = false;
   std::mutex run_mu_;  // serialises callers of run_on_all
 };

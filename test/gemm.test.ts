@@ -110,6 +110,7 @@ test("batchedGemm matches ref (few large and many small problems)", () => {
     [3, 17, 33, 65],
     [9, 4, 8, 6],
     [2, 96, 64, 80],
+    [4, 128, 96, 160],
     [1, 5, 3, 2],
     [0, 5, 3, 2],
   ];
