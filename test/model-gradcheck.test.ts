@@ -166,3 +166,21 @@ test("gradcheck: OLMoE family (q/k RMSNorm over the whole projection)", () => {
   assert.equal(cfg.qkNorm, "full");
   check("olmoe", cfg, { train: true, zCoef: 1e-3 });
 });
+
+test("backward(gradScale) scales every gradient (LM and balancing terms) and accumulates into grads", () => {
+  const cfg = tinyConfig(router({ kind: "softmax_topk", topK: 2, normTopkProb: true, logitsNormStd: 1 }));
+  const { m, ids, targets } = build(cfg, 2);
+  const opt: StepOptions = { train: true, balance: "skywork", auxCoefs: coefs(0.5), zCoef: 0.1 };
+  m.forward(ids, targets, opt);
+  m.zeroGrad();
+  m.backward(1);
+  const g1 = Float64Array.from(m.grads);
+  m.forward(ids, targets, opt);
+  m.zeroGrad();
+  m.backward(0.25);
+  m.forward(ids, targets, opt);
+  m.backward(0.5); // accumulates: 0.75 in all
+  for (let i = 0; i < g1.length; i++) {
+    assert.ok(Math.abs(m.grads[i]! - 0.75 * g1[i]!) <= 1e-12 * Math.abs(g1[i]!) + 1e-15, `grad[${i}]: ${m.grads[i]} vs 0.75·${g1[i]}`);
+  }
+});
