@@ -154,5 +154,7 @@ export function tinyHfConfig(family: ModelConfig["family"], s: TinySizes = TINY)
         ...common, intermediate_size: s.F, num_experts: [s.E], num_experts_per_tok: s.K, moe_use_logits_norm: true,
         moe_gate_norm_std: 1, moe_2layer_gate: false, moe_use_mixtral_gating: true, rms_norm_eps: 1e-6,
       };
+    case "llama":
+      return { ...common, intermediate_size: s.F, rms_norm_eps: 1e-5 };
   }
 }

@@ -233,6 +233,14 @@ const INERT_KEYS = new Set([
   "original_max_position_embeddings", "layer_types", "dtype",
 ]);
 
+/** Keys that may be null in a config.json (HF writes null for "unset"). */
+const NULLABLE_KEYS = new Set(["num_key_value_heads", "head_dim", "sliding_window", "rope_scaling", "bos_token_id", "eos_token_id", "pad_token_id", "clip_qkv"]);
+/** Value types of keys whose default is null (or whose type the default does not show). */
+const NULL_DEFAULT_TYPES: Record<string, string> = {
+  num_key_value_heads: "number", head_dim: "number", sliding_window: "number", rope_scaling: "object",
+  bos_token_id: "number", eos_token_id: "number|number[]", pad_token_id: "number", clip_qkv: "number",
+};
+
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
@@ -262,10 +270,17 @@ export function parseHfConfig(json: unknown, source = "config.json"): HfConfig {
       throw new ConfigError(`${source}: unknown key '${k}' for model_type ${family}${hint ? ` (did you mean '${hint}'?)` : ""}`);
     }
     const d = defaults[k];
-    const ok =
-      d === null || v === null ||
-      (Array.isArray(d) ? Array.isArray(v) && v.every((x) => typeof x === "number") : typeof v === typeof d);
-    if (!ok) throw new ConfigError(`${source}: key '${k}' must be ${Array.isArray(d) ? "an array of numbers" : typeof d}, got ${JSON.stringify(v)}`);
+    if (v === null) {
+      if (!NULLABLE_KEYS.has(k)) throw new ConfigError(`${source}: key '${k}' must not be null`);
+    } else {
+      const expect = d === null || k in NULL_DEFAULT_TYPES ? NULL_DEFAULT_TYPES[k] ?? "number" : Array.isArray(d) ? "number[]" : typeof d;
+      const ok =
+        expect === "number[]" ? Array.isArray(v) && v.every((x) => typeof x === "number") :
+        expect === "number|number[]" ? typeof v === "number" || (Array.isArray(v) && v.every((x) => typeof x === "number")) :
+        expect === "object" ? typeof v === "object" && !Array.isArray(v) :
+        typeof v === expect;
+      if (!ok) throw new ConfigError(`${source}: key '${k}' must be ${expect === "number[]" ? "an array of numbers" : expect}, got ${JSON.stringify(v)}`);
+    }
     out[k] = v;
   }
   return out as unknown as HfConfig;
@@ -283,6 +298,15 @@ function sparseStepLayers(L: number, step: number, mlpOnly: number[]): boolean[]
 
 /** Maps a family HF config onto the resolved ModelConfig. */
 export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "dropless" }, source = "config.json"): ModelConfig {
+  const cfg = resolveUnchecked(hf, dispatch, source);
+  const { numExperts: E, topK: K } = cfg.moe;
+  if (cfg.moe.moeLayers.some(Boolean) && !(Number.isInteger(K) && K >= 1 && K <= E)) {
+    throw new ConfigError(`${source}: num_experts_per_tok must be an integer in [1, ${E}], got ${K}`);
+  }
+  return cfg;
+}
+
+function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string): ModelConfig {
   const L = positiveInt(source, "num_hidden_layers", hf.num_hidden_layers);
   const C = positiveInt(source, "hidden_size", hf.hidden_size);
   const NH = positiveInt(source, "num_attention_heads", hf.num_attention_heads);
@@ -294,6 +318,9 @@ export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "
   if (hf.rope_scaling != null) throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet`);
   if (hf.hidden_act !== "silu") throw new ConfigError(`${source}: hidden_act '${hf.hidden_act}' is not supported (experts are SwiGLU: 'silu')`);
   positiveInt(source, "vocab_size", hf.vocab_size);
+  if (!(hf.rms_norm_eps > 0)) throw new ConfigError(`${source}: rms_norm_eps must be positive, got ${hf.rms_norm_eps}`);
+  const window = (hf as { sliding_window?: number | null }).sliding_window;
+  if (window != null && !(Number.isInteger(window) && window >= 0)) throw new ConfigError(`${source}: sliding_window must be a non-negative integer or null, got ${window}`);
   const base = {
     family: hf.model_type,
     vocabSize: hf.vocab_size,
