@@ -15,7 +15,7 @@
 // Deterministic: the same config, data and thread count give bit-identical losses, and a resumed
 // run continues the uninterrupted run's loss sequence exactly (data cursor, α, optimizer state and
 // counter-based router noise are all restored).
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { createBackend, type Backend } from "../backend/index.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
@@ -107,16 +107,12 @@ function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
   return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy } : { kind: "dropless" };
 }
 
-function writeJsonAtomic(file: string, text: string): void {
+function writeTextAtomic(file: string, text: string): void {
   atomicWrite(file, (fd) => {
     const b = Buffer.from(text, "utf8");
     let done = 0;
-    while (done < b.length) done += (require_writeSync())(fd, b, done, b.length - done);
+    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
   });
-}
-import { writeSync, appendFileSync } from "node:fs";
-function require_writeSync() {
-  return writeSync;
 }
 
 export interface TrainerOptions {
@@ -220,7 +216,7 @@ export class Trainer {
       t.train = TokenLoader.restore(shards, "train", shape.B, shape.T, st.loader);
       log(`resumed from ${resumeFrom} at step ${st.step}`);
     } else {
-      writeJsonAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+      writeTextAtomic(path.join(outDir, "config.yaml"), toYaml(c));
     }
     return t;
   }
@@ -309,13 +305,12 @@ export class Trainer {
 
   /** Mean CE over `batches` held-out batches (the same batches every call). */
   evaluate(batches = this.c.eval.batches): { loss: number; perplexity: number } {
-    const val = new TokenLoader(this.shards, "val", this.c.train.batch_size, this.c.train.seq_len, this.c.train.seed);
-    let sum = 0;
-    for (let i = 0; i < batches; i++) {
-      const b = val.next();
+    let sum = 0, n = 0;
+    for (const b of this.train.evalBatches(batches, "val")) {
       sum += this.model.forward(b.inputs, b.targets, { train: false }).ce;
+      n++;
     }
-    const loss = sum / batches;
+    const loss = sum / n;
     return { loss, perplexity: Math.exp(loss) };
   }
 
