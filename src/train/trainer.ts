@@ -87,6 +87,7 @@ export function buildRunHfConfig(c: TrainConfig, vocabSize: number): HfConfig {
     rms_norm_eps: base.rms_norm_eps, rope_theta: base.rope_theta, max_position_embeddings: Math.max(c.train.seq_len, Number(base.max_position_embeddings)),
     initializer_range: c.model.init_std, tie_word_embeddings: false, bos_token_id: null, eos_token_id: 0,
   };
+  if (c.model.dense) return parseHfConfig({ model_type: "llama", ...common }, "train config");
   switch (c.model.router) {
     case "topk":
       return parseHfConfig({ model_type: "mixtral", ...common, num_local_experts: E, num_experts_per_tok: K }, "train config");
