@@ -12,8 +12,9 @@
 import type { RouterConfig } from "../moe/router.js";
 import { closest } from "../core/suggest.js";
 
-export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork";
-export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork"];
+export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork" | "llama";
+/** Families with MoE layers, plus "llama": the dense model that upcycling starts from. */
+export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork", "llama"];
 
 /** How tokens reach experts. */
 export type DispatchConfig =
@@ -159,7 +160,14 @@ export interface SkyworkHfConfig extends HfCommon {
   num_experts_per_tok: number;
 }
 
-export type HfConfig = MixtralHfConfig | PhimoeHfConfig | Qwen2MoeHfConfig | Qwen3MoeHfConfig | OlmoeHfConfig | SkyworkHfConfig;
+/** Dense Llama-style model (the source of upcycling). */
+export interface LlamaHfConfig extends HfCommon {
+  model_type: "llama";
+  attention_bias: boolean;
+  mlp_bias: boolean;
+}
+
+export type HfConfig = LlamaHfConfig | MixtralHfConfig | PhimoeHfConfig | Qwen2MoeHfConfig | Qwen3MoeHfConfig | OlmoeHfConfig | SkyworkHfConfig;
 
 const COMMON_DEFAULTS = {
   hidden_act: "silu",
@@ -203,6 +211,11 @@ export const HF_DEFAULTS: { [F in Family]: Omit<Extract<HfConfig, { model_type: 
     rope_theta: 10000, attention_bias: false, clip_qkv: null, num_experts_per_tok: 8, num_experts: 64, norm_topk_prob: false,
     router_aux_loss_coef: 0.01, pad_token_id: 1, bos_token_id: null, eos_token_id: 50279,
   },
+  llama: {
+    ...COMMON_DEFAULTS, vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
+    num_attention_heads: 32, num_key_value_heads: null, head_dim: null, max_position_embeddings: 2048, rms_norm_eps: 1e-6,
+    rope_theta: 10000, attention_bias: false, mlp_bias: false, bos_token_id: 1, eos_token_id: 2,
+  },
   skywork: {
     ...COMMON_DEFAULTS, vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
     num_attention_heads: 32, num_key_value_heads: null, head_dim: null, max_position_embeddings: 2048, rms_norm_eps: 1e-6,
@@ -219,6 +232,14 @@ const INERT_KEYS = new Set([
   "bos_token_id", "eos_token_id", "pad_token_id", "hidden_dropout", "attention_probs_dropout_prob", "model_type",
   "original_max_position_embeddings", "layer_types", "dtype",
 ]);
+
+/** Keys that may be null in a config.json (HF writes null for "unset"). */
+const NULLABLE_KEYS = new Set(["num_key_value_heads", "head_dim", "sliding_window", "rope_scaling", "bos_token_id", "eos_token_id", "pad_token_id", "clip_qkv"]);
+/** Value types of keys whose default is null (or whose type the default does not show). */
+const NULL_DEFAULT_TYPES: Record<string, string> = {
+  num_key_value_heads: "number", head_dim: "number", sliding_window: "number", rope_scaling: "object",
+  bos_token_id: "number", eos_token_id: "number|number[]", pad_token_id: "number", clip_qkv: "number",
+};
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -249,10 +270,17 @@ export function parseHfConfig(json: unknown, source = "config.json"): HfConfig {
       throw new ConfigError(`${source}: unknown key '${k}' for model_type ${family}${hint ? ` (did you mean '${hint}'?)` : ""}`);
     }
     const d = defaults[k];
-    const ok =
-      d === null || v === null ||
-      (Array.isArray(d) ? Array.isArray(v) && v.every((x) => typeof x === "number") : typeof v === typeof d);
-    if (!ok) throw new ConfigError(`${source}: key '${k}' must be ${Array.isArray(d) ? "an array of numbers" : typeof d}, got ${JSON.stringify(v)}`);
+    if (v === null) {
+      if (!NULLABLE_KEYS.has(k)) throw new ConfigError(`${source}: key '${k}' must not be null`);
+    } else {
+      const expect = d === null || k in NULL_DEFAULT_TYPES ? NULL_DEFAULT_TYPES[k] ?? "number" : Array.isArray(d) ? "number[]" : typeof d;
+      const ok =
+        expect === "number[]" ? Array.isArray(v) && v.every((x) => typeof x === "number") :
+        expect === "number|number[]" ? typeof v === "number" || (Array.isArray(v) && v.every((x) => typeof x === "number")) :
+        expect === "object" ? typeof v === "object" && !Array.isArray(v) :
+        typeof v === expect;
+      if (!ok) throw new ConfigError(`${source}: key '${k}' must be ${expect === "number[]" ? "an array of numbers" : expect}, got ${JSON.stringify(v)}`);
+    }
     out[k] = v;
   }
   return out as unknown as HfConfig;
@@ -270,6 +298,15 @@ function sparseStepLayers(L: number, step: number, mlpOnly: number[]): boolean[]
 
 /** Maps a family HF config onto the resolved ModelConfig. */
 export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "dropless" }, source = "config.json"): ModelConfig {
+  const cfg = resolveUnchecked(hf, dispatch, source);
+  const { numExperts: E, topK: K } = cfg.moe;
+  if (cfg.moe.moeLayers.some(Boolean) && !(Number.isInteger(K) && K >= 1 && K <= E)) {
+    throw new ConfigError(`${source}: num_experts_per_tok must be an integer in [1, ${E}], got ${K}`);
+  }
+  return cfg;
+}
+
+function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string): ModelConfig {
   const L = positiveInt(source, "num_hidden_layers", hf.num_hidden_layers);
   const C = positiveInt(source, "hidden_size", hf.hidden_size);
   const NH = positiveInt(source, "num_attention_heads", hf.num_attention_heads);
@@ -281,6 +318,9 @@ export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "
   if (hf.rope_scaling != null) throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet`);
   if (hf.hidden_act !== "silu") throw new ConfigError(`${source}: hidden_act '${hf.hidden_act}' is not supported (experts are SwiGLU: 'silu')`);
   positiveInt(source, "vocab_size", hf.vocab_size);
+  if (!(hf.rms_norm_eps > 0)) throw new ConfigError(`${source}: rms_norm_eps must be positive, got ${hf.rms_norm_eps}`);
+  const window = (hf as { sliding_window?: number | null }).sliding_window;
+  if (window != null && !(Number.isInteger(window) && window >= 0)) throw new ConfigError(`${source}: sliding_window must be a non-negative integer or null, got ${window}`);
   const base = {
     family: hf.model_type,
     vocabSize: hf.vocab_size,
@@ -301,6 +341,17 @@ export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "
   };
   const allMoe = Array.from({ length: L }, () => true);
   switch (hf.model_type) {
+    case "llama":
+      if (hf.mlp_bias) throw new ConfigError(`${source}: mlp_bias true is not supported`);
+      return {
+        ...base,
+        qkvBias: hf.attention_bias,
+        oBias: hf.attention_bias,
+        moe: {
+          numExperts: 0, topK: 0, expertIntermediateSize: 0, moeLayers: Array.from({ length: L }, () => false), sharedExpertIntermediateSize: 0,
+          router: { kind: "softmax_topk", topK: 0, normTopkProb: true }, dispatch, inputJitter: 0,
+        },
+      };
     case "mixtral":
       return {
         ...base,

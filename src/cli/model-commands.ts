@@ -1,0 +1,157 @@
+// `moe generate`, `moe eval`, `moe inspect`, `moe upcycle`: commands that open a model directory
+// (an HF-layout directory, or a run directory whose latest checkpoint is used).
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { createBackend, type Backend } from "../backend/index.js";
+import { loadHfModel, readHfConfig, saveHfModel } from "../model/checkpoint.js";
+import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
+import { buildLayout } from "../model/params.js";
+import { MoeModel } from "../model/model.js";
+import { upcycleParams, expertSimilarity } from "../model/upcycle.js";
+import { resolveModelDir } from "../train/checkpoints.js";
+import { loadTokenizer } from "../data/tokenizer.js";
+import { generate } from "../infer/generate.js";
+import { parseCorpusSpec, corpusFingerprint } from "../data/corpus.js";
+import { ensureShards, tokenizerHash } from "../data/shards.js";
+import { TokenLoader } from "../data/loader.js";
+import { SafetensorsCheckpoint } from "../io/safetensors.js";
+import { parseFlags } from "./args.js";
+import { formatCount } from "./progress.js";
+
+function backendFrom(flags: { backend?: string; threads?: number }): Backend {
+  const name = flags.backend ?? "native";
+  if (name === "ref") return createBackend({ name: "ref" });
+  if (name !== "native") throw new Error(`--backend must be native or ref, got '${name}'`);
+  return createBackend({ name: "native", threads: flags.threads });
+}
+
+function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
+  const x = v ?? d;
+  if (!Number.isInteger(x) || x < 1) throw new Error(`${cmd}: --${name} must be a positive integer, got ${x}`);
+  return x;
+}
+
+export async function runGenerate(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe generate", argv, {
+    prompt: "string", "max-tokens": "number", temperature: "number", "top-p": "number", seed: "number", backend: "string", threads: "number", help: "boolean",
+  });
+  if (flags.help || positional.length !== 1) {
+    console.log("usage: moe generate MODEL --prompt TEXT [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--seed 0]");
+    return flags.help ? 0 : 2;
+  }
+  const dir = resolveModelDir(positional[0]!);
+  const tokFile = path.join(dir, "tokenizer.json");
+  if (!existsSync(tokFile)) throw new Error(`moe generate: ${dir} has no tokenizer.json`);
+  const tok = loadTokenizer(tokFile);
+  const maxTokens = positiveInt("moe generate", "max-tokens", flags["max-tokens"], 64);
+  const temperature = flags.temperature ?? 0.8;
+  if (!(temperature >= 0)) throw new Error(`moe generate: --temperature must be ≥ 0, got ${temperature}`);
+  const topP = flags["top-p"] ?? 0.95;
+  if (!(topP > 0 && topP <= 1)) throw new Error(`moe generate: --top-p must be in (0, 1], got ${topP}`);
+  const prompt = flags.prompt ?? "";
+  const ids = tok.encode(prompt);
+  if (tok.eosId !== undefined && ids.length === 0) ids.push(tok.eosId);
+  const hf = readHfConfig(dir);
+  const T = Math.min(ids.length + maxTokens, Math.max(hf.max_position_embeddings, ids.length + 1));
+  const { model } = loadHfModel(dir, backendFrom(flags), { B: 1, T });
+  const out = generate(model, ids.slice(-(T - 1)), { maxTokens: Math.min(maxTokens, T - Math.min(ids.length, T - 1)), temperature, topP, seed: flags.seed ?? 0, eosId: tok.eosId });
+  process.stdout.write(prompt + tok.decode(out) + "\n");
+  return 0;
+}
+
+export async function runEval(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe eval", argv, {
+    data: "string", "jsonl-field": "string", split: "string", batches: "number", "batch-size": "number", "seq-len": "number", "cache-dir": "string", backend: "string", threads: "number", help: "boolean",
+  });
+  if (flags.help || positional.length !== 1) {
+    console.log("usage: moe eval MODEL [--data moby-dick|PATHS] [--split val|train] [--batches 16] [--batch-size 8] [--seq-len 128]");
+    return flags.help ? 0 : 2;
+  }
+  const dir = resolveModelDir(positional[0]!);
+  const tok = loadTokenizer(path.join(dir, "tokenizer.json"));
+  const spec = parseCorpusSpec(flags.data ?? "moby-dick", flags["jsonl-field"] ?? "text");
+  const split = flags.split ?? "val";
+  if (split !== "val" && split !== "train") throw new Error(`moe eval: --split must be val or train, got '${split}'`);
+  const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
+  const batches = positiveInt("moe eval", "batches", flags.batches, 16);
+  const th = tokenizerHash(tok);
+  const cache = path.resolve(flags["cache-dir"] ?? "runs/cache", `shards-${corpusFingerprint(spec).slice(0, 12)}-${th.slice(0, 12)}`);
+  const { shards } = ensureShards(spec, tok, th, cache, {});
+  const { model } = loadHfModel(dir, backendFrom(flags), { B, T });
+  const loader = new TokenLoader(shards, split, B, T, 0);
+  let sum = 0, n = 0;
+  for (const b of loader.evalBatches(batches, split)) {
+    sum += model.forward(b.inputs, b.targets, { train: false }).ce;
+    n++;
+  }
+  const loss = sum / n;
+  console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: n, tokens: n * B * T, loss, perplexity: Math.exp(loss) }));
+  return 0;
+}
+
+export async function runInspect(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe inspect", argv, { json: "boolean", help: "boolean" });
+  if (flags.help || positional.length !== 1) {
+    console.log("usage: moe inspect MODEL [--json]");
+    return flags.help ? 0 : 2;
+  }
+  const dir = resolveModelDir(positional[0]!);
+  const hf = readHfConfig(dir);
+  const cfg = resolveConfig(hf);
+  const counts = parameterCounts(cfg);
+  const ck = SafetensorsCheckpoint.open(dir);
+  const dtypes: Record<string, number> = {};
+  let bytes = 0;
+  for (const n of ck.names()) {
+    const i = ck.info(n);
+    dtypes[i.dtype] = (dtypes[i.dtype] ?? 0) + 1;
+    bytes += i.byteLength;
+  }
+  const { layout } = buildLayout(cfg);
+  const fileSize = readdirSync(dir).filter((f) => f.endsWith(".safetensors") && !f.startsWith("trainer_state")).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
+  const moeLayers = cfg.moe.moeLayers.filter(Boolean).length;
+  const info = {
+    dir, family: hf.model_type, layers: cfg.numLayers, moeLayers, hiddenSize: cfg.hiddenSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,
+    vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router,
+    norm: cfg.norm.kind, slidingWindow: cfg.slidingWindow, totalParams: counts.total, activeParams: counts.active, tensors: ck.names().length,
+    expectedTensors: layout.hfTensors.length, dtypes, tensorBytes: bytes, fileBytes: fileSize,
+  };
+  if (flags.json) console.log(JSON.stringify(info));
+  else {
+    console.log(`${dir}`);
+    console.log(`  family          ${info.family}`);
+    console.log(`  layers          ${info.layers} (${moeLayers} MoE), hidden ${info.hiddenSize}, heads ${info.heads}/${info.kvHeads} × ${info.headDim}, vocab ${info.vocab}`);
+    console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${cfg.moe.router.kind}`);
+    console.log(`  parameters      ${formatCount(counts.total)} total, ${formatCount(counts.active)} active per token`);
+    console.log(`  tensors         ${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${formatCount(bytes)} bytes`);
+  }
+  return 0;
+}
+
+export async function runUpcycle(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe upcycle", argv, {
+    from: "string", experts: "number", "top-k": "number", granularity: "number", noise: "number", "router-std": "number", seed: "number", out: "string", help: "boolean",
+  });
+  if (flags.help || positional.length || !flags.from || !flags.out) {
+    console.log("usage: moe upcycle --from DENSE_DIR --experts 8 --top-k 2 [--granularity 1] [--noise 0] [--router-std 0.01] [--seed 0] --out DIR");
+    return flags.help ? 0 : 2;
+  }
+  const src = resolveModelDir(flags.from);
+  const hf = readHfConfig(src);
+  if (hf.model_type !== "llama") throw new Error(`moe upcycle: ${src} is a '${hf.model_type}' model; upcycling starts from a dense 'llama' checkpoint`);
+  const { model } = loadHfModel(src, createBackend({ name: "ref" }), { B: 1, T: 1 });
+  const up = upcycleParams(hf as LlamaHfConfig, model.params, {
+    experts: positiveInt("moe upcycle", "experts", flags.experts, 8), topK: positiveInt("moe upcycle", "top-k", flags["top-k"], 2),
+    granularity: flags.granularity, noise: flags.noise, routerStd: flags["router-std"], seed: flags.seed,
+  });
+  const out = path.resolve(flags.out);
+  if (existsSync(path.join(out, "config.json"))) throw new Error(`moe upcycle: ${out} already holds a model; choose an empty --out`);
+  mkdirSync(out, { recursive: true });
+  const moe = new MoeModel(up.cfg, createBackend({ name: "ref" }), { B: 1, T: 1 });
+  moe.params.set(up.params);
+  saveHfModel(moe, up.hf, out);
+  if (existsSync(path.join(src, "tokenizer.json"))) copyFileSync(path.join(src, "tokenizer.json"), path.join(out, "tokenizer.json"));
+  const counts = parameterCounts(up.cfg);
+  console.log(`upcycled ${src} → ${out}: ${up.cfg.moe.numExperts} experts top-${up.cfg.moe.topK}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active); expert similarity ${expertSimilarity(up.cfg, up.params).map((x) => x.toFixed(3)).join(" ")}`);
+  return 0;
+}

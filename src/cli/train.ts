@@ -1,0 +1,95 @@
+// `moe train [-c config.yaml] [--resume] [section.key=value ...]`
+import path from "node:path";
+import { loadTrainConfig, schemaMarkdown } from "../train/config.js";
+import { Trainer, type StepReport } from "../train/trainer.js";
+import { parameterCounts } from "../model/config.js";
+import { Progress, formatCount, formatDuration } from "./progress.js";
+
+const USAGE = `usage: moe train [-c config.yaml] [--resume] [section.key=value ...]
+
+Trains an MoE language model. With no arguments: a small MoE (8 experts, top-2, dropless,
+Skywork router and adaptive aux loss) on Moby Dick with a freshly trained BPE tokenizer.
+Options are YAML sections or dotted overrides, e.g. model.num_experts=16 optim.lr=1e-3.
+--resume continues the run in train.out_dir from its latest checkpoint.
+--options lists every option with its default.`;
+
+export async function runTrain(argv: string[]): Promise<number> {
+  let yaml: string | null = null, resume = false;
+  const overrides: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "-c" || a === "--config") {
+      yaml = argv[++i] ?? null;
+      if (!yaml) throw new Error("moe train: -c needs a YAML file");
+    } else if (a === "--resume") resume = true;
+    else if (a === "-h" || a === "--help") {
+      console.log(USAGE);
+      return 0;
+    } else if (a === "--options") {
+      console.log(schemaMarkdown());
+      return 0;
+    } else if (a.startsWith("-")) throw new Error(`moe train: unknown option ${a}\n\n${USAGE}`);
+    else overrides.push(a);
+  }
+  const c = loadTrainConfig(yaml, overrides);
+  const progress = new Progress(c.log.progress, c.log.every);
+  const log = (s: string) => progress.line(s);
+  const t = Trainer.create(c, { resume, log });
+  const counts = parameterCounts(t.cfg);
+  const N = c.train.batch_size * c.train.seq_len * c.train.grad_accum;
+  log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
+  log(`engine: ${t.backend.info().backend}, ${t.backend.info().threads} threads, gemm ${t.backend.info().gemm}; ${N} tokens/step, ${c.train.steps} steps → ${path.relative(process.cwd(), t.outDir) || "."}`);
+  const baseline = t.unigramBaseline();
+  log(`unigram baseline (val): ${baseline.toFixed(4)} nats/token; uniform: ${Math.log(t.tokenizer.vocabSize).toFixed(4)}`);
+  const start = Date.now();
+  const startStep = t.step;
+  let interrupted = false;
+  const onSig = () => {
+    interrupted = true;
+  };
+  process.once("SIGINT", onSig);
+  let last: StepReport | null = null;
+  try {
+    while (t.step < c.train.steps && !interrupted) {
+      const r = t.trainStep();
+      last = r;
+      const layers = r.layers;
+      const mean = (f: (l: StepReport["layers"][number]) => number) => (layers.length ? layers.reduce((s, l) => s + f(l), 0) / layers.length : 0);
+      const elapsed = (Date.now() - start) / 1e3;
+      progress.update({
+        step: t.step, total: c.train.steps, elapsed: elapsed * (c.train.steps - startStep) / Math.max(1, c.train.steps - startStep),
+        fields: [
+          ["loss", r.skipped ? "skip" : r.ce.toFixed(4)], ["lr", r.lr.toExponential(2)], ["tok/s", formatCount(r.tokensPerSec)],
+          ["aux", mean((l) => l.aux).toExponential(2)], ["z", mean((l) => l.z).toFixed(3)],
+          ["drop", `${(mean((l) => (t.cfg.moe.dispatch.kind === "capacity" ? l.dropRate : l.virtualDropRate)) * 100).toFixed(1)}%${t.cfg.moe.dispatch.kind === "capacity" ? "" : "v"}`],
+          ["load", mean((l) => l.maxOverMeanLoad).toFixed(2)], ["α", mean((l) => l.alpha).toExponential(1)],
+        ],
+      });
+      if (r.skipped) log(`step ${r.step}: non-finite loss or gradient (loss ${r.loss}, grad norm ${r.gradNorm}); step skipped`);
+      if (c.eval.every > 0 && t.step % c.eval.every === 0 && t.step < c.train.steps) {
+        const ev = t.evaluate();
+        const sim = t.expertSimilarity().filter((x) => !Number.isNaN(x));
+        log(`step ${t.step}: val loss ${ev.loss.toFixed(4)} (ppl ${ev.perplexity.toFixed(1)}), expert similarity ${sim.map((x) => x.toFixed(3)).join(" ")}`);
+      }
+      if (c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
+      if (c.checkpoint.every > 0 && t.step % c.checkpoint.every === 0 && t.step < c.train.steps) t.save();
+      if (c.train.max_minutes > 0 && elapsed / 60 >= c.train.max_minutes) {
+        log(`train.max_minutes = ${c.train.max_minutes} reached at step ${t.step}`);
+        break;
+      }
+    }
+  } finally {
+    process.removeListener("SIGINT", onSig);
+    progress.done();
+  }
+  if (interrupted) log(`interrupted at step ${t.step}; saving a checkpoint`);
+  const dir = t.save();
+  const ev = t.evaluate();
+  const secs = (Date.now() - start) / 1e3;
+  log(`done: ${t.step - startStep} steps in ${formatDuration(secs)}; final train loss ${last ? last.ce.toFixed(4) : "-"}`);
+  log(`validation loss ${ev.loss.toFixed(4)} nats/token (ppl ${ev.perplexity.toFixed(1)}) vs unigram baseline ${baseline.toFixed(4)}`);
+  log(`sample: ${JSON.stringify(t.sample())}`);
+  log(`checkpoint: ${path.relative(process.cwd(), dir)}`);
+  log(`generate with: npx moe generate ${path.relative(process.cwd(), t.outDir) || "."} --prompt "${c.sample.prompt}"`);
+  return 0;
+}

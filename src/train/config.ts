@@ -1,0 +1,243 @@
+// The training configuration: one schema (type, default, documentation of every key),
+// from which the typed config, YAML loading, `key=value` overrides, validation and the
+// README's option table all come. An unknown key or a wrongly typed value is rejected
+// with the closest valid key suggested. Not: the model's HF config (model/config.ts).
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { closest } from "../core/suggest.js";
+
+type FieldType = "number" | "int" | "string" | "boolean" | readonly string[];
+
+interface Field {
+  type: FieldType;
+  default: number | string | boolean | null;
+  /** null allowed (means "take it from the preset / derive it"). */
+  nullable?: boolean;
+  doc: string;
+}
+
+/** Every training option. Section.key → field. */
+export const TRAIN_SCHEMA = {
+  model: {
+    preset: { type: "string", default: "small-moe", doc: "model preset (tiny-mixtral, tiny-grin, small-moe, moe-50m); ignored with model.from" },
+    dense: { type: "boolean", default: false, doc: "train a dense Llama-style model instead (FFN = the preset's expert size; the starting point of `moe upcycle`)" },
+    from: { type: "string", default: null, nullable: true, doc: "start from this HF checkpoint directory instead of a preset (fine-tuning / after upcycling)" },
+    num_experts: { type: "int", default: null, nullable: true, doc: "override the preset's experts per MoE layer" },
+    top_k: { type: "int", default: null, nullable: true, doc: "override the preset's experts per token" },
+    hidden_size: { type: "int", default: null, nullable: true, doc: "override the preset's hidden size" },
+    num_layers: { type: "int", default: null, nullable: true, doc: "override the preset's layer count" },
+    num_heads: { type: "int", default: null, nullable: true, doc: "override the preset's query heads" },
+    num_kv_heads: { type: "int", default: null, nullable: true, doc: "override the preset's key/value heads" },
+    expert_size: { type: "int", default: null, nullable: true, doc: "override the preset's expert FFN hidden size" },
+    router: { type: ["topk", "skywork", "sparsemixer"], default: "skywork", doc: "topk: softmax top-k renormalised (Mixtral); skywork: + gating-logit normalisation; sparsemixer: GRIN SparseMixer-v2" },
+    gate_norm_std: { type: "number", default: 1, doc: "Skywork λ (moe_gate_norm_std) for router=skywork" },
+    sparsemixer_eps: { type: "number", default: 0.01, doc: "SparseMixer ε (router_jitter_noise) for router=sparsemixer" },
+    dispatch: { type: ["dropless", "capacity"], default: "dropless", doc: "dropless grouped GEMM, or capacity with dropping" },
+    capacity_factor: { type: "number", default: 1.25, doc: "capacity factor (capacity dispatch), and the CF of the virtual drop rate in dropless mode" },
+    drop_policy: { type: ["probs", "position"], default: "probs", doc: "which assignments survive past capacity" },
+    init_std: { type: "number", default: 0.02, doc: "normal init std of weights (router too)" },
+  },
+  data: {
+    corpus: { type: "string", default: "moby-dick", doc: "moby-dick, or files / directories / .jsonl files, comma-separated" },
+    jsonl_field: { type: "string", default: "text", doc: "field of .jsonl records holding the text" },
+    tokenizer: { type: "string", default: null, nullable: true, doc: "HF tokenizer.json to use; null trains a byte-level BPE on the corpus" },
+    vocab_size: { type: "int", default: 4096, doc: "vocabulary of a freshly trained tokenizer" },
+    cache_dir: { type: "string", default: "runs/cache", doc: "where tokenised shards are cached" },
+    val_fraction: { type: "number", default: 0.05, doc: "fraction of documents held out for evaluation" },
+  },
+  train: {
+    out_dir: { type: "string", default: "runs/default", doc: "run directory (checkpoints, metrics, resolved config)" },
+    backend: { type: ["native", "ref"], default: "native", doc: "compute backend" },
+    threads: { type: "int", default: null, nullable: true, doc: "engine threads (default: MOE_NUM_THREADS or all cores)" },
+    seed: { type: "int", default: 1234, doc: "seed of init, data order and router noise" },
+    batch_size: { type: "int", default: 16, doc: "sequences per micro-batch (B)" },
+    seq_len: { type: "int", default: 128, doc: "tokens per sequence (T)" },
+    grad_accum: { type: "int", default: 1, doc: "micro-batches per optimizer step" },
+    steps: { type: "int", default: 600, doc: "optimizer steps" },
+    max_minutes: { type: "number", default: 0, doc: "stop (and checkpoint) after this many minutes; 0 = no limit" },
+    nan_tolerance: { type: "int", default: 3, doc: "consecutive non-finite steps (skipped) before the run stops" },
+  },
+  optim: {
+    lr: { type: "number", default: 3e-3, doc: "peak learning rate" },
+    min_lr: { type: "number", default: 3e-4, doc: "final learning rate of cosine/linear/wsd decay" },
+    schedule: { type: ["cosine", "linear", "constant", "wsd"], default: "cosine", doc: "LR schedule after warmup" },
+    warmup_steps: { type: "int", default: 40, doc: "linear warmup steps" },
+    wsd_decay_fraction: { type: "number", default: 0.2, doc: "WSD: fraction of steps in the final decay" },
+    weight_decay: { type: "number", default: 0.1, doc: "AdamW decoupled weight decay (not on norms, biases, embeddings)" },
+    beta1: { type: "number", default: 0.9, doc: "AdamW β1" },
+    beta2: { type: "number", default: 0.95, doc: "AdamW β2" },
+    eps: { type: "number", default: 1e-8, doc: "AdamW ε" },
+    grad_clip: { type: "number", default: 1, doc: "clip the global gradient norm to this (0 = off)" },
+  },
+  balance: {
+    loss: { type: ["skywork", "switch", "global", "none"], default: "skywork", doc: "load-balancing loss: Skywork eq.4, Switch f·P, GRIN global f·P, or none" },
+    adaptive: { type: "boolean", default: true, doc: "Skywork per-layer adaptive coefficient from the (virtual) drop rate" },
+    coef: { type: "number", default: 0.01, doc: "fixed coefficient α when adaptive is false" },
+    xi: { type: "number", default: 0.2, doc: "adaptive: ξ (α̂ = ξ·d)" },
+    alpha_max: { type: "number", default: 0.01, doc: "adaptive: α_max" },
+    beta: { type: "number", default: 0.99, doc: "adaptive: smoothing β" },
+    alpha0: { type: "number", default: 0.01, doc: "adaptive: initial α" },
+    z_coef: { type: "number", default: 1e-3, doc: "router z-loss coefficient (0 = off)" },
+  },
+  eval: {
+    every: { type: "int", default: 100, doc: "evaluate on the held-out split every N steps (0 = only at the end)" },
+    batches: { type: "int", default: 8, doc: "held-out batches per evaluation" },
+  },
+  sample: {
+    every: { type: "int", default: 200, doc: "print a sample every N steps (0 = never)" },
+    tokens: { type: "int", default: 48, doc: "tokens per sample" },
+    prompt: { type: "string", default: "Call me Ishmael.", doc: "sample prompt" },
+    temperature: { type: "number", default: 0.8, doc: "sampling temperature" },
+  },
+  checkpoint: {
+    every: { type: "int", default: 200, doc: "save a checkpoint every N steps (and at the end)" },
+    keep_last: { type: "int", default: 2, doc: "checkpoints kept (older ones are deleted after a new one is complete)" },
+  },
+  log: {
+    progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
+    every: { type: "int", default: 10, doc: "print a log line every N steps when there is no TTY" },
+  },
+} as const satisfies Record<string, Record<string, Field>>;
+
+type Schema = typeof TRAIN_SCHEMA;
+type ValueOf<F> = F extends { type: readonly (infer E)[] } ? E : F extends { type: "number" | "int" } ? number : F extends { type: "string" } ? string : F extends { type: "boolean" } ? boolean : never;
+type FieldValue<F> = F extends { nullable: true } ? ValueOf<F> | null : ValueOf<F>;
+export type TrainConfig = { [S in keyof Schema]: { [K in keyof Schema[S]]: FieldValue<Schema[S][K]> } };
+
+export class TrainConfigError extends Error {
+  override name = "TrainConfigError";
+}
+
+function allKeys(): string[] {
+  const out: string[] = [];
+  for (const [s, fields] of Object.entries(TRAIN_SCHEMA)) for (const k of Object.keys(fields)) out.push(`${s}.${k}`);
+  return out;
+}
+
+export function defaultTrainConfig(): TrainConfig {
+  const cfg: Record<string, Record<string, unknown>> = {};
+  for (const [s, fields] of Object.entries(TRAIN_SCHEMA)) {
+    cfg[s] = {};
+    for (const [k, f] of Object.entries(fields)) cfg[s]![k] = (f as Field).default;
+  }
+  return cfg as TrainConfig;
+}
+
+function lookup(dotted: string, where: string): Field {
+  const [s, k, ...rest] = dotted.split(".");
+  const section = (TRAIN_SCHEMA as Record<string, Record<string, Field>>)[s ?? ""];
+  const field = section && k !== undefined && rest.length === 0 ? section[k] : undefined;
+  if (!field) {
+    const hint = closest(dotted, allKeys());
+    throw new TrainConfigError(`${where}: unknown key '${dotted}'${hint ? ` (did you mean '${hint}'?)` : ""}`);
+  }
+  return field;
+}
+
+/** Checks (and, for strings from the command line, converts) one value. */
+function coerce(dotted: string, f: Field, v: unknown, fromString: boolean, where: string): unknown {
+  const bad = (): never => {
+    const t = Array.isArray(f.type) ? `one of ${(f.type as readonly string[]).join(", ")}` : f.type === "int" ? "an integer" : `a ${f.type}`;
+    throw new TrainConfigError(`${where}: ${dotted} must be ${t}${f.nullable ? " or null" : ""}, got ${JSON.stringify(v)}`);
+  };
+  if (v === null || (fromString && v === "null")) return f.nullable ? null : bad();
+  if (Array.isArray(f.type)) return typeof v === "string" && (f.type as readonly string[]).includes(v) ? v : bad();
+  switch (f.type) {
+    case "number":
+    case "int": {
+      const n = fromString && typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+      if (typeof n !== "number" || !Number.isFinite(n)) return bad();
+      if (f.type === "int" && !Number.isInteger(n)) return bad();
+      return n;
+    }
+    case "boolean":
+      if (typeof v === "boolean") return v;
+      if (fromString && (v === "true" || v === "false")) return v === "true";
+      return bad();
+    case "string":
+      return typeof v === "string" ? v : fromString ? String(v) : bad();
+    default:
+      return bad();
+  }
+}
+
+function set(cfg: TrainConfig, dotted: string, value: unknown): void {
+  const [s, k] = dotted.split(".") as [string, string];
+  (cfg as unknown as Record<string, Record<string, unknown>>)[s]![k] = value;
+}
+
+/** Applies a nested object (parsed YAML) onto cfg, validating every key and value. */
+export function applyObject(cfg: TrainConfig, obj: unknown, where: string): void {
+  if (obj === null || obj === undefined) return;
+  if (typeof obj !== "object" || Array.isArray(obj)) throw new TrainConfigError(`${where}: the top level must be a mapping of sections`);
+  for (const [s, sec] of Object.entries(obj as Record<string, unknown>)) {
+    if (typeof sec !== "object" || sec === null || Array.isArray(sec)) {
+      if (!(s in TRAIN_SCHEMA)) lookup(s, where);
+      throw new TrainConfigError(`${where}: section '${s}' must be a mapping`);
+    }
+    for (const [k, v] of Object.entries(sec as Record<string, unknown>)) {
+      const dotted = `${s}.${k}`;
+      set(cfg, dotted, coerce(dotted, lookup(dotted, where), v, false, where));
+    }
+  }
+}
+
+/** Applies `section.key=value` overrides (values parsed from strings by the key's type). */
+export function applyOverrides(cfg: TrainConfig, overrides: string[]): void {
+  for (const o of overrides) {
+    const eq = o.indexOf("=");
+    if (eq <= 0) throw new TrainConfigError(`override '${o}' must look like section.key=value`);
+    const dotted = o.slice(0, eq), raw = o.slice(eq + 1);
+    set(cfg, dotted, coerce(dotted, lookup(dotted, "override"), raw, true, "override"));
+  }
+}
+
+/** Defaults ← YAML file (optional) ← overrides. */
+export function loadTrainConfig(yamlFile: string | null, overrides: string[]): TrainConfig {
+  const cfg = defaultTrainConfig();
+  if (yamlFile) {
+    let text: string;
+    try {
+      text = readFileSync(yamlFile, "utf8");
+    } catch (e) {
+      throw new TrainConfigError(`${yamlFile}: cannot read: ${(e as Error).message}`);
+    }
+    let obj: unknown;
+    try {
+      obj = parseYaml(text);
+    } catch (e) {
+      throw new TrainConfigError(`${yamlFile}: not valid YAML: ${(e as Error).message}`);
+    }
+    applyObject(cfg, obj, yamlFile);
+  }
+  applyOverrides(cfg, overrides);
+  validate(cfg);
+  return cfg;
+}
+
+function validate(c: TrainConfig): void {
+  const pos = (k: string, v: number | null) => {
+    if (v !== null && !(v > 0)) throw new TrainConfigError(`${k} must be positive, got ${v}`);
+  };
+  pos("train.batch_size", c.train.batch_size);
+  pos("train.seq_len", c.train.seq_len);
+  pos("train.grad_accum", c.train.grad_accum);
+  pos("train.steps", c.train.steps);
+  pos("optim.lr", c.optim.lr);
+  pos("data.vocab_size", c.data.vocab_size);
+  pos("checkpoint.keep_last", c.checkpoint.keep_last);
+  if (c.optim.min_lr < 0 || c.optim.min_lr > c.optim.lr) throw new TrainConfigError(`optim.min_lr must be in [0, optim.lr], got ${c.optim.min_lr}`);
+  if (!(c.optim.wsd_decay_fraction > 0 && c.optim.wsd_decay_fraction <= 1)) throw new TrainConfigError(`optim.wsd_decay_fraction must be in (0, 1]`);
+  if (!(c.data.val_fraction > 0 && c.data.val_fraction < 1)) throw new TrainConfigError(`data.val_fraction must be in (0, 1)`);
+  if (c.model.capacity_factor <= 0) throw new TrainConfigError(`model.capacity_factor must be positive`);
+  if (c.data.vocab_size < 257) throw new TrainConfigError(`data.vocab_size must be at least 257 (256 bytes + a special token)`);
+}
+
+/** The schema as Markdown rows (for the README). */
+export function schemaMarkdown(): string {
+  const rows = ["| key | default | meaning |", "|---|---|---|"];
+  for (const [s, fields] of Object.entries(TRAIN_SCHEMA)) {
+    for (const [k, f] of Object.entries(fields)) rows.push(`| \`${s}.${k}\` | \`${JSON.stringify((f as Field).default)}\` | ${(f as Field).doc} |`);
+  }
+  return rows.join("\n");
+}

@@ -1,0 +1,377 @@
+// The training loop.
+//
+// Setup (Trainer.create), numbered:
+//  1. run directory: refuse to overwrite an existing run unless resuming
+//  2. tokenizer: the configured tokenizer.json, else one trained on the corpus (cached by corpus
+//     fingerprint and vocab size)
+//  3. token shards: tokenised once into the cache, streamed by the loaders
+//  4. model: from a checkpoint (model.from or the run's latest checkpoint on resume) or a preset
+//     with overrides; the router choice decides the saved HF family (topk → mixtral,
+//     skywork → skywork, sparsemixer → phimoe)
+// Each step: grad_accum micro-batches forward+backward (gradients scaled 1/grad_accum), a
+// finiteness check (non-finite steps are skipped and counted; too many in a row stop the run
+// with the last good checkpoint intact), global-norm clipping, AdamW with the scheduled LR, and
+// the Skywork adaptive α update from each layer's (virtual) drop rate.
+// Deterministic: the same config, data and thread count give bit-identical losses, and a resumed
+// run continues the uninterrupted run's loss sequence exactly (data cursor, α, optimizer state and
+// counter-based router noise are all restored).
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeSync } from "node:fs";
+import path from "node:path";
+import { createBackend, type Backend } from "../backend/index.js";
+import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
+import { preset } from "../model/presets.js";
+import { MoeModel, initParams, type StepResult } from "../model/model.js";
+import { loadHfModel } from "../model/checkpoint.js";
+import { expertSimilarity } from "../model/upcycle.js";
+import { adaptiveAlphaInit, adaptiveAlphaStep, type AdaptiveAlphaConfig, type AdaptiveAlphaState } from "../moe/balance.js";
+import { sampleRouterNoise } from "../moe/noise.js";
+import type { RouterNoise } from "../moe/router.js";
+import type { Tokenizer } from "../data/types.js";
+import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
+import { trainBpe } from "../data/bpe-train.js";
+import { corpusFingerprint, iterateDocuments, parseCorpusSpec, type CorpusSpec } from "../data/corpus.js";
+import { ensureShards, tokenizerHash, type ShardSet } from "../data/shards.js";
+import { TokenLoader, unigramBaseline } from "../data/loader.js";
+import { generate } from "../infer/generate.js";
+import { atomicWrite } from "../io/safetensors.js";
+import { stringify as toYaml } from "yaml";
+import type { TrainConfig } from "./config.js";
+import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
+import { latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+
+export class TrainingError extends Error {
+  override name = "TrainingError";
+}
+
+/** What one optimizer step reports (also the metrics.jsonl record). */
+export interface StepReport {
+  step: number;
+  loss: number;
+  ce: number;
+  /** Σ_l α_l·aux_l + c_z·Σ_l z_l of the step (mean over micro-batches). */
+  balanceLoss: number;
+  lr: number;
+  gradNorm: number;
+  skipped: boolean;
+  tokens: number;
+  ms: number;
+  tokensPerSec: number;
+  layers: LayerReport[];
+}
+
+export interface LayerReport {
+  layer: number;
+  alpha: number;
+  aux: number;
+  z: number;
+  dropRate: number;
+  virtualDropRate: number;
+  entropy: number;
+  maxOverMeanLoad: number;
+  tokensPerExpert: number[];
+}
+
+/** The HF config a run trains, from the preset, overrides and router choice. */
+export function buildRunHfConfig(c: TrainConfig, vocabSize: number): HfConfig {
+  const base = preset(c.model.preset) as unknown as Record<string, unknown>;
+  const pick = <T>(v: T | null, d: unknown): T => (v === null ? (d as T) : v);
+  const E = pick(c.model.num_experts, base.num_local_experts ?? base.num_experts);
+  const K = pick(c.model.top_k, base.num_experts_per_tok);
+  const common = {
+    vocab_size: vocabSize,
+    hidden_size: pick(c.model.hidden_size, base.hidden_size),
+    intermediate_size: pick(c.model.expert_size, base.intermediate_size),
+    num_hidden_layers: pick(c.model.num_layers, base.num_hidden_layers),
+    num_attention_heads: pick(c.model.num_heads, base.num_attention_heads),
+    num_key_value_heads: pick(c.model.num_kv_heads, base.num_key_value_heads),
+    rms_norm_eps: base.rms_norm_eps, rope_theta: base.rope_theta, max_position_embeddings: Math.max(c.train.seq_len, Number(base.max_position_embeddings)),
+    initializer_range: c.model.init_std, tie_word_embeddings: false, bos_token_id: null, eos_token_id: 0,
+  };
+  if (c.model.dense) return parseHfConfig({ model_type: "llama", ...common }, "train config");
+  switch (c.model.router) {
+    case "topk":
+      return parseHfConfig({ model_type: "mixtral", ...common, num_local_experts: E, num_experts_per_tok: K }, "train config");
+    case "skywork":
+      return parseHfConfig({
+        model_type: "skywork", ...common, num_experts: [E], num_experts_per_tok: K, moe_use_logits_norm: true,
+        moe_gate_norm_std: c.model.gate_norm_std, moe_2layer_gate: false, moe_use_mixtral_gating: true,
+      }, "train config");
+    case "sparsemixer":
+      return parseHfConfig({ model_type: "phimoe", ...common, num_local_experts: E, num_experts_per_tok: K, router_jitter_noise: c.model.sparsemixer_eps }, "train config");
+    default:
+      c.model.router satisfies never;
+      throw new TrainingError(`unknown router ${String(c.model.router)}`);
+  }
+}
+
+function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
+  return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy } : { kind: "dropless" };
+}
+
+function writeTextAtomic(file: string, text: string): void {
+  atomicWrite(file, (fd) => {
+    const b = Buffer.from(text, "utf8");
+    let done = 0;
+    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
+  });
+}
+
+export interface TrainerOptions {
+  resume: boolean;
+  /** Human-readable log lines (progress goes through onStep). */
+  log: (line: string) => void;
+}
+
+export class Trainer {
+  readonly backend: Backend;
+  readonly model: MoeModel;
+  readonly tokenizer: Tokenizer;
+  readonly hf: HfConfig;
+  readonly cfg: ModelConfig;
+  step = 0;
+  tokensSeen = 0;
+  badSteps = 0;
+  private alpha: AdaptiveAlphaState | null;
+  private readonly optim: OptimState;
+  private train: TokenLoader;
+  private readonly shards: ShardSet;
+  private readonly tokenizerFile: string;
+  private readonly metricsFile: string;
+  private sampler: MoeModel | null = null;
+
+  private constructor(
+    readonly c: TrainConfig, readonly outDir: string, args: {
+      backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
+    },
+  ) {
+    this.backend = args.backend;
+    this.model = args.model;
+    this.tokenizer = args.tokenizer;
+    this.tokenizerFile = args.tokenizerFile;
+    this.hf = args.hf;
+    this.cfg = args.cfg;
+    this.shards = args.shards;
+    this.optim = createOptimState(this.model.params);
+    this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
+    this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
+    this.metricsFile = path.join(outDir, "metrics.jsonl");
+  }
+
+  private alphaCfg(): AdaptiveAlphaConfig {
+    const b = this.c.balance;
+    return { xi: b.xi, alphaMax: b.alpha_max, beta: b.beta, alpha0: b.alpha0 };
+  }
+
+  static create(c: TrainConfig, opts: TrainerOptions): Trainer {
+    const log = opts.log;
+    // 1. run directory
+    const outDir = path.resolve(c.train.out_dir);
+    const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
+    if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
+    if (!opts.resume && latestCheckpoint(outDir)) {
+      throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it or choose another train.out_dir`);
+    }
+    mkdirSync(outDir, { recursive: true });
+    if (resumeFrom) {
+      const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
+      const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads"]);
+      if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
+    }
+    // 2. tokenizer
+    const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
+    const cacheDir = path.resolve(c.data.cache_dir);
+    mkdirSync(cacheDir, { recursive: true });
+    let tokenizer: Tokenizer;
+    const tokenizerFile = path.join(outDir, "tokenizer.json");
+    if (resumeFrom) tokenizer = loadTokenizer(path.join(resumeFrom, "tokenizer.json"));
+    else if (c.data.tokenizer) tokenizer = loadTokenizer(c.data.tokenizer);
+    else tokenizer = trainedTokenizer(spec, c.data.vocab_size, cacheDir, log);
+    if (!resumeFrom) saveTokenizer(tokenizer, tokenizerFile);
+    // 3. shards
+    const tHash = tokenizerHash(tokenizer);
+    const shardDir = path.join(cacheDir, `shards-${corpusFingerprint(spec).slice(0, 12)}-${tHash.slice(0, 12)}`);
+    const t0 = Date.now();
+    const { shards, rebuilt } = ensureShards(spec, tokenizer, tHash, shardDir, { valFraction: c.data.val_fraction });
+    log(`data: ${shards.splitTokens("train")} train / ${shards.splitTokens("val")} val tokens${rebuilt ? ` (tokenised in ${((Date.now() - t0) / 1e3).toFixed(1)} s)` : " (cached)"}`);
+    // 4. model
+    const backend = c.train.backend === "ref" ? createBackend({ name: "ref" }) : createBackend({ name: "native", threads: c.train.threads ?? undefined });
+    const shape = { B: c.train.batch_size, T: c.train.seq_len };
+    let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
+    const from = resumeFrom ?? c.model.from;
+    if (from) {
+      ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
+      if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
+    } else {
+      hf = buildRunHfConfig(c, tokenizer.vocabSize);
+      cfg = resolveConfig(hf, dispatchOf(c));
+      model = new MoeModel(cfg, backend, shape);
+      initParams(model, c.train.seed, c.model.init_std);
+    }
+    const t = new Trainer(c, outDir, { backend, model, tokenizer, tokenizerFile, hf, cfg, shards });
+    if (resumeFrom) {
+      const st = loadTrainerState(resumeFrom, t.optim);
+      t.step = st.step;
+      t.tokensSeen = st.tokensSeen;
+      t.badSteps = st.badSteps;
+      t.alpha = st.alpha ? { alpha: Float64Array.from(st.alpha.alpha as unknown as number[]) } : null;
+      t.train = TokenLoader.restore(shards, "train", shape.B, shape.T, st.loader);
+      log(`resumed from ${resumeFrom} at step ${st.step}`);
+    } else {
+      writeTextAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+    }
+    return t;
+  }
+
+  /** Per-layer α used this step (0 on dense layers and when balancing is off). */
+  private coefs(): number[] {
+    const L = this.cfg.numLayers;
+    if (this.c.balance.loss === "none") return new Array(L).fill(0);
+    return Array.from({ length: L }, (_, l) => (this.cfg.moe.moeLayers[l] ? (this.alpha ? this.alpha.alpha[l]! : this.c.balance.coef) : 0));
+  }
+
+  private noise(microStep: number): (RouterNoise | undefined)[] | undefined {
+    const r = this.cfg.moe.router;
+    if (r.kind !== "sparsemixer") return undefined;
+    const N = this.model.N, K = this.cfg.moe.topK, E = this.cfg.moe.numExperts;
+    return Array.from({ length: this.cfg.numLayers }, (_, l) => (this.cfg.moe.moeLayers[l] ? sampleRouterNoise({ seed: this.c.train.seed, step: microStep, layer: l }, N, K, E, r.variant) : undefined));
+  }
+
+  private schedule(): ScheduleConfig {
+    const o = this.c.optim;
+    return { lr: o.lr, minLr: o.min_lr, warmupSteps: o.warmup_steps, totalSteps: this.c.train.steps, schedule: o.schedule, wsdDecayFraction: o.wsd_decay_fraction };
+  }
+
+  /** One optimizer step. */
+  trainStep(): StepReport {
+    const t0 = performance.now();
+    const c = this.c, A = c.train.grad_accum, L = this.cfg.numLayers;
+    const coefs = this.coefs();
+    const step = this.step + 1;
+    this.model.zeroGrad();
+    let loss = 0, ce = 0, tokens = 0;
+    const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: [] as number[] }));
+    for (let a = 0; a < A; a++) {
+      const batch = this.train.next();
+      const r: StepResult = this.model.forward(batch.inputs, batch.targets, {
+        train: true, balance: c.balance.loss, auxCoefs: coefs, zCoef: c.balance.z_coef, noise: this.noise((step - 1) * A + a),
+        virtualCapacityFactor: c.model.capacity_factor,
+      });
+      this.model.backward(1 / A);
+      loss += r.loss / A;
+      ce += r.ce / A;
+      tokens += r.tokens;
+      r.moe.forEach((s, l) => {
+        if (!s) return;
+        const x = acc[l]!;
+        x.aux += s.aux / A;
+        x.z += s.z / A;
+        x.drop += s.dropRate / A;
+        x.vdrop += s.virtualDropRate / A;
+        x.entropy += s.entropy / A;
+        x.load += s.maxOverMeanLoad / A;
+        s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
+      });
+    }
+    const norm = gradNorm(this.backend, this.model.grads);
+    const lr = learningRate(this.schedule(), step);
+    const finite = Number.isFinite(loss) && Number.isFinite(norm);
+    if (finite) {
+      this.badSteps = 0;
+      optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, {
+        beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weight_decay, gradClip: c.optim.grad_clip,
+      }, lr, norm);
+      if (this.alpha) {
+        const dropping = this.cfg.moe.dispatch.kind === "capacity";
+        this.alpha = adaptiveAlphaStep(this.alpha, acc.map((x, l) => (this.cfg.moe.moeLayers[l] ? (dropping ? x.drop : x.vdrop) : 0)), this.alphaCfg());
+      }
+    } else {
+      this.badSteps++;
+      this.model.zeroGrad();
+    }
+    this.step = step;
+    this.tokensSeen += tokens;
+    const ms = performance.now() - t0;
+    const report: StepReport = {
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3),
+      layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
+        layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
+      }] : [])),
+    };
+    appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
+    if (!finite && this.badSteps > c.train.nan_tolerance) {
+      throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
+    }
+    return report;
+  }
+
+  /** Mean CE over `batches` held-out batches (the same batches every call). */
+  evaluate(batches = this.c.eval.batches): { loss: number; perplexity: number } {
+    let sum = 0, n = 0;
+    for (const b of this.train.evalBatches(batches, "val")) {
+      sum += this.model.forward(b.inputs, b.targets, { train: false }).ce;
+      n++;
+    }
+    const loss = sum / n;
+    return { loss, perplexity: Math.exp(loss) };
+  }
+
+  /** Cross-entropy of the train split's unigram distribution on the val split (the baseline to beat). */
+  unigramBaseline(): number {
+    return unigramBaseline(this.shards, this.tokenizer.vocabSize);
+  }
+
+  /** Text sampled from the current weights. */
+  sample(prompt = this.c.sample.prompt, tokens = this.c.sample.tokens, temperature = this.c.sample.temperature): string {
+    const T = this.c.train.seq_len;
+    if (!this.sampler) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T });
+    this.sampler.params.set(this.model.params);
+    const ids = this.tokenizer.encode(prompt).slice(-(T - tokens));
+    const out = generate(this.sampler, ids, { maxTokens: Math.min(tokens, T - ids.length), temperature, topP: 0.95, seed: this.c.train.seed + this.step, eosId: undefined });
+    return prompt + this.tokenizer.decode(out);
+  }
+
+  expertSimilarity(): number[] {
+    return expertSimilarity(this.cfg, this.model.params);
+  }
+
+  /** Writes a checkpoint of the current state. */
+  save(): string {
+    const state: TrainerStateJson = {
+      version: 1, step: this.step, optimStep: this.optim.step,
+      alpha: this.alpha ? ({ alpha: Array.from(this.alpha.alpha) } as unknown as AdaptiveAlphaState) : null,
+      loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
+    };
+    return saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, this.optim, state, this.c.checkpoint.keep_last);
+  }
+}
+
+/** Keys (dotted) whose values differ between a saved config and this one, ignoring `ignore`. */
+function configDiff(saved: unknown, now: TrainConfig, ignore: string[]): string[] {
+  const out: string[] = [];
+  const s = saved as Record<string, Record<string, unknown>>;
+  for (const [sec, fields] of Object.entries(now as unknown as Record<string, Record<string, unknown>>)) {
+    for (const [k, v] of Object.entries(fields)) {
+      const key = `${sec}.${k}`;
+      if (ignore.includes(key)) continue;
+      if (JSON.stringify(s?.[sec]?.[k]) !== JSON.stringify(v)) out.push(`${key} (saved ${JSON.stringify(s?.[sec]?.[k])}, now ${JSON.stringify(v)})`);
+    }
+  }
+  return out;
+}
+
+/** A byte-level BPE trained on the corpus, cached under cacheDir by corpus fingerprint and vocab size. */
+function trainedTokenizer(spec: CorpusSpec, vocabSize: number, cacheDir: string, log: (s: string) => void): Tokenizer {
+  const file = path.join(cacheDir, `tokenizer-${corpusFingerprint(spec).slice(0, 12)}-${vocabSize}.json`);
+  if (existsSync(file)) {
+    log(`tokenizer: ${file} (cached)`);
+    return loadTokenizer(file);
+  }
+  const t0 = Date.now();
+  const texts = (function* () {
+    for (const d of iterateDocuments(spec)) yield d.text;
+  })();
+  const tok = trainBpe(texts, { vocabSize, specialTokens: ["<|endoftext|>"] });
+  saveTokenizer(tok, file);
+  log(`tokenizer: trained byte-level BPE, vocab ${tok.vocabSize}, in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
+  return tok;
+}
