@@ -14,6 +14,8 @@ import { SafetensorsCheckpoint, SafetensorsFile, writeSafetensors, type TensorTo
 import { CheckpointError, loadHfModel, readHfConfig, saveHfModel } from "../src/model/checkpoint.js";
 import { runLogits } from "../src/cli/logits.js";
 import { decode } from "../src/core/dtype.js";
+import { parseHfConfig, resolveConfig } from "../src/model/config.js";
+import { MoeModel, initParams } from "../src/model/model.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIX = path.join(ROOT, "test", "fixtures", "hf");
@@ -216,6 +218,23 @@ for (const fam of FAMILIES) {
     assert.equal(hfBack.torch_dtype, "float32");
   });
 }
+
+test("dense llama (the upcycling source): save → load round trips with HF llama names", (t) => {
+  const hf = parseHfConfig({
+    model_type: "llama", vocab_size: 50, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5,
+  });
+  const m = new MoeModel(resolveConfig(hf), native, { B: 1, T: 3 });
+  initParams(m, 11, 0.2);
+  const dst = tmpDir(t);
+  saveHfModel(m, hf, dst);
+  const names = SafetensorsCheckpoint.open(dst).names();
+  assert.equal(expertCount(names), 0);
+  assert.ok(names.includes("model.layers.1.mlp.gate_proj.weight") && names.includes("lm_head.weight"));
+  assert.deepEqual(JSON.parse(readFileSync(path.join(dst, "config.json"), "utf8")).architectures, ["LlamaForCausalLM"]);
+  const b = loadHfModel(dst, native, { B: 1, T: 3 });
+  assert.ok(Buffer.from(b.model.params.buffer).equals(Buffer.from(m.params.buffer)));
+});
 
 test("FP8 checkpoint saved as f32: the unquantised HF names, no quantization_config, dequantised values", (t) => {
   const a = loadHfModel(path.join(FIX, "mixtral_fp8"), native, { B: 1, T: 4 });

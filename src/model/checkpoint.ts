@@ -294,6 +294,7 @@ const ARCHITECTURES: Record<Family, string> = {
   qwen3_moe: "Qwen3MoeForCausalLM",
   olmoe: "OlmoeForCausalLM",
   skywork: "SkyworkForCausalLM",
+  llama: "LlamaForCausalLM",
 };
 
 /** config.json text of a model being saved in `dtype` (keys sorted, quantization_config dropped). */
