@@ -158,6 +158,17 @@ test("FP8 variants: per-row scales, static activation scheme, defects", (t) => {
   });
   const d1 = writeCopy(tmpDir(t), cfg, perRow);
   assert.deepEqual(Array.from(logitsOf(d1, native, r.ids).logits), Array.from(base));
+  // distinct per-row scales land on their rows
+  const wName = "model.layers.0.block_sparse_moe.experts.1.w2.weight";
+  const [rows, cols] = tensors[wName]!.shape as [number, number];
+  const rowScales = Float32Array.from({ length: rows }, (_, i) => 0.001 * (1 + (i % 5)));
+  const varied = { ...perRow, [`${wName}_scale`]: { dtype: "F32" as const, shape: [rows], data: rowScales } };
+  const mv = loadHfModel(writeCopy(tmpDir(t), cfg, varied), native, { B: 1, T: 2 }).model;
+  const slot = mv.layout.hfTensors.find((s) => s.name === wName)!;
+  const codes = tensors[wName]!.data as Uint8Array;
+  for (let i = 0; i < rows * cols; i += 3) {
+    assert.equal(mv.params[slot.offset + i], Math.fround(decode("fp8_e4m3", codes[i]!) * rowScales[Math.floor(i / cols)]!), `${wName}[${i}]`);
+  }
   // static: input_scale required, then accepted (activations stay f32)
   const staticCfg = { ...cfg, quantization_config: { quant_method: "fp8", activation_scheme: "static" } };
   const d2 = writeCopy(tmpDir(t), staticCfg, tensors);
