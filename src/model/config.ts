@@ -291,6 +291,15 @@ function positiveInt(source: string, key: string, v: unknown): number {
   return v;
 }
 
+/**
+ * Qwen2/3-MoE apply their sliding window only to layers ≥ max_window_layers (HF); one window for
+ * all layers would compute something else, so use_sliding_window true is refused for now.
+ */
+function qwenWindow(hf: Qwen2MoeHfConfig | Qwen3MoeHfConfig, source: string): number {
+  if (hf.use_sliding_window) throw new ConfigError(`${source}: use_sliding_window true (per-layer windows from max_window_layers) is not supported yet`);
+  return 0;
+}
+
 /** Layers that are MoE under HF's decoder_sparse_step / mlp_only_layers rule (Qwen2/3-MoE). */
 function sparseStepLayers(L: number, step: number, mlpOnly: number[]): boolean[] {
   return Array.from({ length: L }, (_, l) => !mlpOnly.includes(l) && step > 0 && (l + 1) % step === 0);
@@ -381,7 +390,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen2_moe":
       return {
         ...base,
-        slidingWindow: hf.use_sliding_window ? hf.sliding_window ?? 0 : 0,
+        slidingWindow: qwenWindow(hf, source),
         qkvBias: true,
         moe: {
           numExperts: positiveInt(source, "num_experts", hf.num_experts), topK: hf.num_experts_per_tok,
@@ -395,7 +404,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen3_moe":
       return {
         ...base,
-        slidingWindow: hf.use_sliding_window ? hf.sliding_window ?? 0 : 0,
+        slidingWindow: qwenWindow(hf, source),
         qkvBias: hf.attention_bias,
         oBias: hf.attention_bias,
         qkNorm: "head",
