@@ -312,6 +312,15 @@ export interface ImportedModel {
   tokenizer?: GgufTokenizer;
 }
 
+/** The shortest decimal that rounds to the same f32 (GGUF stores eps and θ as f32: 1e-5, not 9.99999974e-6). */
+function shortestF32(x: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const v = Number(x.toPrecision(p));
+    if (Math.fround(v) === Math.fround(x)) return v;
+  }
+  return x;
+}
+
 /** Reads a llama-arch MoE GGUF (F32/F16/Q8_0 tensors) into our parameter arena and a Mixtral config. */
 export function importLlamaGguf(file: string): ImportedModel {
   const g = GgufFile.open(file);
@@ -351,8 +360,8 @@ export function importLlamaGguf(file: string): ImportedModel {
     num_key_value_heads: KVH,
     head_dim: HS,
     max_position_embeddings: num("context_length"),
-    rms_norm_eps: num("attention.layer_norm_rms_epsilon"),
-    rope_theta: num("rope.freq_base", 10000),
+    rms_norm_eps: shortestF32(num("attention.layer_norm_rms_epsilon")),
+    rope_theta: shortestF32(num("rope.freq_base", 10000)),
     num_local_experts: E,
     num_experts_per_tok: num("expert_used_count"),
     tie_word_embeddings: !g.has("output.weight"),
