@@ -327,6 +327,21 @@ test("export refuses what llama.cpp's llama MoE cannot run, naming the feature",
   assert.throws(() => modelToGguf({ cfg, params, contextLength: 256, tokenizer: { ...tok.json, model: { ...tok.json.model, type: "Unigram" } } }, "f32"), /model type 'Unigram' is not supported/);
 });
 
+test("tokenizer.ggml.pre: GPT-2 / Llama-3 / Qwen2 pre-tokenizers recognised, others fall back with a warning", () => {
+  const { cfg, params, tok } = tinyModel();
+  const L3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const Q2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const seq = (re: string) => ({ type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: re }, behavior: "Isolated", invert: false }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }] });
+  const pre = (p: unknown) => {
+    const c = modelToGguf({ cfg, params, contextLength: 256, tokenizer: { ...tok.json, pre_tokenizer: p } }, "f32");
+    return { pre: (c.metadata.find(([k]) => k === "tokenizer.ggml.pre")![1] as { value: string }).value, warned: c.warnings.some((w) => w.includes("pre-tokenizer")) };
+  };
+  assert.deepEqual(pre(tok.json.pre_tokenizer), { pre: "gpt-2", warned: false });
+  assert.deepEqual(pre(seq(L3)), { pre: "llama-bpe", warned: false });
+  assert.deepEqual(pre(seq(Q2)), { pre: "qwen2", warned: false });
+  assert.deepEqual(pre(seq("\\s+")), { pre: "gpt-2", warned: true });
+});
+
 test("import refuses non-MoE and non-llama files", () => {
   const f = tmpFile();
   writeGguf(f, [["general.architecture", gv.str("llama")], ["llama.embedding_length", gv.u32(8)]], [{ name: "token_embd.weight", shape: [4, 8], type: "F32", data: new Float32Array(32) }]);

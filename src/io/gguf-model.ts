@@ -147,7 +147,8 @@ function modelTensors(cfg: ModelConfig, layout: ParamLayout, names: ModelNames, 
 // Tokenizer
 
 const LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const QWEN2_REGEX = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** Llama-3's pattern with single digits (\\p{N} instead of \\p{N}{1,3}): Qwen2/2.5/3 tokenizer.json. */
+const QWEN2_REGEX = LLAMA3_REGEX.replace("\\p{N}{1,3}", "\\p{N}");
 
 type Json = Record<string, unknown>;
 const isObj = (x: unknown): x is Json => typeof x === "object" && x !== null && !Array.isArray(x);
