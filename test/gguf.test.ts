@@ -236,7 +236,7 @@ test("RoPE row permutation: HF pair (i, i+HS/2) → GGUF rows (2i, 2i+1); invers
 });
 
 test("export → import: f32 equal, f16 codec-rounded, q8_0 within block error; config and tokenizer kept", () => {
-  const { cfg, params, tok, hf } = tinyModel();
+  const { cfg, params, tok } = tinyModel();
   for (const dtype of ["f32", "f16", "q8_0"] as const) {
     const f = tmpFile();
     const res = exportLlamaGguf(f, { cfg, params, contextLength: 256, tokenizer: tok.json, bosTokenId: tok.eosId, eosTokenId: tok.eosId }, dtype);
@@ -297,7 +297,6 @@ test("export → import: f32 equal, f16 codec-rounded, q8_0 within block error; 
   const imp = importLlamaGguf(f);
   assert.equal(imp.cfg.tieEmbeddings, true);
   assert.deepEqual(imp.params, tied.params);
-  void hf;
 });
 
 test("export refuses what llama.cpp's llama MoE cannot run, naming the feature", () => {
