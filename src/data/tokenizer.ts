@@ -123,31 +123,35 @@ function applySplit(step: { re: RegExp; behavior: Behavior; invert: boolean }, s
   const re = step.re;
   re.lastIndex = 0;
   let prev = 0;
+  let lastEnd = -1;
   for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    const end = m.index + m[0].length;
     if (m[0].length === 0) {
-      re.lastIndex += s.codePointAt(re.lastIndex)! > 0xffff ? 2 : 1;
-      continue;
+      // Like the onig crate's find_iter: skip an empty match right after the previous match, and
+      // step one character past every empty match. Other empty matches still cut the text.
+      re.lastIndex = end + (end < s.length && s.codePointAt(end)! > 0xffff ? 2 : 1);
+      if (end === lastEnd) continue;
     }
     if (prev < m.index) pieces.push([s.slice(prev, m.index), step.invert]);
     pieces.push([m[0], !step.invert]);
-    prev = m.index + m[0].length;
+    prev = lastEnd = end;
   }
   if (prev < s.length) pieces.push([s.slice(prev), step.invert]);
   const out: string[] = [];
   let prevMatch = false;
   switch (step.behavior) {
     case "Removed":
-      for (const [p, isMatch] of pieces) if (!isMatch) out.push(p);
+      for (const [p, isMatch] of pieces) if (!isMatch && p) out.push(p);
       return out;
     case "Isolated":
-      return pieces.map((p) => p[0]);
+      return pieces.map((p) => p[0]).filter((p) => p);
     case "MergedWithPrevious":
       for (const [p, isMatch] of pieces) {
         if (isMatch && !prevMatch && out.length) out[out.length - 1] += p;
         else out.push(p);
         prevMatch = isMatch;
       }
-      return out;
+      return out.filter((p) => p);
     case "MergedWithNext":
       for (let i = pieces.length - 1; i >= 0; i--) {
         const [p, isMatch] = pieces[i]!;
@@ -155,14 +159,14 @@ function applySplit(step: { re: RegExp; behavior: Behavior; invert: boolean }, s
         else out.push(p);
         prevMatch = isMatch;
       }
-      return out.reverse();
+      return out.reverse().filter((p) => p);
     case "Contiguous":
       for (const [p, isMatch] of pieces) {
         if (isMatch === prevMatch && out.length) out[out.length - 1] += p;
         else out.push(p);
         prevMatch = isMatch;
       }
-      return out;
+      return out.filter((p) => p);
   }
 }
 
@@ -237,6 +241,9 @@ class ByteLevelBpe implements Tokenizer {
       maxId = Math.max(maxId, id as number);
     }
 
+    const idOwner = new Map<number, string>();
+    for (const [tok, id] of this.vocab) idOwner.set(id, tok);
+
     // Added tokens.
     const addedRaw = j.added_tokens ?? [];
     if (!Array.isArray(addedRaw)) bad("added_tokens must be an array");
@@ -247,6 +254,10 @@ class ByteLevelBpe implements Tokenizer {
       }
       const t = a as Json;
       if (t.content === "") continue;
+      const inVocab = this.vocab.get(t.content as string);
+      if (inVocab !== undefined && inVocab !== t.id) bad(`added_tokens[${i}] ${JSON.stringify(t.content)} has id ${t.id} but model.vocab gives it ${inVocab}`);
+      const holder = idOwner.get(t.id as number);
+      if (holder !== undefined && holder !== t.content) bad(`added_tokens[${i}] ${JSON.stringify(t.content)} reuses id ${t.id} of model.vocab token ${JSON.stringify(holder)}`);
       const special = t.special === true;
       added.push({
         content: t.content as string,
