@@ -114,7 +114,7 @@ test("config errors name the key and suggest the closest valid one", () => {
   assert.equal(c.optim.lr, 2e-3);
   assert.equal(c.model.num_experts, 4);
   writeFileSync(path.join(dir, "b.yaml"), "optimizer:\n  lr: 1e-3\n");
-  assert.throws(() => loadTrainConfig(path.join(dir, "b.yaml"), []), /unknown key 'optimizer'/);
+  assert.throws(() => loadTrainConfig(path.join(dir, "b.yaml"), []), /unknown key 'optimizer.lr' \(did you mean 'optim.lr'\?\)/);
   writeFileSync(path.join(dir, "c.yaml"), "optim: [1, 2\n");
   assert.throws(() => loadTrainConfig(path.join(dir, "c.yaml"), []), /not valid YAML/);
 });
@@ -156,7 +156,7 @@ test("a run killed while checkpointing every step always leaves a loadable lates
   assert.ok(latestCheckpoint(out), "some checkpoint was completed");
   const before = Number(/step-(\d+)/.exec(latestCheckpoint(out)!)![1]);
   const r = await cli([...args.map((a) => (a === "train.steps=100000" ? `train.steps=${before + 2}` : a)), "--resume"]);
-  assert.equal(r.code, 0, r.err + r.out);
+  assert.equal(r.code, 0, `stderr: ${r.err}\nstdout: ${r.out}`);
   assert.match(r.out, new RegExp(`resumed from .*step-0*${before}`));
 });
 

@@ -1,13 +1,24 @@
 #!/usr/bin/env node
-// The `moe` command line. Each subcommand lives in its own module; this file only
-// dispatches. Later issues add train, generate, eval, inspect, upcycle, logits, export.
+// The `moe` command line. Each subcommand lives in its own module; this file only dispatches.
 import { runInfo } from "./info.js";
+import { runTrain } from "./train.js";
+import { runEval, runGenerate, runInspect, runUpcycle } from "./model-commands.js";
+import { runTokenizer } from "./tokenizer.js";
+import { runLogits } from "./logits.js";
+import { runExport } from "./export.js";
 
 const USAGE = `usage: moe <command> [options]
 
 commands:
-  info [--backend native|ref] [--threads N] [--gemm auto|blas|builtin] [--json]
-        print the compute engine: backend, threads, GEMM path, CPU features
+  train [-c config.yaml] [--resume] [key=value ...]   train an MoE LM (defaults: small MoE on Moby Dick)
+  generate MODEL --prompt TEXT [--max-tokens N]       generate text from a model or run directory
+  eval MODEL [--data PATHS]                            held-out loss and perplexity
+  inspect MODEL [--json]                               family, parameters (total/active), experts, dtypes
+  upcycle --from DENSE --experts 8 --top-k 2 --out D   turn a dense checkpoint into an MoE
+  tokenizer train --data PATHS [--vocab-size N]        train a byte-level BPE tokenizer.json
+  logits MODEL --ids 1,2,3 [--out FILE]                forward pass; logits as safetensors
+  export MODEL --format gguf [--dtype f32|f16|q8_0]    GGUF for llama.cpp
+  info [--backend native|ref] [--threads N] [--json]   the compute engine
 
 run 'moe <command> --help' for a command's options`;
 
@@ -16,6 +27,22 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "info":
       return runInfo(rest);
+    case "train":
+      return runTrain(rest);
+    case "generate":
+      return runGenerate(rest);
+    case "eval":
+      return runEval(rest);
+    case "inspect":
+      return runInspect(rest);
+    case "upcycle":
+      return runUpcycle(rest);
+    case "tokenizer":
+      return runTokenizer(rest);
+    case "logits":
+      return runLogits(rest);
+    case "export":
+      return runExport(rest);
     case undefined:
     case "-h":
     case "--help":

@@ -252,10 +252,18 @@ export class Trainer {
     const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: [] as number[] }));
     for (let a = 0; a < A; a++) {
       const batch = this.train.next();
-      const r: StepResult = this.model.forward(batch.inputs, batch.targets, {
-        train: true, balance: c.balance.loss, auxCoefs: coefs, zCoef: c.balance.z_coef, noise: this.noise((step - 1) * A + a),
-        virtualCapacityFactor: c.model.capacity_factor,
-      });
+      let r: StepResult;
+      try {
+        r = this.model.forward(batch.inputs, batch.targets, {
+          train: true, balance: c.balance.loss, auxCoefs: coefs, zCoef: c.balance.z_coef, noise: this.noise((step - 1) * A + a),
+          virtualCapacityFactor: c.model.capacity_factor,
+        });
+      } catch (e) {
+        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
+        if (!(e instanceof Error && e.name === "KernelArgError" && /NaN/.test(e.message))) throw e;
+        loss = NaN;
+        continue;
+      }
       this.model.backward(1 / A);
       loss += r.loss / A;
       ce += r.ce / A;
@@ -325,8 +333,13 @@ export class Trainer {
     const T = this.c.train.seq_len;
     if (!this.sampler) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T });
     this.sampler.params.set(this.model.params);
-    const ids = this.tokenizer.encode(prompt).slice(-(T - tokens));
-    const out = generate(this.sampler, ids, { maxTokens: Math.min(tokens, T - ids.length), temperature, topP: 0.95, seed: this.c.train.seed + this.step, eosId: undefined });
+    let ids = this.tokenizer.encode(prompt);
+    if (ids.length === 0 && this.tokenizer.eosId !== undefined) ids = [this.tokenizer.eosId];
+    if (ids.length === 0) return prompt;
+    // keep at most T − 1 prompt tokens, then generate what still fits in the window
+    ids = ids.slice(-Math.max(1, Math.min(ids.length, T - Math.min(tokens, T - 1))));
+    const n = Math.min(tokens, T + 1 - ids.length);
+    const out = generate(this.sampler, ids, { maxTokens: n, temperature, topP: 0.95, seed: this.c.train.seed + this.step });
     return prompt + this.tokenizer.decode(out);
   }
 
