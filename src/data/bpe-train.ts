@@ -10,7 +10,7 @@
 //      it in the words that contain it, and update only those words' pair counts.
 // Vocab layout: special tokens (ids 0..S-1), the 256 byte tokens in GPT-2 byte-char order, then
 // one token per merge in merge order.
-import { BYTE_CHARS, BYTE_ORDER, GPT2_PATTERN, splitOnSpecials, tokenizerFromJSON } from "./tokenizer.js";
+import { BYTE_CHARS, BYTE_ORDER, GPT2_PATTERN, specialSplitter, tokenizerFromJSON } from "./tokenizer.js";
 import { onigToJs } from "./onig-regex.js";
 import type { Tokenizer } from "./types.js";
 
@@ -58,8 +58,9 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions): Tokeni
   // 1. Word counts.
   const re = onigToJs(GPT2_PATTERN);
   const wordCount = new Map<string, number>();
+  const split = specialSplitter(specials);
   for (const text of texts) {
-    for (const part of splitOnSpecials(text, specials)) {
+    for (const part of split(text)) {
       re.lastIndex = 0;
       for (let m = re.exec(part); m !== null; m = re.exec(part)) wordCount.set(m[0], (wordCount.get(m[0]) ?? 0) + 1);
     }

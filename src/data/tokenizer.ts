@@ -611,11 +611,13 @@ export function saveTokenizer(tok: Tokenizer, file: string): void {
   });
 }
 
-/** Literal matcher for special tokens, for callers (the trainer) that split text the same way. */
-export function splitOnSpecials(text: string, specials: readonly string[]): string[] {
+/** Returns a function splitting text around the given literal tokens (leftmost-longest), as encode() does. */
+export function specialSplitter(specials: readonly string[]): (text: string) => string[] {
   const m = makeMatcher(specials.map((content, id) => ({ content, id, special: true, singleWord: false, lstrip: false, rstrip: false, normalized: false })));
-  if (!m) return [text];
-  const parts: Array<string | number> = [];
-  splitAdded(text, m, parts);
-  return parts.filter((p): p is string => typeof p === "string");
+  if (!m) return (text) => [text];
+  return (text) => {
+    const parts: Array<string | number> = [];
+    splitAdded(text, m, parts);
+    return parts.filter((p): p is string => typeof p === "string");
+  };
 }
