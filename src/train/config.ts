@@ -53,7 +53,7 @@ export const TRAIN_SCHEMA = {
     batch_size: { type: "int", default: 16, doc: "sequences per micro-batch (B)" },
     seq_len: { type: "int", default: 128, doc: "tokens per sequence (T)" },
     grad_accum: { type: "int", default: 1, doc: "micro-batches per optimizer step" },
-    steps: { type: "int", default: 600, doc: "optimizer steps" },
+    steps: { type: "int", default: 1200, doc: "optimizer steps" },
     max_minutes: { type: "number", default: 0, doc: "stop (and checkpoint) after this many minutes; 0 = no limit" },
     nan_tolerance: { type: "int", default: 3, doc: "consecutive non-finite steps (skipped) before the run stops" },
   },
@@ -61,7 +61,7 @@ export const TRAIN_SCHEMA = {
     lr: { type: "number", default: 3e-3, doc: "peak learning rate" },
     min_lr: { type: "number", default: 3e-4, doc: "final learning rate of cosine/linear/wsd decay" },
     schedule: { type: ["cosine", "linear", "constant", "wsd"], default: "cosine", doc: "LR schedule after warmup" },
-    warmup_steps: { type: "int", default: 40, doc: "linear warmup steps" },
+    warmup_steps: { type: "int", default: 60, doc: "linear warmup steps" },
     wsd_decay_fraction: { type: "number", default: 0.2, doc: "WSD: fraction of steps in the final decay" },
     weight_decay: { type: "number", default: 0.1, doc: "AdamW decoupled weight decay (not on norms, biases, embeddings)" },
     beta1: { type: "number", default: 0.9, doc: "AdamW β1" },
@@ -80,17 +80,17 @@ export const TRAIN_SCHEMA = {
     z_coef: { type: "number", default: 1e-3, doc: "router z-loss coefficient (0 = off)" },
   },
   eval: {
-    every: { type: "int", default: 100, doc: "evaluate on the held-out split every N steps (0 = only at the end)" },
+    every: { type: "int", default: 200, doc: "evaluate on the held-out split every N steps (0 = only at the end)" },
     batches: { type: "int", default: 8, doc: "held-out batches per evaluation" },
   },
   sample: {
-    every: { type: "int", default: 200, doc: "print a sample every N steps (0 = never)" },
+    every: { type: "int", default: 400, doc: "print a sample every N steps (0 = never)" },
     tokens: { type: "int", default: 48, doc: "tokens per sample" },
     prompt: { type: "string", default: "Call me Ishmael.", doc: "sample prompt" },
     temperature: { type: "number", default: 0.8, doc: "sampling temperature" },
   },
   checkpoint: {
-    every: { type: "int", default: 200, doc: "save a checkpoint every N steps (and at the end)" },
+    every: { type: "int", default: 400, doc: "save a checkpoint every N steps (and at the end)" },
     keep_last: { type: "int", default: 2, doc: "checkpoints kept (older ones are deleted after a new one is complete)" },
   },
   log: {
