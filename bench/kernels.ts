@@ -104,7 +104,7 @@ function torchLabel(t: TorchResult): string {
 const gflops = (flops: number, s: number) => flops / s / 1e9;
 
 function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
-  header(flags, "GEMM fp32, builtin path vs OpenBLAS sgemm (same run, interleaved) and torch.mm");
+  header(flags, "GEMM fp32, builtin path vs OpenBLAS sgemm (same run, separate blocks) and torch.mm");
   for (const T of flags.threads) {
     const builtin = createBackend({ name: "native", threads: T, gemm: "builtin" });
     const blas = blasLinked ? createBackend({ name: "native", threads: T, gemm: "blas" }) : null;
@@ -112,20 +112,18 @@ function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
     if (blas) validate(blas, `blas ${T}t`);
     const name = builtin.info().gemm;
     const torch = torchPeer(flags, T, true, false);
+    // Each path is timed in its own block (all shapes built-in, then all shapes OpenBLAS): OpenBLAS's
+    // worker threads keep spinning for a while after a call and would slow whatever runs next.
+    const inputs = GEMM_SHAPES.map(([M, K, N]) => ({ a: randomF32(M * K, 10), b: randomF32(K * N, 11), c: new Float32Array(M * N), p: { M, N, K } }));
+    const ours = inputs.map(({ a, b, c, p }) => gflops(2 * p.M * p.N * p.K, timeInterleaved([() => builtin.gemm(a, b, c, p)], REPS, WARMUP)[0]!));
+    const theirs = inputs.map(({ a, b, c, p }) => (blas ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => blas.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
     GEMM_SHAPES.forEach(([M, K, N], si) => {
-      const a = randomF32(M * K, 10), b = randomF32(K * N, 11), c = new Float32Array(M * N);
-      const p = { M, N, K };
-      const fns = [() => builtin.gemm(a, b, c, p)];
-      if (blas) fns.push(() => blas.gemm(a, b, c, p));
-      const [tb, to] = timeInterleaved(fns, REPS, WARMUP);
-      const flops = 2 * M * N * K;
-      const ours = gflops(flops, tb!);
       const kase = `${M}x${K}x${N}`;
-      const theirs = to === undefined ? null : gflops(flops, to);
-      report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: ours, unit: "GFLOP/s", peer: theirs === null ? null : "openblas sgemm", peer_value: theirs, ratio: theirs === null ? null : ours / theirs });
+      const o = ours[si]!, t = theirs[si]!;
+      report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: t === null ? null : "openblas sgemm", peer_value: t, ratio: t === null ? null : o / t });
       if (torch) {
         const tv = torch.gemm[si]!.gflops;
-        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: ours, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: ours / tv });
+        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv });
       }
     });
   }

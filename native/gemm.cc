@@ -521,6 +521,10 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("batchedGemm", Napi::Function::New(env, BatchedGemmFn));
   exports.Set("groupedGemm", Napi::Function::New(env, GroupedGemmFn));
   exports.Set("groupedGemmWeightGrad", Napi::Function::New(env, GroupedGemmWeightGradFn));
+  // Name of the built-in micro-kernel this CPU gets ("builtin-avx512", "builtin-avx2", "builtin-scalar").
+  exports.Set("builtinGemmKernel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), SelectKernel().name);
+  }));
 }
 
 std::string GemmPathName(const Engine& e) {

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { FArr } from "../src/backend/spec.js";
 import { createBackend, type Backend } from "../src/backend/index.js";
+import { loadAddon } from "../src/backend/native/addon.js";
 
 /** xorshift-style seeded RNG (mulberry32) — deterministic across runs. */
 export function rng(seed: number): () => number {
@@ -104,7 +105,7 @@ export function f32(x: ArrayLike<number>): Float32Array {
   return Float32Array.from(x as ArrayLike<number>);
 }
 
-/** The backends under test: ref always; native at 1 and 2 threads (and the built-in GEMM path). */
+/** The backends under test: ref always; native at 1 and 2 threads on both GEMM paths (OpenBLAS when linked). */
 export function backends(): { ref: Backend; natives: { label: string; be: Backend }[] } {
   const ref = createBackend({ name: "ref" });
   const natives = [
@@ -112,6 +113,7 @@ export function backends(): { ref: Backend; natives: { label: string; be: Backen
     { label: "native-2t", be: createBackend({ name: "native", threads: 2 }) },
     { label: "native-builtin-2t", be: createBackend({ name: "native", threads: 2, gemm: "builtin" }) },
   ];
+  if (loadAddon().blasLinked) natives.push({ label: "native-blas-2t", be: createBackend({ name: "native", threads: 2, gemm: "blas" }) });
   return { ref, natives };
 }
 
