@@ -732,6 +732,20 @@ Napi::Value Max(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------
 // adamw(e, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
 
+// The update loop (double math, memory bound) is cloned for AVX-512 and AVX2 like the SwiGLU rows.
+MOE_CLONES void AdamWRange(float* p, const float* g, float* m, float* v, int64_t i0, int64_t i1, double lr, double b1, double b2,
+                           double eps, double wd, double bc1, double bc2) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const double gi = g[i];
+    const double mi = b1 * m[i] + (1.0 - b1) * gi;
+    const double vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+    m[i] = float(mi);
+    v[i] = float(vi);
+    const double pi = p[i];
+    p[i] = float(pi - lr * ((mi / bc1) / (std::sqrt(vi / bc2) + eps) + wd * pi));
+  }
+}
+
 void AdamW(const Napi::CallbackInfo& info) {
   Engine* e = GetEngine(info);
   float* p = Ptr<float>(info[1]);
@@ -741,17 +755,7 @@ void AdamW(const Napi::CallbackInfo& info) {
   const double lr = F64(info[5]), b1 = F64(info[6]), b2 = F64(info[7]), eps = F64(info[8]), wd = F64(info[9]);
   const double step = F64(info[10]);
   const double bc1 = 1.0 - std::pow(b1, step), bc2 = 1.0 - std::pow(b2, step);
-  ParRows(e, Len(info[1]), 8, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const double gi = g[i];
-      const double mi = b1 * m[i] + (1.0 - b1) * gi;
-      const double vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-      m[i] = float(mi);
-      v[i] = float(vi);
-      const double pi = p[i];
-      p[i] = float(pi - lr * ((mi / bc1) / (std::sqrt(vi / bc2) + eps) + wd * pi));
-    }
-  });
+  ParRows(e, Len(info[1]), 8, [&](int64_t i0, int64_t i1) { AdamWRange(p, g, m, v, i0, i1, lr, b1, b2, eps, wd, bc1, bc2); });
 }
 
 template <void (*Fn)(const Napi::CallbackInfo&)>
