@@ -15,17 +15,9 @@ import { pathToFileURL } from "node:url";
 import type { AttentionParams, Backend } from "../src/backend/spec.js";
 import { createBackend } from "../src/backend/index.js";
 import { loadAddon, type EngineHandle } from "../src/backend/native/addon.js";
+import { timeMs, type ResultLine } from "./common.js";
 
-interface Row {
-  bench: string;
-  case: string;
-  threads: number;
-  value: number;
-  unit: string;
-  peer: string | null;
-  peer_value: number | null;
-  ratio: number | null;
-}
+type Row = ResultLine;
 
 const B = 1, NH = 8, KVH = 2, HS = 64;
 const LENGTHS = [1024, 4096];
@@ -44,20 +36,8 @@ function fill(n: number, seed: number): Float32Array {
   return a;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 function time(reps: number, fn: () => void): number {
-  fn(); // warm-up
-  const ts: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    fn();
-    ts.push(performance.now() - t0);
-  }
-  return median(ts);
+  return timeMs(fn, reps);
 }
 
 function validate(native: Backend): void {

@@ -42,6 +42,18 @@ export function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
+/** Median milliseconds of `reps` calls after one warm-up call. */
+export function timeMs(fn: () => void, reps: number): number {
+  fn();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    ts.push(performance.now() - t0);
+  }
+  return median(ts);
+}
+
 function seconds(fn: () => void): number {
   const t0 = process.hrtime.bigint();
   fn();

@@ -13,7 +13,7 @@ import type { MoeConfig, ModelConfig } from "../src/model/config.js";
 import { MoeModel, initParams } from "../src/model/model.js";
 import { singleProcessGroup } from "../src/parallel/group.js";
 import { createRng } from "../src/core/rng.js";
-import { header, median, note, parseFlags, report, timeInterleaved, wants, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeInterleaved, timeMs, wants, type BenchFlags } from "./common.js";
 
 function randn(n: number, std: number, seed: number): Float32Array {
   const r = createRng(seed);
@@ -27,16 +27,6 @@ function torchAvailable(): boolean {
   return spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 }
 
-function timeIt(fn: () => void, reps: number): number {
-  fn();
-  const t: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    t.push(performance.now() - t0);
-  }
-  return median(t);
-}
 
 function layerBench(flags: BenchFlags, threads: number, reps: number): void {
   const T = 4096, C = 512, E = 8, K = 2, F = 1408;
@@ -51,7 +41,7 @@ function layerBench(flags: BenchFlags, threads: number, reps: number): void {
   const dw = { router: new Float32Array(E * C), w13: new Float32Array(E * 2 * F * C), w2: new Float32Array(E * C * F) };
   const x = randn(T * C, 1, 4), dy = randn(T * C, 1, 5), y = new Float32Array(T * C), dx = new Float32Array(T * C);
   const opt = { train: true, balance: "none" as const, auxCoef: 0, zCoef: 0, group: singleProcessGroup(), virtualCapacityFactor: 1.25 };
-  const ms = timeIt(() => {
+  const ms = timeMs(() => {
     moeForward(be, st, w, y, x, opt);
     moeBackward(be, st, w, dw, sc, dx, dy, x, 1);
   }, reps);

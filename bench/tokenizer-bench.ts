@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { trainBpe } from "../src/data/bpe-train.js";
 import { tokenizerFromJSON } from "../src/data/tokenizer.js";
-import { mobyDickFiles } from "../src/cli/tokenizer.js";
+import { mobyDickFiles } from "../src/data/corpus.js";
 
 const texts = mobyDickFiles().map((f) => readFileSync(f, "utf8"));
 const all = texts.join("<|endoftext|>");

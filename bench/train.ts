@@ -17,7 +17,7 @@ import { buildRunHfConfig } from "../src/train/trainer.js";
 import { defaultTrainConfig } from "../src/train/config.js";
 import { createOptimState, gradNorm, optimStep } from "../src/train/optim.js";
 import { createRng } from "../src/core/rng.js";
-import { header, median, note, parseFlags, report, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeMs, type BenchFlags } from "./common.js";
 
 interface Case {
   name: string;
@@ -57,14 +57,7 @@ function ourStep(be: Backend, k: Case, reps: number): number {
     m.backward(1);
     optimStep(be, m.layout, m.params, m.grads, st, { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1 }, 1e-4, gradNorm(be, m.grads));
   };
-  step();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    step();
-    ts.push(performance.now() - t0);
-  }
-  return median(ts);
+  return timeMs(step, reps);
 }
 
 function torchStep(k: Case, threads: number, reps: number): number | null {
@@ -84,14 +77,7 @@ function torchStep(k: Case, threads: number, reps: number): number | null {
 function gemmPeak(be: Backend): number {
   const M = 2048, K = 1024, N = 1024;
   const a = new Float32Array(M * K).fill(0.5), b = new Float32Array(K * N).fill(0.25), c = new Float32Array(M * N);
-  be.gemm(a, b, c, { M, N, K });
-  const ts: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    const t0 = performance.now();
-    be.gemm(a, b, c, { M, N, K });
-    ts.push(performance.now() - t0);
-  }
-  return (2 * M * N * K) / median(ts) / 1e6;
+  return (2 * M * N * K) / timeMs(() => be.gemm(a, b, c, { M, N, K }), 7) / 1e6;
 }
 
 function main(flags: BenchFlags): void {

@@ -10,7 +10,8 @@ import path from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { BYTE_CHARS, BYTE_ORDER, loadTokenizer, saveTokenizer, tokenizerFromJSON } from "../src/data/tokenizer.js";
 import { trainBpe } from "../src/data/bpe-train.js";
-import { mobyDickFiles, runTokenizer } from "../src/cli/tokenizer.js";
+import { runTokenizer } from "../src/cli/tokenizer.js";
+import { mobyDickFiles } from "../src/data/corpus.js";
 import type { Tokenizer } from "../src/data/types.js";
 import { gpt2Fixture, llama3Fixture } from "./tokenizer-fixtures.js";
 
@@ -288,14 +289,14 @@ test("moe tokenizer train: trains from files/folders and moby-dick; bad flags an
     const out2 = path.join(dir, "tok2.json");
     assert.equal(await runTokenizer(["train", "--data", `moby-dick,${path.join(dir, "a.txt")}`, "--vocab-size=300", "--out", out2, "--special", "<|endoftext|>,<|pad|>", "--min-frequency", "3"]), 0);
     assert.deepEqual(loadTokenizer(out2).specialTokens, { "<|endoftext|>": 0, "<|pad|>": 1 });
-    await assert.rejects(runTokenizer(["train", "--data", path.join(dir, "nope.txt")]), /--data path '.*nope.txt' does not exist/);
+    await assert.rejects(runTokenizer(["train", "--data", path.join(dir, "nope.txt")]), /corpus path not found: .*nope.txt/);
     await assert.rejects(runTokenizer(["train", "--data", dir, "--vocab-size", "100", "--out", out]), /--vocab-size must be an integer ≥ 257/);
     await assert.rejects(runTokenizer(["train", "--data", dir, "--vocab-sise", "300"]), /unknown option --vocab-sise \(did you mean --vocab-size\?\)/);
     await assert.rejects(runTokenizer(["train", "--out", out]), /--data is required/);
     await assert.rejects(runTokenizer(["train", "--data", dir, "--out", path.join(dir, "no", "t.json")]), /--out folder .* does not exist/);
     await assert.rejects(runTokenizer(["fit"]), /unknown subcommand 'fit'/);
     const empty = mkdtempSync(path.join(dir, "empty-"));
-    await assert.rejects(runTokenizer(["train", "--data", empty]), /has no \.txt files/);
+    await assert.rejects(runTokenizer(["train", "--data", empty]), /no \*\.txt, \*\.md or \*\.jsonl files under/);
   } finally {
     console.log = log;
     console.error = err;
@@ -303,10 +304,10 @@ test("moe tokenizer train: trains from files/folders and moby-dick; bad flags an
   }
 });
 
-test("moby-dick resolves to the 135 chapters in chapter order", () => {
-  const files = mobyDickFiles();
+test("moby-dick resolves to the book in reading order (etymology, extracts, chapters 1–135, epilogue)", () => {
+  const files = mobyDickFiles().map((f) => path.basename(f));
   assert.equal(files.length, chapters.length);
-  assert.ok(files.length >= 100);
-  assert.match(path.basename(files[0]!), /^chapter_0*1\.txt$/);
-  assert.match(path.basename(files[9]!), /^chapter_0*10\.txt$/);
+  assert.equal(files[0], "etymology.txt");
+  assert.ok(files.indexOf("chapter_1.txt") < files.indexOf("chapter_10.txt"));
+  assert.ok(files.indexOf("chapter_9.txt") < files.indexOf("chapter_10.txt"));
 });

