@@ -1,5 +1,5 @@
 {
-  "variables": { "moe_blas%": 0 },
+  "variables": { "moe_blas%": "<!(node -p \"process.env.MOE_BUILD_BLAS === '1' ? 1 : 0\")" },
   "targets": [
     {
       "target_name": "moe_native",

@@ -29,9 +29,11 @@ function haveOpenBlas() {
 
 const gyp = require.resolve("node-gyp/bin/node-gyp.js");
 const blas = haveOpenBlas();
-const args = [gyp, "rebuild", `--nodedir=${nodeDir()}`, `--moe_blas=${blas ? 1 : 0}`];
+// The BLAS decision reaches binding.gyp through MOE_BUILD_BLAS (a gyp `<!(...)` expansion), not a
+// node-gyp option: under npm, node-gyp also takes options from npm's environment.
+const args = [gyp, "rebuild", `--nodedir=${nodeDir()}`];
 console.log(`moe-ts: building native engine (${blas ? "OpenBLAS + built-in GEMM" : "built-in GEMM only"})`);
-const r = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit", env: process.env });
+const r = spawnSync(process.execPath, args, { cwd: root, stdio: "inherit", env: { ...process.env, MOE_BUILD_BLAS: blas ? "1" : "0" } });
 if (r.status !== 0) {
   console.error("moe-ts: native build failed; see the compiler output above");
   process.exit(r.status ?? 1);
