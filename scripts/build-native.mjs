@@ -3,7 +3,8 @@
 // - Links OpenBLAS when pkg-config finds it, unless MOE_BLAS=0; otherwise only the built-in GEMM is compiled.
 // Not: a downloader. It never fetches headers or prebuilt binaries.
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -29,6 +30,20 @@ function haveOpenBlas() {
 
 const gyp = require.resolve("node-gyp/bin/node-gyp.js");
 const blas = haveOpenBlas();
+
+// Skip the rebuild when nothing that shapes the binary changed (sources, build files, BLAS choice,
+// Node ABI). `npx moe` installs this package into npx's cache, which re-runs this script.
+const stampFile = path.join(root, "build", "moe-build-stamp.json");
+const addon = path.join(root, "build", "Release", "moe_native.node");
+const h = createHash("sha256");
+for (const f of readdirSync(path.join(root, "native")).sort()) h.update(f).update(readFileSync(path.join(root, "native", f)));
+h.update(readFileSync(path.join(root, "binding.gyp"))).update(readFileSync(new URL(import.meta.url)));
+h.update(JSON.stringify({ blas, abi: process.versions.modules, arch: process.arch }));
+const stamp = h.digest("hex");
+if (!process.argv.includes("--force") && existsSync(addon) && existsSync(stampFile) && readFileSync(stampFile, "utf8").trim() === stamp) {
+  console.log(`moe-ts: native engine up to date (${blas ? "OpenBLAS + built-in GEMM" : "built-in GEMM only"})`);
+  process.exit(0);
+}
 // The BLAS decision reaches binding.gyp through MOE_BUILD_BLAS (a gyp `<!(...)` expansion), not a
 // node-gyp option: under npm, node-gyp also takes options from npm's environment.
 const args = [gyp, "rebuild", `--nodedir=${nodeDir()}`];
@@ -38,3 +53,4 @@ if (r.status !== 0) {
   console.error("moe-ts: native build failed; see the compiler output above");
   process.exit(r.status ?? 1);
 }
+writeFileSync(stampFile, stamp + "\n");
