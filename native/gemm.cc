@@ -91,10 +91,14 @@ void ScaleC(float* C, int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n
 // Built-in path: packing and the macro-kernel
 
 // Packs A rows [i0, i0+mc), cols [k0, k0+kc) into ceil(mc/mr) micro-panels of kc×mr (zero padded).
-void PackA(const MatView& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out) {
+void PackA(const MatView& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* out, gemm::PackAFn packA) {
   for (int64_t s = 0; s < mc; s += mr) {
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - s));
     float* o = out + s * kc;
+    if (packA != nullptr && (A.cs == 1 || A.rs == 1)) {
+      packA(A.p + (i0 + s) * A.rs + k0 * A.cs, A.rs, A.cs, kc, rows, o);
+      continue;
+    }
     if (A.cs == 1) {  // rows contiguous: read along k, write with stride mr
       for (int i = 0; i < rows; ++i) {
         const float* src = A.p + (i0 + s + i) * A.rs + k0;
@@ -122,9 +126,13 @@ void PackA(const MatView& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int
 // With row-major B, also prefetches the next `pfCols` columns of each row (the next chunk the
 // caller will pack), so the strided row segments arrive while this chunk is being computed.
 void PackB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* out, gemm::PackBTFn packBT,
-           int64_t pfCols = 0) {
+           gemm::PackBNFn packBN, int64_t pfCols = 0) {
   if (B.cs == 1) {  // rows contiguous: walk each row once, dealing nr-wide pieces to the panels
     const int64_t full = nc / nr * nr;
+    if (packBN != nullptr && full == nc) {
+      packBN(B.p + k0 * B.rs + j0, B.rs, kc, nc / nr, out, pfCols);
+      return;
+    }
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = B.p + (k0 + k) * B.rs + j0;
       for (int64_t off = 0; off < pfCols; off += 16) __builtin_prefetch(src + nc + off);
@@ -235,11 +243,11 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
       const float beta = pc == 0 ? p.beta : 1.0f;
       if (fuseB) {
         const int64_t mc = t.m1 - t.m0;
-        PackA(p.A, t.m0, mc, pc, kc, mr, ws.a);
+        PackA(p.A, t.m0, mc, pc, kc, mr, ws.a, mk.packA);
         const int64_t chunk = 4 * static_cast<int64_t>(nr);  // 4 panels per packed chunk (measured: 2-32 within 5%)
         for (int64_t jf = 0; jf < nc; jf += chunk) {
           const int64_t nf = std::min<int64_t>(chunk, nc - jf);
-          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, mk.packBT, std::min<int64_t>(chunk, nc - jf - nf));
+          PackB(p.B, pc, kc, jc + jf, nf, nr, ws.b, mk.packBT, mk.packBN, std::min<int64_t>(chunk, nc - jf - nf));
           for (int64_t jr = 0; jr < nf; jr += nr) {
             const int64_t nb = std::min<int64_t>(nr, nf - jr);
             for (int64_t ir = 0; ir < mc; ir += mr) {
@@ -250,10 +258,10 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         }
         continue;
       }
-      PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT);
+      PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT, mk.packBN);
       for (int64_t ic = t.m0; ic < t.m1; ic += mk.mc) {
         const int64_t mc = std::min<int64_t>(mk.mc, t.m1 - ic);
-        PackA(p.A, ic, mc, pc, kc, mr, ws.a);
+        PackA(p.A, ic, mc, pc, kc, mr, ws.a, mk.packA);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int64_t nb = std::min<int64_t>(nr, nc - jr);
           const float* pb = ws.b + jr * kc;
