@@ -31,6 +31,8 @@ struct MicroKernel {
   const char* name;  // "builtin-avx512", ...
   int mr, nr;        // register tile
   int mc, kc, nc;    // cache blocking: A block mc×kc (L2), B micro-panel kc×nr (L1), B block kc×nc (L3)
+  int kcMax;         // a problem with K ≤ kcMax runs as one K block (C written once); larger K
+                     // is cut into equal blocks of at most kcMax (see KBlock in gemm.cc)
   MicroFn fn;
   PackBTFn packBT;  // nullptr: the generic scalar packing is used
   PackAFn packA;    // nullptr: the generic scalar packing is used
