@@ -43,7 +43,7 @@ __attribute__((target("avx2,fma"))) void MicroAvx2(int64_t kc, const float* pa, 
   }
 }
 
-const MicroKernel kAvx2 = {"builtin-avx2", MR, NR, 96, 256, 4096, MicroAvx2, nullptr};
+const MicroKernel kAvx2 = {"builtin-avx2", MR, NR, 96, 256, 4096, 256, MicroAvx2, nullptr, nullptr, nullptr};
 
 }  // namespace
 

@@ -28,7 +28,7 @@ void MicroScalar(int64_t kc, const float* pa, const float* pb, float* c, int64_t
   }
 }
 
-const MicroKernel kScalar = {"builtin-scalar", MR, NR, 64, 256, 2048, MicroScalar, nullptr};
+const MicroKernel kScalar = {"builtin-scalar", MR, NR, 64, 256, 2048, 256, MicroScalar, nullptr, nullptr, nullptr};
 
 }  // namespace
 
