@@ -19,6 +19,9 @@ const SHAPES: [number, number, number][] = [
   [17, 33, 65],
   [127, 129, 131],
   [256, 512, 384],
+  // K above one AVX-512 K block (1536) and between 512 and 1536: C written once vs split K blocks
+  [37, 1100, 45],
+  [20, 4200, 33],
 ];
 const TRANS: [boolean, boolean][] = [
   [false, false],
@@ -144,6 +147,9 @@ const GROUPS: { sizes: number[]; K: number; N: number }[] = [
   { sizes: [5, 3, 8], K: 7, N: 5 },
   { sizes: [0, 0], K: 4, N: 3 },
   { sizes: [900, 20, 300, 7, 0, 600, 150, 71], K: 128, N: 200 },
+  // large K (single and split K blocks), with empty and one-row groups
+  { sizes: [40, 0, 1, 23], K: 1100, N: 40 },
+  { sizes: [0, 17, 30], K: 3100, N: 24 },
 ];
 
 test("groupedGemm matches ref (zero-size groups, one group holding all rows, uneven groups)", () => {
