@@ -25,6 +25,11 @@ export type DispatchConfig =
       capacityFactor: number;
       /** Which assignments survive past C: highest routing weight, or earliest (token, slot). */
       policy: "probs" | "position";
+      /**
+       * Pad every expert's group to exactly C rows (zero-weight rows), as fixed-shape GShard/Switch
+       * implementations do. Same outputs and gradients; more compute. Default false.
+       */
+      pad?: boolean;
     };
 
 export interface ModelConfig {

@@ -67,7 +67,8 @@ export class MoeLayerState {
   readonly perm: Int32Array; // (N·K)
   readonly counts: Int32Array; // (E+1)
   readonly sizes: Int32Array; // (E)
-  readonly tokenOf: Int32Array; // (N·K) token of dispatched row i
+  readonly tokenOf: Int32Array; // (M) token of dispatched row i
+  readonly rowAssign: Int32Array; // (M) assignment n·K+k of row i, −1 for a padding row
   readonly rowW: FArr; // (N·K) forward combine weight of row i
   readonly rowGW: FArr; // (N·K) weight the combine backward uses for row i
   readonly xs: FArr; // (N·K, C)
@@ -78,19 +79,22 @@ export class MoeLayerState {
   readonly dLogitsBal: FArr; // (N,E) gradient of the z-loss w.r.t. logits (coef included)
   readonly shared?: { gate: FArr; s: FArr; ys: FArr; ffn: FfnSaved }; // gate logits (N), sigmoid (N), ys (N,C)
   M = 0;
+  /** Padding rows in the last dispatch (capacity mode with pad). */
+  padRows = 0;
   route: RouteResult | null = null;
   jitter: Float64Array | null = null;
   hasBalanceGrad = false;
 
   constructor(readonly Ctor: FCtor, readonly N: number, readonly C: number, readonly cfg: MoeConfig) {
-    const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = N * K;
+    const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
     this.logits = new Ctor(N * E);
     this.xj = new Ctor(cfg.inputJitter > 0 ? N * C : 0);
-    this.keys = new Int32Array(NK);
-    this.perm = new Int32Array(NK);
+    this.keys = new Int32Array(N * K);
+    this.perm = new Int32Array(N * K);
     this.counts = new Int32Array(E + 1);
     this.sizes = new Int32Array(E);
     this.tokenOf = new Int32Array(NK);
+    this.rowAssign = new Int32Array(NK);
     this.rowW = new Ctor(NK);
     this.rowGW = new Ctor(NK);
     this.xs = new Ctor(NK * C);
@@ -117,13 +121,13 @@ export class MoeScratch {
   readonly dShared?: { ys: FArr; da: FArr; dgu: FArr; dx: FArr };
 
   constructor(Ctor: FCtor, N: number, C: number, cfg: MoeConfig) {
-    const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = N * K;
+    const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
     this.dyo = new Ctor(NK * C);
     this.dRowW = new Ctor(NK);
     this.da = new Ctor(NK * F);
     this.dh = new Ctor(NK * 2 * F);
     this.dxs = new Ctor(NK * C);
-    this.dWeights = new Ctor(NK);
+    this.dWeights = new Ctor(N * K);
     this.dLogits = new Ctor(N * E);
     this.dxj = new Ctor(N * C);
     const S = cfg.sharedExpertIntermediateSize;
@@ -138,6 +142,13 @@ export interface MoeWeights {
   sharedGateUp?: FArr; // (2S, C)
   sharedDown?: FArr; // (C, S)
   sharedGate?: FArr; // (1, C)
+}
+
+/** Rows after dispatch: N·K, or E·C when capacity groups are padded to C. */
+function maxDispatchRows(N: number, cfg: MoeConfig): number {
+  const d = cfg.dispatch;
+  const padded = d.kind === "capacity" && d.pad ? cfg.numExperts * expertCapacity(N, cfg.topK, cfg.numExperts, d.capacityFactor) : 0;
+  return Math.max(N * cfg.topK, padded);
 }
 
 function sigmoid(x: number): number {
@@ -174,18 +185,30 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   for (let i = 0; i < N * K; i++) st.keys[i] = dropping && !cap.keep[i] ? E : route.topExperts[i]!;
   be.sortByKey(st.perm, st.keys, E + 1);
   be.histogram(st.counts, st.keys, E + 1);
-  let M = 0;
+  // rows of expert e: its kept assignments, then (padding) zero-weight rows on token 0 up to C
+  const padTo = cfg.dispatch.kind === "capacity" && cfg.dispatch.pad ? expertCapacity(N, K, E, cf) : 0;
+  let M = 0, src = 0;
+  st.padRows = 0;
   for (let e = 0; e < E; e++) {
-    st.sizes[e] = st.counts[e]!;
-    M += st.counts[e]!;
+    const n = st.counts[e]!, rows = Math.max(n, padTo);
+    st.sizes[e] = rows;
+    for (let j = 0; j < rows; j++, M++) {
+      if (j < n) {
+        const a = st.perm[src++]!;
+        st.rowAssign[M] = a;
+        st.tokenOf[M] = (a / K) | 0;
+        st.rowW[M] = route.weights[a]!;
+        st.rowGW[M] = route.gradWeights[a]!;
+      } else {
+        st.rowAssign[M] = -1;
+        st.tokenOf[M] = 0;
+        st.rowW[M] = 0;
+        st.rowGW[M] = 0;
+        st.padRows++;
+      }
+    }
   }
   st.M = M;
-  for (let i = 0; i < M; i++) {
-    const a = st.perm[i]!;
-    st.tokenOf[i] = (a / K) | 0;
-    st.rowW[i] = route.weights[a]!;
-    st.rowGW[i] = route.gradWeights[a]!;
-  }
   const xs = st.xs.subarray(0, M * C), h = st.h.subarray(0, M * 2 * F), act = st.a.subarray(0, M * F), yo = st.yo.subarray(0, M * C);
   const tokenOf = st.tokenOf.subarray(0, M);
   be.gather(xs, xj, tokenOf, N, C);
@@ -274,7 +297,10 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   be.scatterAddBackward(dyo, dRowW, dy, yo, tokenOf, st.rowGW.subarray(0, M), N, C);
   const dWeights = sc.dWeights;
   dWeights.fill(0);
-  for (let i = 0; i < M; i++) dWeights[st.perm[i]!] = dRowW[i]!;
+  for (let i = 0; i < M; i++) {
+    const a = st.rowAssign[i]!;
+    if (a >= 0) dWeights[a] = dRowW[i]!;
+  }
 
   // 5'. experts backward
   be.groupedGemmWeightGrad(act, dyo, dw.w2, st.sizes, { K: F, N: C, transW: true });

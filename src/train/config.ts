@@ -35,6 +35,7 @@ export const TRAIN_SCHEMA = {
     dispatch: { type: ["dropless", "capacity"], default: "dropless", doc: "dropless grouped GEMM, or capacity with dropping" },
     capacity_factor: { type: "number", default: 1.25, doc: "capacity factor (capacity dispatch), and the CF of the virtual drop rate in dropless mode" },
     drop_policy: { type: ["probs", "position"], default: "probs", doc: "which assignments survive past capacity" },
+    capacity_pad: { type: "boolean", default: false, doc: "capacity dispatch: pad every expert's group to exactly C rows (fixed shapes; same results)" },
     init_std: { type: "number", default: 0.02, doc: "normal init std of weights (router too)" },
   },
   data: {

@@ -105,7 +105,7 @@ export function buildRunHfConfig(c: TrainConfig, vocabSize: number): HfConfig {
 }
 
 function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
-  return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy } : { kind: "dropless" };
+  return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy, pad: c.model.capacity_pad } : { kind: "dropless" };
 }
 
 function writeTextAtomic(file: string, text: string): void {
