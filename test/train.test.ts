@@ -193,8 +193,11 @@ test("CLI end to end: train (dense and MoE), generate, eval, inspect, upcycle", 
   const upIns = JSON.parse((await cli(["inspect", path.join(base, "up"), "--json"])).out);
   assert.equal(upIns.family, "mixtral");
   assert.equal(upIns.experts, 4);
-  const ft = await cli(["train", `train.out_dir=${path.join(base, "ft")}`, `model.from=${path.join(base, "up")}`, "model.router=topk", ...common.filter((a) => !a.startsWith("data.vocab_size")), `data.tokenizer=${path.join(base, "dense", "tokenizer.json")}`]);
+  // fine-tuning takes the checkpoint's own tokenizer (the upcycled dir has the dense run's)
+  const ft = await cli(["train", `train.out_dir=${path.join(base, "ft")}`, `model.from=${path.join(base, "up")}`, "model.router=topk", ...common]);
   assert.equal(ft.code, 0, ft.err + ft.out);
+  assert.match(ft.out, /tokenizer: .*up\/tokenizer.json \(from model.from\)/);
+  assert.equal(readFileSync(path.join(base, "ft", "tokenizer.json"), "utf8"), readFileSync(path.join(base, "dense", "tokenizer.json"), "utf8"));
   // bad input is refused clearly
   const bad = await cli(["generate", path.join(base, "nothing-here"), "--prompt", "x"]);
   assert.notEqual(bad.code, 0);

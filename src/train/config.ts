@@ -21,7 +21,7 @@ export const TRAIN_SCHEMA = {
   model: {
     preset: { type: "string", default: "small-moe", doc: "model preset (tiny-mixtral, tiny-grin, small-moe, moe-50m); ignored with model.from" },
     dense: { type: "boolean", default: false, doc: "train a dense Llama-style model instead (FFN = the preset's expert size; the starting point of `moe upcycle`)" },
-    from: { type: "string", default: null, nullable: true, doc: "start from this HF checkpoint directory instead of a preset (fine-tuning / after upcycling)" },
+    from: { type: "string", default: null, nullable: true, doc: "start from this HF checkpoint or run directory instead of a preset (its config.json and tokenizer.json are used; model size/router options are ignored)" },
     num_experts: { type: "int", default: null, nullable: true, doc: "override the preset's experts per MoE layer" },
     top_k: { type: "int", default: null, nullable: true, doc: "override the preset's experts per token" },
     hidden_size: { type: "int", default: null, nullable: true, doc: "override the preset's hidden size" },

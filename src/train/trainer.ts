@@ -37,7 +37,7 @@ import { atomicWrite } from "../io/safetensors.js";
 import { stringify as toYaml } from "yaml";
 import type { TrainConfig } from "./config.js";
 import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
-import { latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { latestCheckpoint, loadTrainerState, resolveModelDir, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 
 export class TrainingError extends Error {
   override name = "TrainingError";
@@ -183,8 +183,15 @@ export class Trainer {
     mkdirSync(cacheDir, { recursive: true });
     let tokenizer: Tokenizer;
     const tokenizerFile = path.join(outDir, "tokenizer.json");
+    // a checkpoint's ids only make sense with its own tokenizer: take it unless one is named explicitly
+    const fromDir = c.model.from ? resolveModelDir(c.model.from) : null;
+    const fromTokenizer = fromDir && existsSync(path.join(fromDir, "tokenizer.json")) ? path.join(fromDir, "tokenizer.json") : null;
     if (resumeFrom) tokenizer = loadTokenizer(path.join(resumeFrom, "tokenizer.json"));
     else if (c.data.tokenizer) tokenizer = loadTokenizer(c.data.tokenizer);
+    else if (fromTokenizer) {
+      tokenizer = loadTokenizer(fromTokenizer);
+      log(`tokenizer: ${fromTokenizer} (from model.from)`);
+    } else if (fromDir) throw new TrainingError(`model.from ${fromDir} has no tokenizer.json; name one with data.tokenizer`);
     else tokenizer = trainedTokenizer(spec, c.data.vocab_size, cacheDir, log);
     if (!resumeFrom) saveTokenizer(tokenizer, tokenizerFile);
     // 3. shards
@@ -197,7 +204,7 @@ export class Trainer {
     const backend = c.train.backend === "ref" ? createBackend({ name: "ref" }) : createBackend({ name: "native", threads: c.train.threads ?? undefined });
     const shape = { B: c.train.batch_size, T: c.train.seq_len };
     let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
-    const from = resumeFrom ?? c.model.from;
+    const from = resumeFrom ?? fromDir;
     if (from) {
       ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
       if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
