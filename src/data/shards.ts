@@ -14,11 +14,11 @@
 //
 // Deliberately not here: batching and sampling (loader.ts), reading corpora (corpus.ts).
 
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, unlinkSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { endianness } from "node:os";
 import path from "node:path";
-import { atomicWrite } from "../io/safetensors.js";
+import { writeFileAtomic } from "../io/safetensors.js";
 import { corpusFingerprint, iterateDocuments, type CorpusSpec } from "./corpus.js";
 import type { Tokenizer } from "./types.js";
 
@@ -133,10 +133,7 @@ class SplitWriter {
     const file = `${this.split}-${String(this.entries.length).padStart(5, "0")}.bin`;
     const bytes = new Uint8Array(this.buf.buffer, 0, this.fill * this.buf.BYTES_PER_ELEMENT);
     if (!HOST_LE) swapBytes(bytes, bytesPerToken(this.dtype));
-    atomicWrite(path.join(this.dir, file), (fd) => {
-      let done = 0;
-      while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    });
+    writeFileAtomic(path.join(this.dir, file), bytes);
     this.entries.push({ file, tokens: this.fill });
     this.fill = 0;
   }
@@ -197,10 +194,7 @@ export function buildShards(spec: CorpusSpec, tokenizer: Tokenizer, tokHash: str
     val: writers.val.entries,
     totalTokens: writers.train.total + writers.val.total,
   };
-  const json = Buffer.from(JSON.stringify(index, null, 1) + "\n");
-  atomicWrite(indexPath, (fd) => {
-    writeSync(fd, json);
-  });
+  writeFileAtomic(indexPath, JSON.stringify(index, null, 1) + "\n");
   const keep = new Set([...index.train, ...index.val].map((e) => e.file));
   for (const f of readdirSync(dir)) {
     if (/^(train|val)-\d{5,}\.bin$/.test(f) && !keep.has(f)) unlinkSync(path.join(dir, f));

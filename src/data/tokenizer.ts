@@ -8,8 +8,8 @@
 // models, Metaspace/Whitespace/BERT pre-tokenizers, normalizers other than Unicode forms, BPE
 // dropout, byte_fallback, subword prefixes/suffixes. Post-processors are ignored on purpose:
 // encode() returns the ids of the text alone (HF `add_special_tokens=False`); no offsets.
-import { readFileSync, writeSync } from "node:fs";
-import { atomicWrite } from "../io/safetensors.js";
+import { readFileSync } from "node:fs";
+import { writeFileAtomic } from "../io/safetensors.js";
 import { onigToJs } from "./onig-regex.js";
 import type { Tokenizer } from "./types.js";
 
@@ -604,11 +604,7 @@ export function stringifyTokenizer(tok: Tokenizer): string {
 
 /** Writes tok.toJSON() to `file` atomically (temp file + fsync + rename). */
 export function saveTokenizer(tok: Tokenizer, file: string): void {
-  const bytes = Buffer.from(stringifyTokenizer(tok) + "\n", "utf8");
-  atomicWrite(file, (fd) => {
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-  });
+  writeFileAtomic(file, stringifyTokenizer(tok) + "\n");
 }
 
 /** Returns a function splitting text around the given literal tokens (leftmost-longest), as encode() does. */

@@ -21,8 +21,8 @@
 // names) is refused with an error naming the file and the item. Writing is atomic.
 //
 // Not: the model mapping (see io/gguf-model.ts), nor k-quants.
-import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import { atomicWrite } from "./safetensors.js";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { atomicWrite, writeAll } from "./safetensors.js";
 import { decodeArray, decodeF16, encodeArray } from "../core/dtype.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -338,11 +338,6 @@ export function writeGguf(file: string, metadata: Iterable<[string, GgufValue]> 
       if (pad) writeAll(fd, new Uint8Array(pad));
     }
   });
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
 }
 
 // ---------------------------------------------------------------------------

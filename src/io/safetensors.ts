@@ -208,9 +208,16 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
   });
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+/** Writes every byte (writeSync may write fewer than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+}
+
+/** Writes a whole file atomically: text (UTF-8) or bytes. */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+  atomicWrite(file, (fd) => writeAll(fd, bytes));
 }
 
 /**
@@ -345,7 +352,7 @@ export function writeCheckpointTensors(dir: string, tensors: Record<string, Tens
     files.push(fname);
   });
   const indexJson = JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + "\n";
-  atomicWrite(path.join(dir, INDEX_FILE), (fd) => writeAll(fd, Buffer.from(indexJson, "utf8")));
+  writeFileAtomic(path.join(dir, INDEX_FILE), indexJson);
   files.push(INDEX_FILE);
   return files;
 }

@@ -26,10 +26,10 @@
 // sharded (maxShardBytes), each file atomically; stale model files of another layout are removed.
 //
 // Not: a GGUF reader/writer (io/gguf), a tokenizer loader, or an FP8 compute path.
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import path from "node:path";
 import type { Backend } from "../backend/spec.js";
-import { SafetensorsCheckpoint, atomicWrite, writeCheckpointTensors, INDEX_FILE, type StDtype, type TensorInfo, type TensorToWrite } from "../io/safetensors.js";
+import { SafetensorsCheckpoint, writeFileAtomic, writeCheckpointTensors, INDEX_FILE, type StDtype, type TensorInfo, type TensorToWrite } from "../io/safetensors.js";
 import { ConfigError, parseHfConfig, resolveConfig, type DispatchConfig, type Family, type HfConfig, type ModelConfig } from "./config.js";
 import { MoeModel, type ModelShape } from "./model.js";
 import type { TensorSlot } from "./params.js";
@@ -342,10 +342,6 @@ export function saveHfModel(model: MoeModel, hf: HfConfig, dir: string, opts: Sa
     if (f === INDEX_FILE || f === "model.safetensors" || SHARD_RE.test(f)) unlinkSync(path.join(dir, f));
   }
   const text = hfConfigJson(hf, dtype);
-  atomicWrite(path.join(dir, CONFIG_FILE), (fd) => {
-    const b = Buffer.from(text, "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-  });
+  writeFileAtomic(path.join(dir, CONFIG_FILE), text);
   return [...files, CONFIG_FILE];
 }

@@ -11,9 +11,9 @@
 // any point leaves the previous checkpoint (and LATEST naming it) intact.
 //
 // Not: the HF model writer itself (model/checkpoint.ts).
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeSync, copyFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, copyFileSync } from "node:fs";
 import path from "node:path";
-import { atomicWrite, SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
+import { SafetensorsFile, writeFileAtomic, writeSafetensors } from "../io/safetensors.js";
 import type { MoeModel } from "../model/model.js";
 import type { HfConfig } from "../model/config.js";
 import { saveHfModel } from "../model/checkpoint.js";
@@ -44,13 +44,6 @@ function stepName(step: number): string {
   return `step-${String(step).padStart(6, "0")}`;
 }
 
-function writeText(file: string, text: string): void {
-  atomicWrite(file, (fd) => {
-    const b = Buffer.from(text, "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-  });
-}
 
 /**
  * Saves model + trainer state as checkpoints/step-N (atomically), points LATEST at it, then
@@ -72,7 +65,7 @@ export function saveRunCheckpoint(
       "optim.m": { dtype: "F32", shape: [optim.m.length], data: Float32Array.from(optim.m) },
       "optim.v": { dtype: "F32", shape: [optim.v.length], data: Float32Array.from(optim.v) },
     });
-    writeText(path.join(tmp, "trainer_state.json"), JSON.stringify({ ...state, optimStep: optim.step }, null, 1) + "\n");
+    writeFileAtomic(path.join(tmp, "trainer_state.json"), JSON.stringify({ ...state, optimStep: optim.step }, null, 1) + "\n");
     const final = path.join(root, name);
     rmSync(final, { recursive: true, force: true });
     renameSync(tmp, final);
@@ -80,7 +73,7 @@ export function saveRunCheckpoint(
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  writeText(path.join(root, LATEST), name + "\n");
+  writeFileAtomic(path.join(root, LATEST), name + "\n");
   const all = readdirSync(root).filter((d) => /^step-\d{6}$/.test(d)).sort();
   for (const old of all.slice(0, Math.max(0, all.length - keepLast))) {
     if (old !== name) rmSync(path.join(root, old), { recursive: true, force: true });

@@ -15,7 +15,7 @@
 // Deterministic: the same config, data and thread count give bit-identical losses, and a resumed
 // run continues the uninterrupted run's loss sequence exactly (data cursor, α, optimizer state and
 // counter-based router noise are all restored).
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { createBackend, type Backend } from "../backend/index.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
@@ -33,7 +33,7 @@ import { corpusFingerprint, iterateDocuments, parseCorpusSpec, type CorpusSpec }
 import { ensureShards, tokenizerHash, type ShardSet } from "../data/shards.js";
 import { TokenLoader, unigramBaseline } from "../data/loader.js";
 import { generate } from "../infer/generate.js";
-import { atomicWrite } from "../io/safetensors.js";
+import { writeFileAtomic } from "../io/safetensors.js";
 import { stringify as toYaml } from "yaml";
 import type { TrainConfig } from "./config.js";
 import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
@@ -108,13 +108,6 @@ function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
   return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy, pad: c.model.capacity_pad } : { kind: "dropless" };
 }
 
-function writeTextAtomic(file: string, text: string): void {
-  atomicWrite(file, (fd) => {
-    const b = Buffer.from(text, "utf8");
-    let done = 0;
-    while (done < b.length) done += writeSync(fd, b, done, b.length - done);
-  });
-}
 
 export interface TrainerOptions {
   resume: boolean;
@@ -224,7 +217,7 @@ export class Trainer {
       t.train = TokenLoader.restore(shards, "train", shape.B, shape.T, st.loader);
       log(`resumed from ${resumeFrom} at step ${st.step}`);
     } else {
-      writeTextAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+      writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
     }
     return t;
   }
