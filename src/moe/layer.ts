@@ -21,7 +21,7 @@ import { ffnBackward, ffnForward, type FfnSaved } from "../nn/ffn.js";
 import type { MoeConfig } from "../model/config.js";
 import { routerBackward, routerEntropy, routerForward, type RouteResult, type RouterNoise } from "./router.js";
 import { capacityKeep, expertCapacity } from "./capacity.js";
-import { globalLoadBalancingLoss, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
+import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
 
 /** Which load-balancing loss an MoE layer adds (coefficient per layer given at forward time). */
@@ -117,8 +117,9 @@ export class MoeScratch {
   readonly dxs: FArr;
   readonly dWeights: FArr;
   readonly dLogits: FArr;
+  readonly dProbs: FArr;
   readonly dxj: FArr;
-  readonly dShared?: { ys: FArr; da: FArr; dgu: FArr; dx: FArr };
+  readonly dShared?: { ys: FArr; da: FArr; dgu: FArr; gate: FArr };
 
   constructor(Ctor: FCtor, N: number, C: number, cfg: MoeConfig) {
     const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
@@ -129,9 +130,10 @@ export class MoeScratch {
     this.dxs = new Ctor(NK * C);
     this.dWeights = new Ctor(N * K);
     this.dLogits = new Ctor(N * E);
+    this.dProbs = new Ctor(N * E);
     this.dxj = new Ctor(N * C);
     const S = cfg.sharedExpertIntermediateSize;
-    if (S > 0) this.dShared = { ys: new Ctor(N * C), da: new Ctor(N * S), dgu: new Ctor(N * 2 * S), dx: new Ctor(N * C) };
+    if (S > 0) this.dShared = { ys: new Ctor(N * C), da: new Ctor(N * S), dgu: new Ctor(N * 2 * S), gate: new Ctor(N) };
   }
 }
 
@@ -245,8 +247,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
       aux = switchAuxLoss(route.probs, route.topExperts, N, E, K, opt.auxCoef, st.dProbs).loss;
       break;
     case "global": {
-      const counts = new Float64Array(E);
-      for (let i = 0; i < N * K; i++) counts[route.topExperts[i]!]! += 1;
+      const counts = Float64Array.from(cap.tokensPerExpert); // assignments before dropping
       const total = new Float64Array([N * K]);
       opt.group.allreduceSum(counts);
       opt.group.allreduceSum(total);
@@ -262,8 +263,6 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   const z = routerZLoss(st.logits, N, E, opt.zCoef, st.dLogitsBal).loss;
   st.hasBalanceGrad = (opt.balance !== "none" && opt.auxCoef !== 0) || opt.zCoef !== 0;
 
-  let maxLoad = 0;
-  for (let e = 0; e < E; e++) maxLoad = Math.max(maxLoad, cap.tokensPerExpert[e]!);
   return {
     tokensPerExpert: cap.tokensPerExpert,
     keptPerExpert: dropping ? cap.keptPerExpert : Int32Array.from(cap.tokensPerExpert),
@@ -273,7 +272,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
     z,
     auxCoef: opt.auxCoef,
     entropy: routerEntropy(route.probs, N, E),
-    maxOverMeanLoad: maxLoad / ((N * K) / E),
+    maxOverMeanLoad: loadStats(cap.tokensPerExpert).maxOverMean,
   };
 }
 
@@ -317,7 +316,7 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   const sh = st.shared, dsh = sc.dShared;
   if (sh && dsh) {
     const S = cfg.sharedExpertIntermediateSize;
-    const dGate = new (dy.constructor as FCtor)(N);
+    const dGate = dsh.gate;
     for (let n = 0; n < N; n++) {
       const s = sh.s[n]!;
       let g = 0;
@@ -333,12 +332,9 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   }
 
   // 2'. router backward (selected weights + balancing terms)
-  let dProbs: FArr | null = null;
-  if (st.hasBalanceGrad) {
-    dProbs = st.dProbs;
-    if (gradScale !== 1) for (let i = 0; i < dProbs.length; i++) dProbs[i]! *= gradScale;
-  }
-  routerBackward(cfg.router, route, dWeights, dProbs, sc.dLogits);
+  // balancing gradients scaled into scratch, so the saved ones stay as the forward left them
+  if (st.hasBalanceGrad) be.scale(sc.dProbs, st.dProbs, gradScale);
+  routerBackward(cfg.router, route, dWeights, st.hasBalanceGrad ? sc.dProbs : null, sc.dLogits);
   if (st.hasBalanceGrad) be.axpy(sc.dLogits, st.dLogitsBal, gradScale);
   linearBackward(be, dxj, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true);
 
