@@ -13,7 +13,7 @@
 import type { Backend } from "../backend/spec.js";
 import type { FArr, FCtor } from "../nn/dims.js";
 import type { ModelConfig } from "./config.js";
-import { buildLayout, view, type LayerNames, type ModelNames, type ParamLayout } from "./params.js";
+import { buildLayout, view, type ModelNames, type ParamLayout } from "./params.js";
 import { normBackward, normForward, type NormSaved, type NormSpec } from "../nn/norm.js";
 import { AttentionSaved, AttentionScratch, attentionBackward, attentionForward, type AttentionSpec, type AttentionWeights } from "../nn/attention.js";
 import { ffnBackward, ffnForward, type FfnSaved } from "../nn/ffn.js";
@@ -73,12 +73,57 @@ interface LayerActs {
   ffn?: FfnSaved;
 }
 
+/** Views of one arena (parameters or gradients) under the model's names, computed once. */
+interface LayerViews {
+  ln1: FArr;
+  ln1Bias?: FArr;
+  ln2: FArr;
+  ln2Bias?: FArr;
+  attn: AttentionWeights;
+  moe?: MoeWeights;
+  gateUp?: FArr;
+  down?: FArr;
+}
+interface ArenaViews {
+  embed: FArr;
+  normF: FArr;
+  normFBias?: FArr;
+  /** The LM head (the embedding when tied). */
+  head: FArr;
+  headBias?: FArr;
+  layers: LayerViews[];
+}
+
+function arenaViews(arena: FArr, layout: ParamLayout, names: ModelNames): ArenaViews {
+  const v = (name: string | undefined) => (name ? view(arena, layout, name) : undefined);
+  return {
+    embed: v(names.embed)!,
+    normF: v(names.normF)!,
+    normFBias: v(names.normFBias),
+    head: v(names.lmHead ?? names.embed)!,
+    headBias: v(names.lmHeadBias),
+    layers: names.layers.map((n) => ({
+      ln1: v(n.ln1)!, ln1Bias: v(n.ln1Bias), ln2: v(n.ln2)!, ln2Bias: v(n.ln2Bias),
+      attn: {
+        q: v(n.q)!, k: v(n.k)!, v: v(n.v)!, o: v(n.o)!, qBias: v(n.qBias), kBias: v(n.kBias), vBias: v(n.vBias), oBias: v(n.oBias),
+        qNorm: v(n.qNorm), kNorm: v(n.kNorm),
+      },
+      moe: n.router ? { router: v(n.router)!, w13: v(n.w13)!, w2: v(n.w2)!, sharedGateUp: v(n.sharedGateUp), sharedDown: v(n.sharedDown), sharedGate: v(n.sharedGate) } : undefined,
+      gateUp: v(n.gateUp),
+      down: v(n.down),
+    })),
+  };
+}
+
 export class MoeModel {
   readonly layout: ParamLayout;
   readonly names: ModelNames;
   readonly params: FArr;
   readonly grads: FArr;
   readonly N: number;
+  /** Named views of params and grads. */
+  private readonly P: ArenaViews;
+  private readonly G: ArenaViews;
   private readonly Ctor: FCtor;
   private readonly acts: LayerActs[];
   private readonly residL: FArr;
@@ -115,6 +160,8 @@ export class MoeModel {
     this.names = names;
     this.params = new Ctor(layout.size);
     this.grads = new Ctor(layout.size);
+    this.P = arenaViews(this.params, layout, names);
+    this.G = arenaViews(this.grads, layout, names);
     const N = B * T;
     this.N = N;
     const C = cfg.hiddenSize;
@@ -172,23 +219,6 @@ export class MoeModel {
     this.grads.fill(0);
   }
 
-  private attnWeights(n: LayerNames, arena: FArr): AttentionWeights {
-    const v = (name: string | undefined) => (name ? view(arena, this.layout, name) : undefined);
-    return {
-      q: v(n.q)!, k: v(n.k)!, v: v(n.v)!, o: v(n.o)!, qBias: v(n.qBias), kBias: v(n.kBias), vBias: v(n.vBias), oBias: v(n.oBias),
-      qNorm: v(n.qNorm), kNorm: v(n.kNorm),
-    };
-  }
-
-  private moeWeights(n: LayerNames, arena: FArr): MoeWeights {
-    const v = (name: string | undefined) => (name ? view(arena, this.layout, name) : undefined);
-    return { router: v(n.router)!, w13: v(n.w13)!, w2: v(n.w2)!, sharedGateUp: v(n.sharedGateUp), sharedDown: v(n.sharedDown), sharedGate: v(n.sharedGate) };
-  }
-
-  private v(name: string | undefined, arena: FArr): FArr | undefined {
-    return name ? view(arena, this.layout, name) : undefined;
-  }
-
   /**
    * Forward pass. ids (B·T) token ids; targets (B·T) with IGNORE_INDEX for positions without a
    * target, or null for logits only. Returns the loss and per-layer MoE statistics.
@@ -204,22 +234,22 @@ export class MoeModel {
     if (targets && targets.length !== N) throw new Error(`forward: targets has ${targets.length} entries, expected ${N}`);
     this.ids = ids;
     this.targets = targets;
-    const P = this.params;
-    be.embeddingForward(this.acts[0]?.resid ?? this.residL, ids, this.v(this.names.embed, P)!, V, C);
+    const P = this.P;
+    be.embeddingForward(this.acts[0]?.resid ?? this.residL, ids, P.embed, V, C);
     const group = opt.group ?? singleProcessGroup();
     const moeStats: (MoeLayerStats | undefined)[] = [];
     let auxTotal = 0;
     for (let l = 0; l < cfg.numLayers; l++) {
-      const a = this.acts[l]!, n = this.names.layers[l]!;
+      const a = this.acts[l]!, w = P.layers[l]!;
       const next = l + 1 < cfg.numLayers ? this.acts[l + 1]!.resid : this.residL;
-      normForward(be, this.normSpec, a.ln1, a.ln1s, a.resid, this.v(n.ln1, P)!, this.v(n.ln1Bias, P), N, C);
-      attentionForward(be, this.attnSpec, this.attnWeights(n, P), a.attn, a.mid, a.ln1, this.pos);
+      normForward(be, this.normSpec, a.ln1, a.ln1s, a.resid, w.ln1, w.ln1Bias, N, C);
+      attentionForward(be, this.attnSpec, w.attn, a.attn, a.mid, a.ln1, this.pos);
       be.add(a.mid, a.mid, a.resid);
-      normForward(be, this.normSpec, a.ln2, a.ln2s, a.mid, this.v(n.ln2, P)!, this.v(n.ln2Bias, P), N, C);
+      normForward(be, this.normSpec, a.ln2, a.ln2s, a.mid, w.ln2, w.ln2Bias, N, C);
       if (a.moe) {
         const coef = opt.auxCoefs?.[l] ?? 0;
         const zCoef = opt.zCoef ?? 0;
-        const st = moeForward(be, a.moe, this.moeWeights(n, P), this.ffnOut, a.ln2, {
+        const st = moeForward(be, a.moe, w.moe!, this.ffnOut, a.ln2, {
           train: opt.train, noise: opt.noise?.[l], jitter: opt.jitter?.[l], bias: opt.bias?.[l], balance: opt.balance ?? "none",
           auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? 1.25,
         });
@@ -227,14 +257,13 @@ export class MoeModel {
         if ((opt.balance ?? "none") !== "none") auxTotal += coef * st.aux;
         auxTotal += zCoef * st.z;
       } else {
-        ffnForward(be, this.ffnOut, a.ffn!, a.ln2, this.v(n.gateUp, P)!, this.v(n.down, P)!, N, C, cfg.denseIntermediateSize);
+        ffnForward(be, this.ffnOut, a.ffn!, a.ln2, w.gateUp!, w.down!, N, C, cfg.denseIntermediateSize);
         moeStats.push(undefined);
       }
       be.add(next, a.mid, this.ffnOut);
     }
-    normForward(be, this.normSpec, this.lnf, this.lnfs, this.residL, this.v(this.names.normF, P)!, this.v(this.names.normFBias, P), N, C);
-    const head = this.v(this.names.lmHead ?? this.names.embed, P)!;
-    linearForward(be, this.logits, this.lnf, head, this.v(this.names.lmHeadBias, P), N, C, V);
+    normForward(be, this.normSpec, this.lnf, this.lnfs, this.residL, P.normF, P.normFBias, N, C);
+    linearForward(be, this.logits, this.lnf, P.head, P.headBias, N, C, V);
     let ce = 0, tokens = 0;
     if (targets) {
       be.crossEntropyForward(this.losses, this.lse, this.logits, targets, N, V, IGNORE_INDEX);
@@ -260,30 +289,29 @@ export class MoeModel {
     const C = cfg.hiddenSize, V = cfg.vocabSize;
     const targets = this.targets, ids = this.ids;
     if (!targets || !ids) throw new Error("backward: call forward with targets first");
-    const P = this.params, G = this.grads;
+    const P = this.P, G = this.G;
     // loss → logits (dlogits overwrites logits in place)
     const scale = this.validTokens > 0 ? gradScale / this.validTokens : 0;
     for (let i = 0; i < N; i++) this.dlosses[i] = targets[i] === IGNORE_INDEX ? 0 : scale;
     be.crossEntropyBackward(this.logits, this.logits, this.lse, targets, this.dlosses, N, V, IGNORE_INDEX);
-    const headName = this.names.lmHead ?? this.names.embed;
-    linearBackward(be, this.dln, this.v(headName, G)!, this.v(this.names.lmHeadBias, G), this.logits, this.lnf, this.v(headName, P)!, N, C, V, false);
-    normBackward(be, this.normSpec, this.dresid, this.v(this.names.normF, G)!, this.v(this.names.normFBias, G), this.dln, this.residL, this.v(this.names.normF, P)!, this.lnfs, N, C);
+    linearBackward(be, this.dln, G.head, G.headBias, this.logits, this.lnf, P.head, N, C, V, false);
+    normBackward(be, this.normSpec, this.dresid, G.normF, G.normFBias, this.dln, this.residL, P.normF, this.lnfs, N, C);
     for (let l = cfg.numLayers - 1; l >= 0; l--) {
-      const a = this.acts[l]!, n = this.names.layers[l]!;
+      const a = this.acts[l]!, w = P.layers[l]!, dw = G.layers[l]!;
       // resid[l+1] = mid + f(ln2(mid)): dresid is both d(mid) (residual path) and d(f output)
       if (a.moe) {
-        moeBackward(be, a.moe, this.moeWeights(n, P), this.moeWeights(n, G), this.moeScratch!, this.dln, this.dresid, a.ln2, gradScale);
+        moeBackward(be, a.moe, w.moe!, dw.moe!, this.moeScratch!, this.dln, this.dresid, a.ln2, gradScale);
       } else {
-        ffnBackward(be, this.dln, this.v(n.gateUp, G)!, this.v(n.down, G)!, this.dresid, a.ln2, a.ffn!, this.v(n.gateUp, P)!, this.v(n.down, P)!, this.ffnScratch!, N, C, cfg.denseIntermediateSize, false);
+        ffnBackward(be, this.dln, dw.gateUp!, dw.down!, this.dresid, a.ln2, a.ffn!, w.gateUp!, w.down!, this.ffnScratch!, N, C, cfg.denseIntermediateSize, false);
       }
-      normBackward(be, this.normSpec, this.dtmp, this.v(n.ln2, G)!, this.v(n.ln2Bias, G), this.dln, a.mid, this.v(n.ln2, P)!, a.ln2s, N, C);
+      normBackward(be, this.normSpec, this.dtmp, dw.ln2, dw.ln2Bias, this.dln, a.mid, w.ln2, a.ln2s, N, C);
       be.add(this.dresid, this.dresid, this.dtmp);
       // mid = resid + attn(ln1(resid))
-      attentionBackward(be, this.attnSpec, this.attnWeights(n, P), this.attnWeights(n, G), a.attn, this.attnScratch, this.dln, this.dresid, a.ln1, this.pos, false);
-      normBackward(be, this.normSpec, this.dtmp, this.v(n.ln1, G)!, this.v(n.ln1Bias, G), this.dln, a.resid, this.v(n.ln1, P)!, a.ln1s, N, C);
+      attentionBackward(be, this.attnSpec, w.attn, dw.attn, a.attn, this.attnScratch, this.dln, this.dresid, a.ln1, this.pos, false);
+      normBackward(be, this.normSpec, this.dtmp, dw.ln1, dw.ln1Bias, this.dln, a.resid, w.ln1, a.ln1s, N, C);
       be.add(this.dresid, this.dresid, this.dtmp);
     }
-    be.embeddingBackward(this.v(this.names.embed, G)!, this.dresid, ids, V, C);
+    be.embeddingBackward(G.embed, this.dresid, ids, V, C);
   }
 }
 
