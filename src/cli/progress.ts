@@ -6,7 +6,9 @@ export interface ProgressFields {
   total: number;
   /** Ordered label → formatted value pairs shown after the bar. */
   fields: [string, string][];
-  /** Seconds elapsed, for the ETA. */
+  /** Step at which timing started (a resumed run starts past 0). */
+  start: number;
+  /** Seconds since `start`, for the ETA. */
   elapsed: number;
 }
 
@@ -21,7 +23,8 @@ export class Progress {
   update(p: ProgressFields): void {
     if (!this.enabled) return;
     const frac = Math.min(1, p.step / p.total);
-    const eta = p.step > 0 ? (p.elapsed / p.step) * (p.total - p.step) : 0;
+    const done = p.step - p.start;
+    const eta = done > 0 ? (p.elapsed / done) * (p.total - p.step) : NaN;
     const text = p.fields.map(([k, v]) => `${k} ${v}`).join("  ");
     if (this.tty) {
       const width = 24, fill = Math.round(frac * width);

@@ -57,7 +57,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       const mean = (f: (l: StepReport["layers"][number]) => number) => (layers.length ? layers.reduce((s, l) => s + f(l), 0) / layers.length : 0);
       const elapsed = (Date.now() - start) / 1e3;
       progress.update({
-        step: t.step, total: c.train.steps, elapsed: elapsed * (c.train.steps - startStep) / Math.max(1, c.train.steps - startStep),
+        step: t.step, total: c.train.steps, start: startStep, elapsed,
         fields: [
           ["loss", r.skipped ? "skip" : r.ce.toFixed(4)], ["lr", r.lr.toExponential(2)], ["tok/s", formatCount(r.tokensPerSec)],
           ["aux", mean((l) => l.aux).toExponential(2)], ["z", mean((l) => l.z).toFixed(3)],
