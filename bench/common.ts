@@ -2,6 +2,9 @@
 // interleaved A/B timing for side-by-side ratios, and the result line format (table or JSON).
 // Not: a statistics package; medians only, because the machine is shared and noisy.
 
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+
 export interface BenchFlags {
   json: boolean;
   threads: number[];
@@ -30,6 +33,23 @@ export function parseFlags(argv: string[], parts: string[]): BenchFlags {
     } else throw new Error(`unknown flag ${a} (known: --json, --threads 1,2, --only ${parts.join(",")})`);
   }
   return flags;
+}
+
+/**
+ * Runs a PyTorch peer script (bench/<script>) with Debian's /usr/bin/python3 and returns the
+ * `ms_median` of the JSON line it prints last; null when python3-torch is not installed or the
+ * script fails (its stderr is printed).
+ */
+export function torchPeerMs(script: string, args: (string | number)[], env: Record<string, string>): number | null {
+  const py = "/usr/bin/python3";
+  if (!existsSync(py) || spawnSync(py, ["-c", "import torch"]).status !== 0) return null;
+  const file = new URL(`../../bench/${script}`, import.meta.url).pathname;
+  const r = spawnSync(py, [file, ...args.map(String)], { encoding: "utf8", env: { ...process.env, ...env } });
+  if (r.status !== 0) {
+    console.error(r.stderr);
+    return null;
+  }
+  return JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
 }
 
 export function wants(flags: BenchFlags, part: string): boolean {

@@ -5,15 +5,13 @@
 //     with the same active parameters (dense FFN hidden = K·F), same run.
 //  3. Capacity mode (CF 1.0, 1.25) vs dropless: tokens/s and drop rate.
 // FLOPs of one MoE layer fwd+bwd: router 2·T·C·E·3 + experts 3·(2·T·K·C·2F + 2·T·K·F·C) (fwd 1×, bwd 2×).
-import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import { createBackend, type Backend } from "../src/backend/index.js";
 import { MoeLayerState, MoeScratch, moeBackward, moeForward } from "../src/moe/layer.js";
 import type { MoeConfig, ModelConfig } from "../src/model/config.js";
 import { MoeModel, initParams } from "../src/model/model.js";
 import { singleProcessGroup } from "../src/parallel/group.js";
 import { createRng } from "../src/core/rng.js";
-import { header, note, parseFlags, report, timeInterleaved, timeMs, wants, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeInterleaved, timeMs, torchPeerMs, wants, type BenchFlags } from "./common.js";
 
 function randn(n: number, std: number, seed: number): Float32Array {
   const r = createRng(seed);
@@ -21,12 +19,6 @@ function randn(n: number, std: number, seed: number): Float32Array {
   for (let i = 0; i < n; i++) a[i] = r.normal() * std;
   return a;
 }
-
-function torchAvailable(): boolean {
-  if (!existsSync("/usr/bin/python3")) return false;
-  return spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
-}
-
 
 function layerBench(flags: BenchFlags, threads: number, reps: number): void {
   const T = 4096, C = 512, E = 8, K = 2, F = 1408;
@@ -46,14 +38,7 @@ function layerBench(flags: BenchFlags, threads: number, reps: number): void {
     moeBackward(be, st, w, dw, sc, dx, dy, x, 1);
   }, reps);
   const flops = 3 * (2 * T * C * E + 2 * T * K * C * 2 * F + 2 * T * K * F * C);
-  let peerMs: number | null = null;
-  if (torchAvailable()) {
-    const r = spawnSync("/usr/bin/python3", [new URL("../../bench/moe_torch.py", import.meta.url).pathname, String(T), String(C), String(E), String(K), String(F), String(threads), String(reps)], {
-      encoding: "utf8", env: { ...process.env, OMP_WAIT_POLICY: "PASSIVE" },
-    });
-    if (r.status === 0) peerMs = JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
-    else console.error(r.stderr);
-  }
+  const peerMs = torchPeerMs("moe_torch.py", [T, C, E, K, F, threads, reps], { OMP_WAIT_POLICY: "PASSIVE" });
   report(flags, {
     bench: "moe_layer_fwd_bwd", case: `T${T}_d${C}_E${E}_K${K}_F${F}`, threads, value: ms, unit: "ms",
     peer: "pytorch-1.13 mixtral loop", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms,

@@ -7,8 +7,6 @@
 // excluded) + 6·L·T·NH·HS (causal attention scores and values: 2 matmuls × 2 FLOPs × T/2 keys × 3).
 // Utilisation is quoted against the built-in GEMM's own 2048×1024×1024 GFLOP/s measured in the
 // same run at the same thread count (the achievable matmul peak of this CPU).
-import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import { createBackend, type Backend } from "../src/backend/index.js";
 import { resolveConfig, type ModelConfig } from "../src/model/config.js";
 import { MoeModel, initParams } from "../src/model/model.js";
@@ -17,7 +15,7 @@ import { buildRunHfConfig } from "../src/train/trainer.js";
 import { defaultTrainConfig } from "../src/train/config.js";
 import { createOptimState, gradNorm, optimStep } from "../src/train/optim.js";
 import { createRng } from "../src/core/rng.js";
-import { header, note, parseFlags, report, timeMs, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeMs, torchPeerMs, type BenchFlags } from "./common.js";
 
 interface Case {
   name: string;
@@ -61,17 +59,9 @@ function ourStep(be: Backend, k: Case, reps: number): number {
 }
 
 function torchStep(k: Case, threads: number, reps: number): number | null {
-  if (!existsSync("/usr/bin/python3") || spawnSync("/usr/bin/python3", ["-c", "import torch"]).status !== 0) return null;
   const c = k.cfg;
-  const args = [c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.moe.numExperts, c.moe.topK, c.moe.expertIntermediateSize, k.B, k.T, threads, reps].map(String);
-  const r = spawnSync("/usr/bin/python3", [new URL("../../bench/train_torch.py", import.meta.url).pathname, ...args], {
-    encoding: "utf8", env: { ...process.env, OMP_WAIT_POLICY: "PASSIVE", OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) },
-  });
-  if (r.status !== 0) {
-    console.error(r.stderr);
-    return null;
-  }
-  return JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
+  const args = [c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.moe.numExperts, c.moe.topK, c.moe.expertIntermediateSize, k.B, k.T, threads, reps];
+  return torchPeerMs("train_torch.py", args, { OMP_WAIT_POLICY: "PASSIVE", OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) });
 }
 
 function gemmPeak(be: Backend): number {
