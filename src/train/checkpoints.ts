@@ -61,9 +61,10 @@ export function saveRunCheckpoint(
   try {
     saveHfModel(model, hf, tmp);
     copyFileSync(tokenizerFile, path.join(tmp, "tokenizer.json"));
+    const f32 = (a: Float32Array | Float64Array) => (a instanceof Float32Array ? a : Float32Array.from(a));
     writeSafetensors(path.join(tmp, "trainer_state.safetensors"), {
-      "optim.m": { dtype: "F32", shape: [optim.m.length], data: Float32Array.from(optim.m) },
-      "optim.v": { dtype: "F32", shape: [optim.v.length], data: Float32Array.from(optim.v) },
+      "optim.m": { dtype: "F32", shape: [optim.m.length], data: f32(optim.m) },
+      "optim.v": { dtype: "F32", shape: [optim.v.length], data: f32(optim.v) },
     });
     writeFileAtomic(path.join(tmp, "trainer_state.json"), JSON.stringify({ ...state, optimStep: optim.step }, null, 1) + "\n");
     const final = path.join(root, name);
