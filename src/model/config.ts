@@ -233,9 +233,8 @@ export const HF_DEFAULTS: { [F in Family]: Omit<Extract<HfConfig, { model_type: 
 /** Keys HF writes that do not affect the computation; accepted and kept, never an error. */
 const INERT_KEYS = new Set([
   "_name_or_path", "transformers_version", "use_cache", "attention_dropout", "output_router_logits", "auto_map",
-  "pretraining_tp", "max_window_layers", "torch_dtype", "architectures", "quantization_config", "rope_scaling",
-  "bos_token_id", "eos_token_id", "pad_token_id", "hidden_dropout", "attention_probs_dropout_prob", "model_type",
-  "original_max_position_embeddings", "layer_types", "dtype",
+  "pretraining_tp", "max_window_layers", "torch_dtype", "architectures", "quantization_config",
+  "hidden_dropout", "attention_probs_dropout_prob", "original_max_position_embeddings", "layer_types", "dtype",
 ]);
 
 /** Keys that may be null in a config.json (HF writes null for "unset"). */
