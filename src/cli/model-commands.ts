@@ -3,11 +3,11 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { createBackend, type Backend } from "../backend/index.js";
-import { loadHfModel, readHfConfig, saveHfModel } from "../model/checkpoint.js";
+import { loadHfModel, loadHfWeights, readHfConfig, saveHfWeights } from "../model/checkpoint.js";
 import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
 import { buildLayout } from "../model/params.js";
 import { MoeModel } from "../model/model.js";
-import { upcycleParams, expertSimilarity } from "../model/upcycle.js";
+import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
 import { resolveModelDir } from "../train/checkpoints.js";
 import { loadTokenizer } from "../data/tokenizer.js";
 import { generate } from "../infer/generate.js";
@@ -139,19 +139,18 @@ export async function runUpcycle(argv: string[]): Promise<number> {
   const src = resolveModelDir(flags.from);
   const hf = readHfConfig(src);
   if (hf.model_type !== "llama") throw new Error(`moe upcycle: ${src} is a '${hf.model_type}' model; upcycling starts from a dense 'llama' checkpoint`);
-  const { model } = loadHfModel(src, createBackend({ name: "ref" }), { B: 1, T: 1 });
-  const up = upcycleParams(hf as LlamaHfConfig, model.params, {
+  const be = createBackend({ name: "ref" });
+  const { weights } = loadHfWeights(src, be);
+  const up = upcycleWeights(weights, hf as LlamaHfConfig, {
     experts: positiveInt("moe upcycle", "experts", flags.experts, 8), topK: positiveInt("moe upcycle", "top-k", flags["top-k"], 2),
     granularity: flags.granularity, noise: flags.noise, routerStd: flags["router-std"], seed: flags.seed,
   });
   const out = path.resolve(flags.out);
   if (existsSync(path.join(out, "config.json"))) throw new Error(`moe upcycle: ${out} already holds a model; choose an empty --out`);
   mkdirSync(out, { recursive: true });
-  const moe = new MoeModel(up.cfg, createBackend({ name: "ref" }), { B: 1, T: 1 });
-  moe.params.set(up.params);
-  saveHfModel(moe, up.hf, out);
+  saveHfWeights(up.weights, be, up.hf, out);
   if (existsSync(path.join(src, "tokenizer.json"))) copyFileSync(path.join(src, "tokenizer.json"), path.join(out, "tokenizer.json"));
   const counts = parameterCounts(up.cfg);
-  console.log(`upcycled ${src} → ${out}: ${up.cfg.moe.numExperts} experts top-${up.cfg.moe.topK}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active); expert similarity ${expertSimilarity(up.cfg, up.params).map((x) => x.toFixed(3)).join(" ")}`);
+  console.log(`upcycled ${src} → ${out}: ${up.cfg.moe.numExperts} experts top-${up.cfg.moe.topK}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active); expert similarity ${expertSimilarity(up.cfg, up.weights.data).map((x) => x.toFixed(3)).join(" ")}`);
   return 0;
 }

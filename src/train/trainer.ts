@@ -331,8 +331,8 @@ export class Trainer {
   /** Text sampled from the current weights. */
   sample(prompt = this.c.sample.prompt, tokens = this.c.sample.tokens, temperature = this.c.sample.temperature): string {
     const T = this.c.train.seq_len;
-    if (!this.sampler) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T });
-    this.sampler.params.set(this.model.params);
+    // a (1, T) model over the trainer's own weights: nothing is copied
+    this.sampler ??= new MoeModel(this.cfg, this.backend, { B: 1, T }, this.model.weights);
     let ids = this.tokenizer.encode(prompt);
     if (ids.length === 0 && this.tokenizer.eosId !== undefined) ids = [this.tokenizer.eosId];
     if (ids.length === 0) return prompt;
