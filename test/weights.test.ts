@@ -54,3 +54,17 @@ test("Weights refuses data of the wrong size or type, and workspaces of another 
   const be = createBackend({ name: "ref" });
   assert.throws(() => modelForward(be, w, ws, new Int32Array(2), null, { train: false }), /different model configs/);
 });
+
+test("step context: input jitter (PhiMoE input_jitter_noise) and SparseMixer noise are drawn from (seed, step)", () => {
+  const be = createBackend({ name: "ref" });
+  const cfg = tinyConfig({ moe: { inputJitter: 0.3, router: { kind: "sparsemixer", variant: "v2", topK: 2, jitterEps: 0.3, scaleExpertGrad: false } } });
+  const m = new MoeModel(cfg, be, { B: 1, T: 6 });
+  randomizeParams(m, 5);
+  const { ids, targets } = tokens(6, cfg.vocabSize, 4);
+  const run = (step: number) => m.forward(ids, targets, { train: true, seed: 7, step }).loss;
+  assert.equal(run(3), run(3), "same (seed, step) → same draw");
+  assert.notEqual(run(3), run(4), "another step → another draw");
+  assert.throws(() => m.forward(ids, targets, { train: true }), /jitter|noise/, "training without a step context or explicit draws is refused");
+  // eval ignores both
+  assert.equal(m.forward(ids, targets, { train: false }).loss, m.forward(ids, targets, { train: false, seed: 1, step: 1 }).loss);
+});

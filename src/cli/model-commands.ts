@@ -5,6 +5,7 @@ import path from "node:path";
 import { createBackend, type Backend } from "../backend/index.js";
 import { loadHfModel, loadHfWeights, readHfConfig, saveHfWeights } from "../model/checkpoint.js";
 import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
+import type { RouterConfig } from "../moe/router.js";
 import { buildLayout } from "../model/params.js";
 import { MoeModel } from "../model/model.js";
 import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
@@ -112,7 +113,7 @@ export async function runInspect(argv: string[]): Promise<number> {
   const moeLayers = cfg.moe.moeLayers.filter(Boolean).length;
   const info = {
     dir, family: hf.model_type, layers: cfg.numLayers, moeLayers, hiddenSize: cfg.hiddenSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,
-    vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router,
+    vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router, routerName: moeLayers ? routerName(cfg.moe.router).split(" ")[0] : null,
     norm: cfg.norm.kind, slidingWindow: cfg.slidingWindow, totalParams: counts.total, activeParams: counts.active, tensors: ck.names().length,
     expectedTensors: layout.hfTensors.length, dtypes, tensorBytes: bytes, fileBytes: fileSize,
   };
@@ -121,11 +122,23 @@ export async function runInspect(argv: string[]): Promise<number> {
     console.log(`${dir}`);
     console.log(`  family          ${info.family}`);
     console.log(`  layers          ${info.layers} (${moeLayers} MoE), hidden ${info.hiddenSize}, heads ${info.heads}/${info.kvHeads} × ${info.headDim}, vocab ${info.vocab}`);
-    console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${cfg.moe.router.kind}`);
+    console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${moeLayers ? routerName(cfg.moe.router) : "none (dense)"}`);
     console.log(`  parameters      ${formatCount(counts.total)} total, ${formatCount(counts.active)} active per token`);
     console.log(`  tensors         ${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${formatCount(bytes)} bytes`);
   }
   return 0;
+}
+
+/** The router as `model.router` names it (and what it computes). */
+function routerName(r: RouterConfig): string {
+  switch (r.kind) {
+    case "softmax_topk":
+      return r.logitsNormStd !== undefined ? `skywork (softmax top-${r.topK}, gating-logit normalisation λ=${r.logitsNormStd})` : `topk (softmax top-${r.topK}${r.normTopkProb ? ", renormalised" : ""})`;
+    case "sparsemixer":
+      return `sparsemixer (SparseMixer-${r.variant}, ε=${r.jitterEps})`;
+    case "sigmoid_bias":
+      return `sigmoid_bias (sigmoid top-${r.topK} with aux-free selection bias)`;
+  }
 }
 
 export async function runUpcycle(argv: string[]): Promise<number> {

@@ -9,28 +9,14 @@
 //    option explicit). `resolveConfig(hf)` maps a family config onto it; `toHfConfig` maps back.
 //
 // Not: training options (see train/) or parallel layout (see parallel/).
-import type { RouterConfig } from "../moe/router.js";
+import type { DispatchConfig, MoeConfig } from "../moe/config.js";
+
+export type { DispatchConfig, MoeConfig } from "../moe/config.js";
 import { closest } from "../core/suggest.js";
 
 export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork" | "llama";
 /** Families with MoE layers, plus "llama": the dense model that upcycling starts from. */
 export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork", "llama"];
-
-/** How tokens reach experts. */
-export type DispatchConfig =
-  | { kind: "dropless" }
-  | {
-      kind: "capacity";
-      /** C = ⌈CF·K·N/E⌉ per expert. Default 1.25 [our default]. */
-      capacityFactor: number;
-      /** Which assignments survive past C: highest routing weight, or earliest (token, slot). */
-      policy: "probs" | "position";
-      /**
-       * Pad every expert's group to exactly C rows (zero-weight rows), as fixed-shape GShard/Switch
-       * implementations do. Same outputs and gradients; more compute. Default false.
-       */
-      pad?: boolean;
-    };
 
 export interface ModelConfig {
   family: Family;
@@ -54,20 +40,6 @@ export interface ModelConfig {
   /** Dense FFN hidden size for non-MoE layers. */
   denseIntermediateSize: number;
   moe: MoeConfig;
-}
-
-export interface MoeConfig {
-  numExperts: number; // E
-  topK: number; // K
-  expertIntermediateSize: number; // F
-  /** moeLayers[l] is true when layer l is an MoE layer; else a dense SwiGLU FFN. */
-  moeLayers: boolean[];
-  /** Qwen2-MoE shared expert (sigmoid-gated); 0 = none. */
-  sharedExpertIntermediateSize: number;
-  router: RouterConfig;
-  dispatch: DispatchConfig;
-  /** Multiplies the MoE input by U(1−ε, 1+ε) in training, before router and experts (PhiMoE input_jitter_noise). */
-  inputJitter: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -237,6 +209,18 @@ const INERT_KEYS = new Set([
   "hidden_dropout", "attention_probs_dropout_prob", "original_max_position_embeddings", "layer_types", "dtype",
 ]);
 
+/**
+ * Keys outside transformers' family configs that moe-ts reads when present (never filled in):
+ * `scoring_func` ("softmax" default | "sigmoid", DeepSeek-V3's key) selects the sigmoid router
+ * with the aux-free selection bias buffer `gate.e_score_correction_bias`.
+ */
+const EXTENSION_KEYS: Partial<Record<Family, Record<string, readonly string[]>>> = {
+  mixtral: { scoring_func: ["softmax", "sigmoid"] },
+  qwen2_moe: { scoring_func: ["softmax", "sigmoid"] },
+  qwen3_moe: { scoring_func: ["softmax", "sigmoid"] },
+  olmoe: { scoring_func: ["softmax", "sigmoid"] },
+};
+
 /** Keys that may be null in a config.json (HF writes null for "unset"). */
 const NULLABLE_KEYS = new Set(["num_key_value_heads", "head_dim", "sliding_window", "rope_scaling", "bos_token_id", "eos_token_id", "pad_token_id", "clip_qkv"]);
 /** Value types of keys whose default is null (or whose type the default does not show). */
@@ -266,6 +250,12 @@ export function parseHfConfig(json: unknown, source = "config.json"): HfConfig {
   for (const [k, v] of Object.entries(obj)) {
     if (k === "model_type") continue;
     if (!(k in defaults)) {
+      const ext = EXTENSION_KEYS[family as Family]?.[k];
+      if (ext) {
+        if (typeof v !== "string" || !ext.includes(v)) throw new ConfigError(`${source}: key '${k}' must be one of ${ext.map((x) => JSON.stringify(x)).join(", ")}, got ${JSON.stringify(v)}`);
+        out[k] = v;
+        continue;
+      }
       if (INERT_KEYS.has(k)) {
         out[k] = v;
         continue;
@@ -309,9 +299,17 @@ function sparseStepLayers(L: number, step: number, mlpOnly: number[]): boolean[]
   return Array.from({ length: L }, (_, l) => !mlpOnly.includes(l) && step > 0 && (l + 1) % step === 0);
 }
 
+/** `scoring_func: "sigmoid"` swaps the family's softmax router for the sigmoid / aux-free-bias one. */
+function withScoringFunc(cfg: ModelConfig, hf: HfConfig): ModelConfig {
+  if ((hf as { scoring_func?: string }).scoring_func !== "sigmoid") return cfg;
+  const r = cfg.moe.router;
+  const norm = r.kind === "softmax_topk" ? r.normTopkProb : true;
+  return { ...cfg, moe: { ...cfg.moe, router: { kind: "sigmoid_bias", topK: cfg.moe.topK, normTopkProb: norm } } };
+}
+
 /** Maps a family HF config onto the resolved ModelConfig. */
 export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "dropless" }, source = "config.json"): ModelConfig {
-  const cfg = resolveUnchecked(hf, dispatch, source);
+  const cfg = withScoringFunc(resolveUnchecked(hf, dispatch, source), hf);
   const { numExperts: E, topK: K } = cfg.moe;
   if (cfg.moe.moeLayers.some(Boolean) && !(Number.isInteger(K) && K >= 1 && K <= E)) {
     throw new ConfigError(`${source}: num_experts_per_tok must be an integer in [1, ${E}], got ${K}`);

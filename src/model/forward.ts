@@ -24,6 +24,8 @@ import { linearBackward, linearForward } from "../nn/linear.js";
 import { MoeLayerState, MoeScratch, moeBackward, moeForward, type BalanceLoss, type MoeLayerStats } from "../moe/layer.js";
 import type { RouterNoise } from "../moe/router.js";
 import { singleProcessGroup, type ProcessGroup } from "../parallel/group.js";
+import { DEFAULT_BALANCE } from "../moe/config.js";
+import { inputJitter, sampleRouterNoise } from "../moe/noise.js";
 
 export const IGNORE_INDEX = -100;
 
@@ -34,22 +36,34 @@ export interface ModelShape {
   dtype?: "f32" | "f64";
 }
 
+/**
+ * The per-step context of a forward (moe/config.ts's MoeStepContext for the whole model).
+ * Static balancing options come from cfg.moe.balance; `balance` and `zCoef` here override them
+ * for one call (tests). Router noise and input jitter are drawn counter-based from
+ * (seed, step, layer, tokenOffset + row) when `seed` and `step` are given and the arrays are not.
+ */
 export interface StepOptions {
   train: boolean;
-  /** Balancing loss on MoE layers. Default "none". */
+  /** Seed of the run's counter-based randomness (router noise, input jitter). */
+  seed?: number;
+  /** Counter that changes between draws (the trainer passes the micro-step). */
+  step?: number;
+  /** Global index of this batch's first token (parallel ranks draw disjoint noise). Default 0. */
+  tokenOffset?: number;
+  /** Balancing loss on MoE layers. Default cfg.moe.balance.loss ("none"). */
   balance?: BalanceLoss;
   /** Per-layer coefficient α_l (index by layer; ignored on dense layers). Default 0. */
   auxCoefs?: number[];
-  /** Router z-loss coefficient. Default 0. */
+  /** Router z-loss coefficient. Default cfg.moe.balance.zCoef (0). */
   zCoef?: number;
   /** Router noise per layer (SparseMixer training). */
   noise?: (RouterNoise | undefined)[];
   /** Input-jitter multipliers per layer (N·C each). */
   jitter?: (Float64Array | undefined)[];
-  /** Aux-free bias per layer (sigmoid_bias router). */
+  /** Aux-free bias per layer (sigmoid_bias router). Default: the weights' router bias buffer. */
   bias?: (Float64Array | undefined)[];
   group?: ProcessGroup;
-  /** Capacity factor for the virtual drop rate in dropless mode. Default 1.25. */
+  /** Capacity factor for the virtual drop rate in dropless mode. Default cfg.moe.balance (1.25). */
   virtualCapacityFactor?: number;
 }
 
@@ -155,6 +169,17 @@ export class Workspace {
   }
 }
 
+/** Router noise and input jitter of MoE layer l for this step: given, or drawn from (seed, step). */
+function stepRandomness(cfg: ModelConfig, opt: StepOptions, l: number, N: number): { noise?: RouterNoise; jitter?: Float64Array } {
+  let noise = opt.noise?.[l], jitter = opt.jitter?.[l];
+  if (!opt.train || opt.seed === undefined || opt.step === undefined) return { noise, jitter };
+  const key = { seed: opt.seed, step: opt.step, layer: l };
+  const r = cfg.moe.router, off = opt.tokenOffset ?? 0;
+  if (!noise && r.kind === "sparsemixer") noise = sampleRouterNoise(key, N, cfg.moe.topK, cfg.moe.numExperts, r.variant, off);
+  if (!jitter && cfg.moe.inputJitter > 0) jitter = inputJitter(new Float64Array(N * cfg.hiddenSize), cfg.moe.inputJitter, key, off * cfg.hiddenSize); // multipliers only
+  return { noise, jitter };
+}
+
 function checkPair(be: Backend, w: Weights, ws: Workspace): void {
   if (w.cfg !== ws.cfg && JSON.stringify(w.cfg) !== JSON.stringify(ws.cfg)) throw new Error("workspace and weights were built for different model configs");
   if (w.dtype !== ws.dtype) throw new Error(`workspace dtype ${ws.dtype} differs from the weights' ${w.dtype}`);
@@ -180,6 +205,9 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
   const P = w.views;
   be.embeddingForward(ws.acts[0]?.resid ?? ws.residL, ids, P.embed, V, C);
   const group = opt.group ?? singleProcessGroup();
+  const bal = cfg.moe.balance ?? DEFAULT_BALANCE;
+  const balance = opt.balance ?? bal.loss;
+  const zCoef = opt.zCoef ?? bal.zCoef;
   const moeStats: (MoeLayerStats | undefined)[] = [];
   let auxTotal = 0;
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -191,13 +219,13 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
     normForward(be, ws.normSpec, a.ln2, a.ln2s, a.mid, lw.ln2, lw.ln2Bias, N, C);
     if (a.moe) {
       const coef = opt.auxCoefs?.[l] ?? 0;
-      const zCoef = opt.zCoef ?? 0;
+      const { noise, jitter } = stepRandomness(cfg, opt, l, N);
       const st = moeForward(be, a.moe, lw.moe!, ws.ffnOut, a.ln2, {
-        train: opt.train, noise: opt.noise?.[l], jitter: opt.jitter?.[l], bias: opt.bias?.[l], balance: opt.balance ?? "none",
-        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? 1.25,
+        train: opt.train, noise, jitter, bias: opt.bias?.[l] ?? lw.moe!.routerBias, balance,
+        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? bal.virtualCapacityFactor,
       });
       moeStats.push(st);
-      if ((opt.balance ?? "none") !== "none") auxTotal += coef * st.aux;
+      if (balance !== "none") auxTotal += coef * st.aux;
       auxTotal += zCoef * st.z;
     } else {
       ffnForward(be, ws.ffnOut, a.ffn!, a.ln2, lw.gateUp!, lw.down!, N, C, cfg.denseIntermediateSize);

@@ -68,6 +68,7 @@ export function arenaViews(arena: FArr, layout: ParamLayout, names: ModelNames):
       moe: n.router
         ? {
             router: v(n.router)!,
+            routerBias: v(n.routerBias),
             w13: v(n.w13)!,
             w2: v(n.w2)!,
             sharedGateUp: v(n.sharedGateUp),

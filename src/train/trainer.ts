@@ -19,13 +19,11 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { createBackend, type Backend } from "../backend/index.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
-import { preset } from "../model/presets.js";
+import { buildRunHfConfig } from "./model-config.js";
 import { MoeModel, initParams, type StepResult } from "../model/model.js";
 import { loadHfModel } from "../model/checkpoint.js";
 import { expertSimilarity } from "../model/upcycle.js";
-import { adaptiveAlphaInit, adaptiveAlphaStep, type AdaptiveAlphaConfig, type AdaptiveAlphaState } from "../moe/balance.js";
-import { sampleRouterNoise } from "../moe/noise.js";
-import type { RouterNoise } from "../moe/router.js";
+import { adaptiveAlphaInit, adaptiveAlphaStep, auxFreeBiasUpdate, type AdaptiveAlphaConfig, type AdaptiveAlphaState } from "../moe/balance.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
 import { trainBpe } from "../data/bpe-train.js";
@@ -36,6 +34,8 @@ import { generate } from "../infer/generate.js";
 import { writeFileAtomic } from "../io/safetensors.js";
 import { stringify as toYaml } from "yaml";
 import type { TrainConfig } from "./config.js";
+
+export { buildRunHfConfig } from "./model-config.js";
 import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
 import { latestCheckpoint, loadTrainerState, resolveModelDir, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 
@@ -69,39 +69,6 @@ export interface LayerReport {
   entropy: number;
   maxOverMeanLoad: number;
   tokensPerExpert: number[];
-}
-
-/** The HF config a run trains, from the preset, overrides and router choice. */
-export function buildRunHfConfig(c: TrainConfig, vocabSize: number): HfConfig {
-  const base = preset(c.model.preset) as unknown as Record<string, unknown>;
-  const pick = <T>(v: T | null, d: unknown): T => (v === null ? (d as T) : v);
-  const E = pick(c.model.num_experts, base.num_local_experts ?? base.num_experts);
-  const K = pick(c.model.top_k, base.num_experts_per_tok);
-  const common = {
-    vocab_size: vocabSize,
-    hidden_size: pick(c.model.hidden_size, base.hidden_size),
-    intermediate_size: pick(c.model.expert_size, base.intermediate_size),
-    num_hidden_layers: pick(c.model.num_layers, base.num_hidden_layers),
-    num_attention_heads: pick(c.model.num_heads, base.num_attention_heads),
-    num_key_value_heads: pick(c.model.num_kv_heads, base.num_key_value_heads),
-    rms_norm_eps: base.rms_norm_eps, rope_theta: base.rope_theta, max_position_embeddings: Math.max(c.train.seq_len, Number(base.max_position_embeddings)),
-    initializer_range: c.model.init_std, tie_word_embeddings: false, bos_token_id: null, eos_token_id: 0,
-  };
-  if (c.model.dense) return parseHfConfig({ model_type: "llama", ...common }, "train config");
-  switch (c.model.router) {
-    case "topk":
-      return parseHfConfig({ model_type: "mixtral", ...common, num_local_experts: E, num_experts_per_tok: K }, "train config");
-    case "skywork":
-      return parseHfConfig({
-        model_type: "skywork", ...common, num_experts: [E], num_experts_per_tok: K, moe_use_logits_norm: true,
-        moe_gate_norm_std: c.model.gate_norm_std, moe_2layer_gate: false, moe_use_mixtral_gating: true,
-      }, "train config");
-    case "sparsemixer":
-      return parseHfConfig({ model_type: "phimoe", ...common, num_local_experts: E, num_experts_per_tok: K, router_jitter_noise: c.model.sparsemixer_eps }, "train config");
-    default:
-      c.model.router satisfies never;
-      throw new TrainingError(`unknown router ${String(c.model.router)}`);
-  }
 }
 
 function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
@@ -207,6 +174,8 @@ export class Trainer {
       model = new MoeModel(cfg, backend, shape);
       initParams(model, c.train.seed, c.model.init_std);
     }
+    // the run's balancing options are part of the MoE config the layers read
+    cfg.moe.balance = { loss: c.balance.loss, zCoef: c.balance.z_coef, virtualCapacityFactor: c.model.capacity_factor, biasRate: c.balance.bias_rate };
     const t = new Trainer(c, outDir, { backend, model, tokenizer, tokenizerFile, hf, cfg, shards });
     if (resumeFrom) {
       const st = loadTrainerState(resumeFrom, t.optim);
@@ -229,13 +198,6 @@ export class Trainer {
     return Array.from({ length: L }, (_, l) => (this.cfg.moe.moeLayers[l] ? (this.alpha ? this.alpha.alpha[l]! : this.c.balance.coef) : 0));
   }
 
-  private noise(microStep: number): (RouterNoise | undefined)[] | undefined {
-    const r = this.cfg.moe.router;
-    if (r.kind !== "sparsemixer") return undefined;
-    const N = this.model.N, K = this.cfg.moe.topK, E = this.cfg.moe.numExperts;
-    return Array.from({ length: this.cfg.numLayers }, (_, l) => (this.cfg.moe.moeLayers[l] ? sampleRouterNoise({ seed: this.c.train.seed, step: microStep, layer: l }, N, K, E, r.variant) : undefined));
-  }
-
   private schedule(): ScheduleConfig {
     const o = this.c.optim;
     return { lr: o.lr, minLr: o.min_lr, warmupSteps: o.warmup_steps, totalSteps: this.c.train.steps, schedule: o.schedule, wsdDecayFraction: o.wsd_decay_fraction };
@@ -254,10 +216,7 @@ export class Trainer {
       const batch = this.train.next();
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, {
-          train: true, balance: c.balance.loss, auxCoefs: coefs, zCoef: c.balance.z_coef, noise: this.noise((step - 1) * A + a),
-          virtualCapacityFactor: c.model.capacity_factor,
-        });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
         if (!(e instanceof Error && e.name === "KernelArgError" && /NaN/.test(e.message))) throw e;
@@ -288,6 +247,7 @@ export class Trainer {
       optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, {
         beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weight_decay, gradClip: c.optim.grad_clip,
       }, lr, norm);
+      this.updateRouterBias(acc.map((x) => x.tpe));
       if (this.alpha) {
         const dropping = this.cfg.moe.dispatch.kind === "capacity";
         this.alpha = adaptiveAlphaStep(this.alpha, acc.map((x, l) => (this.cfg.moe.moeLayers[l] ? (dropping ? x.drop : x.vdrop) : 0)), this.alphaCfg());
@@ -310,6 +270,18 @@ export class Trainer {
       throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
     }
     return report;
+  }
+
+  /** Aux-free balancing (sigmoid_bias router): each layer's selection bias moves toward equal load. */
+  private updateRouterBias(tokensPerExpert: number[][]): void {
+    const bal = this.cfg.moe.balance;
+    if (this.cfg.moe.router.kind !== "sigmoid_bias" || !bal) return;
+    this.model.weights.views.layers.forEach((lw, l) => {
+      const b = lw.moe?.routerBias;
+      if (!b) return;
+      const next = auxFreeBiasUpdate(Float64Array.from(b), tokensPerExpert[l]!, bal.biasRate);
+      b.set(next);
+    });
   }
 
   /** Mean CE over `batches` held-out batches (the same batches every call). */
