@@ -234,6 +234,10 @@ export interface RopeParams {
   rotaryDim?: number;
   /** Base θ, e.g. 1e4. */
   theta: number;
+  /** Per-pair inverse frequencies (rotaryDim/2), overriding θ^(−2i/rd): scaled RoPE (linear, llama3, yarn, longrope). */
+  invFreq?: Float64Array;
+  /** cos and sin are multiplied by this (yarn / longrope attention factor). Default 1. */
+  scale?: number;
 }
 
 export interface AdamWParams {

@@ -10,6 +10,7 @@
 //
 // Not: training options (see train/) or parallel layout (see parallel/).
 import type { DispatchConfig, MoeConfig } from "../moe/config.js";
+import { parseRopeScaling, RopeScalingError, type RopeScaling } from "../nn/rope-scaling.js";
 
 export type { DispatchConfig, MoeConfig } from "../moe/config.js";
 import { closest } from "../core/suggest.js";
@@ -27,9 +28,13 @@ export interface ModelConfig {
   numKvHeads: number; // KVH
   headDim: number; // HS
   norm: { kind: "rms" | "layer"; eps: number };
-  rope: { theta: number; rotaryDim: number };
+  rope: { theta: number; rotaryDim: number; scaling?: RopeScaling };
   /** Keys a query attends including itself; 0 = unlimited (see nn attention kernel). */
   slidingWindow: number;
+  /** The window applies to layers ≥ this (Qwen's max_window_layers); default 0 = every layer. */
+  windowFromLayer?: number;
+  /** Clamp q, k, v (after q/k norm) to [−clip, clip] (OLMoE clip_qkv); default 0 = off. */
+  clipQkv?: number;
   /** Biases on q/k/v projections, on o_proj. */
   qkvBias: boolean;
   oBias: boolean;
@@ -99,6 +104,7 @@ export interface Qwen2MoeHfConfig extends HfCommon {
   mlp_only_layers: number[];
   use_sliding_window: boolean;
   sliding_window: number | null;
+  max_window_layers: number;
 }
 
 export interface Qwen3MoeHfConfig extends HfCommon {
@@ -112,6 +118,7 @@ export interface Qwen3MoeHfConfig extends HfCommon {
   attention_bias: boolean;
   use_sliding_window: boolean;
   sliding_window: number | null;
+  max_window_layers: number;
 }
 
 export interface OlmoeHfConfig extends HfCommon {
@@ -171,14 +178,14 @@ export const HF_DEFAULTS: { [F in Family]: Omit<Extract<HfConfig, { model_type: 
   qwen2_moe: {
     ...COMMON_DEFAULTS, vocab_size: 151936, hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 24,
     num_attention_heads: 16, num_key_value_heads: 16, head_dim: null, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-    rope_theta: 10000, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1, moe_intermediate_size: 1408,
+    rope_theta: 10000, use_sliding_window: false, sliding_window: 4096, max_window_layers: 28, decoder_sparse_step: 1, moe_intermediate_size: 1408,
     shared_expert_intermediate_size: 5632, num_experts_per_tok: 4, num_experts: 60, norm_topk_prob: false,
     router_aux_loss_coef: 0.001, mlp_only_layers: [], bos_token_id: null, eos_token_id: null,
   },
   qwen3_moe: {
     ...COMMON_DEFAULTS, vocab_size: 151936, hidden_size: 2048, intermediate_size: 6144, num_hidden_layers: 24,
     num_attention_heads: 32, num_key_value_heads: 4, head_dim: 128, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-    rope_theta: 10000, attention_bias: false, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1,
+    rope_theta: 10000, attention_bias: false, use_sliding_window: false, sliding_window: 4096, max_window_layers: 28, decoder_sparse_step: 1,
     moe_intermediate_size: 768, num_experts_per_tok: 8, num_experts: 128, norm_topk_prob: false, router_aux_loss_coef: 0.001,
     mlp_only_layers: [], bos_token_id: null, eos_token_id: null,
   },
@@ -285,13 +292,11 @@ function positiveInt(source: string, key: string, v: unknown): number {
   return v;
 }
 
-/**
- * Qwen2/3-MoE apply their sliding window only to layers ≥ max_window_layers (HF); one window for
- * all layers would compute something else, so use_sliding_window true is refused for now.
- */
-function qwenWindow(hf: Qwen2MoeHfConfig | Qwen3MoeHfConfig, source: string): number {
-  if (hf.use_sliding_window) throw new ConfigError(`${source}: use_sliding_window true (per-layer windows from max_window_layers) is not supported yet`);
-  return 0;
+/** Qwen2/3-MoE apply their sliding window only to layers ≥ max_window_layers (HF modeling code). */
+function qwenWindow(hf: Qwen2MoeHfConfig | Qwen3MoeHfConfig, source: string): { slidingWindow: number; windowFromLayer: number } {
+  if (!hf.use_sliding_window || hf.sliding_window == null) return { slidingWindow: 0, windowFromLayer: 0 };
+  if (!(Number.isInteger(hf.max_window_layers) && hf.max_window_layers >= 0)) throw new ConfigError(`${source}: max_window_layers must be a non-negative integer, got ${hf.max_window_layers}`);
+  return { slidingWindow: hf.sliding_window, windowFromLayer: hf.max_window_layers };
 }
 
 /** Layers that are MoE under HF's decoder_sparse_step / mlp_only_layers rule (Qwen2/3-MoE). */
@@ -326,7 +331,16 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
   if (NH % KVH !== 0) throw new ConfigError(`${source}: num_attention_heads ${NH} is not a multiple of num_key_value_heads ${KVH}`);
   const HS = hf.head_dim ?? C / NH;
   if (!Number.isInteger(HS) || HS % 2 !== 0) throw new ConfigError(`${source}: head size ${HS} (hidden_size / num_attention_heads or head_dim) must be an even integer`);
-  if (hf.rope_scaling != null) throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet`);
+  let scaling: RopeScaling | undefined;
+  if (hf.rope_scaling != null) {
+    const top = (hf as unknown as Record<string, unknown>).original_max_position_embeddings;
+    try {
+      scaling = parseRopeScaling(hf.rope_scaling, HS, hf.max_position_embeddings, typeof top === "number" ? top : undefined);
+    } catch (e) {
+      if (e instanceof RopeScalingError) throw new ConfigError(`${source}: ${e.message}`);
+      throw e;
+    }
+  }
   if (hf.hidden_act !== "silu") throw new ConfigError(`${source}: hidden_act '${hf.hidden_act}' is not supported (experts are SwiGLU: 'silu')`);
   positiveInt(source, "vocab_size", hf.vocab_size);
   if (!(hf.rms_norm_eps > 0)) throw new ConfigError(`${source}: rms_norm_eps must be positive, got ${hf.rms_norm_eps}`);
@@ -341,7 +355,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     numKvHeads: KVH,
     headDim: HS,
     norm: { kind: "rms" as const, eps: hf.rms_norm_eps },
-    rope: { theta: hf.rope_theta, rotaryDim: HS },
+    rope: { theta: hf.rope_theta, rotaryDim: HS, ...(scaling ? { scaling } : {}) },
     slidingWindow: 0,
     qkvBias: false,
     oBias: false,
@@ -392,7 +406,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen2_moe":
       return {
         ...base,
-        slidingWindow: qwenWindow(hf, source),
+        ...qwenWindow(hf, source),
         qkvBias: true,
         moe: {
           numExperts: positiveInt(source, "num_experts", hf.num_experts), topK: hf.num_experts_per_tok,
@@ -406,7 +420,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen3_moe":
       return {
         ...base,
-        slidingWindow: qwenWindow(hf, source),
+        ...qwenWindow(hf, source),
         qkvBias: hf.attention_bias,
         oBias: hf.attention_bias,
         qkNorm: "head",
@@ -420,9 +434,10 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
         },
       };
     case "olmoe":
-      if (hf.clip_qkv != null) throw new ConfigError(`${source}: clip_qkv is not supported yet`);
+      if (hf.clip_qkv != null && !(hf.clip_qkv > 0)) throw new ConfigError(`${source}: clip_qkv must be positive or null, got ${hf.clip_qkv}`);
       return {
         ...base,
+        ...(hf.clip_qkv != null ? { clipQkv: hf.clip_qkv } : {}),
         qkvBias: hf.attention_bias,
         oBias: hf.attention_bias,
         qkNorm: "full",

@@ -25,6 +25,7 @@ import { MoeLayerState, MoeScratch, moeBackward, moeForward, type BalanceLoss, t
 import type { RouterNoise } from "../moe/router.js";
 import { singleProcessGroup, type ProcessGroup } from "../parallel/group.js";
 import { DEFAULT_BALANCE } from "../moe/config.js";
+import { ropeFrequencies } from "../nn/rope-scaling.js";
 import { inputJitter, sampleRouterNoise } from "../moe/noise.js";
 
 export const IGNORE_INDEX = -100;
@@ -105,7 +106,8 @@ export class Workspace {
   readonly lse: FArr; // (N)
   readonly losses: FArr; // (N)
   readonly pos: Int32Array; // (T)
-  readonly attnSpec: AttentionSpec;
+  /** Per layer: the window and scaled RoPE may differ between layers. */
+  readonly attnSpecs: AttentionSpec[];
   readonly normSpec: NormSpec;
   readonly dresid: FArr; // (N,C)
   readonly dtmp: FArr; // (N,C)
@@ -132,10 +134,8 @@ export class Workspace {
     this.N = N;
     const C = cfg.hiddenSize;
     this.normSpec = cfg.norm;
-    this.attnSpec = {
-      B, T, C, NH: cfg.numHeads, KVH: cfg.numKvHeads, HS: cfg.headDim, theta: cfg.rope.theta, rotaryDim: cfg.rope.rotaryDim,
-      window: cfg.slidingWindow, qkNorm: cfg.qkNorm, normEps: cfg.norm.eps,
-    };
+    this.attnSpecs = attentionSpecs(cfg, B, T);
+    const spec0 = this.attnSpecs[0]!;
     const normSaved = (): NormSaved => ({ mean: new Ctor(N), rstd: new Ctor(N) });
     this.acts = [];
     let anyMoe = false, anyDense = false;
@@ -145,7 +145,7 @@ export class Workspace {
       anyDense ||= !isMoe;
       const I = cfg.denseIntermediateSize;
       this.acts.push({
-        resid: new Ctor(N * C), ln1: new Ctor(N * C), ln1s: normSaved(), attn: new AttentionSaved(Ctor, this.attnSpec),
+        resid: new Ctor(N * C), ln1: new Ctor(N * C), ln1s: normSaved(), attn: new AttentionSaved(Ctor, this.attnSpecs[l]!),
         mid: new Ctor(N * C), ln2: new Ctor(N * C), ln2s: normSaved(),
         moe: isMoe ? new MoeLayerState(Ctor, N, C, cfg.moe) : undefined,
         ffn: isMoe ? undefined : { gu: new Ctor(N * 2 * I), a: new Ctor(N * I) },
@@ -163,10 +163,20 @@ export class Workspace {
     this.dln = new Ctor(N * C);
     this.ffnOut = new Ctor(N * C);
     this.dlosses = new Ctor(N);
-    this.attnScratch = new AttentionScratch(Ctor, this.attnSpec);
+    this.attnScratch = new AttentionScratch(Ctor, spec0);
     if (anyMoe) this.moeScratch = new MoeScratch(Ctor, N, C, cfg.moe);
     if (anyDense) this.ffnScratch = { da: new Ctor(N * cfg.denseIntermediateSize), dgu: new Ctor(N * 2 * cfg.denseIntermediateSize) };
   }
+}
+
+/** The attention sublayer spec of every layer for a (B, T) forward (positions 0..T−1). */
+export function attentionSpecs(cfg: ModelConfig, B: number, T: number): AttentionSpec[] {
+  const { invFreq, scale } = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, T);
+  return Array.from({ length: cfg.numLayers }, (_, l) => ({
+    B, T, C: cfg.hiddenSize, NH: cfg.numHeads, KVH: cfg.numKvHeads, HS: cfg.headDim, theta: cfg.rope.theta, rotaryDim: cfg.rope.rotaryDim,
+    window: l >= (cfg.windowFromLayer ?? 0) ? cfg.slidingWindow : 0, qkNorm: cfg.qkNorm, normEps: cfg.norm.eps,
+    ...(invFreq ? { invFreq } : {}), ...(scale !== 1 ? { ropeScale: scale } : {}), ...(cfg.clipQkv ? { clip: cfg.clipQkv } : {}),
+  }));
 }
 
 /** Router noise and input jitter of MoE layer l for this step: given, or drawn from (seed, step). */
@@ -214,7 +224,7 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
     const a = ws.acts[l]!, lw = P.layers[l]!;
     const next = l + 1 < cfg.numLayers ? ws.acts[l + 1]!.resid : ws.residL;
     normForward(be, ws.normSpec, a.ln1, a.ln1s, a.resid, lw.ln1, lw.ln1Bias, N, C);
-    attentionForward(be, ws.attnSpec, lw.attn, a.attn, a.mid, a.ln1, ws.pos);
+    attentionForward(be, ws.attnSpecs[l]!, lw.attn, a.attn, a.mid, a.ln1, ws.pos);
     be.add(a.mid, a.mid, a.resid);
     normForward(be, ws.normSpec, a.ln2, a.ln2s, a.mid, lw.ln2, lw.ln2Bias, N, C);
     if (a.moe) {
@@ -279,7 +289,7 @@ export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspa
     normBackward(be, ws.normSpec, ws.dtmp, dw.ln2, dw.ln2Bias, ws.dln, a.mid, lw.ln2, a.ln2s, N, C);
     be.add(ws.dresid, ws.dresid, ws.dtmp);
     // mid = resid + attn(ln1(resid))
-    attentionBackward(be, ws.attnSpec, lw.attn, dw.attn, a.attn, ws.attnScratch, ws.dln, ws.dresid, a.ln1, ws.pos, false);
+    attentionBackward(be, ws.attnSpecs[l]!, lw.attn, dw.attn, a.attn, ws.attnScratch, ws.dln, ws.dresid, a.ln1, ws.pos, false);
     normBackward(be, ws.normSpec, ws.dtmp, dw.ln1, dw.ln1Bias, ws.dln, a.resid, lw.ln1, a.ln1s, N, C);
     be.add(ws.dresid, ws.dresid, ws.dtmp);
   }
