@@ -2,29 +2,22 @@
 // (an HF-layout directory, or a run directory whose latest checkpoint is used).
 import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import { createBackend, type Backend } from "../backend/index.js";
+import { backendFromFlags, createBackend } from "../backend/index.js";
 import { loadHfModel, loadHfWeights, readHfConfig, saveHfWeights } from "../model/checkpoint.js";
 import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
 import type { RouterConfig } from "../moe/router.js";
 import { buildLayout } from "../model/params.js";
-import { MoeModel } from "../model/model.js";
 import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
 import { resolveModelDir } from "../train/checkpoints.js";
 import { loadTokenizer } from "../data/tokenizer.js";
 import { generate } from "../infer/generate.js";
-import { parseCorpusSpec, corpusFingerprint } from "../data/corpus.js";
-import { ensureShards, tokenizerHash } from "../data/shards.js";
+import { parseCorpusSpec } from "../data/corpus.js";
+import { ensureShards, shardCacheDir, tokenizerHash } from "../data/shards.js";
+import { evaluateLoss } from "../train/eval.js";
 import { TokenLoader } from "../data/loader.js";
 import { SafetensorsCheckpoint } from "../io/safetensors.js";
 import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
-
-function backendFrom(flags: { backend?: string; threads?: number }): Backend {
-  const name = flags.backend ?? "native";
-  if (name === "ref") return createBackend({ name: "ref" });
-  if (name !== "native") throw new Error(`--backend must be native or ref, got '${name}'`);
-  return createBackend({ name: "native", threads: flags.threads });
-}
 
 function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
   const x = v ?? d;
@@ -54,7 +47,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (tok.eosId !== undefined && ids.length === 0) ids.push(tok.eosId);
   const hf = readHfConfig(dir);
   const T = Math.min(ids.length + maxTokens, Math.max(hf.max_position_embeddings, ids.length + 1));
-  const { model } = loadHfModel(dir, backendFrom(flags), { B: 1, T });
+  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B: 1, T });
   const out = generate(model, ids.slice(-(T - 1)), { maxTokens: Math.min(maxTokens, T - Math.min(ids.length, T - 1)), temperature, topP, seed: flags.seed ?? 0, eosId: tok.eosId });
   process.stdout.write(prompt + tok.decode(out) + "\n");
   return 0;
@@ -76,17 +69,12 @@ export async function runEval(argv: string[]): Promise<number> {
   const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
   const batches = positiveInt("moe eval", "batches", flags.batches, 16);
   const th = tokenizerHash(tok);
-  const cache = path.resolve(flags["cache-dir"] ?? "runs/cache", `shards-${corpusFingerprint(spec).slice(0, 12)}-${th.slice(0, 12)}`);
+  const cache = shardCacheDir(path.resolve(flags["cache-dir"] ?? "runs/cache"), spec, th);
   const { shards } = ensureShards(spec, tok, th, cache, {});
-  const { model } = loadHfModel(dir, backendFrom(flags), { B, T });
+  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B, T });
   const loader = new TokenLoader(shards, split, B, T, 0);
-  let sum = 0, n = 0;
-  for (const b of loader.evalBatches(batches, split)) {
-    sum += model.forward(b.inputs, b.targets, { train: false }).ce;
-    n++;
-  }
-  const loss = sum / n;
-  console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: n, tokens: n * B * T, loss, perplexity: Math.exp(loss) }));
+  const r = evaluateLoss(model, loader.evalBatches(batches, split));
+  console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: r.batches, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity }));
   return 0;
 }
 
