@@ -178,8 +178,11 @@ export function parseClusterSpec(json: unknown, source = "cluster spec", baseDir
   };
 }
 
-/** Reads a YAML or JSON cluster spec file (YAML is a superset of JSON). */
-export function readClusterSpec(file: string, overrides: Record<string, unknown> = {}): ClusterSpec {
+/**
+ * Reads a YAML or JSON cluster spec file (YAML is a superset of JSON); `overrides` replace the
+ * file's keys and `drop` removes keys (a stated flops replacing the file's bench, say).
+ */
+export function readClusterSpec(file: string, overrides: Record<string, unknown> = {}, drop: string[] = []): ClusterSpec {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -192,8 +195,10 @@ export function readClusterSpec(file: string, overrides: Record<string, unknown>
   } catch (e) {
     throw new PlanError(`${file}: not valid YAML/JSON: ${(e as Error).message}`);
   }
-  if (typeof obj !== "object" || obj === null) throw new PlanError(`${file}: not an object`);
-  return parseClusterSpec({ ...(obj as object), ...overrides }, file, path.dirname(file));
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) throw new PlanError(`${file}: not an object`);
+  const merged: Record<string, unknown> = { ...(obj as Record<string, unknown>), ...overrides };
+  for (const k of drop) if (!(k in overrides)) delete merged[k];
+  return parseClusterSpec(merged, file, path.dirname(file));
 }
 
 export function worldSize(c: ClusterSpec): number {
