@@ -215,7 +215,7 @@ export class LayoutCost {
     const nh = cdiv(M.heads, tp), kvh = cdiv(M.kvHeads, tp);
     const keys = meanKeys(this.run.seqLen, M.slidingWindow);
     let flops = 2 * N * C * (nh + 2 * kvh) * HS + 2 * N * nh * HS * C + 4 * N * keys * nh * HS;
-    let dense = C * (nh + 2 * kvh) * HS + nh * HS * C + 2 * C;
+    let dense = C * (nh + 2 * kvh) * HS + nh * HS * C + 2 * M.normParams + M.attnExtraParams; // biases counted unsplit
     let expertP = 0;
     let act = a * (2 * N * C + N * (nh + 2 * kvh) * HS + N * nh * HS) + 4 * N * nh + (opts.flashAttention ? 0 : a * N * nh * this.run.seqLen);
     const tpAr = tp > 1 ? 2 * ring("allreduce", a * N * C, tp, this.linkTp) : 0;
@@ -228,7 +228,7 @@ export class LayoutCost {
       const held = expert === "etp" ? E : expert === "ep" ? cdiv(E, ep) : cdiv(E, tp);
       const fs = cdiv(M.sharedExpertHidden, tp);
       flops += 2 * N * C * E + 2 * slots * 3 * C * fr + 2 * N * 3 * C * fs;
-      dense += E * C + 3 * C * fs;
+      dense += E * C + (fs > 0 ? 3 * C * fs + C : 0);
       expertP = held * 3 * C * fr;
       act += a * 2 * N * C + 8 * N * E + a * slots * (C + 3 * fr) + a * N * 3 * fs;
       if (expert === "ep" && ep > 1) epComm = 2 * ring("gather", a * slots * C, ep, this.linkEp);
@@ -277,7 +277,7 @@ export class LayoutCost {
     }
     if (last) {
       if (!(M.tiedEmbeddings && pp === 1)) dense += this.vocabShard * C;
-      dense += C; // final norm
+      dense += M.normParams + (M.lmHeadBias ? this.vocabShard : 0); // final norm, lm_head bias
       flops += this.headFlops();
       actStored += a * 2 * N * C;
       transient += 8 * N * this.vocabShard; // fp32 logits and their gradient

@@ -26,6 +26,11 @@ export interface PlanModel {
   tiedEmbeddings: boolean;
   /** Keys a query attends (sliding window); 0 = unlimited. */
   slidingWindow: number;
+  /** Parameters of one norm: C (RMSNorm) or 2C (LayerNorm with bias). */
+  normParams: number;
+  /** Per-layer attention parameters beyond the four projections: q/k/v and o biases, q/k norms. */
+  attnExtraParams: number;
+  lmHeadBias: boolean;
 }
 
 export interface PlanRun {
@@ -54,29 +59,38 @@ export function planModelFromConfig(cfg: ModelConfig, name: string): PlanModel {
     vocab: cfg.vocabSize,
     tiedEmbeddings: cfg.tieEmbeddings,
     slidingWindow: cfg.slidingWindow,
+    normParams: cfg.norm.kind === "layer" ? 2 * cfg.hiddenSize : cfg.hiddenSize,
+    attnExtraParams: (cfg.qkvBias ? (cfg.numHeads + 2 * cfg.numKvHeads) * cfg.headDim : 0) + (cfg.oBias ? cfg.hiddenSize : 0) +
+      (cfg.qkNorm === "head" ? 2 * cfg.headDim : cfg.qkNorm === "full" ? (cfg.numHeads + cfg.numKvHeads) * cfg.headDim : 0),
+    lmHeadBias: cfg.lmHeadBias,
   };
 }
 
 interface PaperSizes {
   layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; experts: number; topK: number;
-  expertHidden: number; vocab: number; slidingWindow: number;
+  expertHidden: number; vocab: number; slidingWindow: number; layerNorm: boolean; biases: boolean;
 }
 
 /**
  * The real models' sizes as moe-techniques.md §1 lists them (every layer MoE, untied embeddings):
- * Skywork-MoE 146B/22B and GRIN-MoE 41.9B/6.6B.
+ * Skywork-MoE 146B/22B (RMSNorm, no biases) and GRIN-MoE 41.9B/6.6B (LayerNorm with bias,
+ * attention and lm_head biases).
  */
 const PAPER_MODELS: Record<string, PaperSizes> = {
-  "skywork-moe": { layers: 52, hidden: 4608, heads: 36, kvHeads: 36, headDim: 128, experts: 16, topK: 2, expertHidden: 12288, vocab: 65536, slidingWindow: 0 },
-  "grin-moe": { layers: 32, hidden: 4096, heads: 32, kvHeads: 8, headDim: 128, experts: 16, topK: 2, expertHidden: 6400, vocab: 32064, slidingWindow: 2048 },
+  "skywork-moe": { layers: 52, hidden: 4608, heads: 36, kvHeads: 36, headDim: 128, experts: 16, topK: 2, expertHidden: 12288, vocab: 65536, slidingWindow: 0, layerNorm: false, biases: false },
+  "grin-moe": { layers: 32, hidden: 4096, heads: 32, kvHeads: 8, headDim: 128, experts: 16, topK: 2, expertHidden: 6400, vocab: 32064, slidingWindow: 2048, layerNorm: true, biases: true },
 };
 export const PAPER_MODEL_NAMES = Object.keys(PAPER_MODELS);
 
 export function paperModel(name: string): PlanModel {
   const p = PAPER_MODELS[name];
   if (!p) throw new PlanError(`unknown paper model '${name}' (known: ${PAPER_MODEL_NAMES.join(", ")})`);
+  const { layerNorm, biases, ...sizes } = p;
   return {
-    name, ...p, moeLayers: Array<boolean>(p.layers).fill(true), denseHidden: p.expertHidden, sharedExpertHidden: 0, tiedEmbeddings: false,
+    name, ...sizes, moeLayers: Array<boolean>(p.layers).fill(true), denseHidden: p.expertHidden, sharedExpertHidden: 0, tiedEmbeddings: false,
+    normParams: layerNorm ? 2 * p.hidden : p.hidden,
+    attnExtraParams: biases ? (p.heads + 2 * p.kvHeads) * p.headDim + p.hidden : 0,
+    lmHeadBias: biases,
   };
 }
 
@@ -107,13 +121,13 @@ export function validateRun(r: PlanRun): PlanRun {
 /** Total parameters (all experts) and active parameters per token, for the report. */
 export function planParameterCounts(m: PlanModel): { total: number; active: number } {
   const { hidden: C, heads: NH, kvHeads: KVH, headDim: HS, vocab: V } = m;
-  const attn = 2 * C * NH * HS + 2 * C * KVH * HS + 2 * C;
-  let total = V * C * (m.tiedEmbeddings ? 1 : 2) + C;
+  const attn = 2 * C * NH * HS + 2 * C * KVH * HS + m.attnExtraParams + 2 * m.normParams;
+  let total = V * C * (m.tiedEmbeddings ? 1 : 2) + (m.lmHeadBias ? V : 0) + m.normParams;
   let active = total;
   for (let l = 0; l < m.layers; l++) {
     total += attn;
     active += attn;
-    const shared = m.sharedExpertHidden > 0 ? 3 * C * m.sharedExpertHidden : 0;
+    const shared = m.sharedExpertHidden > 0 ? 3 * C * m.sharedExpertHidden + C : 0; // + its sigmoid gate [1, C]
     if (m.moeLayers[l]) {
       total += m.experts * 3 * C * m.expertHidden + m.experts * C + shared;
       active += m.topK * 3 * C * m.expertHidden + m.experts * C + shared;
