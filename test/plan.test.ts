@@ -3,6 +3,7 @@
 // and the papers' layouts (Skywork-MoE App. B.2, GRIN's PP+TP at 52 experts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -283,4 +284,30 @@ test("GRIN: PP+TP without expert parallelism fits 52 experts on 64 GPUs of 80 GB
   const r16 = plan(paperModel("grin-moe"), run, h100, { expertModes: ["etp"] });
   assert.ok(r16.layouts[0]!.layout.tp <= 2);
   assert.ok(best.layout.tp > r16.layouts[0]!.layout.tp);
+});
+
+test("moe plan through the CLI: JSON report, table, clear errors", () => {
+  const main = new URL("../src/cli/main.js", import.meta.url).pathname;
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-cli-"));
+  const spec = path.join(dir, "cluster.yaml");
+  writeFileSync(spec, "nodes: 2\ndevices_per_node: 4\nmemory: 16GB\nflops: 1e12\ninter_node: { bandwidth: 10GB/s, latency: 20us }\n");
+  const run = (...args: string[]) => spawnSync(process.execPath, [main, "plan", ...args], { encoding: "utf8" });
+  const j = run("small-moe", "--cluster", spec, "--json", "--top", "3", "--global-batch", "64", "--seq-len", "256");
+  assert.equal(j.status, 0, j.stderr);
+  const rep = JSON.parse(j.stdout) as { layouts: { step: number; layout: { dp: number; tp: number; pp: number } }[]; devices: number; run: PlanRun };
+  assert.equal(rep.devices, 8);
+  assert.equal(rep.layouts.length, 3);
+  assert.deepEqual(rep.run, { seqLen: 256, microBatch: 1, globalBatch: 64 });
+  // the CLI's best equals the library's best on the same inputs
+  const lib = plan(planModelFromConfig(resolveConfig(preset("small-moe")), "small-moe"), rep.run, readClusterSpec(spec));
+  near(rep.layouts[0]!.step, lib.layouts[0]!.step);
+  const t = run("skywork-moe", "--cluster", spec, "--nodes", "16", "--memory", "80GB", "--layers", "24", "--global-batch", "256");
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, /#\s+dp\s+tp\s+pp\s+experts\s+partition/);
+  assert.match(t.stdout, /why #1/);
+  const bad = run("small-moe", "--cluster", spec, "--pp", "0");
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /--pp must be a positive integer/);
+  const unknown = run("no-such-model", "--cluster", spec);
+  assert.match(unknown.stderr, /model 'no-such-model': not a paper model/);
 });
