@@ -90,7 +90,7 @@ test("cluster spec: units, defaults, unknown keys, bench records", () => {
   ].join("\n");
   const recs = parseBenchLines(lines);
   assert.equal(recs.length, 5);
-  assert.deepEqual(flopsFromBench(recs), { flops: 50e9, used: 3, threads: 2 });
+  assert.deepEqual(flopsFromBench(recs), { flops: 50e9, used: 3, threads: 2, kind: "gemm" });
   assert.equal(flopsFromBench(recs, "2048x1024").flops, 70e9);
   assert.equal(flopsFromBench(recs, "", 1).flops, 40e9);
   const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-"));
@@ -98,7 +98,14 @@ test("cluster spec: units, defaults, unknown keys, bench records", () => {
   writeFileSync(path.join(dir, "c.yaml"), "devices_per_node: 2\nmemory: 8GB\nbench: bench.jsonl\nbench_case: '2048x1024'\n");
   const fromFile = readClusterSpec(path.join(dir, "c.yaml"));
   assert.equal(fromFile.flops, 70e9);
-  assert.match(fromFile.flopsSource, /median of 1 GFLOP\/s records at 2 threads/);
+  assert.match(fromFile.flopsSource, /median of 1 GEMM GFLOP\/s records at 2 threads/);
+  // training-step records win: 0.5 of a 60 GFLOP/s peak and 0.4 of 50 → median of 30 and 20
+  const withTrain = parseBenchLines(lines + "\n" + [
+    `{"bench":"train_mfu","case":"default","threads":2,"value":0.5,"unit":"fraction of GEMM peak","peer":"gemm 2048x1024x1024","peer_value":60,"ratio":null}`,
+    `{"bench":"train_mfu","case":"moe-50m","threads":2,"value":0.4,"unit":"fraction of GEMM peak","peer":"gemm 2048x1024x1024","peer_value":50,"ratio":null}`,
+  ].join("\n"));
+  assert.deepEqual(flopsFromBench(withTrain), { flops: 25e9, used: 2, threads: 2, kind: "train" });
+  assert.equal(flopsFromBench(withTrain, "moe-50m").flops, 20e9);
 });
 
 test("the uneven split rule: 36 heads on 8 ranks are [5,5,5,5,4,4,4,4]", () => {

@@ -4,7 +4,7 @@ import { CLUSTER_KEYS, PlanError, parseClusterSpec, readClusterSpec, worldSize, 
 import { DEFAULT_COST, EXPERT_MODES, PRECISIONS, type CostOptions, type ExpertMode } from "../plan/cost.js";
 import { loadModelSource } from "../plan/model-source.js";
 import { planParameterCounts, validateRun, withSizes } from "../plan/plan-model.js";
-import { plan, shapeName, type LayoutPlan, type PlanReport } from "../plan/search.js";
+import { formatBytes, plan, shapeName, type LayoutPlan, type PlanReport } from "../plan/search.js";
 import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
 
@@ -39,24 +39,22 @@ function parseList(s: string, what: string): number[] {
   return xs;
 }
 
-const GB = 1e9;
-
 function printReport(r: PlanReport, top: number, allRejected: boolean, flopsSource: string): void {
   const c = r.cluster;
   const counts = planParameterCounts(r.model);
   console.log(`${r.model.name}: ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${r.model.layers} layers, ${r.model.experts} experts top-${r.model.topK}`);
-  console.log(`cluster: ${c.nodes} × ${c.devicesPerNode} devices (planning for ${r.devices}), ${(c.memoryBytes / GB).toFixed(1)} GB, ${(c.flops / 1e12).toFixed(3)} TFLOP/s each (${flopsSource})`);
+  console.log(`cluster: ${c.nodes} × ${c.devicesPerNode} devices (planning for ${r.devices}), ${formatBytes(c.memoryBytes)}, ${(c.flops / 1e12).toFixed(3)} TFLOP/s each (${flopsSource})`);
   console.log(`run: seq ${r.run.seqLen}, micro-batch ${r.run.microBatch}, global batch ${r.run.globalBatch} sequences`);
   if (r.layouts.length === 0) console.log("\nno layout fits");
   else {
-    const rows: string[][] = [["#", "dp", "tp", "pp", "experts", "partition", "recompute", "step s", "tok/s/dev", "bubble", "MFU", "comm", "peak GB", "vs even"]];
+    const rows: string[][] = [["#", "dp", "tp", "pp", "experts", "partition", "recompute", "step s", "tok/s/dev", "bubble", "MFU", "comm", "peak mem", "vs even"]];
     r.layouts.slice(0, top).forEach((l: LayoutPlan, i) => {
       const ex = l.layout.expert === "ep" ? `ep${l.layout.ep}` : l.layout.expert;
       const vs = "rejected" in l.uniform ? "even OOM" : `${l.uniform.step / l.step - 1 >= 0 ? "+" : ""}${(100 * (l.uniform.step / l.step - 1)).toFixed(1)}%`;
       rows.push([
         String(i + 1), String(l.layout.dp), String(l.layout.tp), String(l.layout.pp), ex, l.layout.partition.join(","), l.layout.recompute.join(","),
         l.step.toFixed(3), l.tokensPerDeviceSec.toFixed(1), `${(100 * l.bubble).toFixed(1)}%`, `${(100 * l.mfu).toFixed(1)}%`,
-        `${(100 * l.commShare).toFixed(1)}%`, (Math.max(...l.memory.map((m) => m.total)) / GB).toFixed(1), vs,
+        `${(100 * l.commShare).toFixed(1)}%`, formatBytes(Math.max(...l.memory.map((m) => m.total))), vs,
       ]);
     });
     const w = rows[0]!.map((_, j) => Math.max(...rows.map((row) => row[j]!.length)));

@@ -3,8 +3,10 @@
 //
 // The spec is a YAML/JSON object with snake_case keys (see `CLUSTER_KEYS`); sizes may be numbers
 // or strings with units ("80GB", "80GiB", "200GB/s", "5us"). The compute rate is stated
-// (`flops`) or taken from the engine's benchmark JSON lines (`bench`, the records
-// `npm run bench:kernels -- --json` prints: {bench, case, threads, value, unit: "GFLOP/s", …}).
+// (`flops`) or taken from the engine's benchmark JSON lines (`bench`): the training step's
+// sustained rate from `npm run bench:train -- --json` (records `train_mfu`: value = fraction of
+// the GEMM peak in peer_value GFLOP/s) when the file has them, else the GEMM rates of
+// `npm run bench:kernels -- --json` (records with unit "GFLOP/s").
 //
 // Not: a topology model beyond two levels (node / cluster), nor a measurement tool.
 import { readFileSync } from "node:fs";
@@ -43,8 +45,8 @@ export const CLUSTER_KEYS = {
   devices_per_node: "devices (GPUs, or CPU ranks) per node",
   memory: "usable memory per device, bytes or '80GB'/'80GiB'",
   flops: "sustained FLOP/s per device (e.g. 150e12); or give `bench`",
-  bench: "a file of the engine's bench JSON lines; flops = median of its GFLOP/s records",
-  bench_case: "only bench records whose 'bench case' text contains this (default: all GFLOP/s records)",
+  bench: "a file of the engine's bench JSON lines; flops = median training rate (train_mfu records), else median GFLOP/s",
+  bench_case: "only bench records whose 'bench case' text contains this (default: all rate records)",
   bench_threads: "only bench records with this thread count (default: the largest present)",
   intra_node: "{bandwidth, latency} of links inside a node (default 100GB/s, 5us)",
   inter_node: "{bandwidth, latency} of links between nodes (default 12.5GB/s, 10us)",
@@ -96,6 +98,7 @@ export interface BenchRecord {
   threads: number;
   value: number;
   unit: string;
+  peer_value: number | null;
 }
 
 /** Parses bench JSON lines; lines that are not JSON objects with the record fields are skipped. */
@@ -112,25 +115,37 @@ export function parseBenchLines(text: string): BenchRecord[] {
     }
     const o = r as Record<string, unknown>;
     if (typeof o.bench === "string" && typeof o.case === "string" && typeof o.threads === "number" && typeof o.value === "number" && typeof o.unit === "string") {
-      out.push({ bench: o.bench, case: o.case, threads: o.threads, value: o.value, unit: o.unit });
+      out.push({ bench: o.bench, case: o.case, threads: o.threads, value: o.value, unit: o.unit, peer_value: typeof o.peer_value === "number" ? o.peer_value : null });
     }
   }
   return out;
 }
 
+/** GFLOP/s of a rate record: a GEMM's GFLOP/s, or a training step's fraction of the GEMM peak × that peak. */
+function gflops(r: BenchRecord): number | null {
+  if (r.unit === "GFLOP/s") return r.value;
+  if (r.bench === "train_mfu" && r.peer_value !== null) return r.value * r.peer_value;
+  return null;
+}
+
 /**
- * The compute rate (FLOP/s) from bench records: the median `value` of the GFLOP/s records whose
+ * The compute rate (FLOP/s) from bench records: the median over the rate records whose
  * "bench case" contains `caseFilter`, at `threads` (default: the largest thread count present).
+ * Training-step records (train_mfu) are preferred over GEMM records when both match: they
+ * include every non-GEMM kernel and the optimizer, which the cost model does not count.
  */
-export function flopsFromBench(records: BenchRecord[], caseFilter = "", threads?: number): { flops: number; used: number; threads: number } {
-  const rated = records.filter((r) => r.unit === "GFLOP/s" && `${r.bench} ${r.case}`.includes(caseFilter));
-  if (rated.length === 0) throw new PlanError(`bench: no GFLOP/s records${caseFilter ? ` matching '${caseFilter}'` : ""}`);
+export function flopsFromBench(records: BenchRecord[], caseFilter = "", threads?: number): { flops: number; used: number; threads: number; kind: "train" | "gemm" } {
+  const matching = records.filter((r) => gflops(r) !== null && `${r.bench} ${r.case}`.includes(caseFilter));
+  const train = matching.filter((r) => r.bench === "train_mfu");
+  const kind = train.length ? "train" : "gemm";
+  const rated = train.length ? train : matching;
+  if (rated.length === 0) throw new PlanError(`bench: no GFLOP/s or train_mfu records${caseFilter ? ` matching '${caseFilter}'` : ""}`);
   const t = threads ?? Math.max(...rated.map((r) => r.threads));
-  const sel = rated.filter((r) => r.threads === t).map((r) => r.value).sort((a, b) => a - b);
-  if (sel.length === 0) throw new PlanError(`bench: no GFLOP/s records at ${t} threads (present: ${[...new Set(rated.map((r) => r.threads))].join(", ")})`);
+  const sel = rated.filter((r) => r.threads === t).map((r) => gflops(r)!).sort((a, b) => a - b);
+  if (sel.length === 0) throw new PlanError(`bench: no rate records at ${t} threads (present: ${[...new Set(rated.map((r) => r.threads))].join(", ")})`);
   const n = sel.length;
   const med = n % 2 ? sel[(n - 1) >> 1]! : (sel[n / 2 - 1]! + sel[n / 2]!) / 2;
-  return { flops: med * 1e9, used: n, threads: t };
+  return { flops: med * 1e9, used: n, threads: t, kind };
 }
 
 /**
@@ -169,7 +184,7 @@ export function parseClusterSpec(json: unknown, source = "cluster spec", baseDir
     const threads = o.bench_threads === undefined ? undefined : positiveInt(o.bench_threads, `${source}: bench_threads`);
     const r = flopsFromBench(parseBenchLines(text), (o.bench_case as string | undefined) ?? "", threads);
     flops = r.flops;
-    flopsSource = `${file}: median of ${r.used} GFLOP/s records at ${r.threads} threads`;
+    flopsSource = `${file}: median of ${r.used} ${r.kind === "train" ? "training-step (train_mfu)" : "GEMM GFLOP/s"} records at ${r.threads} threads`;
   } else throw new PlanError(`${source}: give flops (FLOP/s per device) or bench (a bench JSON file)`);
   return {
     nodes, devicesPerNode, memoryBytes, flops, flopsSource,

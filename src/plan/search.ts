@@ -79,8 +79,11 @@ export interface PlanReport {
   rejected: Rejection[];
 }
 
-const GB = 1e9;
-const fmtGB = (b: number) => `${(b / GB).toFixed(1)} GB`;
+/** Bytes in GB (decimal), or MB / kB below 1 GB. */
+export function formatBytes(b: number): string {
+  return b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(1)} kB`;
+}
+const fmtGB = formatBytes;
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export function shapeName(s: Shape): string {
