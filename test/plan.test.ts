@@ -13,7 +13,7 @@ import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readC
 import { LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
 import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
-import { oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
+import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -50,9 +50,10 @@ test("1F1B keeps min(p−i, m) micro-batches in flight on stage i (the memory mo
       assert.equal(peak, Math.min(p - i, m), `stage ${i}, m=${m}`);
       assert.equal(ops.length, 2 * m);
     }
-    // every stage's order holds each micro-batch's F before its B
+    // every stage's order holds each micro-batch's F before its B; the computed order equals the list
     for (let i = 0; i < p; i++) {
       const order = oneFOneBOrder(p, m, i);
+      order.forEach((o, k) => assert.equal(oneFOneBOp(p, m, i, k), o.kind === "F" ? o.mb : -1 - o.mb));
       for (let j = 0; j < m; j++) assert.ok(order.findIndex((o) => o.kind === "F" && o.mb === j) < order.findIndex((o) => o.kind === "B" && o.mb === j));
     }
   }

@@ -60,6 +60,7 @@ function printReport(r: PlanReport, top: number, allRejected: boolean, flopsSour
     const w = rows[0]!.map((_, j) => Math.max(...rows.map((row) => row[j]!.length)));
     console.log("");
     for (const row of rows) console.log(row.map((x, j) => (j >= 5 && j <= 6 ? x.padEnd(w[j]!) : x.padStart(w[j]!))).join("  "));
+    console.log("(MFU against the cluster's flops; vs even: gain over the even split with one recompute count)");
     console.log(`\nwhy #1 (${shapeName(r.layouts[0]!.layout)}):`);
     for (const s of r.layouts[0]!.reasons) console.log(`  - ${s}`);
   }

@@ -97,10 +97,15 @@ function divisors(n: number): number[] {
   return out;
 }
 
+/** Simulated step (pipeline + gradient synchronisation) only: the search's inner objective. */
+function stepTime(lc: LayoutCost, stages: StageCost[]): number {
+  return simulate1F1B(lc.stageTimes(stages), lc.m, { record: false }).step + Math.max(...stages.map((s) => lc.dpSync(s)));
+}
+
 /** Simulates a layout whose per-stage costs are known. */
 function evaluate(lc: LayoutCost, stages: StageCost[]): Evaluation {
-  const sim = simulate1F1B(lc.stageTimes(stages), lc.m);
-  const bare = simulate1F1B(lc.stageTimes(stages, false), lc.m);
+  const sim = simulate1F1B(lc.stageTimes(stages), lc.m, { record: false });
+  const bare = simulate1F1B(lc.stageTimes(stages, false), lc.m, { record: false });
   const syncs = stages.map((s) => lc.dpSync(s));
   const dp = Math.max(...syncs);
   const step = sim.step + dp;
@@ -208,10 +213,12 @@ export function balancedPartition(lc: LayoutCost): StageCost[] | null {
 
 /** Moves one layer over a stage boundary while the simulated step improves. */
 function refineBySimulation(lc: LayoutCost, start: Evaluation): Evaluation {
-  let best = start;
+  let bestStages: StageCost[] | null = null;
+  let bestT = start.step;
+  let part = start.layout.partition;
   for (let iter = 0; iter < 200; iter++) {
-    let improved: Evaluation | null = null;
-    const part = best.layout.partition;
+    let improved: { st: StageCost[]; t: number } | null = null;
+    if (bestStages) part = bestStages.map((s) => s.layers);
     for (let b = 0; b + 1 < part.length; b++) {
       for (const d of [-1, 1]) {
         const q = [...part];
@@ -220,14 +227,15 @@ function refineBySimulation(lc: LayoutCost, start: Evaluation): Evaluation {
         if (q[b]! < 1 || q[b + 1]! < 1) continue;
         const st = stagesOf(lc, q, (i, lo, hi) => lc.minRecompute(i, lo, hi));
         if (!st) continue;
-        const e = evaluate(lc, st);
-        if (e.step < (improved ?? best).step * (1 - 1e-9)) improved = e;
+        const t = stepTime(lc, st);
+        if (t < (improved?.t ?? bestT) * (1 - 1e-9)) improved = { st, t };
       }
     }
     if (!improved) break;
-    best = improved;
+    bestStages = improved.st;
+    bestT = improved.t;
   }
-  return best;
+  return bestStages === null ? start : evaluate(lc, bestStages);
 }
 
 /** Shapes of `devices` ranks with their rule violations (null = allowed). */

@@ -37,10 +37,11 @@ export interface PipelineResult {
   bubble: number;
   /** Busy seconds per stage. */
   busy: number[];
+  /** Every operation with its start and end (empty when not recorded). */
   ops: ScheduledOp[];
 }
 
-/** The per-stage operation order of 1F1B. */
+/** The per-stage operation order of 1F1B, as a list (the reference for `oneFOneBOp`). */
 export function oneFOneBOrder(p: number, m: number, stage: number): { kind: "F" | "B"; mb: number }[] {
   const warm = Math.min(p - 1 - stage, m);
   const order: { kind: "F" | "B"; mb: number }[] = [];
@@ -54,14 +55,26 @@ export function oneFOneBOrder(p: number, m: number, stage: number): { kind: "F" 
   return order;
 }
 
-export function simulate1F1B(t: StageTimes, m: number): PipelineResult {
+/** `record: false` skips the per-operation list (the search simulates thousands of layouts). */
+/** Operation k of stage i in 1F1B order, computed (no list): micro-batch index, negative for B (−1 − mb). */
+export function oneFOneBOp(p: number, m: number, stage: number, k: number): number {
+  const warm = Math.min(p - 1 - stage, m);
+  if (k < warm) return k;
+  const j = k - warm;
+  if (j < 2 * (m - warm)) return j % 2 === 0 ? warm + j / 2 : -1 - (j - 1) / 2;
+  return -1 - (k - m);
+}
+
+/** `record: false` skips the per-operation list (the search simulates thousands of layouts). */
+export function simulate1F1B(t: StageTimes, m: number, opts: { record?: boolean } = {}): PipelineResult {
+  const record = opts.record ?? true;
   const p = t.fwd.length;
   if (p < 1 || t.bwd.length !== p || t.p2p.length !== p - 1) throw new PlanError(`simulate1F1B: need p forward, p backward and p−1 transfer times (got ${t.fwd.length}, ${t.bwd.length}, ${t.p2p.length})`);
   if (!Number.isInteger(m) || m < 1) throw new PlanError(`simulate1F1B: micro-batches must be a positive integer, got ${m}`);
   for (const x of [...t.fwd, ...t.bwd, ...t.p2p]) if (!(x >= 0) || !Number.isFinite(x)) throw new PlanError(`simulate1F1B: times must be finite and ≥ 0, got ${x}`);
-  const orders = Array.from({ length: p }, (_, i) => oneFOneBOrder(p, m, i));
-  const fEnd = Array.from({ length: p }, () => new Float64Array(m).fill(-1));
-  const bEnd = Array.from({ length: p }, () => new Float64Array(m).fill(-1));
+  // end times, stage-major: fEnd[i*m + j]; −1 = not yet run
+  const fEnd = new Float64Array(p * m).fill(-1);
+  const bEnd = new Float64Array(p * m).fill(-1);
   const next = new Int32Array(p);
   const free = new Float64Array(p);
   const busy = new Float64Array(p);
@@ -70,20 +83,21 @@ export function simulate1F1B(t: StageTimes, m: number): PipelineResult {
   while (remaining > 0) {
     let placed = 0;
     for (let i = 0; i < p; i++) {
-      for (;;) {
-        const op = orders[i]![next[i]!];
-        if (!op) break;
+      while (next[i]! < 2 * m) {
+        const code = oneFOneBOp(p, m, i, next[i]!);
+        const fwd = code >= 0;
+        const mb = fwd ? code : -1 - code;
         let ready: number;
-        if (op.kind === "F") ready = i === 0 ? 0 : fEnd[i - 1]![op.mb]! < 0 ? -1 : fEnd[i - 1]![op.mb]! + t.p2p[i - 1]!;
-        else ready = i === p - 1 ? fEnd[i]![op.mb]! : bEnd[i + 1]![op.mb]! < 0 ? -1 : bEnd[i + 1]![op.mb]! + t.p2p[i]!;
+        if (fwd) ready = i === 0 ? 0 : fEnd[(i - 1) * m + mb]! < 0 ? -1 : fEnd[(i - 1) * m + mb]! + t.p2p[i - 1]!;
+        else ready = i === p - 1 ? fEnd[i * m + mb]! : bEnd[(i + 1) * m + mb]! < 0 ? -1 : bEnd[(i + 1) * m + mb]! + t.p2p[i]!;
         if (ready < 0) break;
         const start = Math.max(free[i]!, ready);
-        const dur = op.kind === "F" ? t.fwd[i]! : t.bwd[i]!;
+        const dur = fwd ? t.fwd[i]! : t.bwd[i]!;
         const end = start + dur;
-        (op.kind === "F" ? fEnd : bEnd)[i]![op.mb] = end;
+        (fwd ? fEnd : bEnd)[i * m + mb] = end;
         free[i] = end;
         busy[i]! += dur;
-        ops.push({ stage: i, microBatch: op.mb, kind: op.kind, start, end });
+        if (record) ops.push({ stage: i, microBatch: mb, kind: fwd ? "F" : "B", start, end });
         next[i]!++;
         placed++;
         remaining--;
@@ -91,8 +105,11 @@ export function simulate1F1B(t: StageTimes, m: number): PipelineResult {
     }
     if (placed === 0) throw new PlanError("simulate1F1B: schedule deadlocked (a bug in the operation order)");
   }
-  const step = Math.max(...free);
-  const total = busy.reduce((s, x) => s + x, 0);
+  let step = 0, total = 0;
+  for (let i = 0; i < p; i++) {
+    step = Math.max(step, free[i]!);
+    total += busy[i]!;
+  }
   return { step, bubble: step > 0 ? 1 - total / (p * step) : 0, busy: [...busy], ops };
 }
 
