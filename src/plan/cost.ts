@@ -157,7 +157,8 @@ export class LayoutCost {
   readonly linkTp: Link;
   readonly linkDp: Link;
   readonly linkEp: Link;
-  readonly linkEdp: Link;
+  /** Link of the expert-data-parallel group (reduces expert gradients; not Skywork's EDP). */
+  readonly linkExpertDp: Link;
   readonly expertDp: number;
   readonly vocabShard: number;
   private readonly moeFull: number;
@@ -185,7 +186,7 @@ export class LayoutCost {
     this.linkTp = link(tp, 1);
     this.linkDp = link(dp, tp);
     this.linkEp = link(ep, tp);
-    this.linkEdp = expert === "ep" ? link(dp, tp) : this.linkDp;
+    this.linkExpertDp = expert === "ep" ? link(dp, tp) : this.linkDp;
     this.layer = model.moeLayers.map((moe) => this.layerCost(moe));
     this.moeFull = this.layerCost(true).actFull;
     this.denseFull = this.layerCost(false).actFull;
@@ -336,7 +337,7 @@ export class LayoutCost {
     const { dp } = this.shape;
     const part = (params: number, size: number, link: Link) =>
       this.opts.zero1 ? ring("gather", params * p.gradBytes, size, link) + ring("gather", params * p.paramBytes, size, link) : ring("allreduce", params * p.gradBytes, size, link);
-    return part(s.denseParams, dp, this.linkDp) + part(s.expertParams, this.expertDp, this.linkEdp);
+    return part(s.denseParams, dp, this.linkDp) + part(s.expertParams, this.expertDp, this.linkExpertDp);
   }
 
   /** Model FLOPs of one optimizer step (forward + backward, no recompute), for MFU. */
