@@ -13,6 +13,7 @@ import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readC
 import { LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
 import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
+import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -318,4 +319,17 @@ test("moe plan through the CLI: JSON report, table, clear errors", () => {
   assert.match(bad.stderr, /--pp must be a positive integer/);
   const unknown = run("no-such-model", "--cluster", spec);
   assert.match(unknown.stderr, /model 'no-such-model': not a paper model/);
+});
+
+test("model source: a model directory with a run's config.yaml gives the batch; a config.json file; errors", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-src-"));
+  writeFileSync(path.join(dir, "config.json"), JSON.stringify(tinyHf));
+  writeFileSync(path.join(dir, "config.yaml"), "train:\n  seq_len: 64\n  batch_size: 4\n  grad_accum: 3\n");
+  const src = loadModelSource(dir);
+  assert.deepEqual(src.run, { seqLen: 64, microBatch: 4, globalBatch: 12 });
+  assert.equal(planParameterCounts(src.model).total, 1896);
+  assert.equal(planParameterCounts(loadModelSource(path.join(dir, "config.json")).model).total, 1896);
+  assert.equal(loadModelSource("grin-moe").model.kvHeads, 8);
+  writeFileSync(path.join(dir, "bad.json"), JSON.stringify({ ...tinyHf, num_local_expert: 4 }));
+  assert.throws(() => loadModelSource(path.join(dir, "bad.json")), /unknown key 'num_local_expert'/);
 });
