@@ -69,15 +69,13 @@ export class SamplerWorkspace {
   readonly z: Float64Array; // (V) processed logits
   readonly w: Float64Array; // (V) exp(z - max z) for candidates
   readonly cand: Int32Array; // (V) surviving ids, ascending
-  readonly order: Int32Array; // (V) ids sorted by probability for top_p
-  readonly heap: Float64Array; // (V) top_k min-heap
+  readonly heap: Float64Array; // (V) top_k min-heap, top_p weights
   constructor(vocabSize: number) {
     if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new RangeError(`SamplerWorkspace: vocabSize must be a positive integer, got ${vocabSize}`);
     this.vocabSize = vocabSize;
     this.z = new Float64Array(vocabSize);
     this.w = new Float64Array(vocabSize);
     this.cand = new Int32Array(vocabSize);
-    this.order = new Int32Array(vocabSize);
     this.heap = new Float64Array(vocabSize);
   }
 }
@@ -310,38 +308,45 @@ export class SequenceSampler {
 
   /** Step 7: keeps the top_p nucleus in cand (ascending); returns its size. */
   private nucleus(n: number, target: number): number {
-    const { w, cand, order } = this.ws;
-    // Gather the tokens with w ≥ t, lowering t until their mass reaches the target: the
-    // nucleus is a prefix of the sorted order, so it lies inside that set.
+    const { w, cand } = this.ws;
+    const vals = this.ws.heap;
+    // Gather the weights ≥ t, lowering t until their mass reaches the target: the nucleus is
+    // a prefix of the descending order, so it lies inside that set.
     let k = 0;
     for (let t = 1 / 16; ; t /= 16) {
       k = 0;
       let mass = 0;
       for (let j = 0; j < n; j++) {
-        const i = cand[j]!;
-        if (w[i]! >= t) {
-          order[k++] = i;
-          mass += w[i]!;
+        const v = w[cand[j]!]!;
+        if (v >= t) {
+          vals[k++] = v;
+          mass += v;
         }
       }
       if (mass >= target || k === n || t < 1e-300) break;
     }
-    const sorted = Array.from(order.subarray(0, k)).sort((a, b) => w[b]! - w[a]! || a - b);
+    const sorted = vals.subarray(0, k).sort(); // ascending, typed (no comparator)
     let cum = 0;
-    let cut = sorted.length - 1;
-    for (let j = 0; j < sorted.length; j++) {
-      cum += w[sorted[j]!]!;
-      if (cum >= target) {
-        cut = j;
-        break;
-      }
+    let j = k - 1;
+    for (; j >= 0; j--) {
+      cum += sorted[j]!;
+      if (cum >= target) break;
     }
-    if (cum < target && k < n) return n; // rounding left the target out of reach: keep all
-    const wc = w[sorted[cut]!]!, ic = sorted[cut]!;
+    if (j < 0) return n; // rounding left the target out of reach: keep all
+    const wc = sorted[j]!; // the cut weight; tokens above it are in, ties go lower id first
+    let cb = 0;
+    for (let i = k - 1; i >= 0 && sorted[i]! > wc; i--) cb += sorted[i]!;
     let m = 0;
-    for (let j = 0; j < n; j++) {
-      const i = cand[j]!;
-      if (w[i]! > wc || (w[i] === wc && i <= ic)) cand[m++] = i;
+    let tiesOpen = true;
+    for (let q = 0; q < n; q++) {
+      const i = cand[q]!;
+      const v = w[i]!;
+      if (v > wc) cand[m++] = i;
+      else if (v === wc && tiesOpen) {
+        cand[m++] = i;
+        cb += wc;
+        if (cb >= target) tiesOpen = false;
+      }
     }
     return m;
   }
