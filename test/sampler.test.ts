@@ -233,16 +233,19 @@ test("logprobs: raw = log_softmax of the model's logits; processed = log of the 
   const lse = Math.log(z.reduce((a, v) => a + Math.exp(v), 0));
   const raw = sampler({ temperature: 0, logprobs: true, top_logprobs: 3, logit_bias: { "0": 50 } }, 5).sample(z);
   assert.equal(raw.id, 0);
-  assert.ok(Math.abs(raw.logprob - (1 - lse)) < 1e-12);
+  assert.ok(Math.abs(raw.logprob! - (1 - lse)) < 1e-12);
   assert.deepEqual(raw.topLogprobs!.map((t) => t.id), [2, 3, 1]); // tie 2/3 → lower id first
   for (const t of raw.topLogprobs!) assert.ok(Math.abs(t.logprob - (z[t.id]! - lse)) < 1e-12);
   const s = sampler({ top_k: 2, logprobs: true, top_logprobs: 4, logprobs_mode: "processed", seed: 3 }, 5);
   const p = s.distribution(z);
   const out = s.sample(z);
-  assert.ok(Math.abs(out.logprob - Math.log(p[out.id]!)) < 1e-12);
+  assert.ok(Math.abs(out.logprob! - Math.log(p[out.id]!)) < 1e-12);
   assert.deepEqual(out.topLogprobs!.map((t) => [t.id, +t.logprob.toFixed(12)]), [[2, +Math.log(0.5).toFixed(12)], [3, +Math.log(0.5).toFixed(12)]]);
-  // top_logprobs = 0: no list
-  assert.equal(sampler({ seed: 1 }, 5).sample(z).topLogprobs, undefined);
+  // without logprobs nothing is computed; logprobs without top_logprobs: no list
+  assert.deepEqual(Object.keys(sampler({ seed: 1 }, 5).sample(z)), ["id"]);
+  const only = sampler({ temperature: 0, logprobs: true }, 5).sample(z);
+  assert.deepEqual([only.id, only.topLogprobs], [2, undefined]);
+  assert.ok(Math.abs(only.logprob! - (3 - lse)) < 1e-12);
 });
 
 test("bad rows are rejected", () => {

@@ -22,8 +22,8 @@
 // This is vLLM's order for steps 1–5 (v1 applies min_p before top-k/top-p; HF applies it last,
 // as here). llama-server applies temperature last; its results differ when truncation is on.
 //
-// Logprobs: logprobs_mode "raw" (default, as vLLM) reports log_softmax of the logits exactly as
-// the model produced them; "processed" reports the distribution actually sampled from (after
+// Logprobs (only with logprobs: true — a log-sum-exp pass over V): logprobs_mode "raw"
+// (default, as vLLM) reports log_softmax of the logits exactly as the model produced them; "processed" reports the distribution actually sampled from (after
 // step 8; -inf for removed tokens; for greedy, log_softmax after step 3 without temperature).
 //
 // Reproducibility: the RNG (core/rng.ts, sfc32) is seeded from (seed, sequence index) only, and
@@ -46,8 +46,8 @@ export interface TokenLogprob {
 
 export interface SampledToken {
   id: number;
-  /** Logprob of `id` in the distribution logprobs_mode names (always computed; cheap). */
-  logprob: number;
+  /** Logprob of `id` in the distribution logprobs_mode names; only when params.logprobs (it costs a pass over V). */
+  logprob?: number;
   /** The top_logprobs most likely tokens, most likely first (ties: lower id first); only when top_logprobs > 0. */
   topLogprobs?: TokenLogprob[];
 }
@@ -175,36 +175,35 @@ export class SequenceSampler {
     this.prepare(logits);
     const p = this.params;
     const ws = this.ws;
+    const V = this.vocabSize;
+    const processed = p.logprobs && p.logprobs_mode === "processed";
+    const k = p.top_logprobs;
     let id: number;
-    let logprob: number;
+    let logprob: number | undefined;
     let top: TokenLogprob[] | undefined;
-    const wantTop = p.top_logprobs;
     if (p.temperature < GREEDY_TEMPERATURE) {
-      id = argmax(ws.z, this.vocabSize);
-      if (p.logprobs_mode === "processed") {
-        const lse = logSumExp(ws.z, this.vocabSize);
+      id = argmax(ws.z, V);
+      if (processed) {
+        const lse = logSumExp(ws.z, V);
         logprob = ws.z[id]! - lse;
-        if (wantTop > 0) top = topOfRow(ws.z, this.vocabSize, wantTop, lse);
-      } else {
-        logprob = Number.NaN;
+        if (k > 0) top = topOfRow(ws.z, V, k, lse);
       }
     } else {
       const { n, sum } = this.truncate();
       id = this.draw(n, sum);
-      if (p.logprobs_mode === "processed") {
+      if (processed) {
         const ls = Math.log(sum);
         logprob = Math.log(ws.w[id]!) - ls;
-        if (wantTop > 0) top = topOfCandidates(ws.w, ws.cand, n, wantTop, ls);
-      } else {
-        logprob = Number.NaN;
+        if (k > 0) top = topOfCandidates(ws.w, ws.cand, n, k, ls);
       }
     }
-    if (p.logprobs_mode === "raw") {
-      const lse = logSumExp(logits, this.vocabSize);
+    if (p.logprobs && !processed) {
+      const lse = logSumExp(logits, V);
       logprob = logits[id]! - lse;
-      if (wantTop > 0) top = topOfRow(logits, this.vocabSize, wantTop, lse);
+      if (k > 0) top = topOfRow(logits, V, k, lse);
     }
     this.record(id);
+    if (logprob === undefined) return { id };
     return top ? { id, logprob, topLogprobs: top } : { id, logprob };
   }
 
