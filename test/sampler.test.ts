@@ -4,7 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { validateSamplingParams, outputBudget, SamplingParamsError, type SamplingParams, type SamplingContext } from "../src/infer/sampling-params.js";
-import { SequenceSampler, SamplerWorkspace, SamplerError } from "../src/infer/sampler.js";
+import { SequenceSampler, SamplerWorkspace, SamplerError, cutWeight } from "../src/infer/sampler.js";
+import { rng } from "./util.js";
 
 const CTX: SamplingContext = { vocabSize: 8, maxModelLen: 64 };
 const P = (p: Record<string, unknown>, ctx = CTX): SamplingParams => validateSamplingParams(p, ctx);
@@ -271,4 +272,29 @@ test("large vocabulary: top_p over many near-equal tokens agrees with a full sor
     if (cum >= 0.9) break;
   }
   assertDist(d, keep(p, ids), 1e-10);
+});
+
+test("top_p cut (weighted quickselect) equals a sort-based scan, with ties and large arrays", () => {
+  const r = rng(9);
+  for (let trial = 0; trial < 300; trial++) {
+    const k = 1 + Math.floor(r() * (trial < 200 ? 80 : 5000));
+    const levels = 1 + Math.floor(r() * 20); // few levels → many ties
+    const vals = Float64Array.from({ length: k }, () => (1 + Math.floor(r() * levels)) / 8);
+    const total = vals.reduce((a, b) => a + b, 0);
+    const target = r() * total;
+    const desc = Array.from(vals).sort((a, b) => b - a);
+    let cum = 0, ref: [number, number] | null = null;
+    for (const v of desc) {
+      if (cum + v >= target) {
+        ref = [v, desc.filter((x) => x > v).reduce((a, b) => a + b, 0)];
+        break;
+      }
+      cum += v;
+    }
+    const got = cutWeight(vals.slice(), k, target);
+    assert.ok(got !== null && ref !== null);
+    assert.equal(got[0], ref[0], `k ${k} target ${target}`);
+    assert.ok(Math.abs(got[1] - ref[1]) <= 1e-9 * total);
+  }
+  assert.equal(cutWeight(Float64Array.from([0.25, 0.25]), 2, 0.75), null);
 });

@@ -324,17 +324,10 @@ export class SequenceSampler {
       }
       if (mass >= target || k === n || t < 1e-300) break;
     }
-    const sorted = vals.subarray(0, k).sort(); // ascending, typed (no comparator)
-    let cum = 0;
-    let j = k - 1;
-    for (; j >= 0; j--) {
-      cum += sorted[j]!;
-      if (cum >= target) break;
-    }
-    if (j < 0) return n; // rounding left the target out of reach: keep all
-    const wc = sorted[j]!; // the cut weight; tokens above it are in, ties go lower id first
-    let cb = 0;
-    for (let i = k - 1; i >= 0 && sorted[i]! > wc; i--) cb += sorted[i]!;
+    const cut = cutWeight(vals, k, target);
+    if (cut === null) return n; // rounding left the target out of reach: keep all
+    const [wc, above] = cut; // tokens above the cut weight are in; ties at it go lower id first
+    let cb = above;
     let m = 0;
     let tiesOpen = true;
     for (let q = 0; q < n; q++) {
@@ -361,6 +354,54 @@ export class SequenceSampler {
     }
     return cand[n - 1]!;
   }
+}
+
+/**
+ * The top_p cut: the weight w_c at which the descending cumulative sum of vals[0..k) first
+ * reaches `target`, and the mass strictly above it. Weighted quickselect (expected O(k)),
+ * finishing small ranges with a sort; vals is reordered. Null when the target is out of reach.
+ */
+export function cutWeight(vals: Float64Array, k: number, target: number): [cut: number, above: number] | null {
+  let lo = 0, hi = k;
+  let above = 0; // mass of the elements already known to rank above vals[lo..hi)
+  while (hi - lo > 32) {
+    const a = vals[lo]!, b = vals[(lo + hi) >> 1]!, c = vals[hi - 1]!;
+    const pivot = a < b ? (b < c ? b : a < c ? c : a) : a < c ? a : b < c ? c : b;
+    // three-way partition of [lo, hi): [< pivot | == pivot | > pivot]
+    let lt = lo, i = lo, gt = hi;
+    while (i < gt) {
+      const v = vals[i]!;
+      if (v < pivot) {
+        vals[i++] = vals[lt]!;
+        vals[lt++] = v;
+      } else if (v > pivot) {
+        vals[i] = vals[--gt]!;
+        vals[gt] = v;
+      } else i++;
+    }
+    let mg = 0;
+    for (let q = gt; q < hi; q++) mg += vals[q]!;
+    if (above + mg >= target) {
+      lo = gt;
+      continue;
+    }
+    const eqMass = (gt - lt) * pivot;
+    if (above + mg + eqMass >= target) return [pivot, above + mg];
+    above += mg + eqMass;
+    hi = lt;
+  }
+  const part = vals.subarray(lo, hi).sort();
+  let cum = above;
+  for (let j = part.length - 1; j >= 0; j--) {
+    const v = part[j]!;
+    if (cum + v >= target) {
+      let mass = above;
+      for (let q = part.length - 1; q >= 0 && part[q]! > v; q--) mass += part[q]!;
+      return [v, mass];
+    }
+    cum += v;
+  }
+  return null;
 }
 
 function argmax(z: ArrayLike<number>, V: number): number {
