@@ -15,7 +15,7 @@ export type LogprobsMode = "raw" | "processed";
 
 /** A validated, complete set of sampling parameters (every field has its default filled in). */
 export interface SamplingParams {
-  /** Completions to generate for the prompt (each its own sequence). Default 1. */
+  /** Completions to generate for the prompt (each its own sequence), 1..128. Default 1. */
   readonly n: number;
   /** Softmax temperature ≥ 0; below 1e-5 decoding is greedy (argmax, lowest id on ties). Default 1. */
   readonly temperature: number;
