@@ -48,7 +48,11 @@ export interface KvCacheOptions {
   window?: number;
   /** Prefix caching of full blocks. Default true. */
   prefixCaching?: boolean;
-  /** Most tokens one sequence may hold; sets the block-table width. Default numBlocks·blockSize. */
+  /**
+   * Most tokens one sequence may hold; sets the block-table width (⌈maxSeqLen / blockSize⌉).
+   * Default numBlocks·blockSize without a window; 65536 with one (a windowed sequence outgrows
+   * the pool): set it to the model's context length.
+   */
   maxSeqLen?: number;
 }
 
@@ -147,7 +151,7 @@ export class KvCachePool {
     this.numBlocks = intOpt("numBlocks", opts.numBlocks, undefined, 1);
     this.blockSize = intOpt("blockSize", opts.blockSize, 16, 1);
     this.window = intOpt("window", opts.window, 0, 0);
-    this.maxSeqLen = intOpt("maxSeqLen", opts.maxSeqLen, this.numBlocks * this.blockSize, 1);
+    this.maxSeqLen = intOpt("maxSeqLen", opts.maxSeqLen, this.window > 0 ? 65536 : this.numBlocks * this.blockSize, 1);
     const dtype = opts.dtype ?? "f32";
     if (dtype !== "f32" && dtype !== "bf16") fail(`kv cache: dtype must be "f32" or "bf16", got ${String(dtype)}`);
     this.dtype = dtype;
