@@ -18,6 +18,8 @@
 #endif
 
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 reports its own _mm512_reduce_* / cast intrinsics as reading an uninitialised value.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace moe {
 namespace paged {
@@ -45,6 +47,19 @@ typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
 typedef uint32_t vu32 __attribute__((vector_size(32)));
 #define MOE_PA_FMA(a, b, c) ((a) * (b) + (c))
+static inline float hsum(const vf& x) {
+  float s = 0.0f;
+  for (int i = 0; i < VW; ++i) s += x[i];
+  return s;
+}
+static inline float hmax(const vf& x) {
+  float s = x[0];
+  for (int i = 1; i < VW; ++i) s = s > x[i] ? s : x[i];
+  return s;
+}
+static inline void hsum4(const vf& a, const vf& b, const vf& c, const vf& d, float* out) {
+  out[0] = hsum(a), out[1] = hsum(b), out[2] = hsum(c), out[3] = hsum(d);
+}
 #include "paged_attention_impl.h"
 #undef MOE_PA_FMA
 }  // namespace generic
@@ -59,6 +74,21 @@ typedef int32_t vi __attribute__((vector_size(32)));
 typedef uint16_t vu16 __attribute__((vector_size(16)));
 typedef uint32_t vu32 __attribute__((vector_size(32)));
 #define MOE_PA_FMA(a, b, c) ((vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+static inline float hsum(const vf& x) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128((__m256)x), _mm256_extractf128_ps((__m256)x, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline float hmax(const vf& x) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128((__m256)x), _mm256_extractf128_ps((__m256)x, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+// hadd(hadd(a,b), hadd(c,d)) holds the four sums split across the two 128-bit halves.
+static inline void hsum4(const vf& a, const vf& b, const vf& c, const vf& d, float* out) {
+  const __m256 x = _mm256_hadd_ps(_mm256_hadd_ps((__m256)a, (__m256)b), _mm256_hadd_ps((__m256)c, (__m256)d));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+}
 #include "paged_attention_impl.h"
 #undef MOE_PA_FMA
 }  // namespace avx2
@@ -73,6 +103,15 @@ typedef int32_t vi __attribute__((vector_size(64)));
 typedef uint16_t vu16 __attribute__((vector_size(32)));
 typedef uint32_t vu32 __attribute__((vector_size(64)));
 #define MOE_PA_FMA(a, b, c) ((vf)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+static inline float hsum(const vf& x) { return _mm512_reduce_add_ps((__m512)x); }
+static inline float hmax(const vf& x) { return _mm512_reduce_max_ps((__m512)x); }
+static inline __m256 Fold(const vf& x) {
+  return _mm256_add_ps(_mm512_castps512_ps256((__m512)x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)x), 1)));
+}
+static inline void hsum4(const vf& a, const vf& b, const vf& c, const vf& d, float* out) {
+  const __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(Fold(a), Fold(b)), _mm256_hadd_ps(Fold(c), Fold(d)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+}
 #include "paged_attention_impl.h"
 #undef MOE_PA_FMA
 }  // namespace avx512

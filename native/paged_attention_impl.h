@@ -2,7 +2,8 @@
 //
 // What it is: included three times by paged_attention.cc (baseline, AVX2+FMA, AVX-512F),
 // each time with VW (lanes), the vector types vf / vi / vu16 / vu32 of VW lanes and
-// MOE_PA_FMA(a, b, c) = a·b + c defined. Written with GCC vector extensions, so each copy
+// MOE_PA_FMA(a, b, c) = a·b + c and the horizontal reductions hsum, hmax and hsum4 (four
+// vectors' sums stored to out[0..3]) defined. Written with GCC vector extensions, so each copy
 // uses the widest registers of its ISA. Keys/values are read as f32 or as bf16 codes
 // widened in registers (T = float or uint16_t).
 // What it is not: a standalone header (no include guard) or a prefill GEMM: scores are dot
@@ -11,10 +12,12 @@
 // Work item = (sequence s, kv head g, tile of up to kRows query rows). For each visible key
 // block (through the block table), for each row of the tile:
 //   1. scores of the row's G query heads (sharing kv head g) for the row's visible keys of
-//      the block: G dot products per key row, the key row loaded once (q pre-scaled);
+//      the block: dot products along HS, four keys at a time (their horizontal sums reduced
+//      together), q pre-scaled;
 //   2. online softmax (FlashAttention-2): m' = max(m, max s); p = exp(s − m');
 //      l = l·e^(m−m') + Σp; O = O·e^(m−m');
-//   3. O += Σ_j p_j · v_j for the G heads, each value row loaded once.
+//   3. O += Σ_j p_j · v_j for the G heads (O chunks held in registers across the keys,
+//      even and odd keys in separate FMA chains).
 // Then out = O / l. Every output is computed by one thread in a fixed order: results do not
 // depend on the thread count.
 
@@ -37,17 +40,6 @@ static MOE_AI float tof(uint16_t x) {
   __builtin_memcpy(&f, &u, 4);
   return f;
 }
-static MOE_AI float hsum(const vf& x) {
-  float s = 0.0f;
-  for (int i = 0; i < VW; ++i) s += x[i];
-  return s;
-}
-static MOE_AI float hmax(const vf& x) {
-  float s = x[0];
-  for (int i = 1; i < VW; ++i) s = s > x[i] ? s : x[i];
-  return s;
-}
-
 // exp (Cephes expf polynomial, as attention_impl.h). Inputs below −87.3, −∞ included, give 0.
 static MOE_AI vf vexp(const vf& x) {
   const vf lo = splat(-87.3f), hi = splat(88.0f);
@@ -68,41 +60,72 @@ static MOE_AI vf vexp(const vf& x) {
   return x < lo ? vf{} : res;
 }
 
-// sc[h·ldsc] = ⟨Q[h·HS …], kr⟩ for NQ consecutive query heads (NQ accumulators live in registers).
-template <int NQ, class T>
-static MOE_AI void DotsN(const float* Q, int HS, const T* kr, float* sc, int ldsc) {
-  vf acc[NQ];
-  for (int h = 0; h < NQ; ++h) acc[h] = vf{};
+// sc[t] = ⟨q, k_t⟩ for NK keys k_t = kr + t·ldk (q has HS floats): NK accumulators in registers,
+// reduced together (hsum4) so the horizontal sums cost little per key.
+template <int NK, class T>
+static MOE_AI void DotKeys(const float* q, int HS, const T* kr, long ldk, float* sc) {
+  vf acc[NK];
+  for (int t = 0; t < NK; ++t) acc[t] = vf{};
   int c = 0;
   for (; c + VW <= HS; c += VW) {
-    const vf kv = ld(kr + c);
-    for (int h = 0; h < NQ; ++h) acc[h] = MOE_PA_FMA(ldf(Q + h * HS + c), kv, acc[h]);
+    const vf qv = ldf(q + c);
+    for (int t = 0; t < NK; ++t) acc[t] = MOE_PA_FMA(qv, ld(kr + t * ldk + c), acc[t]);
   }
-  for (int h = 0; h < NQ; ++h) {
-    float s = hsum(acc[h]);
-    for (int cc = c; cc < HS; ++cc) s += Q[h * HS + cc] * tof(kr[cc]);
-    sc[h * ldsc] = s;
+  if constexpr (NK == 4) hsum4(acc[0], acc[1], acc[2], acc[3], sc);
+  else
+    for (int t = 0; t < NK; ++t) sc[t] = hsum(acc[t]);
+  for (; c < HS; ++c)
+    for (int t = 0; t < NK; ++t) sc[t] += q[c] * tof(kr[t * ldk + c]);
+}
+
+// Scores of G heads (rows of Q, HS apart) against keys [j0, j1] of one block (kb = key j0's row,
+// rows ldk apart): sc[h·ldsc + (j − j0)].
+template <class T>
+static MOE_AI void Scores(int G, const float* Q, int HS, const T* kb, long ldk, int n, float* sc, int ldsc) {
+  for (int h = 0; h < G; ++h) {
+    int t = 0;
+    for (; t + 4 <= n; t += 4) DotKeys<4>(Q + h * HS, HS, kb + t * ldk, ldk, sc + h * ldsc + t);
+    for (; t < n; ++t) DotKeys<1>(Q + h * HS, HS, kb + t * ldk, ldk, sc + h * ldsc + t);
   }
 }
 
-template <class T>
-static MOE_AI void Dots(int G, const float* Q, int HS, const T* kr, float* sc, int ldsc) {
-  int h = 0;
-  for (; h + 4 <= G; h += 4) DotsN<4>(Q + h * HS, HS, kr, sc + h * ldsc, ldsc);
-  for (; h < G; ++h) DotsN<1>(Q + h * HS, HS, kr, sc + h * ldsc, ldsc);
+// Oc[0 .. NC·VW) += Σ_{t<n} ph[t] · v_t[0 .. NC·VW) (v_t = vb + t·ldk): 2·NC independent FMA
+// chains (even and odd keys), so the loop runs at FMA throughput rather than latency.
+template <int NC, class T>
+static MOE_AI void AccChunks(const float* ph, const T* vb, long ldk, int n, float* Oc) {
+  vf a[NC], b[NC];
+  for (int i = 0; i < NC; ++i) a[i] = ldf(Oc + i * VW), b[i] = vf{};
+  int t = 0;
+  for (; t + 2 <= n; t += 2) {
+    const vf pa = splat(ph[t]), pb = splat(ph[t + 1]);
+    for (int i = 0; i < NC; ++i) {
+      a[i] = MOE_PA_FMA(pa, ld(vb + t * ldk + i * VW), a[i]);
+      b[i] = MOE_PA_FMA(pb, ld(vb + (t + 1) * ldk + i * VW), b[i]);
+    }
+  }
+  if (t < n) {
+    const vf pa = splat(ph[t]);
+    for (int i = 0; i < NC; ++i) a[i] = MOE_PA_FMA(pa, ld(vb + t * ldk + i * VW), a[i]);
+  }
+  for (int i = 0; i < NC; ++i) stf(Oc + i * VW, a[i] + b[i]);
 }
 
-// O[h] += p[h·ldp] · vr for the G heads of one row (O is G × HS).
+// O[h] += Σ_{t<n} p[h·ldp + t] · v_t for the G heads of one row (vb = first value row, rows
+// ldk apart).
 template <class T>
-static MOE_AI void AccumulateV(int G, const float* p, int ldp, int HS, const T* vr, float* O) {
-  int c = 0;
-  for (; c + VW <= HS; c += VW) {
-    const vf vv = ld(vr + c);
-    for (int h = 0; h < G; ++h) stf(O + h * HS + c, MOE_PA_FMA(splat(p[h * ldp]), vv, ldf(O + h * HS + c)));
-  }
-  for (; c < HS; ++c) {
-    const float x = tof(vr[c]);
-    for (int h = 0; h < G; ++h) O[h * HS + c] += p[h * ldp] * x;
+static MOE_AI void AccumulateV(int G, const float* p, int ldp, int HS, const T* vb, long ldk, int n, float* O) {
+  for (int h = 0; h < G; ++h) {
+    const float* ph = p + h * ldp;
+    float* Oh = O + h * HS;
+    int c = 0;
+    for (; c + 4 * VW <= HS; c += 4 * VW) AccChunks<4>(ph, vb + c, ldk, n, Oh + c);
+    for (; c + 2 * VW <= HS; c += 2 * VW) AccChunks<2>(ph, vb + c, ldk, n, Oh + c);
+    for (; c + VW <= HS; c += VW) AccChunks<1>(ph, vb + c, ldk, n, Oh + c);
+    for (; c < HS; ++c) {
+      float o = Oh[c];
+      for (int t = 0; t < n; ++t) o += ph[t] * tof(vb[t * ldk + c]);
+      Oh[c] = o;
+    }
   }
 }
 
@@ -154,7 +177,8 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
           const float* Q = Qs + (size_t)i * G * HS;
           float* Orow = O + (size_t)i * G * HS;
           for (int x = 0; x < G * bsp; ++x) sc[x] = -__builtin_inff();
-          for (int j = a0; j <= a1; ++j) Dots(G, Q, HS, kc + (slot0 + (j - jb)) * ldk + (size_t)g * HS, sc + (j - jb), bsp);
+          const size_t r0s = (slot0 + (a0 - jb)) * ldk + (size_t)g * HS;
+          Scores(G, Q, HS, kc + r0s, ldk, a1 - a0 + 1, sc + (a0 - jb), bsp);
           for (int h = 0; h < G; ++h) {
             float* srow = sc + (size_t)h * bsp;
             vf mx = splat(-__builtin_inff());
@@ -173,7 +197,7 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
             if (alpha != 1.0f)
               for (int c = 0; c < HS; ++c) Orow[h * HS + c] *= alpha;
           }
-          for (int j = a0; j <= a1; ++j) AccumulateV(G, sc + (j - jb), bsp, HS, vc + (slot0 + (j - jb)) * ldk + (size_t)g * HS, Orow);
+          AccumulateV(G, sc + (a0 - jb), bsp, HS, vc + r0s, ldk, a1 - a0 + 1, Orow);
         }
       }
       for (int i = 0; i < nr; ++i) {
