@@ -7,6 +7,7 @@ import { checkConvert } from "./convert.js";
 import { checkOps } from "./ops.js";
 import { checkAttention } from "./attention.js";
 import { checkRoute } from "./route.js";
+import { checkPagedAttention } from "./paged-attention.js";
 
 export const checkKernels: Checks<Kernels> = {
   ...checkGemm,
@@ -15,4 +16,5 @@ export const checkKernels: Checks<Kernels> = {
   ...checkOps,
   ...checkAttention,
   ...checkRoute,
+  ...checkPagedAttention,
 };

@@ -10,6 +10,7 @@ import { nativeConvert } from "./convert.js";
 import { nativeOps } from "./ops.js";
 import { nativeAttention } from "./attention.js";
 import { nativeRoute } from "./route.js";
+import { nativePagedAttention } from "./paged-attention.js";
 
 export interface NativeOptions {
   /** Worker threads of this engine. Default: MOE_NUM_THREADS, else the number of cores. */
@@ -48,6 +49,7 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
       ...nativeOps(addon, engine),
       ...nativeAttention(addon, engine),
       ...nativeRoute(addon, engine),
+      ...nativePagedAttention(addon, engine),
     },
     checkKernels,
     true,

@@ -10,9 +10,10 @@ import { refConvert } from "./convert.js";
 import { refOps } from "./ops.js";
 import { refAttention } from "./attention.js";
 import { refRoute } from "./route.js";
+import { refPagedAttention } from "./paged-attention.js";
 
 export function createRefBackend(): Backend {
-  const kernels = withChecks({ ...refGemm, ...refQuant, ...refConvert, ...refOps, ...refAttention, ...refRoute }, checkKernels, false);
+  const kernels = withChecks({ ...refGemm, ...refQuant, ...refConvert, ...refOps, ...refAttention, ...refRoute, ...refPagedAttention }, checkKernels, false);
   return {
     ...kernels,
     name: "ref",
