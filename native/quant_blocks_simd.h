@@ -1,0 +1,175 @@
+// Shared SIMD decoding of ggml blocks into groups of 32 int8 codes plus their scales, included
+// by quant_blocks_avx2.cc and quant_blocks_avx512.cc *after* each file's `#pragma GCC target`,
+// inside an anonymous namespace, so every function here is compiled once per ISA.
+// A group holds 32 consecutive values v_i = a(i) · q_i − b with a(i) = a0 for i < 16, a1 for
+// i ≥ 16 (a0 = a1 except in q6_k, whose scales cover 16 values). Products are rounded as ggml's
+// dequantize_row_* rounds them (a = f32(d·sc), b = f32(dmin·m)), so a · q − b with a separate
+// multiply and subtract reproduces ggml's value exactly.
+// Not: standalone (no includes of its own beyond what the including file has).
+
+struct Group {
+  __m256i q;  // 32 signed codes
+  float a0, a1, b;
+};
+
+inline float F16At(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Calls sink(offset, group) for each group of 32 values of the block at `blk`, in order.
+template <int Fmt, class Sink>
+inline void DecodeBlock(const uint8_t* blk, Sink& sink) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  if constexpr (Fmt == qb::kQ8_0) {
+    const float d = F16At(blk);
+    sink(0, Group{_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)), d, d, 0.0f});
+  } else if constexpr (Fmt == qb::kQ4_0) {
+    const float d = F16At(blk);
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
+    const __m256i q = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    sink(0, Group{q, d, d, 0.0f});
+  } else if constexpr (Fmt == qb::kQ4_K) {
+    const float d = F16At(blk), dmin = F16At(blk + 2);
+    const uint8_t* s = blk + 4;
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 4; ++j) {
+      sc[j] = s[j] & 63;
+      mn[j] = s[j + 4] & 63;
+      sc[j + 4] = static_cast<uint8_t>((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+      mn[j + 4] = static_cast<uint8_t>((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+    }
+    for (int g = 0; g < 4; ++g) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * g));
+      const float a1 = d * sc[2 * g], b1 = dmin * mn[2 * g], a2 = d * sc[2 * g + 1], b2 = dmin * mn[2 * g + 1];
+      sink(64 * g, Group{_mm256_and_si256(v, m4), a1, a1, b1});
+      sink(64 * g + 32, Group{_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), a2, a2, b2});
+    }
+  } else {
+    static_assert(Fmt == qb::kQ6_K, "unknown format");
+    const float d = F16At(blk + 208);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    const __m256i m3 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+      // Upper two bits of each quadrant moved to bits 4..5 (16-bit shifts, then masked per byte).
+      const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m3);
+      const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m3);
+      const __m256i h2 = _mm256_and_si256(qh, m3);
+      const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3);
+      const __m256i q1 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h0), k32);
+      const __m256i q2 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h1), k32);
+      const __m256i q3 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2), k32);
+      const __m256i q4 = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3), k32);
+      const int8_t* s = sc + 8 * h;
+      sink(128 * h, Group{q1, d * s[0], d * s[1], 0.0f});
+      sink(128 * h + 32, Group{q2, d * s[2], d * s[3], 0.0f});
+      sink(128 * h + 64, Group{q3, d * s[4], d * s[5], 0.0f});
+      sink(128 * h + 96, Group{q4, d * s[6], d * s[7], 0.0f});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Loops over blocks, generic over the vector traits T of the including file:
+//   T::V (vector type), T::kLanes, T::kPerGroup = 32 / kLanes,
+//   T::Values(const Group&, V out[kPerGroup])   exact values a·q − b (multiply, then subtract),
+//   T::Zero(), T::Load(const float*), T::Store(float*, V), T::Fma(a, b, acc), T::Add, T::HSum(V).
+
+template <class T, int Fmt>
+void DequantBlocks(const uint8_t* w, int64_t nblocks, float* out) {
+  constexpr int BS = qb::BlockSize(Fmt), BB = qb::BlockBytes(Fmt);
+  for (int64_t b = 0; b < nblocks; ++b) {
+    float* o = out + b * BS;
+    auto sink = [&](int off, const Group& g) {
+      typename T::V v[T::kPerGroup];
+      T::Values(g, v);
+      for (int j = 0; j < T::kPerGroup; ++j) T::Store(o + off + j * T::kLanes, v[j]);
+    };
+    DecodeBlock<Fmt>(w + b * BB, sink);
+  }
+}
+
+// Dot products of one weight row with M rows of x: out[m] = Σ_k x[m·K + k] · w[k]. Each block is
+// decoded once into registers and used for all M rows. Accumulators: kAcc per row (independent
+// FMA chains so that M = 1 is not bound by FMA latency).
+template <class T, int Fmt, int M>
+inline void DotRow(const float* x, int64_t K, const uint8_t* wrow, int64_t nblocks, float* out) {
+  constexpr int BS = qb::BlockSize(Fmt), BB = qb::BlockBytes(Fmt);
+  constexpr int kAcc = M == 1 ? T::kPerGroup : (M == 2 && T::kPerGroup >= 2 ? 2 : 1);
+  typename T::V acc[M][kAcc];
+  for (int m = 0; m < M; ++m)
+    for (int a = 0; a < kAcc; ++a) acc[m][a] = T::Zero();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const float* xb = x + b * BS;
+    auto sink = [&](int off, const Group& g) {
+      typename T::V v[T::kPerGroup];
+      T::Values(g, v);
+      for (int m = 0; m < M; ++m) {
+        const float* xm = xb + m * K + off;
+        for (int j = 0; j < T::kPerGroup; ++j) acc[m][j % kAcc] = T::Fma(T::Load(xm + j * T::kLanes), v[j], acc[m][j % kAcc]);
+      }
+    };
+    DecodeBlock<Fmt>(wrow + b * BB, sink);
+  }
+  for (int m = 0; m < M; ++m) {
+    typename T::V s = acc[m][0];
+    for (int a = 1; a < kAcc; ++a) s = T::Add(s, acc[m][a]);
+    out[m] = T::HSum(s);
+  }
+}
+
+template <class T, int Fmt, int M>
+void MatvecRows(const float* x, int64_t K, const uint8_t* w, int64_t rowBytes, int64_t n0, int64_t n1, float* y, int64_t N,
+                float beta) {
+  const int64_t nblocks = K / qb::BlockSize(Fmt);
+  for (int64_t n = n0; n < n1; ++n) {
+    float d[M];
+    DotRow<T, Fmt, M>(x, K, w + n * rowBytes, nblocks, d);
+    for (int m = 0; m < M; ++m) {
+      float* yp = y + m * N + n;
+      *yp = beta == 0.0f ? d[m] : d[m] + beta * *yp;
+    }
+  }
+}
+
+template <class T, int Fmt>
+void MatvecFmt(int M, const float* x, int64_t K, const uint8_t* w, int64_t rowBytes, int64_t n0, int64_t n1, float* y,
+               int64_t N, float beta) {
+  switch (M) {
+    case 1: return MatvecRows<T, Fmt, 1>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 2: return MatvecRows<T, Fmt, 2>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 3: return MatvecRows<T, Fmt, 3>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 4: return MatvecRows<T, Fmt, 4>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 5: return MatvecRows<T, Fmt, 5>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 6: return MatvecRows<T, Fmt, 6>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    case 7: return MatvecRows<T, Fmt, 7>(x, K, w, rowBytes, n0, n1, y, N, beta);
+    default: return MatvecRows<T, Fmt, 8>(x, K, w, rowBytes, n0, n1, y, N, beta);
+  }
+}
+
+template <class T>
+void Matvec(int fmt, int M, const float* x, int64_t K, const uint8_t* w, int64_t rowBytes, int64_t n0, int64_t n1,
+            float* y, int64_t N, float beta) {
+  switch (fmt) {
+    case qb::kQ8_0: return MatvecFmt<T, qb::kQ8_0>(M, x, K, w, rowBytes, n0, n1, y, N, beta);
+    case qb::kQ4_0: return MatvecFmt<T, qb::kQ4_0>(M, x, K, w, rowBytes, n0, n1, y, N, beta);
+    case qb::kQ4_K: return MatvecFmt<T, qb::kQ4_K>(M, x, K, w, rowBytes, n0, n1, y, N, beta);
+    default: return MatvecFmt<T, qb::kQ6_K>(M, x, K, w, rowBytes, n0, n1, y, N, beta);
+  }
+}
+
+template <class T>
+void Dequant(int fmt, const uint8_t* w, int64_t nblocks, float* out) {
+  switch (fmt) {
+    case qb::kQ8_0: return DequantBlocks<T, qb::kQ8_0>(w, nblocks, out);
+    case qb::kQ4_0: return DequantBlocks<T, qb::kQ4_0>(w, nblocks, out);
+    case qb::kQ4_K: return DequantBlocks<T, qb::kQ4_K>(w, nblocks, out);
+    default: return DequantBlocks<T, qb::kQ6_K>(w, nblocks, out);
+  }
+}
