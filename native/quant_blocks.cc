@@ -231,11 +231,35 @@ Napi::Value DequantizeBlock(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// readBandwidthProbe(engine, bytes: Uint8Array) -> number: a 64-bit sum of the array's words
+// (4 independent accumulators, vectorised by the compiler), parallel over the engine's pool.
+// For bench/quant-bench.ts: the read bandwidth the matvec kernels are compared with.
+Napi::Value ReadBandwidthProbe(const Napi::CallbackInfo& info) {
+  Engine* e = GetEngine(info);
+  const uint64_t* p = Ptr<uint64_t>(info[1]);
+  const int64_t n = Len(info[1]) / 8;
+  std::vector<uint64_t> part(static_cast<size_t>(e->threads), 0);
+  e->pool.parallel_for(n / 4, [&](int tid, int64_t b, int64_t en) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int64_t i = 4 * b; i < 4 * en; i += 4) {
+      a0 += p[i];
+      a1 += p[i + 1];
+      a2 += p[i + 2];
+      a3 += p[i + 3];
+    }
+    part[static_cast<size_t>(tid)] += a0 + a1 + a2 + a3;
+  });
+  uint64_t s = 0;
+  for (uint64_t v : part) s += v;
+  return Napi::Number::New(info.Env(), static_cast<double>(s & 0xFFFFFFFFu));
+}
+
 }  // namespace
 
 void RegisterQuantBlocks(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmQuantBlock", Napi::Function::New(env, GemmQuantBlock));
   exports.Set("dequantizeBlock", Napi::Function::New(env, DequantizeBlock));
+  exports.Set("readBandwidthProbe", Napi::Function::New(env, ReadBandwidthProbe));
   // ISA the block kernels use on this CPU under the current MOE_GEMM_ISA ("avx512", "avx2", "scalar").
   exports.Set("quantBlockIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), SelectIsa().name);

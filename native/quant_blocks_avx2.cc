@@ -7,6 +7,7 @@
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
+#include <cmath>
 #include <cstring>
 
 namespace moe {
@@ -23,7 +24,7 @@ struct Avx2 {
     out[1] = _mm256_mul_ps(a0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
     out[2] = _mm256_mul_ps(a1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
     out[3] = _mm256_mul_ps(a1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
-    if (g.b != 0.0f) {
+    if (g.b != 0.0f || std::signbit(g.b)) {  // −0 too: −0 − (−0) is +0, as in ggml
       const __m256 b = _mm256_set1_ps(g.b);
       for (int j = 0; j < 4; ++j) out[j] = _mm256_sub_ps(out[j], b);
     }

@@ -11,6 +11,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#include <cmath>
 #include <cstring>
 
 namespace moe {
@@ -24,7 +25,7 @@ struct Avx512 {
     const __m128i lo = _mm256_castsi256_si128(g.q), hi = _mm256_extracti128_si256(g.q, 1);
     out[0] = _mm512_mul_ps(_mm512_set1_ps(g.a0), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)));
     out[1] = _mm512_mul_ps(_mm512_set1_ps(g.a1), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)));
-    if (g.b != 0.0f) {
+    if (g.b != 0.0f || std::signbit(g.b)) {  // −0 too: −0 − (−0) is +0, as in ggml
       const __m512 b = _mm512_set1_ps(g.b);
       out[0] = _mm512_sub_ps(out[0], b);
       out[1] = _mm512_sub_ps(out[1], b);
