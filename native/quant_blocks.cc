@@ -133,7 +133,7 @@ void MatvecScalar(int fmt, int M, const float* x, int64_t K, const uint8_t* w, i
   }
 }
 
-const qb::Isa kScalar{"scalar", &DequantScalar, &MatvecScalar};
+const qb::Isa kScalar{"scalar", &DequantScalar, &MatvecScalar, nullptr};
 
 // ---------------------------------------------------------------------------
 // Dispatch and threading
@@ -255,6 +255,22 @@ Napi::Value ReadBandwidthProbe(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+// gemmQuant's M ≤ 8 path (called by convert.cc GemmQuant): dense codes widened in registers,
+// parallel over weight rows. False when the CPU (or MOE_GEMM_ISA) gives no SIMD path.
+bool DenseQuantMatvec(Engine* e, int dtype, int M, const float* x, int64_t K, const void* w, const float* scales,
+                      bool perRow, int64_t N, float* y, float beta) {
+  const qb::Isa& isa = SelectIsa();
+  if (isa.dense == nullptr || M < 1 || M > 8) return false;
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  const int64_t rowBytes = K * (dtype <= 1 ? 2 : 1);
+  if (e->threads == 1 || N < 2 || N * rowBytes < kParallelMinBytes) {
+    isa.dense(dtype, M, x, K, wb, scales, perRow, 0, N, y, N, beta);
+  } else {
+    e->pool.parallel_for(N, [&](int, int64_t n0, int64_t n1) { isa.dense(dtype, M, x, K, wb, scales, perRow, n0, n1, y, N, beta); });
+  }
+  return true;
+}
 
 void RegisterQuantBlocks(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmQuantBlock", Napi::Function::New(env, GemmQuantBlock));

@@ -21,10 +21,17 @@ using DequantFn = void (*)(int fmt, const uint8_t* w, int64_t nblocks, float* ou
 using MatvecFn = void (*)(int fmt, int M, const float* x, int64_t K, const uint8_t* w, int64_t rowBytes, int64_t n0,
                           int64_t n1, float* y, int64_t N, float beta);
 
+// gemmQuant's dense codes (dtype 0 bf16, 1 f16, 2 fp8 e4m3, 3 fp8 e5m2, 4 int8; one code of
+// 1 or 2 bytes per weight, rows of K codes), M ≤ 8, weight rows [n0, n1):
+// y[m·N + n] = (Σ_k x[m,k]·decode(w[n,k])) · scales[perRow ? n : 0] (+ beta·y when beta ≠ 0).
+using DenseMatvecFn = void (*)(int dtype, int M, const float* x, int64_t K, const uint8_t* w, const float* scales,
+                               bool perRow, int64_t n0, int64_t n1, float* y, int64_t N, float beta);
+
 struct Isa {
   const char* name;  // "avx512" | "avx2" | "scalar"
   DequantFn dequant;
   MatvecFn matvec;
+  DenseMatvecFn dense;  // nullptr: gemmQuant keeps its portable decode-to-tile path
 };
 
 // nullptr when not compiled (non-x86); the caller checks the CPU before using one.

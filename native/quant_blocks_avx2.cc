@@ -29,6 +29,26 @@ struct Avx2 {
       for (int j = 0; j < 4; ++j) out[j] = _mm256_sub_ps(out[j], b);
     }
   }
+  template <int D>
+  static inline V Dense(const uint8_t* p) {
+    if constexpr (D == kBf16) {
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(c), 16));
+    } else if constexpr (D == kF16) {
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    } else if constexpr (D == kE5m2) {
+      return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), 8));
+    } else if constexpr (D == kE4m3) {
+      const __m128i c = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      const __m128i mag = _mm_and_si128(c, _mm_set1_epi16(0x7F));
+      const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(c, _mm_set1_epi16(0x80)), 8), _mm_slli_epi16(mag, 7));
+      const __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+      const __m256 nan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7F))));
+      return _mm256_blendv_ps(v, _mm256_set1_ps(__builtin_nanf("")), nan);
+    } else {
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+  }
   static inline V Zero() { return _mm256_setzero_ps(); }
   static inline V Load(const float* p) { return _mm256_loadu_ps(p); }
   static inline void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
@@ -41,7 +61,7 @@ struct Avx2 {
   }
 };
 
-const qb::Isa kAvx2{"avx2", &Dequant<Avx2>, &Matvec<Avx2>};
+const qb::Isa kAvx2{"avx2", &Dequant<Avx2>, &Matvec<Avx2>, &DenseMatvec<Avx2>};
 
 }  // namespace
 

@@ -31,6 +31,26 @@ struct Avx512 {
       out[1] = _mm512_sub_ps(out[1], b);
     }
   }
+  template <int D>
+  static inline V Dense(const uint8_t* p) {
+    if constexpr (D == kBf16) {
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(c), 16));
+    } else if constexpr (D == kF16) {
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    } else if constexpr (D == kE5m2) {
+      return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 8));
+    } else if constexpr (D == kE4m3) {
+      const __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      const __m256i mag = _mm256_and_si256(c, _mm256_set1_epi16(0x7F));
+      const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8), _mm256_slli_epi16(mag, 7));
+      const __m512 v = _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+      const __mmask16 nan = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7F));
+      return _mm512_mask_mov_ps(v, nan, _mm512_set1_ps(__builtin_nanf("")));
+    } else {
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+  }
   static inline V Zero() { return _mm512_setzero_ps(); }
   static inline V Load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
@@ -44,7 +64,7 @@ struct Avx512 {
   }
 };
 
-const qb::Isa kAvx512{"avx512", &Dequant<Avx512>, &Matvec<Avx512>};
+const qb::Isa kAvx512{"avx512", &Dequant<Avx512>, &Matvec<Avx512>, &DenseMatvec<Avx512>};
 
 }  // namespace
 

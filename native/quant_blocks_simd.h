@@ -173,3 +173,97 @@ void Dequant(int fmt, const uint8_t* w, int64_t nblocks, float* out) {
     default: return DequantBlocks<T, qb::kQ6_K>(w, nblocks, out);
   }
 }
+
+// ---------------------------------------------------------------------------
+// Dense narrow codes (gemmQuant's bf16 / f16 / fp8 e4m3 / fp8 e5m2 / int8, one code per weight)
+// for M ≤ 8: each weight row is read once, widened in registers and multiplied into all M rows.
+// T additionally provides T::Dense<D>(const uint8_t* p) → V: kLanes codes at p decoded exactly.
+// E4M3 is widened through f16: (sign << 8 | (code & 0x7F) << 7) is an f16 whose value is the
+// E4M3 value / 256 for every finite code, subnormals included; code & 0x7F == 0x7F is NaN.
+
+enum DenseDtype { kBf16 = 0, kF16 = 1, kE4m3 = 2, kE5m2 = 3, kInt8 = 4 };
+
+constexpr int DenseBytes(int d) { return d == kBf16 || d == kF16 ? 2 : 1; }
+
+inline float DenseScalar(int d, const uint8_t* p) {
+  switch (d) {
+    case kBf16: {
+      uint32_t u = static_cast<uint32_t>(p[0] | (p[1] << 8)) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      return f;
+    }
+    case kF16:
+      return _cvtsh_ss(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+    case kE4m3: {
+      if ((p[0] & 0x7F) == 0x7F) return (p[0] & 0x80) ? -__builtin_nanf("") : __builtin_nanf("");
+      return _cvtsh_ss(static_cast<uint16_t>(((p[0] & 0x80) << 8) | ((p[0] & 0x7F) << 7))) * 256.0f;
+    }
+    case kE5m2:
+      return _cvtsh_ss(static_cast<uint16_t>(p[0] << 8));
+    default:
+      return static_cast<float>(static_cast<int8_t>(p[0]));
+  }
+}
+
+template <class T, int D, int M>
+void DenseRows(const float* x, int64_t K, const uint8_t* w, const float* scales, bool perRow, int64_t n0, int64_t n1,
+               float* y, int64_t N, float beta) {
+  constexpr int L = T::kLanes, B = DenseBytes(D);
+  constexpr int kAcc = M == 1 ? 4 : (M == 2 ? 2 : 1);
+  constexpr int kUnroll = kAcc;  // vectors per step, one accumulator each
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wr = w + n * K * B;
+    typename T::V acc[M][kAcc];
+    for (int m = 0; m < M; ++m)
+      for (int a = 0; a < kAcc; ++a) acc[m][a] = T::Zero();
+    int64_t k = 0;
+    for (; k + kUnroll * L <= K; k += kUnroll * L) {
+      for (int u = 0; u < kUnroll; ++u) {
+        const typename T::V v = T::template Dense<D>(wr + (k + u * L) * B);
+        for (int m = 0; m < M; ++m) acc[m][u % kAcc] = T::Fma(T::Load(x + m * K + k + u * L), v, acc[m][u % kAcc]);
+      }
+    }
+    for (; k + L <= K; k += L) {
+      const typename T::V v = T::template Dense<D>(wr + k * B);
+      for (int m = 0; m < M; ++m) acc[m][0] = T::Fma(T::Load(x + m * K + k), v, acc[m][0]);
+    }
+    const float s = scales[perRow ? n : 0];
+    for (int m = 0; m < M; ++m) {
+      typename T::V t = acc[m][0];
+      for (int a = 1; a < kAcc; ++a) t = T::Add(t, acc[m][a]);
+      float d = T::HSum(t);
+      for (int64_t kk = k; kk < K; ++kk) d += x[m * K + kk] * DenseScalar(D, wr + kk * B);
+      const float v = d * s;
+      float* yp = y + m * N + n;
+      *yp = beta == 0.0f ? v : v + beta * *yp;
+    }
+  }
+}
+
+template <class T, int D>
+void DenseFmt(int M, const float* x, int64_t K, const uint8_t* w, const float* scales, bool perRow, int64_t n0, int64_t n1,
+              float* y, int64_t N, float beta) {
+  switch (M) {
+    case 1: return DenseRows<T, D, 1>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 2: return DenseRows<T, D, 2>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 3: return DenseRows<T, D, 3>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 4: return DenseRows<T, D, 4>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 5: return DenseRows<T, D, 5>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 6: return DenseRows<T, D, 6>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case 7: return DenseRows<T, D, 7>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+    default: return DenseRows<T, D, 8>(x, K, w, scales, perRow, n0, n1, y, N, beta);
+  }
+}
+
+template <class T>
+void DenseMatvec(int dtype, int M, const float* x, int64_t K, const uint8_t* w, const float* scales, bool perRow,
+                 int64_t n0, int64_t n1, float* y, int64_t N, float beta) {
+  switch (dtype) {
+    case kBf16: return DenseFmt<T, kBf16>(M, x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case kF16: return DenseFmt<T, kF16>(M, x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case kE4m3: return DenseFmt<T, kE4m3>(M, x, K, w, scales, perRow, n0, n1, y, N, beta);
+    case kE5m2: return DenseFmt<T, kE5m2>(M, x, K, w, scales, perRow, n0, n1, y, N, beta);
+    default: return DenseFmt<T, kInt8>(M, x, K, w, scales, perRow, n0, n1, y, N, beta);
+  }
+}

@@ -395,3 +395,58 @@ test("gemmQuantBlock / dequantizeBlock: bad arguments are KernelArgErrors", () =
     assertKernelError(() => be.dequantizeBlock(new Float32Array(256), new Uint8Array(143), "q4_k", 256), /w has 143 elements, expected 144/);
   }
 });
+
+// ---------------------------------------------------------------------------
+// gemmQuant's M ≤ 8 path (dense codes widened in registers, native/quant_blocks*.cc)
+
+test("gemmQuant M ≤ 8 on every ISA: every code of every dtype exact (NaN, ±Inf, subnormals), random rows == ref", () => {
+  const DTYPES = ["bf16", "f16", "fp8_e4m3", "fp8_e5m2", "int8"] as const;
+  for (const dtype of DTYPES) {
+    const count = dtype === "bf16" || dtype === "f16" ? 65536 : 256;
+    const K = 37; // two 16-lane vectors and a tail (AVX-512), four 8-lane vectors and a tail (AVX2)
+    const w = dtype === "int8" ? new Int8Array(count * K) : count === 256 ? new Uint8Array(count * K) : new Uint16Array(count * K);
+    for (let n = 0; n < count; n++) w[n * K + ((n * 7) % K)] = dtype === "int8" ? (n << 24) >> 24 : n;
+    // M = 2: row 0 all ones, row 1 all minus ones ⇒ y[0,n] = decode(code n)·s, y[1,n] = −decode·s.
+    const x = Float32Array.from({ length: 2 * K }, (_, i) => (i < K ? 1 : -1));
+    const want = new Float32Array(2 * count);
+    ref.gemmQuant(x, w, Float32Array.of(0.5), want, { M: 2, N: count, K, dtype });
+    for (const isa of ISAS) {
+      for (const { label, be } of nat) {
+        const y = new Float32Array(2 * count);
+        withIsa(isa, () => be.gemmQuant(x, w, Float32Array.of(0.5), y, { M: 2, N: count, K, dtype }));
+        for (let i = 0; i < 2 * count; i++) {
+          const ok = Number.isNaN(want[i]!) ? Number.isNaN(y[i]!) : y[i] === want[i];
+          if (!ok) assert.fail(`${label} ${isa} ${dtype} y[${i}]: ${y[i]} vs ref ${want[i]}`);
+        }
+      }
+    }
+    // Random finite codes, M = 1..8, per-row scales, beta: within the f32 summation bound.
+    const r = rng(31);
+    for (const [M, N, Kr] of [[1, 67, 300], [3, 9, 1000], [8, 40, 129], [5, 300, 256]] as const) {
+      const codes = dtype === "int8" ? Int8Array.from({ length: N * Kr }, () => Math.floor(r() * 255) - 127)
+        : dtype === "bf16" ? Uint16Array.from({ length: N * Kr }, () => (Math.floor(r() * 65536) & 0x87ff) | 0x3800)
+        : dtype === "f16" ? Uint16Array.from({ length: N * Kr }, () => Math.floor(r() * 65536) & 0xbbff)
+        : Uint8Array.from({ length: N * Kr }, () => Math.floor(r() * 256) & 0xf7);
+      const scales = Float32Array.from({ length: N }, () => 0.1 + r());
+      const x = randn(Float32Array, M * Kr, 40 + M);
+      const y0 = randn(Float32Array, M * N, 50 + M);
+      const wantR = y0.slice();
+      ref.gemmQuant(x, codes, scales, wantR, { M, N, K: Kr, dtype, beta: 0.25 });
+      // Σ_k |x|·|decode(w)|·scale for the bound: ref on |x| and sign-stripped codes.
+      const absY = new Float32Array(M * N);
+      const absX = Float32Array.from(x, Math.abs);
+      const stripped = dtype === "int8" ? Int8Array.from(codes as Int8Array, (c) => Math.abs(c)) : dtype === "bf16" || dtype === "f16" ? Uint16Array.from(codes as Uint16Array, (c) => c & 0x7fff) : Uint8Array.from(codes as Uint8Array, (c) => c & 0x7f);
+      ref.gemmQuant(absX, stripped, scales, absY, { M, N, K: Kr, dtype });
+      for (const isa of ISAS) {
+        for (const { label, be } of nat) {
+          const y = y0.slice();
+          withIsa(isa, () => be.gemmQuant(x, codes, scales, y, { M, N, K: Kr, dtype, beta: 0.25 }));
+          for (let i = 0; i < M * N; i++) {
+            const bound = (Kr + 8) * 2 ** -23 * (absY[i]! + Math.abs(0.25 * y0[i]!)) + 1e-30;
+            if (!(Math.abs(y[i]! - wantR[i]!) <= bound)) assert.fail(`${label} ${isa} ${dtype} ${M}x${N}x${Kr} y[${i}]: ${y[i]} vs ref ${wantR[i]} (bound ${bound})`);
+          }
+        }
+      }
+    }
+  }
+});
