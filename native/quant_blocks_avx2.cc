@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace moe {
 namespace {
@@ -49,6 +50,8 @@ struct Avx2 {
       return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
     }
   }
+  static inline V Mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static inline V Set1(float a) { return _mm256_set1_ps(a); }
   static inline V Zero() { return _mm256_setzero_ps(); }
   static inline V Load(const float* p) { return _mm256_loadu_ps(p); }
   static inline void Store(float* p, V v) { _mm256_storeu_ps(p, v); }

@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace moe {
 namespace {
@@ -51,6 +52,8 @@ struct Avx512 {
       return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
   }
+  static inline V Mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static inline V Set1(float a) { return _mm512_set1_ps(a); }
   static inline V Zero() { return _mm512_setzero_ps(); }
   static inline V Load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void Store(float* p, V v) { _mm512_storeu_ps(p, v); }

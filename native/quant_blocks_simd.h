@@ -98,21 +98,46 @@ void DequantBlocks(const uint8_t* w, int64_t nblocks, float* out) {
 // Dot products of one weight row with M rows of x: out[m] = Σ_k x[m·K + k] · w[k]. Each block is
 // decoded once into registers and used for all M rows. Accumulators: kAcc per row (independent
 // FMA chains so that M = 1 is not bound by FMA latency).
+// - M = 1 and one scale per group (all but q6_k): t = Σ_j x_j·q_j on the raw codes, then
+//   acc += a·t (fewer multiplies than scaling every vector).
+// - q4_k: the min term is taken out of the loop: Σ x·(a·q − b) = Σ x·a·q − b·Σ x, with the
+//   32-value sums of x (xs, M × K/32) computed once per call.
 template <class T, int Fmt, int M>
-inline void DotRow(const float* x, int64_t K, const uint8_t* wrow, int64_t nblocks, float* out) {
+inline void DotRow(const float* x, int64_t K, const float* xs, const uint8_t* wrow, int64_t nblocks, float* out) {
   constexpr int BS = qb::BlockSize(Fmt), BB = qb::BlockBytes(Fmt);
-  constexpr int kAcc = M == 1 ? T::kPerGroup : (M == 2 && T::kPerGroup >= 2 ? 2 : 1);
+  constexpr bool kRawCodes = M == 1 && Fmt != qb::kQ6_K;
+  constexpr int kAcc = kRawCodes ? 2 : M == 1 ? T::kPerGroup : (M == 2 && T::kPerGroup >= 2 ? 2 : 1);
+  const int64_t G = K / 32;
   typename T::V acc[M][kAcc];
-  for (int m = 0; m < M; ++m)
+  float off[M];
+  for (int m = 0; m < M; ++m) {
+    off[m] = 0.0f;
     for (int a = 0; a < kAcc; ++a) acc[m][a] = T::Zero();
+  }
   for (int64_t b = 0; b < nblocks; ++b) {
     const float* xb = x + b * BS;
-    auto sink = [&](int off, const Group& g) {
+    auto sink = [&](int o, const Group& g) {
       typename T::V v[T::kPerGroup];
-      T::Values(g, v);
-      for (int m = 0; m < M; ++m) {
-        const float* xm = xb + m * K + off;
-        for (int j = 0; j < T::kPerGroup; ++j) acc[m][j % kAcc] = T::Fma(T::Load(xm + j * T::kLanes), v[j], acc[m][j % kAcc]);
+      Group gs = g;
+      gs.b = 0.0f;
+      if constexpr (Fmt == qb::kQ4_K) {
+        const int64_t gi = (b * BS + o) / 32;
+        for (int m = 0; m < M; ++m) off[m] += g.b * xs[m * G + gi];
+      }
+      if constexpr (kRawCodes) {
+        gs.a0 = gs.a1 = 1.0f;
+        T::Values(gs, v);  // codes as floats (· 1, exact)
+        const float* xm = xb + o;
+        typename T::V t = T::Mul(T::Load(xm), v[0]);
+        for (int j = 1; j < T::kPerGroup; ++j) t = T::Fma(T::Load(xm + j * T::kLanes), v[j], t);
+        const int par = (o >> 5) & 1;
+        acc[0][par] = T::Fma(t, T::Set1(g.a0), acc[0][par]);
+      } else {
+        T::Values(gs, v);
+        for (int m = 0; m < M; ++m) {
+          const float* xm = xb + m * K + o;
+          for (int j = 0; j < T::kPerGroup; ++j) acc[m][j % kAcc] = T::Fma(T::Load(xm + j * T::kLanes), v[j], acc[m][j % kAcc]);
+        }
       }
     };
     DecodeBlock<Fmt>(wrow + b * BB, sink);
@@ -120,7 +145,7 @@ inline void DotRow(const float* x, int64_t K, const uint8_t* wrow, int64_t nbloc
   for (int m = 0; m < M; ++m) {
     typename T::V s = acc[m][0];
     for (int a = 1; a < kAcc; ++a) s = T::Add(s, acc[m][a]);
-    out[m] = T::HSum(s);
+    out[m] = T::HSum(s) - off[m];
   }
 }
 
@@ -128,9 +153,19 @@ template <class T, int Fmt, int M>
 void MatvecRows(const float* x, int64_t K, const uint8_t* w, int64_t rowBytes, int64_t n0, int64_t n1, float* y, int64_t N,
                 float beta) {
   const int64_t nblocks = K / qb::BlockSize(Fmt);
+  std::vector<float> xs;
+  if constexpr (Fmt == qb::kQ4_K) {
+    xs.resize(static_cast<size_t>(M * (K / 32)));
+    for (int m = 0; m < M; ++m)
+      for (int64_t g = 0; g < K / 32; ++g) {
+        float s = 0.0f;
+        for (int j = 0; j < 32; ++j) s += x[m * K + 32 * g + j];
+        xs[static_cast<size_t>(m * (K / 32) + g)] = s;
+      }
+  }
   for (int64_t n = n0; n < n1; ++n) {
     float d[M];
-    DotRow<T, Fmt, M>(x, K, w + n * rowBytes, nblocks, d);
+    DotRow<T, Fmt, M>(x, K, xs.data(), w + n * rowBytes, nblocks, d);
     for (int m = 0; m < M; ++m) {
       float* yp = y + m * N + n;
       *yp = beta == 0.0f ? d[m] : d[m] + beta * *yp;
