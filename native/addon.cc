@@ -72,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterRoute(env, exports);
   RegisterConvert(env, exports);
   RegisterPagedAttention(env, exports);
+  RegisterQuantBlocks(env, exports);
   return exports;
 }
 

@@ -115,6 +115,33 @@ export interface QuantKernels {
 }
 
 // ---------------------------------------------------------------------------
+// GGUF block-quantised weights (inference): byte layouts in src/core/quant-blocks.ts
+
+export type { BlockFormat } from "../core/quant-blocks.js";
+import type { BlockFormat } from "../core/quant-blocks.js";
+
+export interface QuantBlockGemmParams {
+  M: number;
+  N: number;
+  /** A multiple of the format's block size (32 for q8_0/q4_0, 256 for q4_k/q6_k). */
+  K: number;
+  format: BlockFormat;
+  /** Default 0 (overwrite). */
+  beta?: number;
+}
+
+export interface QuantBlockKernels {
+  /**
+   * y (M,N) = x (M,K) · dequant(w)ᵀ + beta·y. w holds N rows of K/blockSize raw ggml
+   * blocks each (exactly the bytes of a GGUF tensor with ne = [K, N]); dequant is ggml's
+   * dequantize_row_*. x and y are Float32Array.
+   */
+  gemmQuantBlock(x: Float32Array, w: Uint8Array, y: Float32Array, p: QuantBlockGemmParams): void;
+  /** out (n) = dequant of the n/blockSize blocks in w, bit for bit ggml's dequantize_row_*. */
+  dequantizeBlock(out: Float32Array, w: Uint8Array, format: BlockFormat, n: number): void;
+}
+
+// ---------------------------------------------------------------------------
 // Dtype conversion (round-to-nearest-even, NaN kept)
 
 export type Fp8Format = "e4m3" | "e5m2";
@@ -378,7 +405,7 @@ export interface BackendInfo {
   cpuFeatures: string[];
 }
 
-export interface Kernels extends GemmKernels, QuantKernels, ConvertKernels, OpsKernels, AttentionKernels, PagedAttentionKernels, RouteKernels {}
+export interface Kernels extends GemmKernels, QuantKernels, QuantBlockKernels, ConvertKernels, OpsKernels, AttentionKernels, PagedAttentionKernels, RouteKernels {}
 
 export interface Backend extends Kernels {
   readonly name: BackendName;

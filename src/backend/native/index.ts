@@ -6,6 +6,7 @@ import { checkKernels } from "../checks/index.js";
 import { loadAddon, type EngineHandle } from "./addon.js";
 import { nativeGemm } from "./gemm.js";
 import { nativeQuant } from "./quant.js";
+import { nativeQuantBlocks } from "./quant-blocks.js";
 import { nativeConvert } from "./convert.js";
 import { nativeOps } from "./ops.js";
 import { nativeAttention } from "./attention.js";
@@ -45,6 +46,7 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
     {
       ...nativeGemm(addon, engine),
       ...nativeQuant(addon, engine),
+      ...nativeQuantBlocks(addon, engine),
       ...nativeConvert(addon, engine),
       ...nativeOps(addon, engine),
       ...nativeAttention(addon, engine),
