@@ -2,7 +2,8 @@
 // The `moe` command line. Each subcommand lives in its own module; this file only dispatches.
 import { runInfo } from "./info.js";
 import { runTrain } from "./train.js";
-import { runEval, runGenerate, runInspect, runUpcycle } from "./model-commands.js";
+import { runEval, runInspect, runUpcycle } from "./model-commands.js";
+import { runChat, runGenerate } from "./generate.js";
 import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
@@ -12,7 +13,8 @@ const USAGE = `usage: moe <command> [options]
 
 commands:
   train [-c config.yaml] [--resume] [key=value ...]   train an MoE LM (defaults: small MoE on Moby Dick)
-  generate MODEL --prompt TEXT [--max-tokens N]       generate text from a model or run directory
+  generate MODEL --prompt TEXT [--max-tokens N]       stream text from a model, run directory or .gguf (KV-cached engine)
+  chat MODEL                                         interactive chat with the model's chat template
   eval MODEL [--data PATHS]                            held-out loss and perplexity
   inspect MODEL [--json]                               family, parameters (total/active), experts, dtypes
   upcycle --from DENSE --experts 8 --top-k 2 --out D   turn a dense checkpoint into an MoE
@@ -33,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
       return runTrain(rest);
     case "generate":
       return runGenerate(rest);
+    case "chat":
+      return runChat(rest);
     case "eval":
       return runEval(rest);
     case "inspect":

@@ -10,7 +10,6 @@ import { buildLayout } from "../model/params.js";
 import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
 import { resolveModelDir } from "../train/checkpoints.js";
 import { loadTokenizer } from "../data/tokenizer.js";
-import { generate } from "../infer/generate.js";
 import { parseCorpusSpec } from "../data/corpus.js";
 import { ensureShards, shardCacheDir, tokenizerHash } from "../data/shards.js";
 import { evaluateLoss } from "../train/eval.js";
@@ -23,34 +22,6 @@ function positiveInt(cmd: string, name: string, v: number | undefined, d: number
   const x = v ?? d;
   if (!Number.isInteger(x) || x < 1) throw new Error(`${cmd}: --${name} must be a positive integer, got ${x}`);
   return x;
-}
-
-export async function runGenerate(argv: string[]): Promise<number> {
-  const { flags, positional } = parseFlags("moe generate", argv, {
-    prompt: "string", "max-tokens": "number", temperature: "number", "top-p": "number", seed: "number", backend: "string", threads: "number", help: "boolean",
-  });
-  if (flags.help || positional.length !== 1) {
-    console.log("usage: moe generate MODEL --prompt TEXT [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--seed 0]");
-    return flags.help ? 0 : 2;
-  }
-  const dir = resolveModelDir(positional[0]!);
-  const tokFile = path.join(dir, "tokenizer.json");
-  if (!existsSync(tokFile)) throw new Error(`moe generate: ${dir} has no tokenizer.json`);
-  const tok = loadTokenizer(tokFile);
-  const maxTokens = positiveInt("moe generate", "max-tokens", flags["max-tokens"], 64);
-  const temperature = flags.temperature ?? 0.8;
-  if (!(temperature >= 0)) throw new Error(`moe generate: --temperature must be ≥ 0, got ${temperature}`);
-  const topP = flags["top-p"] ?? 0.95;
-  if (!(topP > 0 && topP <= 1)) throw new Error(`moe generate: --top-p must be in (0, 1], got ${topP}`);
-  const prompt = flags.prompt ?? "";
-  const ids = tok.encode(prompt);
-  if (tok.eosId !== undefined && ids.length === 0) ids.push(tok.eosId);
-  const hf = readHfConfig(dir);
-  const T = Math.min(ids.length + maxTokens, Math.max(hf.max_position_embeddings, ids.length + 1));
-  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B: 1, T });
-  const out = generate(model, ids.slice(-(T - 1)), { maxTokens: Math.min(maxTokens, T - Math.min(ids.length, T - 1)), temperature, topP, seed: flags.seed ?? 0, eosId: tok.eosId });
-  process.stdout.write(prompt + tok.decode(out) + "\n");
-  return 0;
 }
 
 export async function runEval(argv: string[]): Promise<number> {

@@ -1,0 +1,119 @@
+// `moe generate` and `moe chat`: the inference engine from the command line. Both stream tokens
+// to stdout as they are sampled; every sampler option is a flag (names as vLLM / OpenAI, with
+// dashes). `--dtype` stores the weights compactly at load (bf16, f16, fp8_e4m3, fp8_e5m2, int8,
+// q8_0, q4_0, q4_k, q6_k); `MODEL` is an HF directory, a run directory or a .gguf file.
+// Not: the engine (infer/engine.ts) or the server (serve/).
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { backendFromFlags } from "../backend/index.js";
+import { Engine } from "../infer/engine.js";
+import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
+import { openModel, type OpenedModel } from "../infer/open.js";
+import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
+import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
+import type { Tokenizer } from "../data/types.js";
+import { parseFlags } from "./args.js";
+
+const SAMPLER_FLAGS = {
+  "max-tokens": "number", temperature: "number", "top-p": "number", "top-k": "number", "min-p": "number", "repetition-penalty": "number",
+  "presence-penalty": "number", "frequency-penalty": "number", "min-tokens": "number", seed: "number", stop: "string", "ignore-eos": "boolean",
+} as const;
+const ENGINE_FLAGS = { dtype: "string", "kv-dtype": "string", "max-model-len": "number", backend: "string", threads: "number", help: "boolean" } as const;
+
+type SamplerFlags = { [K in keyof typeof SAMPLER_FLAGS]?: (typeof SAMPLER_FLAGS)[K] extends "number" ? number : (typeof SAMPLER_FLAGS)[K] extends "boolean" ? boolean : string };
+
+function samplingParams(f: SamplerFlags, vocabSize: number, maxModelLen: number, defaults: { maxTokens: number; stop?: readonly string[] }): SamplingParams {
+  return validateSamplingParams({
+    max_tokens: f["max-tokens"] ?? defaults.maxTokens, temperature: f.temperature ?? 0.8, top_p: f["top-p"] ?? 0.95, top_k: f["top-k"], min_p: f["min-p"],
+    repetition_penalty: f["repetition-penalty"], presence_penalty: f["presence-penalty"], frequency_penalty: f["frequency-penalty"], min_tokens: f["min-tokens"],
+    seed: f.seed ?? 0, stop: [...(f.stop !== undefined ? f.stop.split("|") : []), ...(defaults.stop ?? [])], ignore_eos: f["ignore-eos"] ?? false,
+  }, { vocabSize, maxModelLen });
+}
+
+interface Loaded {
+  opened: OpenedModel;
+  tokenizer: Tokenizer;
+  engine: Engine;
+  maxModelLen: number;
+}
+
+function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number }): Loaded {
+  const be = backendFromFlags(f, cmd);
+  const dtype = (f.dtype ?? "f32") as EngineDtype;
+  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
+  const kvDtype = f["kv-dtype"] ?? "f32";
+  if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
+  const opened = openModel(model, be);
+  if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
+  const maxModelLen = f["max-model-len"] ?? Math.min(opened.contextLength, 4096);
+  if (!(Number.isInteger(maxModelLen) && maxModelLen >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${maxModelLen}`);
+  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
+  return { opened, tokenizer: opened.tokenizer, engine, maxModelLen };
+}
+
+export async function runGenerate(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe generate", argv, { prompt: "string", "prompt-file": "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
+  if (flags.help || positional.length !== 1) {
+    console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
+      "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
+      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N]");
+    return flags.help ? 0 : 2;
+  }
+  if (flags.prompt !== undefined && flags["prompt-file"] !== undefined) throw new Error("moe generate: give --prompt or --prompt-file, not both");
+  const L = load("moe generate", positional[0]!, flags);
+  const prompt = flags.prompt ?? (flags["prompt-file"] !== undefined ? readFileSync(flags["prompt-file"], "utf8") : process.stdin.isTTY ? "" : readFileSync(0, "utf8"));
+  let ids = L.tokenizer.encode(prompt);
+  if (ids.length === 0 && L.tokenizer.eosId !== undefined) ids = [L.tokenizer.eosId];
+  if (ids.length === 0) throw new Error("moe generate: the prompt is empty and the tokenizer has no EOS token to start from");
+  if (ids.length >= L.maxModelLen) ids = ids.slice(-(L.maxModelLen - 1));
+  const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: 64 });
+  process.stdout.write(prompt);
+  for await (const ev of L.engine.submit(ids, params)) process.stdout.write(ev.text);
+  process.stdout.write("\n");
+  return 0;
+}
+
+export async function runChat(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe chat", argv, { system: "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
+  if (flags.help || positional.length !== 1) {
+    console.log("usage: moe chat MODEL [--system TEXT] [sampler and engine flags of moe generate]; /reset clears the conversation, /exit or Ctrl-D ends");
+    return flags.help ? 0 : 2;
+  }
+  const L = load("moe chat", positional[0]!, flags);
+  const tpl = L.opened.chatTemplate;
+  const stop = tpl.isDefault ? DEFAULT_CHAT_STOP : [];
+  const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: 256, stop });
+  const system = flags.system ? [{ role: "system", content: flags.system }] : [];
+  let messages: { role: string; content: string }[] = [...system];
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
+  const ask = () => process.stdout.write(process.stdin.isTTY ? "> " : "");
+  if (tpl.isDefault) console.error(`moe chat: ${L.opened.source} has no chat template; using the default (ChatML-like) template`);
+  ask();
+  for await (const line of rl) {
+    const text = line.trim();
+    if (text === "/exit") break;
+    if (text === "/reset") {
+      messages = [...system];
+      console.log("(conversation cleared)");
+      ask();
+      continue;
+    }
+    if (!text) {
+      ask();
+      continue;
+    }
+    messages.push({ role: "user", content: text });
+    const rendered = renderChat(messages, { template: tpl.template, bosToken: tpl.bosToken, eosToken: tpl.eosToken, addGenerationPrompt: true });
+    let ids = L.tokenizer.encode(rendered);
+    if (ids.length >= L.maxModelLen) ids = ids.slice(-(L.maxModelLen - 1));
+    let reply = "";
+    for await (const ev of L.engine.submit(ids, { ...params, max_tokens: Math.min(params.max_tokens ?? L.maxModelLen, L.maxModelLen - ids.length) })) {
+      reply += ev.text;
+      process.stdout.write(ev.text);
+    }
+    process.stdout.write("\n");
+    messages.push({ role: "assistant", content: reply });
+    ask();
+  }
+  return 0;
+}

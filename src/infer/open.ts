@@ -1,0 +1,63 @@
+// Opening a model for inference from whatever MODEL names: an HF directory, a run directory
+// (its latest checkpoint), or a `.gguf` file (metadata → config, tokenizer from the GGUF).
+// Returns the f32 Weights, the tokenizer, the model's context length and chat template; the
+// caller turns the weights into the engine's (possibly compact) form.
+//
+// Not: checkpoint parsing (model/checkpoint.ts, model/gguf-model.ts).
+import { existsSync, statSync } from "node:fs";
+import path from "node:path";
+import type { Backend } from "../backend/spec.js";
+import type { HfConfig, ModelConfig } from "../model/config.js";
+import { loadHfWeights } from "../model/checkpoint.js";
+import { importLlamaGguf, type GgufTokenizer } from "../model/gguf-model.js";
+import { Weights } from "../model/weights.js";
+import type { Tokenizer } from "../data/types.js";
+import { loadTokenizer, tokenizerFromJSON } from "../data/tokenizer.js";
+import { resolveModelDir } from "../train/checkpoints.js";
+import { DEFAULT_CHAT_TEMPLATE, loadChatTemplate, type LoadedChatTemplate } from "./chat.js";
+
+export interface OpenedModel {
+  /** The directory or file the weights came from. */
+  source: string;
+  hf: HfConfig;
+  cfg: ModelConfig;
+  weights: Weights;
+  tokenizer: Tokenizer | null;
+  /** max_position_embeddings. */
+  contextLength: number;
+  /** The model's chat template, or the documented default for models without one. */
+  chatTemplate: LoadedChatTemplate;
+}
+
+/** A GGUF `gpt2` tokenizer as an HF tokenizer.json object (byte-level BPE). */
+function ggufTokenizerJson(t: GgufTokenizer, file: string): unknown {
+  if (t.model !== "gpt2") throw new Error(`${file}: tokenizer.ggml.model '${t.model}' is not supported (only gpt2 byte-level BPE)`);
+  const vocab: Record<string, number> = {};
+  t.tokens.forEach((tok, i) => (vocab[tok] = i));
+  const added = t.tokens.flatMap((tok, i) => (t.tokenTypes?.[i] === 3 ? [{ id: i, content: tok, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }] : []));
+  return {
+    version: "1.0",
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges: t.merges ?? [] },
+  };
+}
+
+/** Opens MODEL (HF dir, run dir or .gguf) with f32 weights. */
+export function openModel(model: string, be: Backend): OpenedModel {
+  if (model.endsWith(".gguf")) {
+    if (!existsSync(model) || !statSync(model).isFile()) throw new Error(`${model}: no such GGUF file`);
+    const g = importLlamaGguf(model);
+    const tokenizer = g.tokenizer ? tokenizerFromJSON(ggufTokenizerJson(g.tokenizer, model), { source: model }) : null;
+    return { source: model, hf: g.hf, cfg: g.cfg, weights: new Weights(g.cfg, "f32", g.params), tokenizer, contextLength: g.hf.max_position_embeddings, chatTemplate: { template: DEFAULT_CHAT_TEMPLATE, source: "default", name: null, named: {}, bosToken: "", eosToken: "", isDefault: true } };
+  }
+  const dir = resolveModelDir(model);
+  const { weights, hf, cfg } = loadHfWeights(dir, be);
+  const tokFile = path.join(dir, "tokenizer.json");
+  const tokenizer = existsSync(tokFile) ? loadTokenizer(tokFile) : null;
+  const chatTemplate = loadChatTemplate(dir);
+  return { source: dir, hf, cfg, weights, tokenizer, contextLength: hf.max_position_embeddings, chatTemplate };
+}
