@@ -4,6 +4,7 @@ import { runInfo } from "./info.js";
 import { runTrain } from "./train.js";
 import { runEval, runInspect, runUpcycle } from "./model-commands.js";
 import { runChat, runGenerate } from "./generate.js";
+import { runServe } from "./serve.js";
 import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
@@ -15,6 +16,7 @@ commands:
   train [-c config.yaml] [--resume] [key=value ...]   train an MoE LM (defaults: small MoE on Moby Dick)
   generate MODEL --prompt TEXT [--max-tokens N]       stream text from a model, run directory or .gguf (KV-cached engine)
   chat MODEL                                         interactive chat with the model's chat template
+  serve MODEL [--port 8000]                          OpenAI-compatible server (+ /metrics, /v1/moe/expert-load)
   eval MODEL [--data PATHS]                            held-out loss and perplexity
   inspect MODEL [--json]                               family, parameters (total/active), experts, dtypes
   upcycle --from DENSE --experts 8 --top-k 2 --out D   turn a dense checkpoint into an MoE
@@ -37,6 +39,8 @@ export async function main(argv: string[]): Promise<number> {
       return runGenerate(rest);
     case "chat":
       return runChat(rest);
+    case "serve":
+      return runServe(rest);
     case "eval":
       return runEval(rest);
     case "inspect":
