@@ -167,10 +167,18 @@ class MpiGroup implements ProcessGroup {
 export function mpiWorld(): ProcessGroup {
   const mpi = loadAddon();
   const { world } = mpi.init();
+  // Node prints an uncaught error only after the exit handlers, and the abort below ends the
+  // process first: print it here (once), with the rank.
+  process.on("uncaughtExceptionMonitor", (err) => {
+    process.stderr.write(`moe: rank ${world.rank} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  });
   process.on("exit", (code) => {
     if (code === 0 && mpi.pending() === 0) mpi.finalize();
     else {
       if (code === 0) process.stderr.write(`moe: rank ${world.rank} exited with ${mpi.pending()} MPI operation(s) still in flight; aborting the job\n`);
+      // Give mpirun's output forwarding a moment to pass on this rank's last lines (its error):
+      // MPI_Abort ends the job at once and drops what is still on the way.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
       mpi.abort(code === 0 ? 1 : code);
     }
   });
