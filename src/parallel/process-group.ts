@@ -100,19 +100,67 @@ export function displacements(what: string, name: string, counts: ArrayLike<numb
 
 /** acc[i] = acc[i] ∘ x[i] in acc's dtype (the fixed-order reduction step every backend uses). */
 export function reduceInto(acc: Buf, x: Buf, op: ReduceOp, n = acc.length, accOff = 0, xOff = 0): void {
-  if (op === "sum") {
-    if (acc instanceof Int32Array) for (let i = 0; i < n; i++) acc[accOff + i] = (acc[accOff + i]! + x[xOff + i]!) | 0;
-    else for (let i = 0; i < n; i++) acc[accOff + i] += x[xOff + i]!;
-  } else if (op === "max") {
-    for (let i = 0; i < n; i++) {
-      const b = x[xOff + i]!;
-      if (b > acc[accOff + i]! || b !== b) acc[accOff + i] = b;
-    }
+  // One monomorphic loop per dtype and op: a single generic loop over the three array types runs
+  // several times slower once V8 has seen them all.
+  if (acc instanceof Float32Array) {
+    if (op === "sum") sumF32(acc, x as Float32Array, n, accOff, xOff);
+    else if (op === "max") maxF32(acc, x as Float32Array, n, accOff, xOff);
+    else minF32(acc, x as Float32Array, n, accOff, xOff);
+  } else if (acc instanceof Float64Array) {
+    if (op === "sum") sumF64(acc, x as Float64Array, n, accOff, xOff);
+    else if (op === "max") maxF64(acc, x as Float64Array, n, accOff, xOff);
+    else minF64(acc, x as Float64Array, n, accOff, xOff);
   } else {
-    for (let i = 0; i < n; i++) {
-      const b = x[xOff + i]!;
-      if (b < acc[accOff + i]! || b !== b) acc[accOff + i] = b;
-    }
+    if (op === "sum") sumI32(acc, x as Int32Array, n, accOff, xOff);
+    else if (op === "max") maxI32(acc, x as Int32Array, n, accOff, xOff);
+    else minI32(acc, x as Int32Array, n, accOff, xOff);
+  }
+}
+
+function sumF32(a: Float32Array, x: Float32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) a[ao + i] = a[ao + i]! + x[xo + i]!;
+}
+function sumF64(a: Float64Array, x: Float64Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) a[ao + i] = a[ao + i]! + x[xo + i]!;
+}
+function sumI32(a: Int32Array, x: Int32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) a[ao + i] = (a[ao + i]! + x[xo + i]!) | 0;
+}
+// max/min: NaN propagates (the first NaN in rank order wins).
+function maxF32(a: Float32Array, x: Float32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b > a[ao + i]! || b !== b) a[ao + i] = b;
+  }
+}
+function maxF64(a: Float64Array, x: Float64Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b > a[ao + i]! || b !== b) a[ao + i] = b;
+  }
+}
+function maxI32(a: Int32Array, x: Int32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b > a[ao + i]!) a[ao + i] = b;
+  }
+}
+function minF32(a: Float32Array, x: Float32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b < a[ao + i]! || b !== b) a[ao + i] = b;
+  }
+}
+function minF64(a: Float64Array, x: Float64Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b < a[ao + i]! || b !== b) a[ao + i] = b;
+  }
+}
+function minI32(a: Int32Array, x: Int32Array, n: number, ao: number, xo: number): void {
+  for (let i = 0; i < n; i++) {
+    const b = x[xo + i]!;
+    if (b < a[ao + i]!) a[ao + i] = b;
   }
 }
 
