@@ -205,6 +205,18 @@ async function groups(world: ProcessGroup, hash: ReturnType<typeof createHash>):
   if (p === 4 && mesh.ep.worldRanks.join() !== mesh.tp.worldRanks.join()) throw new Error("mesh: with ep = tp the expert group must be the tp group");
 }
 
+/** While rank 0 waits in an allreduce for a late rank 1, its timers keep firing. */
+async function eventLoopStaysFree(g: ProcessGroup): Promise<void> {
+  if (g.rank === 1) await new Promise((r) => setTimeout(r, 300));
+  let ticks = 0;
+  const t = setInterval(() => ticks++, 10);
+  const t0 = performance.now();
+  await g.allreduce(new Float32Array(16));
+  const waited = performance.now() - t0;
+  clearInterval(t);
+  if (g.rank === 0 && (waited < 250 || ticks < 10)) throw new Error(`event loop: rank 0 waited ${waited.toFixed(0)} ms in allreduce with only ${ticks} timer ticks (blocked?)`);
+}
+
 async function main(): Promise<void> {
   const scenario = process.argv[2] ?? "all";
   const world = await initWorld();
@@ -212,6 +224,7 @@ async function main(): Promise<void> {
   const hash = createHash("sha256");
   if (scenario === "all") {
     const big = Number(process.argv[3] ?? 5000);
+    await eventLoopStaysFree(world);
     await collectives(world, hash, big);
     await groups(world, hash);
     console.log(`RESULT ${r} ${hash.digest("hex")}`);
