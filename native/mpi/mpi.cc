@@ -43,6 +43,7 @@ struct Comm {
   std::deque<Job*> q;
   bool stop = false, started = false, closed = false;
   int pending = 0;  // JS-thread counter: jobs submitted and not completed
+  std::vector<uint8_t> scratch;  // comm-thread only: reduction staging, kept between calls
   Napi::ThreadSafeFunction tsfn;
 };
 
@@ -249,7 +250,8 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
     }
     const int mine = cnt[r];
     for (int i = 0; i < p; ++i) rc[i] = mine, rd[i] = i * mine;
-    std::vector<uint8_t> tmp(static_cast<size_t>(p) * mine * es + 8);
+    std::vector<uint8_t>& tmp = c->scratch;
+    if (tmp.size() < static_cast<size_t>(p) * mine * es + 8) tmp.resize(static_cast<size_t>(p) * mine * es + 8);
     MPI_Datatype dt = Dt(b.type);
     MPI_TRY(MPI_Alltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm), "allreduce (alltoallv)");
     uint8_t* acc = tmp.data();
@@ -272,7 +274,8 @@ Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
       std::memcpy(d.data, s.data, m * es);
       return "";
     }
-    std::vector<uint8_t> tmp(p * m * es + 8);
+    std::vector<uint8_t>& tmp = c->scratch;
+    if (tmp.size() < p * m * es + 8) tmp.resize(p * m * es + 8);
     MPI_Datatype dt = Dt(s.type);
     MPI_TRY(MPI_Alltoall(s.data, static_cast<int>(m), dt, tmp.data(), static_cast<int>(m), dt, c->comm), "reduceScatter (alltoall)");
     for (int i = 1; i < p; ++i) Reduce(s.type, tmp.data(), tmp.data() + i * m * es, m, op);
