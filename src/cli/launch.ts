@@ -66,8 +66,13 @@ export async function runLaunch(argv: string[]): Promise<number> {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const entry = flags.module ? path.resolve(flags.module) : path.join(here, "main.js");
 
+  // Ranks sharing this machine share its cores: unless MOE_NUM_THREADS is set, each rank's engine
+  // gets cores / ranks threads (at least 1). With a hostfile the ranks per host are not known here.
+  const env = { ...process.env };
+  if (!env.MOE_NUM_THREADS && !flags.hostfile) env.MOE_NUM_THREADS = String(Math.max(1, Math.floor(availableParallelism() / nproc)));
+
   if (backend === "threads") {
-    const r = await runThreads(nproc, entry, rest, { timeoutMs: timeout * 1000 });
+    const r = await runThreads(nproc, entry, rest, { timeoutMs: timeout * 1000, env });
     return r.code;
   }
 
@@ -81,7 +86,7 @@ export async function runLaunch(argv: string[]): Promise<number> {
   }
   if (spawnSync("mpirun", ["--version"], { stdio: "ignore" }).error) throw new Error("moe launch: mpirun is not on PATH (Debian: apt-get install openmpi-bin)");
   return new Promise((resolve, reject) => {
-    const child = spawn("mpirun", cmd, { stdio: "inherit" });
+    const child = spawn("mpirun", cmd, { stdio: "inherit", env });
     child.on("error", reject);
     const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
     process.on("SIGINT", forward("SIGINT"));

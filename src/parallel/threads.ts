@@ -446,6 +446,8 @@ export interface ThreadsRunOptions {
   output?: "prefix" | "capture";
   /** Print the one-line failure report to stderr. Default true. */
   report?: boolean;
+  /** Every rank's process.env. Default: a copy of this process's. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ThreadsRunResult {
@@ -514,6 +516,7 @@ export function runThreads(nproc: number, entryModule: string, args: readonly st
         argv: [...args],
         stdout: true,
         stderr: true,
+        env: opt.env ?? process.env,
       });
       workers.push(w);
       running.add(r);
