@@ -105,19 +105,24 @@ for (const n of [2, 4]) {
   });
 }
 
+// Open MPI 4.1 sometimes loses its own notices while a job is torn down ("ORTE_ERROR_LOG: Data
+// unpack would read past end of buffer … show_help.c"); only the killed-rank case relies on one.
+const ORTE_HELP_LOST = /ORTE_ERROR_LOG: Data unpack would read past end of buffer in file .*show_help\.c/;
+
 for (const [scenario, code, pattern] of [
   ["throw", 1, /rank 1 failed: Error: boom from rank 1/g],
-  ["exit", 3, /MPI_ABORT was invoked on rank 1/g],
+  ["exit", 3, /moe: rank 1 exited with code 3/g],
   ["kill", 137, /process rank 1 .* exited on signal 9/g],
 ] as const) {
   test(`mpi backend: a rank that ${scenario === "kill" ? "is killed" : scenario === "exit" ? "calls process.exit(3)" : "throws"} ends every rank, named once`, { skip: mpiSkip }, () => {
     const t0 = Date.now();
-    const r = launchMpi(2, [scenario], 30);
+    let r = launchMpi(2, [scenario], 30);
+    if (scenario === "kill" && ORTE_HELP_LOST.test(r.stdout + r.stderr)) r = launchMpi(2, [scenario], 30);
     const out = r.stdout + r.stderr;
     assert.equal(r.status, code, out);
     assert.equal(out.match(pattern)?.length, 1, out);
     assert.ok(!out.includes("survived"), out);
-    assert.ok(Date.now() - t0 < 25_000);
+    assert.ok(Date.now() - t0 < 50_000);
   });
 }
 

@@ -169,13 +169,16 @@ export function mpiWorld(): ProcessGroup {
   const { world } = mpi.init();
   // Node prints an uncaught error only after the exit handlers, and the abort below ends the
   // process first: print it here (once), with the rank.
+  let reported = false;
   process.on("uncaughtExceptionMonitor", (err) => {
+    reported = true;
     process.stderr.write(`moe: rank ${world.rank} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   });
   process.on("exit", (code) => {
     if (code === 0 && mpi.pending() === 0) mpi.finalize();
     else {
       if (code === 0) process.stderr.write(`moe: rank ${world.rank} exited with ${mpi.pending()} MPI operation(s) still in flight; aborting the job\n`);
+      else if (!reported) process.stderr.write(`moe: rank ${world.rank} exited with code ${code}; aborting the job\n`);
       // Give mpirun's output forwarding a moment to pass on this rank's last lines (its error):
       // MPI_Abort ends the job at once and drops what is still on the way.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
