@@ -32,6 +32,9 @@ type OpName = keyof typeof OPC;
 // Atomics.waitAsync is in Node 20 but not in the ES2022 lib typings this project compiles against.
 const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync;
 
+/** A collective as steps: it yields where every rank must reach a barrier before it goes on. */
+type Steps = Generator<void, void, void>;
+
 function sigInts(p: number): number {
   return p * (SIG + 2 * p);
 }
@@ -139,6 +142,7 @@ class ThreadsGroup implements ProcessGroup {
   private readonly slotElems: Record<DType, number>;
   private readonly queue = new OpQueue();
   private seq = 0;
+  private inflight = 0;
   private splits = 0;
   private closed = false;
 
@@ -162,7 +166,11 @@ class ThreadsGroup implements ProcessGroup {
 
   private run<T>(what: string, op: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new Error(`threads group: ${what} after close()`));
-    return this.ctx.hold(this.queue.run(op));
+    this.inflight++;
+    const done = () => void this.inflight--;
+    const p = this.ctx.hold(this.queue.run(op));
+    p.then(done, done);
+    return p;
   }
 
   /** A view of rank r's slot (r = size: the shared output slot) for dtype d. */
@@ -207,11 +215,37 @@ class ThreadsGroup implements ProcessGroup {
     return s;
   }
 
-  /** The first barrier of an operation: then the parity flips (even if the check below throws). */
-  private async sigBarrier(what: string, sig: Int32Array, extraName: string | null): Promise<void> {
-    await this.barrier0();
+  /** The barrier ending a collective's first step; then the parity flips (even if the check throws). */
+  private *sigStep(what: string, sig: Int32Array, extraName: string | null): Steps {
+    yield;
     this.seq++;
     this.checkSig(what, sig, extraName);
+  }
+
+  /** Runs a collective's steps in the group's queue, awaiting a barrier at each yield. */
+  private coll(what: string, steps: Steps): Promise<void> {
+    return this.run(what, async () => {
+      for (let r = steps.next(); !r.done; r = steps.next()) await this.barrier0();
+    });
+  }
+
+  /** Runs a collective's steps now, blocking this thread at each barrier. */
+  private driveSync(what: string, steps: Steps): void {
+    if (this.closed) throw new Error(`threads group: ${what} after close()`);
+    if (this.inflight > 0) throw new Error(`${what}: ${this.inflight} asynchronous operation(s) on this group are still in flight; await them before a blocking collective`);
+    for (let r = steps.next(); !r.done; r = steps.next()) this.barrierWait();
+  }
+
+  private barrierWait(): void {
+    const c = this.ctl;
+    const gen = Atomics.load(c, CTL_GEN);
+    if (Atomics.add(c, CTL_COUNT, 1) === this.size - 1) {
+      Atomics.store(c, CTL_COUNT, 0);
+      Atomics.add(c, CTL_GEN, 1);
+      Atomics.notify(c, CTL_GEN);
+      return;
+    }
+    while (Atomics.load(c, CTL_GEN) === gen) Atomics.wait(c, CTL_GEN, gen);
   }
 
   /** After the first barrier: every rank checks every signature the same way. */
@@ -228,139 +262,174 @@ class ThreadsGroup implements ProcessGroup {
   }
 
   allreduce(buf: Buf, op: ReduceOp = "sum"): Promise<void> {
+    return this.coll("threads allreduce", this.allreduceSteps(buf, op));
+  }
+
+  allreduceSync(buf: Buf, op: ReduceOp = "sum"): void {
+    this.driveSync("threads allreduceSync", this.allreduceSteps(buf, op));
+  }
+
+  private *allreduceSteps(buf: Buf, op: ReduceOp): Steps {
     const what = "threads allreduce";
     const d = dtypeOf(buf);
     checkOp(what, op);
-    return this.run(what, async () => {
-      const p = this.size, cap = this.slotElems[d], n = buf.length;
-      const mine = this.slot(d, this.rank), out = this.slot(d, p);
-      for (let s = 0, first = true; first || s < n; s += cap, first = false) {
-        const e = Math.min(n, s + cap);
-        mine.set(buf.subarray(s, e));
-        if (first) {
-          const sig = this.writeSig("allreduce", d, n, OP_CODE[op]);
-          await this.sigBarrier(what, sig, "op code");
-        } else await this.barrier0();
-        const { counts, offsets } = evenSplit(e - s, p);
-        const lo = offsets[this.rank]!, len = counts[this.rank]!;
-        out.set(this.slot(d, 0).subarray(lo, lo + len), lo);
-        for (let r = 1; r < p; r++) reduceInto(out, this.slot(d, r), op, len, lo, lo);
-        await this.barrier0();
-        buf.set(out.subarray(0, e - s), s);
-      }
-    });
+    const p = this.size, cap = this.slotElems[d], n = buf.length;
+    const mine = this.slot(d, this.rank), out = this.slot(d, p);
+    for (let s = 0, first = true; first || s < n; s += cap, first = false) {
+      const e = Math.min(n, s + cap);
+      mine.set(buf.subarray(s, e));
+      if (first) {
+        const sig = this.writeSig("allreduce", d, n, OP_CODE[op]);
+        yield* this.sigStep(what, sig, "op code");
+      } else yield;
+      const { counts, offsets } = evenSplit(e - s, p);
+      const lo = offsets[this.rank]!, len = counts[this.rank]!;
+      out.set(this.slot(d, 0).subarray(lo, lo + len), lo);
+      for (let r = 1; r < p; r++) reduceInto(out, this.slot(d, r), op, len, lo, lo);
+      yield;
+      buf.set(out.subarray(0, e - s), s);
+    }
   }
 
   reduceScatter(send: Buf, recv: Buf, op: ReduceOp = "sum"): Promise<void> {
+    return this.coll("threads reduceScatter", this.reduceScatterSteps(send, recv, op));
+  }
+
+  reduceScatterSync(send: Buf, recv: Buf, op: ReduceOp = "sum"): void {
+    this.driveSync("threads reduceScatterSync", this.reduceScatterSteps(send, recv, op));
+  }
+
+  private *reduceScatterSteps(send: Buf, recv: Buf, op: ReduceOp): Steps {
     const what = "threads reduceScatter";
     checkSameDtype(what, send, recv);
     checkOp(what, op);
     const p = this.size, m = recv.length;
     if (send.length !== p * m) throw new RangeError(`${what}: send has ${send.length} elements, expected size × recv.length = ${p * m}`);
     const d = dtypeOf(send);
-    return this.run(what, async () => {
-      const B = Math.floor(this.slotElems[d] / p);
-      const mine = this.slot(d, this.rank);
-      for (let s = 0, first = true; first || s < m; s += B, first = false) {
-        const e = Math.min(m, s + B), len = e - s;
-        for (let j = 0; j < p; j++) mine.set(send.subarray(j * m + s, j * m + e), j * B);
-        if (first) {
-          const sig = this.writeSig("reduceScatter", d, m, OP_CODE[op]);
-          await this.sigBarrier(what, sig, "op code");
-        } else await this.barrier0();
-        const at = this.rank * B;
-        recv.set(this.slot(d, 0).subarray(at, at + len), s);
-        for (let r = 1; r < p; r++) reduceInto(recv, this.slot(d, r), op, len, s, at);
-        await this.barrier0();
-      }
-    });
+    const B = Math.floor(this.slotElems[d] / p);
+    const mine = this.slot(d, this.rank);
+    for (let s = 0, first = true; first || s < m; s += B, first = false) {
+      const e = Math.min(m, s + B), len = e - s;
+      for (let j = 0; j < p; j++) mine.set(send.subarray(j * m + s, j * m + e), j * B);
+      if (first) {
+        const sig = this.writeSig("reduceScatter", d, m, OP_CODE[op]);
+        yield* this.sigStep(what, sig, "op code");
+      } else yield;
+      const at = this.rank * B;
+      recv.set(this.slot(d, 0).subarray(at, at + len), s);
+      for (let r = 1; r < p; r++) reduceInto(recv, this.slot(d, r), op, len, s, at);
+      yield;
+    }
   }
 
   allgather(send: Buf, recv: Buf): Promise<void> {
+    return this.coll("threads allgather", this.allgatherSteps(send, recv));
+  }
+
+  allgatherSync(send: Buf, recv: Buf): void {
+    this.driveSync("threads allgatherSync", this.allgatherSteps(send, recv));
+  }
+
+  private *allgatherSteps(send: Buf, recv: Buf): Steps {
     const what = "threads allgather";
     checkSameDtype(what, send, recv);
     const p = this.size, n = send.length;
     if (recv.length !== p * n) throw new RangeError(`${what}: recv has ${recv.length} elements, expected size × send.length = ${p * n}`);
     const d = dtypeOf(send);
-    return this.run(what, async () => {
-      const cap = this.slotElems[d];
-      for (let s = 0, first = true; first || s < n; s += cap, first = false) {
-        const e = Math.min(n, s + cap);
-        this.slot(d, this.rank).set(send.subarray(s, e));
-        if (first) {
-          const sig = this.writeSig("allgather", d, n, 0);
-          await this.sigBarrier(what, sig, null);
-        } else await this.barrier0();
-        for (let r = 0; r < p; r++) recv.set(this.slot(d, r).subarray(0, e - s), r * n + s);
-        await this.barrier0();
-      }
-    });
+    const cap = this.slotElems[d];
+    for (let s = 0, first = true; first || s < n; s += cap, first = false) {
+      const e = Math.min(n, s + cap);
+      this.slot(d, this.rank).set(send.subarray(s, e));
+      if (first) {
+        const sig = this.writeSig("allgather", d, n, 0);
+        yield* this.sigStep(what, sig, null);
+      } else yield;
+      for (let r = 0; r < p; r++) recv.set(this.slot(d, r).subarray(0, e - s), r * n + s);
+      yield;
+    }
   }
 
   broadcast(buf: Buf, root: number): Promise<void> {
+    return this.coll("threads broadcast", this.broadcastSteps(buf, root));
+  }
+
+  broadcastSync(buf: Buf, root: number): void {
+    this.driveSync("threads broadcastSync", this.broadcastSteps(buf, root));
+  }
+
+  private *broadcastSteps(buf: Buf, root: number): Steps {
     const what = "threads broadcast";
     const d = dtypeOf(buf);
     checkRank(what, root, this.size, "root");
-    return this.run(what, async () => {
-      const cap = this.slotElems[d], n = buf.length, src = this.slot(d, 0);
-      for (let s = 0, first = true; first || s < n; s += cap, first = false) {
-        const e = Math.min(n, s + cap);
-        if (this.rank === root) src.set(buf.subarray(s, e));
-        if (first) {
-          const sig = this.writeSig("broadcast", d, n, root);
-          await this.sigBarrier(what, sig, "root");
-        } else await this.barrier0();
-        if (this.rank !== root) buf.set(src.subarray(0, e - s), s);
-        await this.barrier0();
-      }
-    });
+    const cap = this.slotElems[d], n = buf.length, src = this.slot(d, 0);
+    for (let s = 0, first = true; first || s < n; s += cap, first = false) {
+      const e = Math.min(n, s + cap);
+      if (this.rank === root) src.set(buf.subarray(s, e));
+      if (first) {
+        const sig = this.writeSig("broadcast", d, n, root);
+        yield* this.sigStep(what, sig, "root");
+      } else yield;
+      if (this.rank !== root) buf.set(src.subarray(0, e - s), s);
+      yield;
+    }
   }
 
   alltoallv(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): Promise<void> {
+    return this.coll("threads alltoallv", this.alltoallvSteps(send, sendCounts, recv, recvCounts));
+  }
+
+  alltoallvSync(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): void {
+    this.driveSync("threads alltoallvSync", this.alltoallvSteps(send, sendCounts, recv, recvCounts));
+  }
+
+  private *alltoallvSteps(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): Steps {
     const what = "threads alltoallv";
     checkSameDtype(what, send, recv);
     const p = this.size;
     const sd = displacements(what, "sendCounts", sendCounts, p, send.length);
     const rd = displacements(what, "recvCounts", recvCounts, p, recv.length);
     const d = dtypeOf(send);
-    return this.run(what, async () => {
-      const B = Math.floor(this.slotElems[d] / p);
-      const mine = this.slot(d, this.rank);
-      const w = SIG + 2 * p;
-      let rounds = 1;
-      for (let k = 0; k < rounds; k++) {
-        const s = k * B;
-        for (let j = 0; j < p; j++) {
-          const c = sendCounts[j]!;
-          if (c > s) mine.set(send.subarray(sd[j]! + s, sd[j]! + Math.min(c, s + B)), j * B);
-        }
-        if (k === 0) {
-          const sig = this.writeSig("alltoallv", d, 0, 0, [sendCounts, recvCounts]);
-          await this.sigBarrier(what, sig, null);
-          let max = 0;
-          for (let i = 0; i < p; i++)
-            for (let j = 0; j < p; j++) {
-              const sent = sig[i * w + SIG + j]!, expected = sig[j * w + SIG + p + i]!;
-              if (sent !== expected) throw new RangeError(`${what}: rank ${i} sends ${sent} elements to rank ${j}, which expects ${expected} (recvCounts[${i}])`);
-              max = Math.max(max, sent);
-            }
-          rounds = Math.max(1, Math.ceil(max / B));
-        } else await this.barrier0();
-        for (let i = 0; i < p; i++) {
-          const c = recvCounts[i]!;
-          if (c > s) recv.set(this.slot(d, i).subarray(this.rank * B, this.rank * B + Math.min(c, s + B) - s), rd[i]! + s);
-        }
-        await this.barrier0();
+    const B = Math.floor(this.slotElems[d] / p);
+    const mine = this.slot(d, this.rank);
+    const w = SIG + 2 * p;
+    let rounds = 1;
+    for (let k = 0; k < rounds; k++) {
+      const s = k * B;
+      for (let j = 0; j < p; j++) {
+        const c = sendCounts[j]!;
+        if (c > s) mine.set(send.subarray(sd[j]! + s, sd[j]! + Math.min(c, s + B)), j * B);
       }
-    });
+      if (k === 0) {
+        const sig = this.writeSig("alltoallv", d, 0, 0, [sendCounts, recvCounts]);
+        yield* this.sigStep(what, sig, null);
+        let max = 0;
+        for (let i = 0; i < p; i++)
+          for (let j = 0; j < p; j++) {
+            const sent = sig[i * w + SIG + j]!, expected = sig[j * w + SIG + p + i]!;
+            if (sent !== expected) throw new RangeError(`${what}: rank ${i} sends ${sent} elements to rank ${j}, which expects ${expected} (recvCounts[${i}])`);
+            max = Math.max(max, sent);
+          }
+        rounds = Math.max(1, Math.ceil(max / B));
+      } else yield;
+      for (let i = 0; i < p; i++) {
+        const c = recvCounts[i]!;
+        if (c > s) recv.set(this.slot(d, i).subarray(this.rank * B, this.rank * B + Math.min(c, s + B) - s), rd[i]! + s);
+      }
+      yield;
+    }
   }
 
   barrier(): Promise<void> {
-    const what = "threads barrier";
-    return this.run(what, async () => {
-      const sig = this.writeSig("barrier", "i32", 0, 0);
-      await this.sigBarrier(what, sig, null);
-    });
+    return this.coll("threads barrier", this.barrierSteps());
+  }
+
+  barrierSync(): void {
+    this.driveSync("threads barrierSync", this.barrierSteps());
+  }
+
+  private *barrierSteps(): Steps {
+    const sig = this.writeSig("barrier", "i32", 0, 0);
+    yield* this.sigStep("threads barrier", sig, null);
   }
 
   send(buf: Buf, peer: number, tag = 0): Promise<void> {
