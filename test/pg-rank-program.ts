@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { detectBackend, initWorld } from "../src/parallel/world.js";
 import { createMesh, meshCoord, meshSizes } from "../src/parallel/mesh.js";
-import { allreduceBucketed, type Buf, type ProcessGroup, type ReduceOp } from "../src/parallel/process-group.js";
+import { allreduceBucketed, layerGroup, type Buf, type ProcessGroup, type ReduceOp } from "../src/parallel/process-group.js";
 
 type Kind = "f32" | "f64" | "i32";
 
@@ -163,6 +163,60 @@ async function collectives(g: ProcessGroup, hash: ReturnType<typeof createHash>,
   }
 }
 
+/** The blocking forms: same bits as the sequential computation; ranks may mix blocking and async forms. */
+async function blocking(g: ProcessGroup, hash: ReturnType<typeof createHash>, big: number): Promise<void> {
+  const p = g.size, r = g.rank, all = Array.from({ length: p }, (_, i) => i);
+  let seed = 5000;
+  for (const n of [7, big]) {
+    seed++;
+    const b = gen("f32", seed, r, n);
+    if (r % 2 === 0) g.allreduceSync(b);
+    else await g.allreduce(b); // odd ranks meet the even ranks' blocking call with the async one
+    sameBits(`allreduceSync n=${n}`, b, Array.from({ length: n }, (_, i) => seqReduce("f32", "sum", seed, all, i)));
+    hash.update(new Uint8Array(b.buffer));
+  }
+  seed++;
+  const rs = new Float64Array(5);
+  g.reduceScatterSync(gen("f64", seed, r, 5 * p), rs, "max");
+  sameBits("reduceScatterSync max", rs, Array.from({ length: 5 }, (_, i) => seqReduce("f64", "max", seed, all, r * 5 + i)));
+  seed++;
+  const ag = new Int32Array(3 * p);
+  g.allgatherSync(gen("i32", seed, r, 3), ag);
+  const agWant: number[] = [];
+  for (const q of all) agWant.push(...gen("i32", seed, q, 3));
+  sameBits("allgatherSync", ag, agWant);
+  seed++;
+  const cnt = (i: number, j: number) => (i + 2 * j) % 3; // zeros included
+  const sendCounts = all.map((j) => cnt(r, j)), recvCounts = all.map((i) => cnt(i, r));
+  const send: number[] = [];
+  for (const j of all) for (let k = 0; k < sendCounts[j]!; k++) send.push(val("f32", seed, r, j * 1000 + k));
+  const recv = new Float32Array(recvCounts.reduce((a, b) => a + b, 0));
+  g.alltoallvSync(Float32Array.from(send), sendCounts, recv, recvCounts);
+  const want: number[] = [];
+  for (const i of all) for (let k = 0; k < recvCounts[i]!; k++) want.push(val("f32", seed, i, r * 1000 + k));
+  sameBits("alltoallvSync", recv, want);
+  seed++;
+  const bc = r === p - 1 ? gen("f64", seed, p - 1, 9) : new Float64Array(9);
+  g.broadcastSync(bc, p - 1);
+  sameBits("broadcastSync", bc, gen("f64", seed, p - 1, 9));
+  g.barrierSync();
+  // The MoE layer's synchronous interface.
+  const counts = Float64Array.of(r, 1);
+  layerGroup(g).allreduceSum(counts);
+  sameBits("layerGroup allreduceSum", counts, [(p * (p - 1)) / 2, p]);
+  // A blocking call while an async one is in flight is refused on every rank, which stays usable.
+  const pending = g.allreduce(new Float32Array(3));
+  let msg = "";
+  try {
+    g.allreduceSync(new Float32Array(3));
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  await pending;
+  if (!/still in flight/.test(msg)) throw new Error(`allreduceSync during an async allreduce: expected a refusal, got '${msg}'`);
+  await g.barrier();
+}
+
 async function groups(world: ProcessGroup, hash: ReturnType<typeof createHash>): Promise<void> {
   const p = world.size, r = world.rank;
   // split by parity, reversed order by key.
@@ -228,6 +282,7 @@ async function main(): Promise<void> {
     const big = Number(process.argv[3] ?? 5000);
     await eventLoopStaysFree(world);
     await collectives(world, hash, big);
+    await blocking(world, hash, big);
     await groups(world, hash);
     console.log(`RESULT ${r} ${hash.digest("hex")}`);
     await world.close();

@@ -43,7 +43,7 @@ struct Comm {
   std::deque<Job*> q;
   bool stop = false, started = false, closed = false;
   int pending = 0;  // JS-thread counter: jobs submitted and not completed
-  std::vector<uint8_t> scratch;  // comm-thread only: reduction staging, kept between calls
+  std::vector<uint8_t> scratch;  // reduction staging, kept between calls (used by whichever thread runs the op; never both at once)
   Napi::ThreadSafeFunction tsfn;
 };
 
@@ -163,6 +163,26 @@ Napi::Value WrapComm(Napi::Env env, Comm* c) {
 
 Comm* GetComm(const Napi::Value& v) { return v.As<Napi::External<Comm>>().Data(); }
 
+// The optional trailing `sync` argument of a collective: run it now on the JS thread (blocking).
+bool IsSync(const Napi::CallbackInfo& info, size_t idx) { return info.Length() > idx && info[idx].ToBoolean().Value(); }
+
+// Runs work now on this (JS) thread; only when nothing is queued on the comm, so order holds.
+Napi::Value RunNow(Napi::Env env, Comm* c, const char* what, const std::function<std::string()>& work) {
+  if (c->closed) {
+    Napi::Error::New(env, "MPI: communicator used after close()").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (c->pending > 0) {
+    Napi::Error::New(env, std::string(what) + ": " + std::to_string(c->pending) +
+                              " asynchronous operation(s) on this group are still in flight; await them before a blocking collective")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string err = work();
+  if (!err.empty()) Napi::Error::New(env, err).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
 // Queues work on the comm's thread; returns the Promise. `pin` lists JS buffers to keep alive.
 Napi::Value Submit(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::function<std::string()> work,
                    std::function<Napi::Value(Napi::Env)> result = nullptr) {
@@ -237,7 +257,7 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View b = GetView(info[1]);
   int op = info[2].As<Napi::Number>().Int32Value();
-  return Submit(info.Env(), c, {info[1]}, [c, b, op]() -> std::string {
+  auto work = [c, b, op]() -> std::string {
     const int p = c->size, r = c->rank;
     if (p == 1 || b.n == 0) return "";
     const size_t es = Esz(b.type);
@@ -259,7 +279,9 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
     std::memcpy(static_cast<uint8_t*>(b.data) + static_cast<size_t>(off[r]) * es, acc, static_cast<size_t>(mine) * es);
     MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm), "allreduce (allgatherv)");
     return "";
-  });
+  };
+  if (IsSync(info, 3)) return RunNow(info.Env(), c, "allreduceSync", work);
+  return Submit(info.Env(), c, {info[1]}, work);
 }
 
 // reduceScatter(h, send, recv, op): send = p blocks of recv.length
@@ -267,7 +289,7 @@ Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View s = GetView(info[1]), d = GetView(info[2]);
   int op = info[3].As<Napi::Number>().Int32Value();
-  return Submit(info.Env(), c, {info[1], info[2]}, [c, s, d, op]() -> std::string {
+  auto work = [c, s, d, op]() -> std::string {
     const int p = c->size;
     const size_t es = Esz(s.type), m = d.n;
     if (p == 1) {
@@ -281,18 +303,22 @@ Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
     for (int i = 1; i < p; ++i) Reduce(s.type, tmp.data(), tmp.data() + i * m * es, m, op);
     std::memcpy(d.data, tmp.data(), m * es);
     return "";
-  });
+  };
+  if (IsSync(info, 4)) return RunNow(info.Env(), c, "reduceScatterSync", work);
+  return Submit(info.Env(), c, {info[1], info[2]}, work);
 }
 
 // allgather(h, send, recv)
 Napi::Value Allgather(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View s = GetView(info[1]), d = GetView(info[2]);
-  return Submit(info.Env(), c, {info[1], info[2]}, [c, s, d]() -> std::string {
+  auto work = [c, s, d]() -> std::string {
     MPI_Datatype dt = Dt(s.type);
     MPI_TRY(MPI_Allgather(s.data, static_cast<int>(s.n), dt, d.data, static_cast<int>(s.n), dt, c->comm), "allgather");
     return "";
-  });
+  };
+  if (IsSync(info, 3)) return RunNow(info.Env(), c, "allgatherSync", work);
+  return Submit(info.Env(), c, {info[1], info[2]}, work);
 }
 
 // alltoallv(h, send, sendCounts: Int32Array, recv, recvCounts: Int32Array). Counts are exchanged
@@ -302,7 +328,7 @@ Napi::Value Alltoallv(const Napi::CallbackInfo& info) {
   View s = GetView(info[1]), d = GetView(info[3]);
   Napi::Int32Array scA = info[2].As<Napi::Int32Array>(), rcA = info[4].As<Napi::Int32Array>();
   std::vector<int> sc(scA.Data(), scA.Data() + scA.ElementLength()), rc(rcA.Data(), rcA.Data() + rcA.ElementLength());
-  return Submit(info.Env(), c, {info[1], info[3]}, [c, s, d, sc, rc]() -> std::string {
+  auto work = [c, s, d, sc, rc]() -> std::string {
     const int p = c->size;
     std::vector<int> sd(p), rd(p), got(p);
     for (int i = 0, a = 0, b = 0; i < p; ++i) sd[i] = a, rd[i] = b, a += sc[i], b += rc[i];
@@ -323,7 +349,9 @@ Napi::Value Alltoallv(const Napi::CallbackInfo& info) {
     MPI_Datatype dt = Dt(s.type);
     MPI_TRY(MPI_Alltoallv(s.data, sc.data(), sd.data(), dt, d.data, rc.data(), rd.data(), dt, c->comm), "alltoallv");
     return "";
-  });
+  };
+  if (IsSync(info, 5)) return RunNow(info.Env(), c, "alltoallvSync", work);
+  return Submit(info.Env(), c, {info[1], info[3]}, work);
 }
 
 // bcast(h, buf, root)
@@ -331,10 +359,12 @@ Napi::Value Bcast(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View b = GetView(info[1]);
   int root = info[2].As<Napi::Number>().Int32Value();
-  return Submit(info.Env(), c, {info[1]}, [c, b, root]() -> std::string {
+  auto work = [c, b, root]() -> std::string {
     MPI_TRY(MPI_Bcast(b.data, static_cast<int>(b.n), Dt(b.type), root, c->comm), "broadcast");
     return "";
-  });
+  };
+  if (IsSync(info, 3)) return RunNow(info.Env(), c, "broadcastSync", work);
+  return Submit(info.Env(), c, {info[1]}, work);
 }
 
 // send(h, buf, peer, tag)
@@ -367,10 +397,12 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
 
 Napi::Value Barrier(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
-  return Submit(info.Env(), c, {}, [c]() -> std::string {
+  auto work = [c]() -> std::string {
     MPI_TRY(MPI_Barrier(c->comm), "barrier");
     return "";
-  });
+  };
+  if (IsSync(info, 1)) return RunNow(info.Env(), c, "barrierSync", work);
+  return Submit(info.Env(), c, {}, work);
 }
 
 // split(h, color, key) -> Promise<{handle, rank, size} | null>

@@ -21,14 +21,14 @@ interface CommObj {
 
 interface MpiAddon {
   init(): { world: CommObj; version: string };
-  allreduce(h: unknown, buf: Buf, op: number): Promise<void>;
-  reduceScatter(h: unknown, send: Buf, recv: Buf, op: number): Promise<void>;
-  allgather(h: unknown, send: Buf, recv: Buf): Promise<void>;
-  alltoallv(h: unknown, send: Buf, sendCounts: Int32Array, recv: Buf, recvCounts: Int32Array): Promise<void>;
-  bcast(h: unknown, buf: Buf, root: number): Promise<void>;
+  allreduce(h: unknown, buf: Buf, op: number, sync?: boolean): Promise<void>;
+  reduceScatter(h: unknown, send: Buf, recv: Buf, op: number, sync?: boolean): Promise<void>;
+  allgather(h: unknown, send: Buf, recv: Buf, sync?: boolean): Promise<void>;
+  alltoallv(h: unknown, send: Buf, sendCounts: Int32Array, recv: Buf, recvCounts: Int32Array, sync?: boolean): Promise<void>;
+  bcast(h: unknown, buf: Buf, root: number, sync?: boolean): Promise<void>;
   send(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
   recv(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
-  barrier(h: unknown): Promise<void>;
+  barrier(h: unknown, sync?: boolean): Promise<void>;
   split(h: unknown, color: number, key: number): Promise<CommObj | null>;
   close(h: unknown): void;
   pending(): number;
@@ -72,44 +72,84 @@ class MpiGroup implements ProcessGroup {
     if (this.closed) throw new Error(`mpi group: ${what} after close()`);
   }
 
-  async allreduce(buf: Buf, op: ReduceOp = "sum"): Promise<void> {
+  // Each collective: checks, then the binding queues it on the comm thread (async) or runs it now.
+  private allreduceCall(buf: Buf, op: ReduceOp, sync: boolean): Promise<void> {
     dtypeOf(buf);
     checkOp("mpi allreduce", op);
     this.live("allreduce");
-    return this.mpi.allreduce(this.c.handle, buf, OP_CODE[op]);
+    return this.mpi.allreduce(this.c.handle, buf, OP_CODE[op], sync);
+  }
+  async allreduce(buf: Buf, op: ReduceOp = "sum"): Promise<void> {
+    return this.allreduceCall(buf, op, false);
+  }
+  allreduceSync(buf: Buf, op: ReduceOp = "sum"): void {
+    void this.allreduceCall(buf, op, true);
   }
 
-  async reduceScatter(send: Buf, recv: Buf, op: ReduceOp = "sum"): Promise<void> {
+  private reduceScatterCall(send: Buf, recv: Buf, op: ReduceOp, sync: boolean): Promise<void> {
     const what = "mpi reduceScatter";
     checkSameDtype(what, send, recv);
     checkOp(what, op);
     if (send.length !== this.size * recv.length) throw new RangeError(`${what}: send has ${send.length} elements, expected size × recv.length = ${this.size * recv.length}`);
     this.live("reduceScatter");
-    return this.mpi.reduceScatter(this.c.handle, send, recv, OP_CODE[op]);
+    return this.mpi.reduceScatter(this.c.handle, send, recv, OP_CODE[op], sync);
+  }
+  async reduceScatter(send: Buf, recv: Buf, op: ReduceOp = "sum"): Promise<void> {
+    return this.reduceScatterCall(send, recv, op, false);
+  }
+  reduceScatterSync(send: Buf, recv: Buf, op: ReduceOp = "sum"): void {
+    void this.reduceScatterCall(send, recv, op, true);
   }
 
-  async allgather(send: Buf, recv: Buf): Promise<void> {
+  private allgatherCall(send: Buf, recv: Buf, sync: boolean): Promise<void> {
     const what = "mpi allgather";
     checkSameDtype(what, send, recv);
     if (recv.length !== this.size * send.length) throw new RangeError(`${what}: recv has ${recv.length} elements, expected size × send.length = ${this.size * send.length}`);
     this.live("allgather");
-    return this.mpi.allgather(this.c.handle, send, recv);
+    return this.mpi.allgather(this.c.handle, send, recv, sync);
+  }
+  async allgather(send: Buf, recv: Buf): Promise<void> {
+    return this.allgatherCall(send, recv, false);
+  }
+  allgatherSync(send: Buf, recv: Buf): void {
+    void this.allgatherCall(send, recv, true);
   }
 
-  async alltoallv(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): Promise<void> {
+  private alltoallvCall(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>, sync: boolean): Promise<void> {
     const what = "mpi alltoallv";
     checkSameDtype(what, send, recv);
     displacements(what, "sendCounts", sendCounts, this.size, send.length);
     displacements(what, "recvCounts", recvCounts, this.size, recv.length);
     this.live("alltoallv");
-    return this.mpi.alltoallv(this.c.handle, send, Int32Array.from(sendCounts), recv, Int32Array.from(recvCounts));
+    return this.mpi.alltoallv(this.c.handle, send, Int32Array.from(sendCounts), recv, Int32Array.from(recvCounts), sync);
+  }
+  async alltoallv(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): Promise<void> {
+    return this.alltoallvCall(send, sendCounts, recv, recvCounts, false);
+  }
+  alltoallvSync(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): void {
+    void this.alltoallvCall(send, sendCounts, recv, recvCounts, true);
   }
 
-  async broadcast(buf: Buf, root: number): Promise<void> {
+  private broadcastCall(buf: Buf, root: number, sync: boolean): Promise<void> {
     dtypeOf(buf);
     checkRank("mpi broadcast", root, this.size, "root");
     this.live("broadcast");
-    return this.mpi.bcast(this.c.handle, buf, root);
+    return this.mpi.bcast(this.c.handle, buf, root, sync);
+  }
+  async broadcast(buf: Buf, root: number): Promise<void> {
+    return this.broadcastCall(buf, root, false);
+  }
+  broadcastSync(buf: Buf, root: number): void {
+    void this.broadcastCall(buf, root, true);
+  }
+
+  async barrier(): Promise<void> {
+    this.live("barrier");
+    return this.mpi.barrier(this.c.handle);
+  }
+  barrierSync(): void {
+    this.live("barrier");
+    void this.mpi.barrier(this.c.handle, true);
   }
 
   async send(buf: Buf, peer: number, tag = 0): Promise<void> {
@@ -128,11 +168,6 @@ class MpiGroup implements ProcessGroup {
     if (peer === this.rank) throw new Error(`mpi recv: rank ${peer} receiving from itself`);
     this.live("recv");
     return this.mpi.recv(this.c.handle, buf, peer, tag);
-  }
-
-  async barrier(): Promise<void> {
-    this.live("barrier");
-    return this.mpi.barrier(this.c.handle);
   }
 
   async split(color: number, key = 0): Promise<ProcessGroup | null> {

@@ -13,6 +13,8 @@
 //   to the transport (threads: copied; MPI: MPI_Send returned), a recv once the message is in.
 //   The received message must have exactly buf.length elements.
 
+import type { ProcessGroup as LayerGroup } from "./group.js";
+
 export type Buf = Float32Array | Float64Array | Int32Array;
 export type DType = "f32" | "f64" | "i32";
 export type ReduceOp = "sum" | "max" | "min";
@@ -52,6 +54,17 @@ export interface ProcessGroup {
   subgroup(ranks: readonly number[]): Promise<ProcessGroup | null>;
   /** Releases the group's resources; no operation may follow. Not collective. */
   close(): Promise<void>;
+
+  // Blocking forms, for synchronous compute paths (e.g. the MoE layer's global expert counts):
+  // the same results, order and checks, but this thread (and its event loop) waits until every
+  // rank arrives. They throw when asynchronous operations on the group are still in flight.
+  // Ranks may mix forms: one rank's allreduceSync meets another's allreduce.
+  allreduceSync(buf: Buf, op?: ReduceOp): void;
+  reduceScatterSync(send: Buf, recv: Buf, op?: ReduceOp): void;
+  allgatherSync(send: Buf, recv: Buf): void;
+  alltoallvSync(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): void;
+  broadcastSync(buf: Buf, root: number): void;
+  barrierSync(): void;
 }
 
 /** Largest tag a caller may pass to send/recv (MPI guarantees at least 32767). */
@@ -222,35 +235,51 @@ export class OpQueue {
 export function singleGroup(): ProcessGroup {
   const what = "single-rank group";
   const g: ProcessGroup = {
-    rank: 0,
-    size: 1,
-    backend: "single",
-    worldRanks: [0],
-    async allreduce(buf, op = "sum") {
+    allreduceSync(buf, op = "sum") {
       dtypeOf(buf);
       checkOp(`${what} allreduce`, op);
     },
-    async reduceScatter(send, recv, op = "sum") {
+    reduceScatterSync(send, recv, op = "sum") {
       checkSameDtype(`${what} reduceScatter`, send, recv);
       checkOp(`${what} reduceScatter`, op);
       if (send.length !== recv.length) throw new RangeError(`${what} reduceScatter: send has ${send.length} elements, expected size × recv.length = ${recv.length}`);
       recv.set(send);
     },
-    async allgather(send, recv) {
+    allgatherSync(send, recv) {
       checkSameDtype(`${what} allgather`, send, recv);
       if (recv.length !== send.length) throw new RangeError(`${what} allgather: recv has ${recv.length} elements, expected size × send.length = ${send.length}`);
       recv.set(send);
     },
-    async alltoallv(send, sendCounts, recv, recvCounts) {
+    alltoallvSync(send, sendCounts, recv, recvCounts) {
       checkSameDtype(`${what} alltoallv`, send, recv);
       displacements(`${what} alltoallv`, "sendCounts", sendCounts, 1, send.length);
       displacements(`${what} alltoallv`, "recvCounts", recvCounts, 1, recv.length);
       if (sendCounts[0] !== recvCounts[0]) throw new RangeError(`${what} alltoallv: rank 0 sends ${sendCounts[0]} elements to itself but expects ${recvCounts[0]}`);
       recv.set(send.subarray(0, sendCounts[0]));
     },
-    async broadcast(buf, root) {
+    broadcastSync(buf, root) {
       dtypeOf(buf);
       checkRank(`${what} broadcast`, root, 1, "root");
+    },
+    barrierSync() {},
+    rank: 0,
+    size: 1,
+    backend: "single",
+    worldRanks: [0],
+    async allreduce(buf, op = "sum") {
+      g.allreduceSync(buf, op);
+    },
+    async reduceScatter(send, recv, op = "sum") {
+      g.reduceScatterSync(send, recv, op);
+    },
+    async allgather(send, recv) {
+      g.allgatherSync(send, recv);
+    },
+    async alltoallv(send, sendCounts, recv, recvCounts) {
+      g.alltoallvSync(send, sendCounts, recv, recvCounts);
+    },
+    async broadcast(buf, root) {
+      g.broadcastSync(buf, root);
     },
     async send() {
       throw new Error(`${what}: send to self would never be received (size 1)`);
@@ -270,6 +299,11 @@ export function singleGroup(): ProcessGroup {
     async close() {},
   };
   return g;
+}
+
+/** The synchronous group the MoE layer takes (group.ts) over a process group: allreduceSum is allreduceSync(x, "sum"). */
+export function layerGroup(g: ProcessGroup): LayerGroup {
+  return { rank: g.rank, size: g.size, allreduceSum: (x) => g.allreduceSync(x, "sum") };
 }
 
 // ---- bucketing -------------------------------------------------------------------------------
