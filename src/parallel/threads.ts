@@ -32,6 +32,9 @@ type OpName = keyof typeof OPC;
 // Atomics.waitAsync is in Node 20 but not in the ES2022 lib typings this project compiles against.
 const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }).waitAsync;
 
+/** Allreduces of at most this many elements (and half a slot) take the one-barrier path. */
+const SMALL_ELEMS = 8192;
+
 /** A collective as steps: it yields where every rank must reach a barrier before it goes on. */
 type Steps = Generator<void, void, void>;
 
@@ -143,6 +146,7 @@ class ThreadsGroup implements ProcessGroup {
   private readonly queue = new OpQueue();
   private seq = 0;
   private inflight = 0;
+  private smallLast = false;
   private splits = 0;
   private closed = false;
 
@@ -222,6 +226,17 @@ class ThreadsGroup implements ProcessGroup {
     this.checkSig(what, sig, extraName);
   }
 
+  /**
+   * Before a collective that writes whole slots: if the previous operation took the one-barrier
+   * small allreduce path, slower ranks may still be reading its half of the slots, so wait once.
+   */
+  private *fence(): Steps {
+    if (this.smallLast) {
+      this.smallLast = false;
+      yield;
+    }
+  }
+
   /** Runs a collective's steps in the group's queue, awaiting a barrier at each yield. */
   private coll(what: string, steps: Steps): Promise<void> {
     return this.run(what, async () => {
@@ -275,6 +290,20 @@ class ThreadsGroup implements ProcessGroup {
     checkOp(what, op);
     const p = this.size, cap = this.slotElems[d], n = buf.length;
     const mine = this.slot(d, this.rank), out = this.slot(d, p);
+    const half = cap >> 1;
+    if (n <= half && n <= SMALL_ELEMS) {
+      // One barrier: every rank reduces the whole (small) buffer itself, in rank order, from the
+      // half of the slots this operation's parity selects (the next operation uses the other).
+      const off = (this.seq & 1) * half;
+      mine.set(buf, off);
+      const sig = this.writeSig("allreduce", d, n, OP_CODE[op]);
+      this.smallLast = true;
+      yield* this.sigStep(what, sig, "op code");
+      buf.set(this.slot(d, 0).subarray(off, off + n));
+      for (let r = 1; r < p; r++) reduceInto(buf, this.slot(d, r), op, n, 0, off);
+      return;
+    }
+    yield* this.fence();
     for (let s = 0, first = true; first || s < n; s += cap, first = false) {
       const e = Math.min(n, s + cap);
       mine.set(buf.subarray(s, e));
@@ -308,6 +337,7 @@ class ThreadsGroup implements ProcessGroup {
     const d = dtypeOf(send);
     const B = Math.floor(this.slotElems[d] / p);
     const mine = this.slot(d, this.rank);
+    yield* this.fence();
     for (let s = 0, first = true; first || s < m; s += B, first = false) {
       const e = Math.min(m, s + B), len = e - s;
       for (let j = 0; j < p; j++) mine.set(send.subarray(j * m + s, j * m + e), j * B);
@@ -337,6 +367,7 @@ class ThreadsGroup implements ProcessGroup {
     if (recv.length !== p * n) throw new RangeError(`${what}: recv has ${recv.length} elements, expected size × send.length = ${p * n}`);
     const d = dtypeOf(send);
     const cap = this.slotElems[d];
+    yield* this.fence();
     for (let s = 0, first = true; first || s < n; s += cap, first = false) {
       const e = Math.min(n, s + cap);
       this.slot(d, this.rank).set(send.subarray(s, e));
@@ -362,6 +393,7 @@ class ThreadsGroup implements ProcessGroup {
     const d = dtypeOf(buf);
     checkRank(what, root, this.size, "root");
     const cap = this.slotElems[d], n = buf.length, src = this.slot(d, 0);
+    yield* this.fence();
     for (let s = 0, first = true; first || s < n; s += cap, first = false) {
       const e = Math.min(n, s + cap);
       if (this.rank === root) src.set(buf.subarray(s, e));
@@ -391,6 +423,7 @@ class ThreadsGroup implements ProcessGroup {
     const d = dtypeOf(send);
     const B = Math.floor(this.slotElems[d] / p);
     const mine = this.slot(d, this.rank);
+    yield* this.fence();
     const w = SIG + 2 * p;
     let rounds = 1;
     for (let k = 0; k < rounds; k++) {
