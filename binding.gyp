@@ -13,7 +13,11 @@
         "native/attention.cc",
         "native/ops.cc",
         "native/route.cc",
-        "native/convert.cc"
+        "native/convert.cc",
+        "native/paged_attention.cc",
+        "native/quant_blocks.cc",
+        "native/quant_blocks_avx2.cc",
+        "native/quant_blocks_avx512.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

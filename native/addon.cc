@@ -71,6 +71,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOps(env, exports);
   RegisterRoute(env, exports);
   RegisterConvert(env, exports);
+  RegisterPagedAttention(env, exports);
+  RegisterQuantBlocks(env, exports);
   return exports;
 }
 

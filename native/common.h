@@ -49,6 +49,8 @@ void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterOps(Napi::Env env, Napi::Object exports);
 void RegisterRoute(Napi::Env env, Napi::Object exports);
 void RegisterConvert(Napi::Env env, Napi::Object exports);
+void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
+void RegisterQuantBlocks(Napi::Env env, Napi::Object exports);
 
 // Area-provided facts for info(): GEMM path name actually used, whether CBLAS is linked.
 std::string GemmPathName(const Engine& e);

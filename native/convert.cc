@@ -320,6 +320,15 @@ void QuantPanels(const QuantArgs& a, int64_t p0, int64_t p1, bool avx2) {
   }
 }
 
+}  // namespace
+
+// native/quant_blocks.cc: the M ≤ 8 (decode) path, weights widened in registers; false when
+// the CPU has no SIMD path for it.
+bool DenseQuantMatvec(Engine* e, int dtype, int M, const float* x, int64_t K, const void* w, const float* scales,
+                      bool perRow, int64_t N, float* y, float beta);
+
+namespace {
+
 // gemmQuant(engine, x, w, scales, y, M, N, K, dtype, beta)
 Napi::Value GemmQuant(const Napi::CallbackInfo& info) {
   Engine* eng = GetEngine(info);
@@ -338,6 +347,8 @@ Napi::Value GemmQuant(const Napi::CallbackInfo& info) {
   if (a.dtype == kE4m3 || a.dtype == kE5m2) Fp8Table(a.dtype == kE4m3, lut);
   a.lut8 = lut;
   if (a.M == 0 || a.N == 0) return info.Env().Undefined();
+  if (a.M <= 8 && a.K > 0 && DenseQuantMatvec(eng, a.dtype, static_cast<int>(a.M), a.x, a.K, a.w, a.scales, a.perRow, a.N, a.y, a.beta))
+    return info.Env().Undefined();
   const bool avx2 = HaveAvx2Fma();
   const int64_t panels = (a.N + kPanel - 1) / kPanel;
   if (eng->threads == 1 || panels < 2 || a.M * a.N * a.K < (1 << 16)) {

@@ -540,6 +540,17 @@ Napi::Value GroupedGemmWeightGradFn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// For other native areas (quant_blocks.cc): C (M,N; row stride ldc) = alpha · A (M,K; row stride
+// lda) · Bᵀ + beta · C with B stored (N,K), row stride ldb, on the engine's GEMM path.
+bool GemmNT(Engine* e, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc, float alpha, float beta) {
+  Problem p = Plain(a, b, c, M, N, K, false, true, alpha, beta);
+  p.A = MatView{a, lda, 1};
+  p.B = MatView{b, 1, ldb};
+  p.ldc = ldc;
+  return Run(e, std::vector<Problem>{p});
+}
+
 void RegisterGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, GemmFn));
   exports.Set("batchedGemm", Napi::Function::New(env, BatchedGemmFn));

@@ -339,7 +339,8 @@ void LayernormBackward(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------
-// RoPE (HF rotate_half). ropeForward / ropeBackward(e, out, x, pos, B, T, H, HS, rotaryDim, theta)
+// RoPE (HF rotate_half). ropeForward / ropeBackward(e, out, x, pos, B, T, H, HS, rotaryDim, theta,
+// invFreq (Float64Array(rotaryDim/2) or null: θ^(−2i/rd)), scale (cos and sin multiplied by it))
 
 template <int Sign>
 void Rope(const Napi::CallbackInfo& info) {
@@ -349,16 +350,18 @@ void Rope(const Napi::CallbackInfo& info) {
   const int32_t* pos = Ptr<int32_t>(info[3]);
   const int64_t B = I64(info[4]), T = I64(info[5]), H = I64(info[6]), HS = I64(info[7]), rd = I64(info[8]);
   const double theta = F64(info[9]);
+  const double* givenFreq = PtrOrNull<double>(info[10]);
+  const double scale = F64(info[11]);
   const int64_t half = rd / 2;
-  // cos/sin table (T, half) in double; angle = pos·θ^(−2i/rd).
+  // cos/sin table (T, half) in double; angle = pos·invFreq[i], invFreq = θ^(−2i/rd) unless given.
   std::vector<double> invFreq(half), cs(T * half), sn(T * half);
-  for (int64_t i = 0; i < half; ++i) invFreq[i] = std::pow(theta, -2.0 * double(i) / double(rd));
+  for (int64_t i = 0; i < half; ++i) invFreq[i] = givenFreq ? givenFreq[i] : std::pow(theta, -2.0 * double(i) / double(rd));
   ParRows(e, T, half * 8, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       for (int64_t i = 0; i < half; ++i) {
         const double a = double(pos[t]) * invFreq[i];
-        cs[t * half + i] = std::cos(a);
-        sn[t * half + i] = Sign * std::sin(a);
+        cs[t * half + i] = scale * std::cos(a);
+        sn[t * half + i] = Sign * scale * std::sin(a);
       }
     }
   });

@@ -15,3 +15,10 @@ export { Trainer, type StepReport } from "./train/trainer.js";
 export { generate } from "./infer/generate.js";
 export { SafetensorsFile, SafetensorsCheckpoint, writeSafetensors } from "./io/safetensors.js";
 export { singleProcessGroup, type ProcessGroup } from "./parallel/group.js";
+// Inference output path: sampling parameters, per-sequence sampler, stop handling, detokenizer, chat templates.
+export { validateSamplingParams, defaultSamplingParams, outputBudget, SamplingParamsError, SAMPLING_PARAM_NAMES, type SamplingParams, type SamplingContext } from "./infer/sampling-params.js";
+export { SequenceSampler, SamplerWorkspace, SamplerError, type SampledToken, type TokenLogprob } from "./infer/sampler.js";
+export { StopMatcher, type FinishReason, type StopStep } from "./infer/stop.js";
+export { IncrementalDetokenizer } from "./infer/detok.js";
+export { SequenceOutput } from "./infer/output.js";
+export { renderChat, ChatTemplate, ChatTemplateError, loadChatTemplate, DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP, type ChatMessage } from "./infer/chat.js";

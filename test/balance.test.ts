@@ -18,7 +18,7 @@ import {
   type BalanceResult,
 } from "../src/moe/balance.js";
 import type { FArr } from "../src/backend/spec.js";
-import { assertClose, assertExact, assertKernelError, numericGrad, randn } from "./util.js";
+import { assertClose, assertExact, assertMoeError, numericGrad, randn } from "./util.js";
 
 const FD_TOL = { rtol: 1e-6, atol: 1e-9 };
 const close = (a: number, b: number, tol = 1e-14) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -50,7 +50,7 @@ test("Switch aux loss equals E·Σ f_i P_i with f_i = count_i/(K·N); = coef whe
   const bal = switchAuxLoss(new Float64Array(16).fill(0.25), new Int32Array([0, 1, 2, 3]), 4, 4, 1, 0.01, null);
   close(bal.loss, 1);
   close(bal.weighted, 0.01);
-  assertKernelError(() => switchAuxLoss(P3, new Int32Array([0, 1, 2, 3, 4, 0]), 3, 4, 2, 1, null), /out of range/);
+  assertMoeError(() => switchAuxLoss(P3, new Int32Array([0, 1, 2, 3, 4, 0]), 3, 4, 2, 1, null), /out of range/);
 });
 
 test("GRIN global LB: f from global counts; equals Switch when the counts are local", () => {

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { capacityKeep, expertCapacity } from "../src/moe/capacity.js";
-import { assertExact, assertKernelError, randInt } from "./util.js";
+import { assertExact, assertMoeError, randInt } from "./util.js";
 
 test("expertCapacity = ⌈CF·K·N/E⌉, robust to float error", () => {
   assert.equal(expertCapacity(8, 2, 4, 1.25), 5);
@@ -86,9 +86,9 @@ test("huge CF (dropless / virtual) drops nothing; the same call gives the virtua
 });
 
 test("capacityKeep rejects bad input", () => {
-  assertKernelError(() => capacityKeep(new Int32Array([0, 3]), new Float64Array(2), 1, 2, 3, 1, "position"), /out of range/);
-  assertKernelError(() => capacityKeep(new Int32Array([0, 1]), new Float64Array(3), 1, 2, 3, 1, "position"), /weights/);
-  assertKernelError(() => capacityKeep(new Int32Array([0, 1]), new Float64Array(2), 1, 2, 3, -1, "probs"), /capacity/);
+  assertMoeError(() => capacityKeep(new Int32Array([0, 3]), new Float64Array(2), 1, 2, 3, 1, "position"), /out of range/);
+  assertMoeError(() => capacityKeep(new Int32Array([0, 1]), new Float64Array(3), 1, 2, 3, 1, "position"), /weights/);
+  assertMoeError(() => capacityKeep(new Int32Array([0, 1]), new Float64Array(2), 1, 2, 3, -1, "probs"), /capacity/);
   const empty = capacityKeep(new Int32Array(0), new Float64Array(0), 0, 2, 3, 0, "probs");
   assert.equal(empty.dropRate, 0);
 });

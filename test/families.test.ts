@@ -212,8 +212,9 @@ test("parseHfConfig / resolveConfig reject bad configs with a useful message", (
   delete skyDefaultGate.moe_2layer_gate; // the Skywork default is true
   err(() => resolveConfig(parseHfConfig(skyDefaultGate)), /moe_2layer_gate true/);
   // unsupported options
-  err(() => resolveConfig(parseHfConfig({ ...tinyHfConfig("olmoe", SIZES), clip_qkv: 8 })), /clip_qkv/);
-  err(() => resolveConfig(parseHfConfig({ ...mix, rope_scaling: { type: "yarn", factor: 4 } })), /rope_scaling/);
+  // clip_qkv and yarn are honoured now (test/hf-keys.test.ts); a bad value or an unknown type still names the key
+  err(() => resolveConfig(parseHfConfig({ ...tinyHfConfig("olmoe", SIZES), clip_qkv: 0 })), /clip_qkv/);
+  err(() => resolveConfig(parseHfConfig({ ...mix, rope_scaling: { type: "dynamic", factor: 4 } })), /rope_scaling/);
   err(() => resolveConfig(parseHfConfig({ ...mix, hidden_act: "gelu" })), /hidden_act 'gelu'/);
   err(() => resolveConfig(parseHfConfig({ ...mix, num_key_value_heads: 3 })), /not a multiple of num_key_value_heads 3/);
   err(() => resolveConfig(parseHfConfig({ ...mix, num_local_experts: 0 })), /num_local_experts must be a positive integer/);

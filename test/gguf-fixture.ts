@@ -8,7 +8,7 @@ import { writeCheckpointTensors, type TensorToWrite } from "../src/io/safetensor
 import { parseHfConfig, resolveConfig, type ModelConfig } from "../src/model/config.js";
 import { buildLayout } from "../src/model/params.js";
 import { createRng } from "../src/core/rng.js";
-import type { HfTokenizerJson } from "../src/io/gguf-model.js";
+import type { HfTokenizerJson } from "../src/model/gguf-model.js";
 
 /** GPT-2's bytes_to_unicode: byte → printable character. */
 export function byteToUnicode(): string[] {

@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, truncateSync, statSyn
 import os from "node:os";
 import path from "node:path";
 import { GgufFile, GgufError, gv, quantizeQ8_0, writeGguf, type GgufValue } from "../src/io/gguf.js";
-import { exportLlamaGguf, importLlamaGguf, llamaIncompatibility, modelToGguf, permuteRopeRows } from "../src/io/gguf-model.js";
+import { exportLlamaGguf, importLlamaGguf, llamaIncompatibility, modelToGguf, permuteRopeRows } from "../src/model/gguf-model.js";
 import { decodeArray, encodeArray, decodeF16 } from "../src/core/dtype.js";
 import { parseHfConfig, resolveConfig } from "../src/model/config.js";
 import { preset } from "../src/model/presets.js";
@@ -380,7 +380,7 @@ test("moe export: HF directory → GGUF; bad options refused", async () => {
   assert.equal(GgufFile.open(out).getNumber("general.file_type"), 7);
   await assert.rejects(runExport([dir, "--dtype", "q4"]), /--dtype must be one of f32, f16, q8_0/);
   await assert.rejects(runExport([dir, "--format", "onnx"]), /--format 'onnx' is not supported/);
-  await assert.rejects(runExport([path.join(tmp, "nope")]), /is not a directory/);
+  await assert.rejects(runExport([path.join(tmp, "nope")]), /nope: neither a model directory/);
   await assert.rejects(runExport([dir, "--dtyp", "f32"]), /did you mean --dtype/);
   rmSync(path.join(dir, "tokenizer.json"));
   await assert.rejects(runExport([dir, "--out", tmpFile()]), /no tokenizer\.json/);

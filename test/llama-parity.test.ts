@@ -17,7 +17,7 @@ import { runExport } from "../src/cli/export.js";
 import { MoeModel } from "../src/model/model.js";
 import { generate } from "../src/infer/generate.js";
 import { createBackend } from "../src/backend/index.js";
-import { importLlamaGguf } from "../src/io/gguf-model.js";
+import { importLlamaGguf } from "../src/model/gguf-model.js";
 import { writeTinyModelDir } from "./gguf-fixture.js";
 
 // The slice of the node-llama-cpp 3.x API used here, typed locally so this file compiles

@@ -32,8 +32,9 @@ function check(what: string, cfg: ModelConfig, opt: StepOptions, seed = 1, extra
   extra?.(m, r);
   const rep = gradcheckModel(m, ids, targets, opt, { what });
   assert.equal(rep.checked, m.layout.size, "every parameter element checked");
-  // the check is not vacuous: every tensor (routers included) received a nonzero gradient
-  for (const t of m.layout.tensors) {
+  // the check is not vacuous: every trainable tensor (routers included) received a nonzero gradient
+  // (the aux-free router bias is a buffer: selection only, no gradient by construction)
+  for (const t of m.layout.tensors.filter((x) => x.trainable)) {
     const g = m.grads.subarray(t.offset, t.offset + t.size);
     assert.ok(g.some((v) => Math.abs(v) > 1e-9), `${what}: ${t.name} has an all-zero gradient`);
   }
@@ -98,7 +99,7 @@ test("gradcheck: SparseMixer-v2 in eval mode (differentiable: w = p_D of the mas
   check("sparsemixer-eval", tinyConfig(router(sparsemixer(false))), { train: false, balance: "global", auxCoefs: coefs(0.01) }, 1, (m) => {
     // the mask is active somewhere, and some picks keep several experts (w < 1)
     let zeros = 0, partial = 0;
-    for (const a of (m as unknown as SmActs).acts) {
+    for (const a of (m.workspace as unknown as SmActs).acts) {
       for (const v of a.moe.route.saved.pickP) if (v === 0) zeros++;
       for (const w of a.moe.route.saved.pickW) if (w < 0.99) partial++;
     }
@@ -113,7 +114,7 @@ function sparsemixerTrain(scaleExpertGrad: boolean): void {
   const { m, ids, targets } = build(cfg, 1);
   m.forward(ids, targets, opt);
   // some pick of the last layer is a non-argmax sample with s = 1/3 (else scaleExpertGrad is moot)
-  const acts = (m as unknown as SmActs).acts;
+  const acts = (m.workspace as unknown as SmActs).acts;
   assert.ok([...acts[L - 1]!.moe.route.scales].some((s) => Math.abs(s - 1 / 3) < 1e-15), "a scaled pick exists in the last layer");
   const n = m.names;
   const only = [n.lmHead!, n.normF, n.layers[L - 1]!.w13!, n.layers[L - 1]!.w2!];

@@ -47,7 +47,7 @@ export function randomizeParams(model: MoeModel, seed: number, std = 0.4): void 
  * Reads the model's private per-layer MoE state (test-only introspection).
  */
 export function routeSignature(model: MoeModel): string {
-  const acts = (model as unknown as { acts: { moe?: { route: { topExperts: Int32Array; saved: { pickP: Float64Array | null } } | null; keys: Int32Array } }[] }).acts;
+  const acts = (model.workspace as unknown as { acts: { moe?: { route: { topExperts: Int32Array; saved: { pickP: Float64Array | null } } | null; keys: Int32Array } }[] }).acts;
   const parts: string[] = [];
   for (const a of acts) {
     if (!a.moe || !a.moe.route) continue;

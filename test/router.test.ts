@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { routerBackward, routerEntropy, routerForward, SPARSEMIXER, type RouterConfig, type SparseMixerVariant } from "../src/moe/router.js";
 import { inputJitter, inputJitterBackward, sampleRouterNoise, uniformAt } from "../src/moe/noise.js";
-import { assertClose, assertExact, assertKernelError, dot, numericGrad, randn } from "./util.js";
+import { assertClose, assertExact, assertMoeError, dot, numericGrad, randn } from "./util.js";
 
 const FD_TOL = { rtol: 1e-6, atol: 1e-8 };
 
@@ -205,11 +205,11 @@ test("SparseMixer eval: weights are the two masked-softmax probabilities, not re
 
 test("SparseMixer needs noise in training and validates it", () => {
   const cfg: RouterConfig = { kind: "sparsemixer", variant: "v2", topK: 2, jitterEps: 0.01, scaleExpertGrad: false };
-  assertKernelError(() => routerForward(cfg, new Float64Array(8), 2, 4, "train"), /noise/);
-  assertKernelError(() => routerForward(cfg, new Float64Array(8), 2, 4, "train", { gumbel: new Float64Array(3), bernoulli: new Uint8Array(4) }), /gumbel/);
-  assertKernelError(() => routerForward({ kind: "softmax_topk", topK: 5, normTopkProb: false }, new Float64Array(8), 2, 4, "eval"), /K = 5/);
-  assertKernelError(() => routerForward({ kind: "softmax_topk", topK: 1, normTopkProb: false }, new Float64Array(7), 2, 4, "eval"), /logits/);
-  assertKernelError(() => routerForward({ kind: "softmax_topk", topK: 1, normTopkProb: false }, new Float64Array([0, NaN, 0, 0]), 1, 4, "eval"), /NaN/);
+  assertMoeError(() => routerForward(cfg, new Float64Array(8), 2, 4, "train"), /noise/);
+  assertMoeError(() => routerForward(cfg, new Float64Array(8), 2, 4, "train", { gumbel: new Float64Array(3), bernoulli: new Uint8Array(4) }), /gumbel/);
+  assertMoeError(() => routerForward({ kind: "softmax_topk", topK: 5, normTopkProb: false }, new Float64Array(8), 2, 4, "eval"), /K = 5/);
+  assertMoeError(() => routerForward({ kind: "softmax_topk", topK: 1, normTopkProb: false }, new Float64Array(7), 2, 4, "eval"), /logits/);
+  assertMoeError(() => routerForward({ kind: "softmax_topk", topK: 1, normTopkProb: false }, new Float64Array([0, NaN, 0, 0]), 1, 4, "eval"), /NaN/);
 });
 
 test("SparseMixer sampling statistics over 40k draws: P(D=j) = p_j and P(s=1) = P(argmax) + P(B)(1 − P(argmax)) within 4σ", () => {

@@ -190,7 +190,7 @@ test("CLI end to end: train (dense and MoE), generate, eval, inspect, upcycle", 
   assert.equal(insj.experts, 4);
   assert.equal(insj.tensors, insj.expectedTensors);
   // dense → upcycle → the upcycled model's logits match the dense one's (checked in upcycle.test); here the CLI path
-  const dense = await cli(["train", `train.out_dir=${path.join(base, "dense")}`, "model.dense=true", ...common]);
+  const dense = await cli(["train", `train.out_dir=${path.join(base, "dense")}`, "model.family=llama", ...common]);
   assert.equal(dense.code, 0, dense.err + dense.out);
   const up = await cli(["upcycle", "--from", path.join(base, "dense"), "--experts", "4", "--top-k", "2", "--out", path.join(base, "up")]);
   assert.equal(up.code, 0, up.err);

@@ -121,3 +121,8 @@ export function backends(): { ref: Backend; natives: { label: string; be: Backen
 export function assertKernelError(fn: () => unknown, re: RegExp): void {
   assert.throws(fn, (e: unknown) => e instanceof Error && e.name === "KernelArgError" && re.test(e.message));
 }
+
+/** The MoE math refuses bad arguments with a MoeError (its own layer's error type). */
+export function assertMoeError(fn: () => unknown, re: RegExp): void {
+  assert.throws(fn, (e: unknown) => e instanceof Error && e.name === "MoeError" && re.test(e.message));
+}

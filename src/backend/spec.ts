@@ -115,6 +115,33 @@ export interface QuantKernels {
 }
 
 // ---------------------------------------------------------------------------
+// GGUF block-quantised weights (inference): byte layouts in src/core/quant-blocks.ts
+
+export type { BlockFormat } from "../core/quant-blocks.js";
+import type { BlockFormat } from "../core/quant-blocks.js";
+
+export interface QuantBlockGemmParams {
+  M: number;
+  N: number;
+  /** A multiple of the format's block size (32 for q8_0/q4_0, 256 for q4_k/q6_k). */
+  K: number;
+  format: BlockFormat;
+  /** Default 0 (overwrite). */
+  beta?: number;
+}
+
+export interface QuantBlockKernels {
+  /**
+   * y (M,N) = x (M,K) · dequant(w)ᵀ + beta·y. w holds N rows of K/blockSize raw ggml
+   * blocks each (exactly the bytes of a GGUF tensor with ne = [K, N]); dequant is ggml's
+   * dequantize_row_*. x and y are Float32Array.
+   */
+  gemmQuantBlock(x: Float32Array, w: Uint8Array, y: Float32Array, p: QuantBlockGemmParams): void;
+  /** out (n) = dequant of the n/blockSize blocks in w, bit for bit ggml's dequantize_row_*. */
+  dequantizeBlock(out: Float32Array, w: Uint8Array, format: BlockFormat, n: number): void;
+}
+
+// ---------------------------------------------------------------------------
 // Dtype conversion (round-to-nearest-even, NaN kept)
 
 export type Fp8Format = "e4m3" | "e5m2";
@@ -234,6 +261,10 @@ export interface RopeParams {
   rotaryDim?: number;
   /** Base θ, e.g. 1e4. */
   theta: number;
+  /** Per-pair inverse frequencies (rotaryDim/2), overriding θ^(−2i/rd): scaled RoPE (linear, llama3, yarn, longrope). */
+  invFreq?: Float64Array;
+  /** cos and sin are multiplied by this (yarn / longrope attention factor). Default 1. */
+  scale?: number;
 }
 
 export interface AdamWParams {
@@ -273,6 +304,58 @@ export interface AttentionKernels {
   attentionForward(out: FArr, lse: FArr, q: FArr, k: FArr, v: FArr, p: AttentionParams): void;
   /** dq, dk, dv overwritten. Recomputes probabilities from q, k, lse. */
   attentionBackward(dq: FArr, dk: FArr, dv: FArr, dout: FArr, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, p: AttentionParams): void;
+}
+
+// ---------------------------------------------------------------------------
+// Paged attention (inference): keys/values live in a pool of fixed blocks (infer/kv-cache.ts)
+
+/**
+ * A KV cache of one layer: (numBlocks, blockSize, KVH, HS) row-major, as f32/f64 values or
+ * bf16 codes (Uint16Array). Slot s = block·blockSize + offset holds one token's KVH·HS values.
+ */
+export type KvArr = FArr | Uint16Array;
+
+export interface PagedCacheParams {
+  /** Blocks in the cache. */
+  numBlocks: number;
+  /** Tokens per block. */
+  blockSize: number;
+  KVH: number;
+  HS: number;
+}
+
+export interface PagedAttentionParams extends PagedCacheParams {
+  /** Sequences in the batch (S). */
+  numSeqs: number;
+  /** Query heads; NH % KVH == 0 (GQA: query head h reads kv head ⌊h·KVH/NH⌋). */
+  NH: number;
+  /** Width of each blockTables row (the most blocks one sequence can have). */
+  maxBlocksPerSeq: number;
+  /** Keys attended per query including itself (j ∈ (pos−window, pos]); 0 or absent = unlimited. */
+  window?: number;
+  /** Score scale; default 1/√HS. */
+  scale?: number;
+}
+
+export interface PagedAttentionKernels {
+  /**
+   * Causal attention of new query rows against each sequence's cached keys/values.
+   * q, out (N, NH, HS) hold the new rows of sequence 0, then sequence 1, …: sequence s owns
+   * rows [queryStart[s], queryStart[s+1]) (queryStart (S+1), queryStart[0] = 0, queryStart[S] = N;
+   * a sequence may have 0 rows). contextLens (S) is each sequence's length including its new
+   * rows, whose keys/values must already be in the cache (pagedWrite): the new rows sit at
+   * positions contextLen − qlen … contextLen − 1 and query position p sees keys j ∈ (p − window, p].
+   * Key j of sequence s is in slot blockTables[s·maxBlocksPerSeq + ⌊j/blockSize⌋]·blockSize + j % blockSize;
+   * only the entries of visible blocks are read (released blocks may hold −1).
+   * kCache and vCache share one type: Float32Array/Float64Array (the dtype of q) or Uint16Array (bf16).
+   */
+  pagedAttention(out: FArr, q: FArr, kCache: KvArr, vCache: KvArr, blockTables: Int32Array, queryStart: Int32Array, contextLens: Int32Array, p: PagedAttentionParams): void;
+  /**
+   * Writes N new rows k, v (N, KVH, HS) into the cache: row i goes to slot slotMapping[i]
+   * (in [0, numBlocks·blockSize), distinct), or is skipped when slotMapping[i] = −1. bf16 caches
+   * receive round-to-nearest-even codes.
+   */
+  pagedWrite(kCache: KvArr, vCache: KvArr, k: FArr, v: FArr, slotMapping: Int32Array, p: PagedCacheParams): void;
 }
 
 // ---------------------------------------------------------------------------
@@ -322,7 +405,7 @@ export interface BackendInfo {
   cpuFeatures: string[];
 }
 
-export interface Kernels extends GemmKernels, QuantKernels, ConvertKernels, OpsKernels, AttentionKernels, RouteKernels {}
+export interface Kernels extends GemmKernels, QuantKernels, QuantBlockKernels, ConvertKernels, OpsKernels, AttentionKernels, PagedAttentionKernels, RouteKernels {}
 
 export interface Backend extends Kernels {
   readonly name: BackendName;

@@ -1,17 +1,17 @@
 // `moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]`: writes an HF-layout
 // model directory (config.json + model.safetensors[.index.json] + tokenizer.json) as a GGUF
-// file llama.cpp loads (architecture `llama` with experts; see io/gguf-model.ts).
+// file llama.cpp loads (architecture `llama` with experts; see model/gguf-model.ts).
 //
-// Not: a general HF loader. `loadForExport` is a minimal private reader kept in one function
-// so it can be swapped for model/checkpoint.ts's loader.
+// MODEL may be a run directory (its latest checkpoint). Weights load through model/checkpoint.ts
+// like every other command's.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { parseFlags } from "./args.js";
-import { SafetensorsCheckpoint, type StDtype } from "../io/safetensors.js";
-import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
-import { buildLayout } from "../model/params.js";
-import { decodeArray } from "../core/dtype.js";
-import { EXPORT_DTYPES, exportLlamaGguf, type ExportDtype, type HfTokenizerJson } from "../io/gguf-model.js";
+import { loadHfWeights } from "../model/checkpoint.js";
+import type { HfConfig, ModelConfig } from "../model/config.js";
+import { createBackend } from "../backend/index.js";
+import { resolveModelDir } from "../train/checkpoints.js";
+import { EXPORT_DTYPES, exportLlamaGguf, type ExportDtype, type HfTokenizerJson } from "../model/gguf-model.js";
 
 const USAGE = "usage: moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]";
 
@@ -22,54 +22,19 @@ export interface LoadedForExport {
   tokenizer?: HfTokenizerJson;
 }
 
-/** Reads config.json, the safetensors weights (by the layout's HF names) and tokenizer.json of an HF directory. */
+/** config.json, weights (through the one HF loader) and tokenizer.json of a model or run directory. */
 export function loadForExport(dir: string): LoadedForExport {
-  const cfgFile = path.join(dir, "config.json");
-  if (!existsSync(cfgFile)) throw new Error(`${dir}: no config.json (expected an HF-layout model directory)`);
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(cfgFile, "utf8"));
-  } catch (e) {
-    throw new Error(`${cfgFile}: not valid JSON: ${(e as Error).message}`);
-  }
-  const hf = parseHfConfig(json, cfgFile);
-  const cfg = resolveConfig(hf, { kind: "dropless" }, cfgFile);
-  const { layout } = buildLayout(cfg);
-  const ck = SafetensorsCheckpoint.open(dir);
-  const params = new Float32Array(layout.size);
-  const used = new Set<string>();
-  for (const slot of layout.hfTensors) {
-    if (!ck.has(slot.name)) throw new Error(`${dir}: checkpoint has no tensor '${slot.name}'`);
-    const { info, data } = ck.read(slot.name);
-    if (info.shape.length !== slot.shape.length || info.shape.some((d, i) => d !== slot.shape[i])) {
-      throw new Error(`${dir}: tensor '${slot.name}' has shape [${info.shape}], the config needs [${slot.shape}]`);
-    }
-    params.set(toF32(info.dtype, data, `${dir}: tensor '${slot.name}'`), slot.offset);
-    used.add(slot.name);
-  }
-  for (const name of ck.names()) {
-    if (!used.has(name) && !(cfg.tieEmbeddings && name === "lm_head.weight")) throw new Error(`${dir}: tensor '${name}' is not a parameter of this ${hf.model_type} config`);
-  }
+  const { weights, hf, cfg } = loadHfWeights(dir, createBackend({ name: "ref" }));
   const tokFile = path.join(dir, "tokenizer.json");
-  const tokenizer = existsSync(tokFile) ? (JSON.parse(readFileSync(tokFile, "utf8")) as HfTokenizerJson) : undefined;
-  return { hf, cfg, params, tokenizer };
-}
-
-function toF32(dtype: StDtype, data: ArrayBufferView, where: string): Float32Array {
-  switch (dtype) {
-    case "F32":
-      return data as Float32Array;
-    case "F64":
-      return Float32Array.from(data as Float64Array);
-    case "F16":
-    case "BF16": {
-      const out = new Float32Array((data as Uint16Array).length);
-      decodeArray(dtype === "F16" ? "f16" : "bf16", out, data as Uint16Array);
-      return out;
+  let tokenizer: HfTokenizerJson | undefined;
+  if (existsSync(tokFile)) {
+    try {
+      tokenizer = JSON.parse(readFileSync(tokFile, "utf8")) as HfTokenizerJson;
+    } catch (e) {
+      throw new Error(`${tokFile}: not valid JSON: ${(e as Error).message}`);
     }
-    default:
-      throw new Error(`${where}: dtype ${dtype} is not a float weight type (F32, F64, F16, BF16)`);
   }
+  return { hf, cfg, params: weights.data as Float32Array, tokenizer };
 }
 
 export async function runExport(argv: string[]): Promise<number> {
@@ -79,8 +44,7 @@ export async function runExport(argv: string[]): Promise<number> {
     return 0;
   }
   if (positional.length !== 1) throw new Error(`moe export: expected one MODEL_DIR\n${USAGE}`);
-  const dir = positional[0]!;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`moe export: '${dir}' is not a directory`);
+  const dir = resolveModelDir(positional[0]!);
   const format = flags.format ?? "gguf";
   if (format !== "gguf") throw new Error(`moe export: --format '${format}' is not supported (supported: gguf)`);
   const dtype = (flags.dtype ?? "f16") as ExportDtype;

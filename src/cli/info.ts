@@ -1,5 +1,5 @@
 // `moe info`: prints the compute engine a run would use.
-import { createBackend } from "../backend/index.js";
+import { backendFromFlags } from "../backend/index.js";
 import { parseFlags } from "./args.js";
 
 export async function runInfo(argv: string[]): Promise<number> {
@@ -15,11 +15,8 @@ export async function runInfo(argv: string[]): Promise<number> {
     return 0;
   }
   if (positional.length) throw new Error(`moe info: unexpected argument '${positional[0]}'`);
-  const name = flags.backend ?? "native";
-  if (name !== "native" && name !== "ref") throw new Error(`moe info: --backend must be 'native' or 'ref', got '${name}'`);
-  const gemm = flags.gemm ?? "auto";
-  if (gemm !== "auto" && gemm !== "blas" && gemm !== "builtin") throw new Error(`moe info: --gemm must be auto, blas or builtin, got '${gemm}'`);
-  const be = name === "ref" ? createBackend({ name }) : createBackend({ name, threads: flags.threads, gemm });
+
+  const be = backendFromFlags(flags, "moe info");
   const info = be.info();
   if (flags.json) {
     console.log(JSON.stringify(info));

@@ -5,7 +5,7 @@
 // position. The native backend computes in f32; the ref backend in f64 (the oracle).
 // Not: generation or sampling (see `moe generate`), tokenisation (ids are given).
 import { existsSync, statSync } from "node:fs";
-import { createBackend } from "../backend/index.js";
+import { backendFromFlags } from "../backend/index.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
 import { parseFlags } from "./args.js";
@@ -42,12 +42,10 @@ export async function runLogits(argv: string[]): Promise<number> {
   const dir = positional[0]!;
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`moe logits: MODEL_DIR '${dir}' is not a directory`);
   if (flags.ids === undefined) throw new Error(`moe logits: --ids is required\n${USAGE}`);
-  const name = flags.backend ?? "native";
-  if (name !== "native" && name !== "ref") throw new Error(`moe logits: --backend must be 'native' or 'ref', got '${name}'`);
-  if (flags.threads !== undefined && !(Number.isInteger(flags.threads) && flags.threads >= 1)) throw new Error(`moe logits: --threads must be a positive integer, got ${flags.threads}`);
   const hf = readHfConfig(dir);
   const ids = parseIds(flags.ids, hf.vocab_size, `${dir}/config.json`);
-  const be = name === "ref" ? createBackend({ name }) : createBackend({ name, threads: flags.threads });
+  const be = backendFromFlags(flags, "moe logits");
+  const name = be.name;
   const T = ids.length;
   const { model, cfg } = loadHfModel(dir, be, { B: 1, T, dtype: name === "ref" ? "f64" : "f32" });
   model.forward(ids, null, { train: false });

@@ -6,6 +6,7 @@ import { runEval, runGenerate, runInspect, runUpcycle } from "./model-commands.j
 import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
+import { runPlan } from "./plan.js";
 import { runLaunch } from "./launch.js";
 
 const USAGE = `usage: moe <command> [options]
@@ -20,6 +21,7 @@ commands:
   logits MODEL --ids 1,2,3 [--out FILE]                forward pass; logits as safetensors
   export MODEL --format gguf [--dtype f32|f16|q8_0]    GGUF for llama.cpp
   info [--backend native|ref] [--threads N] [--json]   the compute engine
+  plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
   launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
 
 run 'moe <command> --help' for a command's options`;
@@ -45,6 +47,8 @@ export async function main(argv: string[]): Promise<number> {
       return runLogits(rest);
     case "export":
       return runExport(rest);
+    case "plan":
+      return runPlan(rest);
     case "launch":
       return runLaunch(rest);
     case undefined:

@@ -2,28 +2,22 @@
 // (an HF-layout directory, or a run directory whose latest checkpoint is used).
 import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import { createBackend, type Backend } from "../backend/index.js";
-import { loadHfModel, readHfConfig, saveHfModel } from "../model/checkpoint.js";
+import { backendFromFlags, createBackend } from "../backend/index.js";
+import { loadHfModel, loadHfWeights, readHfConfig, saveHfWeights } from "../model/checkpoint.js";
 import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
+import type { RouterConfig } from "../moe/router.js";
 import { buildLayout } from "../model/params.js";
-import { MoeModel } from "../model/model.js";
-import { upcycleParams, expertSimilarity } from "../model/upcycle.js";
+import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
 import { resolveModelDir } from "../train/checkpoints.js";
 import { loadTokenizer } from "../data/tokenizer.js";
 import { generate } from "../infer/generate.js";
-import { parseCorpusSpec, corpusFingerprint } from "../data/corpus.js";
-import { ensureShards, tokenizerHash } from "../data/shards.js";
+import { parseCorpusSpec } from "../data/corpus.js";
+import { ensureShards, shardCacheDir, tokenizerHash } from "../data/shards.js";
+import { evaluateLoss } from "../train/eval.js";
 import { TokenLoader } from "../data/loader.js";
 import { SafetensorsCheckpoint } from "../io/safetensors.js";
 import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
-
-function backendFrom(flags: { backend?: string; threads?: number }): Backend {
-  const name = flags.backend ?? "native";
-  if (name === "ref") return createBackend({ name: "ref" });
-  if (name !== "native") throw new Error(`--backend must be native or ref, got '${name}'`);
-  return createBackend({ name: "native", threads: flags.threads });
-}
 
 function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
   const x = v ?? d;
@@ -53,7 +47,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (tok.eosId !== undefined && ids.length === 0) ids.push(tok.eosId);
   const hf = readHfConfig(dir);
   const T = Math.min(ids.length + maxTokens, Math.max(hf.max_position_embeddings, ids.length + 1));
-  const { model } = loadHfModel(dir, backendFrom(flags), { B: 1, T });
+  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B: 1, T });
   const out = generate(model, ids.slice(-(T - 1)), { maxTokens: Math.min(maxTokens, T - Math.min(ids.length, T - 1)), temperature, topP, seed: flags.seed ?? 0, eosId: tok.eosId });
   process.stdout.write(prompt + tok.decode(out) + "\n");
   return 0;
@@ -75,17 +69,12 @@ export async function runEval(argv: string[]): Promise<number> {
   const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
   const batches = positiveInt("moe eval", "batches", flags.batches, 16);
   const th = tokenizerHash(tok);
-  const cache = path.resolve(flags["cache-dir"] ?? "runs/cache", `shards-${corpusFingerprint(spec).slice(0, 12)}-${th.slice(0, 12)}`);
+  const cache = shardCacheDir(path.resolve(flags["cache-dir"] ?? "runs/cache"), spec, th);
   const { shards } = ensureShards(spec, tok, th, cache, {});
-  const { model } = loadHfModel(dir, backendFrom(flags), { B, T });
+  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B, T });
   const loader = new TokenLoader(shards, split, B, T, 0);
-  let sum = 0, n = 0;
-  for (const b of loader.evalBatches(batches, split)) {
-    sum += model.forward(b.inputs, b.targets, { train: false }).ce;
-    n++;
-  }
-  const loss = sum / n;
-  console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: n, tokens: n * B * T, loss, perplexity: Math.exp(loss) }));
+  const r = evaluateLoss(model, loader.evalBatches(batches, split));
+  console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: r.batches, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity }));
   return 0;
 }
 
@@ -112,7 +101,7 @@ export async function runInspect(argv: string[]): Promise<number> {
   const moeLayers = cfg.moe.moeLayers.filter(Boolean).length;
   const info = {
     dir, family: hf.model_type, layers: cfg.numLayers, moeLayers, hiddenSize: cfg.hiddenSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,
-    vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router,
+    vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router, routerName: moeLayers ? routerName(cfg.moe.router).split(" ")[0] : null,
     norm: cfg.norm.kind, slidingWindow: cfg.slidingWindow, totalParams: counts.total, activeParams: counts.active, tensors: ck.names().length,
     expectedTensors: layout.hfTensors.length, dtypes, tensorBytes: bytes, fileBytes: fileSize,
   };
@@ -121,11 +110,23 @@ export async function runInspect(argv: string[]): Promise<number> {
     console.log(`${dir}`);
     console.log(`  family          ${info.family}`);
     console.log(`  layers          ${info.layers} (${moeLayers} MoE), hidden ${info.hiddenSize}, heads ${info.heads}/${info.kvHeads} × ${info.headDim}, vocab ${info.vocab}`);
-    console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${cfg.moe.router.kind}`);
+    console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${moeLayers ? routerName(cfg.moe.router) : "none (dense)"}`);
     console.log(`  parameters      ${formatCount(counts.total)} total, ${formatCount(counts.active)} active per token`);
     console.log(`  tensors         ${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${formatCount(bytes)} bytes`);
   }
   return 0;
+}
+
+/** The router as `model.router` names it (and what it computes). */
+function routerName(r: RouterConfig): string {
+  switch (r.kind) {
+    case "softmax_topk":
+      return r.logitsNormStd !== undefined ? `skywork (softmax top-${r.topK}, gating-logit normalisation λ=${r.logitsNormStd})` : `topk (softmax top-${r.topK}${r.normTopkProb ? ", renormalised" : ""})`;
+    case "sparsemixer":
+      return `sparsemixer (SparseMixer-${r.variant}, ε=${r.jitterEps})`;
+    case "sigmoid_bias":
+      return `sigmoid_bias (sigmoid top-${r.topK} with aux-free selection bias)`;
+  }
 }
 
 export async function runUpcycle(argv: string[]): Promise<number> {
@@ -139,19 +140,18 @@ export async function runUpcycle(argv: string[]): Promise<number> {
   const src = resolveModelDir(flags.from);
   const hf = readHfConfig(src);
   if (hf.model_type !== "llama") throw new Error(`moe upcycle: ${src} is a '${hf.model_type}' model; upcycling starts from a dense 'llama' checkpoint`);
-  const { model } = loadHfModel(src, createBackend({ name: "ref" }), { B: 1, T: 1 });
-  const up = upcycleParams(hf as LlamaHfConfig, model.params, {
+  const be = createBackend({ name: "ref" });
+  const { weights } = loadHfWeights(src, be);
+  const up = upcycleWeights(weights, hf as LlamaHfConfig, {
     experts: positiveInt("moe upcycle", "experts", flags.experts, 8), topK: positiveInt("moe upcycle", "top-k", flags["top-k"], 2),
     granularity: flags.granularity, noise: flags.noise, routerStd: flags["router-std"], seed: flags.seed,
   });
   const out = path.resolve(flags.out);
   if (existsSync(path.join(out, "config.json"))) throw new Error(`moe upcycle: ${out} already holds a model; choose an empty --out`);
   mkdirSync(out, { recursive: true });
-  const moe = new MoeModel(up.cfg, createBackend({ name: "ref" }), { B: 1, T: 1 });
-  moe.params.set(up.params);
-  saveHfModel(moe, up.hf, out);
+  saveHfWeights(up.weights, be, up.hf, out);
   if (existsSync(path.join(src, "tokenizer.json"))) copyFileSync(path.join(src, "tokenizer.json"), path.join(out, "tokenizer.json"));
   const counts = parameterCounts(up.cfg);
-  console.log(`upcycled ${src} → ${out}: ${up.cfg.moe.numExperts} experts top-${up.cfg.moe.topK}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active); expert similarity ${expertSimilarity(up.cfg, up.params).map((x) => x.toFixed(3)).join(" ")}`);
+  console.log(`upcycled ${src} → ${out}: ${up.cfg.moe.numExperts} experts top-${up.cfg.moe.topK}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active); expert similarity ${expertSimilarity(up.cfg, up.weights.data).map((x) => x.toFixed(3)).join(" ")}`);
   return 0;
 }

@@ -18,7 +18,7 @@ import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, re
 import { createHash } from "node:crypto";
 import { endianness } from "node:os";
 import path from "node:path";
-import { writeFileAtomic } from "../io/safetensors.js";
+import { writeFileAtomic } from "../core/fs.js";
 import { corpusFingerprint, iterateDocuments, type CorpusSpec } from "./corpus.js";
 import type { Tokenizer } from "./types.js";
 
@@ -374,4 +374,9 @@ export class ShardSet {
     for (const fd of this.fds.values()) closeSync(fd);
     this.fds.clear();
   }
+}
+
+/** The one name of a corpus's token shards under a cache directory (by corpus and tokenizer). */
+export function shardCacheDir(cacheDir: string, spec: CorpusSpec, tokHash: string): string {
+  return path.join(cacheDir, `shards-${corpusFingerprint(spec).slice(0, 12)}-${tokHash.slice(0, 12)}`);
 }

@@ -9,7 +9,7 @@
 // dropout, byte_fallback, subword prefixes/suffixes. Post-processors are ignored on purpose:
 // encode() returns the ids of the text alone (HF `add_special_tokens=False`); no offsets.
 import { readFileSync } from "node:fs";
-import { writeFileAtomic } from "../io/safetensors.js";
+import { writeFileAtomic } from "../core/fs.js";
 import { onigToJs } from "./onig-regex.js";
 import type { Tokenizer } from "./types.js";
 

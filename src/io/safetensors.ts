@@ -12,8 +12,9 @@
 // Writing is atomic: a temp file in the same directory, fsync, then rename.
 //
 // Not: a dtype converter (see core/dtype.ts) or a model loader (see model/).
-import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync, readFileSync, existsSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync, readFileSync, existsSync } from "node:fs";
 import path from "node:path";
+import { atomicWrite, writeAll, writeFileAtomic } from "../core/fs.js";
 
 export type StDtype = "F64" | "F32" | "F16" | "BF16" | "F8_E4M3" | "F8_E5M2" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -208,42 +209,7 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
   });
 }
 
-/** Writes every byte (writeSync may write fewer than asked). */
-export function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-}
-
-/** Writes a whole file atomically: text (UTF-8) or bytes. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
-  atomicWrite(file, (fd) => writeAll(fd, bytes));
-}
-
-/**
- * Writes a file atomically: `write` fills a temp file next to `file`, which is fsynced and
- * renamed over `file`. On any error the temp file is removed and `file` is untouched.
- */
-export function atomicWrite(file: string, write: (fd: number) => void): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
-  const fd = openSync(tmp, "w");
-  let ok = false;
-  try {
-    write(fd);
-    fsyncSync(fd);
-    ok = true;
-  } finally {
-    closeSync(fd);
-    if (!ok) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        /* already gone */
-      }
-    }
-  }
-  renameSync(tmp, file);
-}
+export { atomicWrite, writeAll, writeFileAtomic } from "../core/fs.js";
 
 // ---------------------------------------------------------------------------
 // Checkpoint directories: one model.safetensors, or shards with an index.

@@ -32,6 +32,7 @@ import type { Backend } from "../backend/spec.js";
 import { SafetensorsCheckpoint, writeFileAtomic, writeCheckpointTensors, INDEX_FILE, type StDtype, type TensorInfo, type TensorToWrite } from "../io/safetensors.js";
 import { ConfigError, parseHfConfig, resolveConfig, type DispatchConfig, type Family, type HfConfig, type ModelConfig } from "./config.js";
 import { MoeModel, type ModelShape } from "./model.js";
+import { Weights, type ArenaDtype } from "./weights.js";
 import type { TensorSlot } from "./params.js";
 
 export class CheckpointError extends Error {
@@ -100,6 +101,14 @@ export interface LoadOptions {
   dispatch?: DispatchConfig;
 }
 
+export interface LoadedWeights {
+  weights: Weights;
+  hf: HfConfig;
+  cfg: ModelConfig;
+  /** The FP8 scheme the weights were dequantised from, or null. */
+  quantization: Fp8Quantization | null;
+}
+
 export interface LoadedModel {
   model: MoeModel;
   hf: HfConfig;
@@ -152,13 +161,22 @@ function readFloat(ck: SafetensorsCheckpoint, be: Backend, name: string): Float3
  * every missing / unexpected / mis-shaped tensor) for the weights.
  */
 export function loadHfModel(dir: string, be: Backend, shape: ModelShape, opts: LoadOptions = {}): LoadedModel {
+  const { weights, hf, cfg, quantization } = loadHfWeights(dir, be, { ...opts, dtype: shape.dtype ?? "f32" });
+  return { model: new MoeModel(cfg, be, shape, weights), hf, cfg, quantization };
+}
+
+/**
+ * Loads an HF checkpoint directory into a new Weights (f32, or f64 for the ref backend's
+ * gradient checks). Errors as loadHfModel.
+ */
+export function loadHfWeights(dir: string, be: Backend, opts: LoadOptions & { dtype?: ArenaDtype } = {}): LoadedWeights {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a checkpoint directory (does not exist or is not a directory)`);
   const hf = readHfConfig(dir);
   const cfgFile = path.join(dir, CONFIG_FILE);
   const quant = parseQuantization((hf as unknown as Record<string, unknown>).quantization_config, cfgFile);
   const cfg = resolveConfig(hf, opts.dispatch ?? { kind: "dropless" }, cfgFile);
   const ck = SafetensorsCheckpoint.open(dir);
-  const model = new MoeModel(cfg, be, shape);
+  const model = new Weights(cfg, opts.dtype ?? "f32");
 
   const used = new Set<string>();
   const missing: string[] = [];
@@ -249,7 +267,7 @@ export function loadHfModel(dir: string, be: Backend, shape: ModelShape, opts: L
   if (badScale.length) problems.push(`${badScale.length} bad FP8 scale(s):\n${listCapped(badScale)}`);
   if (problems.length) throw new CheckpointError(`${dir}: checkpoint does not match ${cfgFile}:\n${problems.join("\n")}`);
 
-  const P = model.params;
+  const P = model.data;
   for (const p of plans) {
     const { slot, info } = p;
     let values: Float32Array | Float64Array;
@@ -269,12 +287,12 @@ export function loadHfModel(dir: string, be: Backend, shape: ModelShape, opts: L
   }
   if (tiedHeadCopy) {
     const head = readFloat(ck, be, "lm_head.weight");
-    const emb = model.param(model.names.embed);
+    const emb = model.tensor(model.names.embed);
     let same = head.length === emb.length;
     for (let i = 0; same && i < head.length; i++) same = Object.is(Math.fround(head[i]!), Math.fround(emb[i]!));
     if (!same) throw new CheckpointError(`${dir}: lm_head.weight differs from model.embed_tokens.weight, but ${cfgFile} has tie_word_embeddings true`);
   }
-  return { model, hf, cfg, quantization: quant };
+  return { weights: model, hf, cfg, quantization: quant };
 }
 
 // ---------------------------------------------------------------------------
@@ -316,6 +334,11 @@ const SHARD_RE = /^model-\d{5}-of-\d{5}\.safetensors$/;
  * Returns the files written.
  */
 export function saveHfModel(model: MoeModel, hf: HfConfig, dir: string, opts: SaveOptions = {}): string[] {
+  return saveHfWeights(model.weights, model.be, hf, dir, opts);
+}
+
+/** saveHfModel for a Weights (be converts to bf16). */
+export function saveHfWeights(model: Weights, be: Backend, hf: HfConfig, dir: string, opts: SaveOptions = {}): string[] {
   const dtype = opts.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16") throw new CheckpointError(`saveHfModel: dtype must be "f32" or "bf16", got ${JSON.stringify(dtype)}`);
   const check = resolveConfig(hf);
@@ -325,12 +348,12 @@ export function saveHfModel(model: MoeModel, hf: HfConfig, dir: string, opts: Sa
   mkdirSync(dir, { recursive: true });
   const tensors: Record<string, TensorToWrite> = {};
   for (const slot of model.layout.hfTensors) {
-    const src = model.params.subarray(slot.offset, slot.offset + slot.size);
+    const src = model.data.subarray(slot.offset, slot.offset + slot.size);
     const f32 = src instanceof Float32Array ? src : Float32Array.from(src);
     if (dtype === "f32") tensors[slot.name] = { dtype: "F32", shape: slot.shape, data: f32 };
     else {
       const out = new Uint16Array(slot.size);
-      model.be.f32ToBf16(out, f32);
+      be.f32ToBf16(out, f32);
       tensors[slot.name] = { dtype: "BF16", shape: slot.shape, data: out };
     }
   }

@@ -9,28 +9,15 @@
 //    option explicit). `resolveConfig(hf)` maps a family config onto it; `toHfConfig` maps back.
 //
 // Not: training options (see train/) or parallel layout (see parallel/).
-import type { RouterConfig } from "../moe/router.js";
+import type { DispatchConfig, MoeConfig } from "../moe/config.js";
+import { parseRopeScaling, RopeScalingError, type RopeScaling } from "../nn/rope-scaling.js";
+
+export type { DispatchConfig, MoeConfig } from "../moe/config.js";
 import { closest } from "../core/suggest.js";
 
 export type Family = "mixtral" | "phimoe" | "qwen2_moe" | "qwen3_moe" | "olmoe" | "skywork" | "llama";
 /** Families with MoE layers, plus "llama": the dense model that upcycling starts from. */
 export const FAMILIES: readonly Family[] = ["mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "skywork", "llama"];
-
-/** How tokens reach experts. */
-export type DispatchConfig =
-  | { kind: "dropless" }
-  | {
-      kind: "capacity";
-      /** C = ⌈CF·K·N/E⌉ per expert. Default 1.25 [our default]. */
-      capacityFactor: number;
-      /** Which assignments survive past C: highest routing weight, or earliest (token, slot). */
-      policy: "probs" | "position";
-      /**
-       * Pad every expert's group to exactly C rows (zero-weight rows), as fixed-shape GShard/Switch
-       * implementations do. Same outputs and gradients; more compute. Default false.
-       */
-      pad?: boolean;
-    };
 
 export interface ModelConfig {
   family: Family;
@@ -41,9 +28,13 @@ export interface ModelConfig {
   numKvHeads: number; // KVH
   headDim: number; // HS
   norm: { kind: "rms" | "layer"; eps: number };
-  rope: { theta: number; rotaryDim: number };
+  rope: { theta: number; rotaryDim: number; scaling?: RopeScaling };
   /** Keys a query attends including itself; 0 = unlimited (see nn attention kernel). */
   slidingWindow: number;
+  /** The window applies to layers ≥ this (Qwen's max_window_layers); default 0 = every layer. */
+  windowFromLayer?: number;
+  /** Clamp q, k, v (after q/k norm) to [−clip, clip] (OLMoE clip_qkv); default 0 = off. */
+  clipQkv?: number;
   /** Biases on q/k/v projections, on o_proj. */
   qkvBias: boolean;
   oBias: boolean;
@@ -54,20 +45,6 @@ export interface ModelConfig {
   /** Dense FFN hidden size for non-MoE layers. */
   denseIntermediateSize: number;
   moe: MoeConfig;
-}
-
-export interface MoeConfig {
-  numExperts: number; // E
-  topK: number; // K
-  expertIntermediateSize: number; // F
-  /** moeLayers[l] is true when layer l is an MoE layer; else a dense SwiGLU FFN. */
-  moeLayers: boolean[];
-  /** Qwen2-MoE shared expert (sigmoid-gated); 0 = none. */
-  sharedExpertIntermediateSize: number;
-  router: RouterConfig;
-  dispatch: DispatchConfig;
-  /** Multiplies the MoE input by U(1−ε, 1+ε) in training, before router and experts (PhiMoE input_jitter_noise). */
-  inputJitter: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -127,6 +104,7 @@ export interface Qwen2MoeHfConfig extends HfCommon {
   mlp_only_layers: number[];
   use_sliding_window: boolean;
   sliding_window: number | null;
+  max_window_layers: number;
 }
 
 export interface Qwen3MoeHfConfig extends HfCommon {
@@ -140,6 +118,7 @@ export interface Qwen3MoeHfConfig extends HfCommon {
   attention_bias: boolean;
   use_sliding_window: boolean;
   sliding_window: number | null;
+  max_window_layers: number;
 }
 
 export interface OlmoeHfConfig extends HfCommon {
@@ -199,14 +178,14 @@ export const HF_DEFAULTS: { [F in Family]: Omit<Extract<HfConfig, { model_type: 
   qwen2_moe: {
     ...COMMON_DEFAULTS, vocab_size: 151936, hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 24,
     num_attention_heads: 16, num_key_value_heads: 16, head_dim: null, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-    rope_theta: 10000, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1, moe_intermediate_size: 1408,
+    rope_theta: 10000, use_sliding_window: false, sliding_window: 4096, max_window_layers: 28, decoder_sparse_step: 1, moe_intermediate_size: 1408,
     shared_expert_intermediate_size: 5632, num_experts_per_tok: 4, num_experts: 60, norm_topk_prob: false,
     router_aux_loss_coef: 0.001, mlp_only_layers: [], bos_token_id: null, eos_token_id: null,
   },
   qwen3_moe: {
     ...COMMON_DEFAULTS, vocab_size: 151936, hidden_size: 2048, intermediate_size: 6144, num_hidden_layers: 24,
     num_attention_heads: 32, num_key_value_heads: 4, head_dim: 128, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
-    rope_theta: 10000, attention_bias: false, use_sliding_window: false, sliding_window: 4096, decoder_sparse_step: 1,
+    rope_theta: 10000, attention_bias: false, use_sliding_window: false, sliding_window: 4096, max_window_layers: 28, decoder_sparse_step: 1,
     moe_intermediate_size: 768, num_experts_per_tok: 8, num_experts: 128, norm_topk_prob: false, router_aux_loss_coef: 0.001,
     mlp_only_layers: [], bos_token_id: null, eos_token_id: null,
   },
@@ -237,6 +216,18 @@ const INERT_KEYS = new Set([
   "hidden_dropout", "attention_probs_dropout_prob", "original_max_position_embeddings", "layer_types", "dtype",
 ]);
 
+/**
+ * Keys outside transformers' family configs that moe-ts reads when present (never filled in):
+ * `scoring_func` ("softmax" default | "sigmoid", DeepSeek-V3's key) selects the sigmoid router
+ * with the aux-free selection bias buffer `gate.e_score_correction_bias`.
+ */
+const EXTENSION_KEYS: Partial<Record<Family, Record<string, readonly string[]>>> = {
+  mixtral: { scoring_func: ["softmax", "sigmoid"] },
+  qwen2_moe: { scoring_func: ["softmax", "sigmoid"] },
+  qwen3_moe: { scoring_func: ["softmax", "sigmoid"] },
+  olmoe: { scoring_func: ["softmax", "sigmoid"] },
+};
+
 /** Keys that may be null in a config.json (HF writes null for "unset"). */
 const NULLABLE_KEYS = new Set(["num_key_value_heads", "head_dim", "sliding_window", "rope_scaling", "bos_token_id", "eos_token_id", "pad_token_id", "clip_qkv"]);
 /** Value types of keys whose default is null (or whose type the default does not show). */
@@ -266,6 +257,12 @@ export function parseHfConfig(json: unknown, source = "config.json"): HfConfig {
   for (const [k, v] of Object.entries(obj)) {
     if (k === "model_type") continue;
     if (!(k in defaults)) {
+      const ext = EXTENSION_KEYS[family as Family]?.[k];
+      if (ext) {
+        if (typeof v !== "string" || !ext.includes(v)) throw new ConfigError(`${source}: key '${k}' must be one of ${ext.map((x) => JSON.stringify(x)).join(", ")}, got ${JSON.stringify(v)}`);
+        out[k] = v;
+        continue;
+      }
       if (INERT_KEYS.has(k)) {
         out[k] = v;
         continue;
@@ -295,13 +292,11 @@ function positiveInt(source: string, key: string, v: unknown): number {
   return v;
 }
 
-/**
- * Qwen2/3-MoE apply their sliding window only to layers ≥ max_window_layers (HF); one window for
- * all layers would compute something else, so use_sliding_window true is refused for now.
- */
-function qwenWindow(hf: Qwen2MoeHfConfig | Qwen3MoeHfConfig, source: string): number {
-  if (hf.use_sliding_window) throw new ConfigError(`${source}: use_sliding_window true (per-layer windows from max_window_layers) is not supported yet`);
-  return 0;
+/** Qwen2/3-MoE apply their sliding window only to layers ≥ max_window_layers (HF modeling code). */
+function qwenWindow(hf: Qwen2MoeHfConfig | Qwen3MoeHfConfig, source: string): { slidingWindow: number; windowFromLayer: number } {
+  if (!hf.use_sliding_window || hf.sliding_window == null) return { slidingWindow: 0, windowFromLayer: 0 };
+  if (!(Number.isInteger(hf.max_window_layers) && hf.max_window_layers >= 0)) throw new ConfigError(`${source}: max_window_layers must be a non-negative integer, got ${hf.max_window_layers}`);
+  return { slidingWindow: hf.sliding_window, windowFromLayer: hf.max_window_layers };
 }
 
 /** Layers that are MoE under HF's decoder_sparse_step / mlp_only_layers rule (Qwen2/3-MoE). */
@@ -309,9 +304,17 @@ function sparseStepLayers(L: number, step: number, mlpOnly: number[]): boolean[]
   return Array.from({ length: L }, (_, l) => !mlpOnly.includes(l) && step > 0 && (l + 1) % step === 0);
 }
 
+/** `scoring_func: "sigmoid"` swaps the family's softmax router for the sigmoid / aux-free-bias one. */
+function withScoringFunc(cfg: ModelConfig, hf: HfConfig): ModelConfig {
+  if ((hf as { scoring_func?: string }).scoring_func !== "sigmoid") return cfg;
+  const r = cfg.moe.router;
+  const norm = r.kind === "softmax_topk" ? r.normTopkProb : true;
+  return { ...cfg, moe: { ...cfg.moe, router: { kind: "sigmoid_bias", topK: cfg.moe.topK, normTopkProb: norm } } };
+}
+
 /** Maps a family HF config onto the resolved ModelConfig. */
 export function resolveConfig(hf: HfConfig, dispatch: DispatchConfig = { kind: "dropless" }, source = "config.json"): ModelConfig {
-  const cfg = resolveUnchecked(hf, dispatch, source);
+  const cfg = withScoringFunc(resolveUnchecked(hf, dispatch, source), hf);
   const { numExperts: E, topK: K } = cfg.moe;
   if (cfg.moe.moeLayers.some(Boolean) && !(Number.isInteger(K) && K >= 1 && K <= E)) {
     throw new ConfigError(`${source}: num_experts_per_tok must be an integer in [1, ${E}], got ${K}`);
@@ -328,7 +331,16 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
   if (NH % KVH !== 0) throw new ConfigError(`${source}: num_attention_heads ${NH} is not a multiple of num_key_value_heads ${KVH}`);
   const HS = hf.head_dim ?? C / NH;
   if (!Number.isInteger(HS) || HS % 2 !== 0) throw new ConfigError(`${source}: head size ${HS} (hidden_size / num_attention_heads or head_dim) must be an even integer`);
-  if (hf.rope_scaling != null) throw new ConfigError(`${source}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet`);
+  let scaling: RopeScaling | undefined;
+  if (hf.rope_scaling != null) {
+    const top = (hf as unknown as Record<string, unknown>).original_max_position_embeddings;
+    try {
+      scaling = parseRopeScaling(hf.rope_scaling, HS, hf.max_position_embeddings, typeof top === "number" ? top : undefined);
+    } catch (e) {
+      if (e instanceof RopeScalingError) throw new ConfigError(`${source}: ${e.message}`);
+      throw e;
+    }
+  }
   if (hf.hidden_act !== "silu") throw new ConfigError(`${source}: hidden_act '${hf.hidden_act}' is not supported (experts are SwiGLU: 'silu')`);
   positiveInt(source, "vocab_size", hf.vocab_size);
   if (!(hf.rms_norm_eps > 0)) throw new ConfigError(`${source}: rms_norm_eps must be positive, got ${hf.rms_norm_eps}`);
@@ -343,7 +355,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     numKvHeads: KVH,
     headDim: HS,
     norm: { kind: "rms" as const, eps: hf.rms_norm_eps },
-    rope: { theta: hf.rope_theta, rotaryDim: HS },
+    rope: { theta: hf.rope_theta, rotaryDim: HS, ...(scaling ? { scaling } : {}) },
     slidingWindow: 0,
     qkvBias: false,
     oBias: false,
@@ -394,7 +406,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen2_moe":
       return {
         ...base,
-        slidingWindow: qwenWindow(hf, source),
+        ...qwenWindow(hf, source),
         qkvBias: true,
         moe: {
           numExperts: positiveInt(source, "num_experts", hf.num_experts), topK: hf.num_experts_per_tok,
@@ -408,7 +420,7 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
     case "qwen3_moe":
       return {
         ...base,
-        slidingWindow: qwenWindow(hf, source),
+        ...qwenWindow(hf, source),
         qkvBias: hf.attention_bias,
         oBias: hf.attention_bias,
         qkNorm: "head",
@@ -422,9 +434,10 @@ function resolveUnchecked(hf: HfConfig, dispatch: DispatchConfig, source: string
         },
       };
     case "olmoe":
-      if (hf.clip_qkv != null) throw new ConfigError(`${source}: clip_qkv is not supported yet`);
+      if (hf.clip_qkv != null && !(hf.clip_qkv > 0)) throw new ConfigError(`${source}: clip_qkv must be positive or null, got ${hf.clip_qkv}`);
       return {
         ...base,
+        ...(hf.clip_qkv != null ? { clipQkv: hf.clip_qkv } : {}),
         qkvBias: hf.attention_bias,
         oBias: hf.attention_bias,
         qkNorm: "full",

@@ -26,6 +26,8 @@ export interface StorageTensor extends TensorSlot {
   decay: boolean;
   /** How it is initialised. */
   init: "normal" | "ones" | "zeros";
+  /** false for buffers the optimizer never touches (the aux-free router bias). */
+  trainable: boolean;
 }
 
 export interface ParamLayout {
@@ -42,7 +44,7 @@ export interface LayerNames {
   qBias?: string; kBias?: string; vBias?: string; oBias?: string; qNorm?: string; kNorm?: string;
   ln2: string; ln2Bias?: string;
   /** MoE layer */
-  router?: string; w13?: string; w2?: string;
+  router?: string; routerBias?: string; w13?: string; w2?: string;
   sharedGateUp?: string; sharedDown?: string; sharedGate?: string;
   /** dense FFN layer */
   gateUp?: string; down?: string;
@@ -72,9 +74,9 @@ export function buildLayout(cfg: ModelConfig): { layout: ParamLayout; names: Mod
   const tensors: StorageTensor[] = [];
   const hf: TensorSlot[] = [];
   let offset = 0;
-  const add = (name: string, shape: number[], init: StorageTensor["init"], decay: boolean, hfName: string | null = name): string => {
+  const add = (name: string, shape: number[], init: StorageTensor["init"], decay: boolean, hfName: string | null = name, trainable = true): string => {
     const size = shape.reduce((a, b) => a * b, 1);
-    tensors.push({ name, shape, offset, size, decay, init });
+    tensors.push({ name, shape, offset, size, decay, init, trainable });
     if (hfName) hf.push({ name: hfName, shape, offset, size });
     offset += size;
     return name;
@@ -106,6 +108,8 @@ export function buildLayout(cfg: ModelConfig): { layout: ParamLayout; names: Mod
       const E = cfg.moe.numExperts, F = cfg.moe.expertIntermediateSize;
       const m = `${p}.${moeMod}`;
       n.router = add(`${m}.gate.weight`, [E, C], "normal", true);
+      // DeepSeek-V3's name for the aux-free selection bias (a buffer, updated by the trainer)
+      if (cfg.moe.router.kind === "sigmoid_bias") n.routerBias = add(`${m}.gate.e_score_correction_bias`, [E], "zeros", false, undefined, false);
       // fused expert storage with per-expert HF views
       const w13Off = offset;
       n.w13 = add(`${m}.experts.w13`, [E, 2 * F, C], "normal", true, null);

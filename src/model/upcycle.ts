@@ -20,6 +20,7 @@ import type { LlamaHfConfig, MixtralHfConfig, ModelConfig } from "./config.js";
 import { resolveConfig } from "./config.js";
 import { buildLayout } from "./params.js";
 import { createRng } from "../core/rng.js";
+import { Weights } from "./weights.js";
 
 export interface UpcycleOptions {
   /** Original experts n per layer (E = n·granularity). */
@@ -72,6 +73,12 @@ export function upcycledHfConfig(dense: LlamaHfConfig, o: UpcycleOptions): Mixtr
     router_aux_loss_coef: 0.001,
     router_jitter_noise: 0,
   };
+}
+
+/** The upcycled model's Weights (no model or workspace is built). */
+export function upcycleWeights(dense: Weights, denseHf: LlamaHfConfig, o: UpcycleOptions): { hf: MixtralHfConfig; cfg: ModelConfig; weights: Weights } {
+  const up = upcycleParams(denseHf, dense.data, o);
+  return { hf: up.hf, cfg: up.cfg, weights: new Weights(up.cfg, "f32", up.params) };
 }
 
 /** Builds the MoE parameter arena from the dense one. */

@@ -10,9 +10,51 @@
 //   K  experts picked per token (top-k)
 //   L  MoE layers (controller state)
 import type { FArr } from "../backend/spec.js";
-import { farr, fail, i32, positive, dim, indicesInRange } from "../backend/checks/common.js";
 
 export type { FArr };
+
+/** Bad arguments or non-finite values in MoE routing / balancing math (not a kernel argument error). */
+export class MoeError extends Error {
+  override name = "MoeError";
+}
+
+export function fail(fn: string, msg: string): never {
+  throw new MoeError(`${fn}: ${msg}`);
+}
+
+export function dim(fn: string, name: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) fail(fn, `${name} must be a non-negative integer, got ${String(v)}`);
+  return v;
+}
+
+function positive(fn: string, name: string, v: unknown): number {
+  dim(fn, name, v);
+  if ((v as number) === 0) fail(fn, `${name} must be positive, got 0`);
+  return v as number;
+}
+
+function describe(x: unknown): string {
+  return ArrayBuffer.isView(x) ? `${x.constructor.name}(${(x as unknown as { length: number }).length})` : x === null ? "null" : typeof x;
+}
+
+function farr(fn: string, name: string, x: unknown, len: number): FArr {
+  if (!(x instanceof Float32Array || x instanceof Float64Array)) fail(fn, `${name} must be a Float32Array or Float64Array, got ${describe(x)}`);
+  if (x.length !== len) fail(fn, `${name} has ${x.length} elements, expected ${len}`);
+  return x;
+}
+
+function i32(fn: string, name: string, x: unknown, len: number): Int32Array {
+  if (!(x instanceof Int32Array)) fail(fn, `${name} must be an Int32Array, got ${describe(x)}`);
+  if (x.length !== len) fail(fn, `${name} has ${x.length} elements, expected ${len}`);
+  return x;
+}
+
+function indicesInRange(fn: string, name: string, idx: Int32Array, lo: number, hi: number): void {
+  for (let i = 0; i < idx.length; i++) {
+    const v = idx[i]!;
+    if (v < lo || v >= hi) fail(fn, `${name}[${i}] = ${v} is out of range [${lo}, ${hi})`);
+  }
+}
 
 /** A new array of the same float type as `like`, zero-filled. */
 export function allocLike(like: FArr, n: number): FArr {
@@ -37,4 +79,3 @@ export function checkExperts(fn: string, name: string, idx: unknown, len: number
   return a;
 }
 
-export { fail, dim };

@@ -18,14 +18,13 @@ import type { Backend } from "../backend/spec.js";
 import type { FArr, FCtor } from "../nn/dims.js";
 import { linearBackward, linearForward } from "../nn/linear.js";
 import { ffnBackward, ffnForward, type FfnSaved } from "../nn/ffn.js";
-import type { MoeConfig } from "../model/config.js";
+import type { BalanceLoss, MoeConfig } from "./config.js";
 import { routerBackward, routerEntropy, routerForward, type RouteResult, type RouterNoise } from "./router.js";
 import { capacityKeep, expertCapacity } from "./capacity.js";
 import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
 
-/** Which load-balancing loss an MoE layer adds (coefficient per layer given at forward time). */
-export type BalanceLoss = "skywork" | "switch" | "global" | "none";
+export type { BalanceLoss } from "./config.js";
 
 export interface MoeForwardOptions {
   train: boolean;
@@ -34,7 +33,7 @@ export interface MoeForwardOptions {
   /** Input-jitter multipliers (N·C) drawn by the caller; required when train and inputJitter > 0. */
   jitter?: Float64Array;
   /** Aux-free selection bias (sigmoid_bias router). */
-  bias?: Float64Array;
+  bias?: FArr;
   balance: BalanceLoss;
   /** Coefficient α of the balancing loss for this layer (0 = no gradient). */
   auxCoef: number;
@@ -144,6 +143,8 @@ export interface MoeWeights {
   sharedGateUp?: FArr; // (2S, C)
   sharedDown?: FArr; // (C, S)
   sharedGate?: FArr; // (1, C)
+  /** Aux-free selection bias (E), a non-trainable buffer (sigmoid_bias router). */
+  routerBias?: FArr;
 }
 
 /** Rows after dispatch: N·K, or E·C when capacity groups are padded to C. */

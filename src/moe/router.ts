@@ -176,7 +176,7 @@ function checkLogits(fn: string, logits: FArr): void {
  *
  * noise is required for sparsemixer in "train" mode; bias (E) only for sigmoid_bias (default 0).
  */
-export function routerForward(cfg: RouterConfig, logits: FArr, N: number, E: number, mode: "train" | "eval", noise?: RouterNoise, bias?: Float64Array): RouteResult {
+export function routerForward(cfg: RouterConfig, logits: FArr, N: number, E: number, mode: "train" | "eval", noise?: RouterNoise, bias?: FArr): RouteResult {
   const fn = "routerForward";
   const K = cfg.topK;
   checkNEK(fn, N, E, K);
@@ -214,7 +214,7 @@ export function routerForward(cfg: RouterConfig, logits: FArr, N: number, E: num
     }
     selectAndWeigh(p, p, N, E, K, cfg.normTopkProb, topExperts, weights, saved);
   } else if (cfg.kind === "sigmoid_bias") {
-    if (bias !== undefined && !(bias instanceof Float64Array && bias.length === E)) fail(fn, `bias must be a Float64Array of length E = ${E}`);
+    if (bias !== undefined && bias.length !== E) fail(fn, `bias must have length E = ${E}, got ${bias.length}`);
     const sel = new Float64Array(N * E);
     for (let i = 0; i < N * E; i++) {
       const s = 1 / (1 + Math.exp(-logits[i]!));

@@ -18,6 +18,11 @@ export interface AttentionSpec {
   window: number;
   qkNorm: "none" | "head" | "full";
   normEps: number;
+  /** Scaled RoPE (nn/rope-scaling.ts): inverse frequencies overriding θ, cos/sin factor. */
+  invFreq?: Float64Array;
+  ropeScale?: number;
+  /** Clamp q, k, v to [−clip, clip] after the q/k norm (OLMoE clip_qkv); 0/absent = off. */
+  clip?: number;
 }
 
 export interface AttentionWeights {
@@ -37,6 +42,8 @@ export class AttentionSaved {
   readonly kRstd: FArr;
   readonly att: FArr; // (N, NH·HS)
   readonly lse: FArr; // (B, NH, T)
+  /** clip_qkv: 1 where q / k / v was clamped (its gradient is zero there). */
+  readonly clipped: { q: Uint8Array; k: Uint8Array; v: Uint8Array } | null;
   constructor(Ctor: FCtor, s: AttentionSpec) {
     const N = s.B * s.T;
     const norm = s.qkNorm !== "none";
@@ -49,7 +56,30 @@ export class AttentionSaved {
     this.kRstd = new Ctor(norm ? (s.qkNorm === "head" ? N * s.KVH : N) : 0);
     this.att = new Ctor(N * s.NH * s.HS);
     this.lse = new Ctor(s.B * s.NH * s.T);
+    this.clipped = s.clip ? { q: new Uint8Array(N * s.NH * s.HS), k: new Uint8Array(N * s.KVH * s.HS), v: new Uint8Array(N * s.KVH * s.HS) } : null;
   }
+}
+
+/** x ← clamp(x, −c, c); mask[i] = 1 where it clamped (torch.clamp passes the gradient at ±c). */
+function clampForward(x: FArr, c: number, mask: Uint8Array): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (v > c) {
+      x[i] = c;
+      mask[i] = 1;
+    } else if (v < -c) {
+      x[i] = -c;
+      mask[i] = 1;
+    } else mask[i] = 0;
+  }
+}
+
+function clampBackward(dx: FArr, mask: Uint8Array): void {
+  for (let i = 0; i < dx.length; i++) if (mask[i]) dx[i] = 0;
+}
+
+function ropeParams(s: AttentionSpec) {
+  return { B: s.B, T: s.T, HS: s.HS, rotaryDim: s.rotaryDim, theta: s.theta, ...(s.invFreq ? { invFreq: s.invFreq } : {}), ...(s.ropeScale !== undefined ? { scale: s.ropeScale } : {}) };
 }
 
 /** Backward scratch shared by all layers. */
@@ -89,7 +119,12 @@ export function attentionForward(be: Backend, s: AttentionSpec, w: AttentionWeig
     be.rmsnormForward(sv.q, sv.qRstd, sv.qRaw, w.qNorm!, rq.rows, rq.width, s.normEps);
     be.rmsnormForward(sv.k, sv.kRstd, sv.kRaw, w.kNorm!, rk.rows, rk.width, s.normEps);
   }
-  const rope = { B: s.B, T: s.T, HS: s.HS, rotaryDim: s.rotaryDim, theta: s.theta };
+  if (sv.clipped) {
+    clampForward(sv.q, s.clip!, sv.clipped.q);
+    clampForward(sv.k, s.clip!, sv.clipped.k);
+    clampForward(sv.v, s.clip!, sv.clipped.v);
+  }
+  const rope = ropeParams(s);
   be.ropeForward(sv.q, sv.q, pos, { ...rope, H: s.NH });
   be.ropeForward(sv.k, sv.k, pos, { ...rope, H: s.KVH });
   be.attentionForward(sv.att, sv.lse, sv.q, sv.k, sv.v, { B: s.B, T: s.T, NH: s.NH, KVH: s.KVH, HS: s.HS, window: s.window });
@@ -107,9 +142,14 @@ export function attentionBackward(
   const qd = s.NH * s.HS, kd = s.KVH * s.HS;
   linearBackward(be, sc.datt, dw.o, dw.oBias, dout, sv.att, w.o, N, qd, s.C, false);
   be.attentionBackward(sc.dq, sc.dk, sc.dv, sc.datt, sv.q, sv.k, sv.v, sv.att, sv.lse, { B: s.B, T: s.T, NH: s.NH, KVH: s.KVH, HS: s.HS, window: s.window });
-  const rope = { B: s.B, T: s.T, HS: s.HS, rotaryDim: s.rotaryDim, theta: s.theta };
+  const rope = ropeParams(s);
   be.ropeBackward(sc.dq, sc.dq, pos, { ...rope, H: s.NH });
   be.ropeBackward(sc.dk, sc.dk, pos, { ...rope, H: s.KVH });
+  if (sv.clipped) {
+    clampBackward(sc.dq, sv.clipped.q);
+    clampBackward(sc.dk, sv.clipped.k);
+    clampBackward(sc.dv, sv.clipped.v);
+  }
   if (s.qkNorm !== "none") {
     const rq = normRows(s, s.NH), rk = normRows(s, s.KVH);
     be.rmsnormBackward(sc.dqRaw, dw.qNorm!, sc.dq, sv.qRaw, w.qNorm!, sv.qRstd, rq.rows, rq.width);

@@ -20,7 +20,7 @@ interface Field {
 export const TRAIN_SCHEMA = {
   model: {
     preset: { type: "string", default: "small-moe", doc: "model preset (tiny-mixtral, tiny-grin, small-moe, moe-50m); ignored with model.from" },
-    dense: { type: "boolean", default: false, doc: "train a dense Llama-style model instead (FFN = the preset's expert size; the starting point of `moe upcycle`)" },
+    family: { type: ["mixtral", "skywork", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "llama"], default: null, nullable: true, doc: "architecture (HF model_type) of the trained model; null: from model.router (topk/sigmoid_bias → mixtral, skywork → skywork, sparsemixer → phimoe). llama = dense (FFN = the preset's expert size; the starting point of `moe upcycle`)" },
     from: { type: "string", default: null, nullable: true, doc: "start from this HF checkpoint or run directory instead of a preset (its config.json and tokenizer.json are used; model size/router options are ignored)" },
     num_experts: { type: "int", default: null, nullable: true, doc: "override the preset's experts per MoE layer" },
     top_k: { type: "int", default: null, nullable: true, doc: "override the preset's experts per token" },
@@ -29,7 +29,7 @@ export const TRAIN_SCHEMA = {
     num_heads: { type: "int", default: null, nullable: true, doc: "override the preset's query heads" },
     num_kv_heads: { type: "int", default: null, nullable: true, doc: "override the preset's key/value heads" },
     expert_size: { type: "int", default: null, nullable: true, doc: "override the preset's expert FFN hidden size" },
-    router: { type: ["topk", "skywork", "sparsemixer"], default: "skywork", doc: "topk: softmax top-k renormalised (Mixtral); skywork: + gating-logit normalisation; sparsemixer: GRIN SparseMixer-v2" },
+    router: { type: ["topk", "skywork", "sparsemixer", "sigmoid_bias"], default: null, nullable: true, doc: "topk: softmax top-k (renormalised as the family does); skywork: + gating-logit normalisation; sparsemixer: GRIN SparseMixer-v2; sigmoid_bias: sigmoid scores + aux-free selection bias (DeepSeek-V3). null: the family's own (skywork when neither is set)" },
     gate_norm_std: { type: "number", default: 1, doc: "Skywork λ (moe_gate_norm_std) for router=skywork" },
     sparsemixer_eps: { type: "number", default: 0.01, doc: "SparseMixer ε (router_jitter_noise) for router=sparsemixer" },
     dispatch: { type: ["dropless", "capacity"], default: "dropless", doc: "dropless grouped GEMM, or capacity with dropping" },
@@ -79,6 +79,7 @@ export const TRAIN_SCHEMA = {
     beta: { type: "number", default: 0.99, doc: "adaptive: smoothing β" },
     alpha0: { type: "number", default: 0.01, doc: "adaptive: initial α" },
     z_coef: { type: "number", default: 1e-3, doc: "router z-loss coefficient (0 = off)" },
+    bias_rate: { type: "number", default: 1e-3, doc: "aux-free bias step γ of the sigmoid_bias router (b_i += γ·sign(mean load − load_i) per step)" },
   },
   eval: {
     every: { type: "int", default: 200, doc: "evaluate on the held-out split every N steps (0 = only at the end)" },

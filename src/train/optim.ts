@@ -91,6 +91,7 @@ export function optimStep(be: Backend, layout: ParamLayout, params: FArr, grads:
   }
   st.step++;
   for (const t of layout.tensors) {
+    if (!t.trainable) continue;
     const a = t.offset, b = t.offset + t.size;
     be.adamw(params.subarray(a, b), grads.subarray(a, b), st.m.subarray(a, b), st.v.subarray(a, b), {
       lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: t.decay ? c.weightDecay : 0, step: st.step,

@@ -15,33 +15,28 @@
 // Deterministic: the same config, data and thread count give bit-identical losses, and a resumed
 // run continues the uninterrupted run's loss sequence exactly (data cursor, α, optimizer state and
 // counter-based router noise are all restored).
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import path from "node:path";
-import { createBackend, type Backend } from "../backend/index.js";
-import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
-import { preset } from "../model/presets.js";
-import { MoeModel, initParams, type StepResult } from "../model/model.js";
-import { loadHfModel } from "../model/checkpoint.js";
+import type { Backend } from "../backend/index.js";
+import type { HfConfig, ModelConfig } from "../model/config.js";
+import { setupRun, TrainingError } from "./setup.js";
+import { MoeError } from "../moe/dims.js";
+import { MoeModel, type StepResult } from "../model/model.js";
 import { expertSimilarity } from "../model/upcycle.js";
-import { adaptiveAlphaInit, adaptiveAlphaStep, type AdaptiveAlphaConfig, type AdaptiveAlphaState } from "../moe/balance.js";
-import { sampleRouterNoise } from "../moe/noise.js";
-import type { RouterNoise } from "../moe/router.js";
+import { adaptiveAlphaInit, adaptiveAlphaStep, auxFreeBiasUpdate, type AdaptiveAlphaConfig, type AdaptiveAlphaState } from "../moe/balance.js";
 import type { Tokenizer } from "../data/types.js";
-import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
-import { trainBpe } from "../data/bpe-train.js";
-import { corpusFingerprint, iterateDocuments, parseCorpusSpec, type CorpusSpec } from "../data/corpus.js";
-import { ensureShards, tokenizerHash, type ShardSet } from "../data/shards.js";
+import type { ShardSet } from "../data/shards.js";
 import { TokenLoader, unigramBaseline } from "../data/loader.js";
 import { generate } from "../infer/generate.js";
-import { writeFileAtomic } from "../io/safetensors.js";
-import { stringify as toYaml } from "yaml";
 import type { TrainConfig } from "./config.js";
-import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
-import { latestCheckpoint, loadTrainerState, resolveModelDir, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { evaluateLoss } from "./eval.js";
 
-export class TrainingError extends Error {
-  override name = "TrainingError";
-}
+export { buildRunHfConfig } from "./model-config.js";
+export { setupRun, type RunSetup } from "./setup.js";
+import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
+import { latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+
+export { TrainingError } from "./setup.js";
 
 /** What one optimizer step reports (also the metrics.jsonl record). */
 export interface StepReport {
@@ -71,42 +66,6 @@ export interface LayerReport {
   tokensPerExpert: number[];
 }
 
-/** The HF config a run trains, from the preset, overrides and router choice. */
-export function buildRunHfConfig(c: TrainConfig, vocabSize: number): HfConfig {
-  const base = preset(c.model.preset) as unknown as Record<string, unknown>;
-  const pick = <T>(v: T | null, d: unknown): T => (v === null ? (d as T) : v);
-  const E = pick(c.model.num_experts, base.num_local_experts ?? base.num_experts);
-  const K = pick(c.model.top_k, base.num_experts_per_tok);
-  const common = {
-    vocab_size: vocabSize,
-    hidden_size: pick(c.model.hidden_size, base.hidden_size),
-    intermediate_size: pick(c.model.expert_size, base.intermediate_size),
-    num_hidden_layers: pick(c.model.num_layers, base.num_hidden_layers),
-    num_attention_heads: pick(c.model.num_heads, base.num_attention_heads),
-    num_key_value_heads: pick(c.model.num_kv_heads, base.num_key_value_heads),
-    rms_norm_eps: base.rms_norm_eps, rope_theta: base.rope_theta, max_position_embeddings: Math.max(c.train.seq_len, Number(base.max_position_embeddings)),
-    initializer_range: c.model.init_std, tie_word_embeddings: false, bos_token_id: null, eos_token_id: 0,
-  };
-  if (c.model.dense) return parseHfConfig({ model_type: "llama", ...common }, "train config");
-  switch (c.model.router) {
-    case "topk":
-      return parseHfConfig({ model_type: "mixtral", ...common, num_local_experts: E, num_experts_per_tok: K }, "train config");
-    case "skywork":
-      return parseHfConfig({
-        model_type: "skywork", ...common, num_experts: [E], num_experts_per_tok: K, moe_use_logits_norm: true,
-        moe_gate_norm_std: c.model.gate_norm_std, moe_2layer_gate: false, moe_use_mixtral_gating: true,
-      }, "train config");
-    case "sparsemixer":
-      return parseHfConfig({ model_type: "phimoe", ...common, num_local_experts: E, num_experts_per_tok: K, router_jitter_noise: c.model.sparsemixer_eps }, "train config");
-    default:
-      c.model.router satisfies never;
-      throw new TrainingError(`unknown router ${String(c.model.router)}`);
-  }
-}
-
-function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
-  return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy, pad: c.model.capacity_pad } : { kind: "dropless" };
-}
 
 
 export interface TrainerOptions {
@@ -156,68 +115,16 @@ export class Trainer {
   }
 
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
-    const log = opts.log;
-    // 1. run directory
-    const outDir = path.resolve(c.train.out_dir);
-    const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
-    if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
-    if (!opts.resume && latestCheckpoint(outDir)) {
-      throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it or choose another train.out_dir`);
-    }
-    mkdirSync(outDir, { recursive: true });
-    if (resumeFrom) {
-      const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
-      const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads"]);
-      if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
-    }
-    // 2. tokenizer
-    const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
-    const cacheDir = path.resolve(c.data.cache_dir);
-    mkdirSync(cacheDir, { recursive: true });
-    let tokenizer: Tokenizer;
-    const tokenizerFile = path.join(outDir, "tokenizer.json");
-    // a checkpoint's ids only make sense with its own tokenizer: take it unless one is named explicitly
-    const fromDir = c.model.from ? resolveModelDir(c.model.from) : null;
-    const fromTokenizer = fromDir && existsSync(path.join(fromDir, "tokenizer.json")) ? path.join(fromDir, "tokenizer.json") : null;
-    if (resumeFrom) tokenizer = loadTokenizer(path.join(resumeFrom, "tokenizer.json"));
-    else if (c.data.tokenizer) tokenizer = loadTokenizer(c.data.tokenizer);
-    else if (fromTokenizer) {
-      tokenizer = loadTokenizer(fromTokenizer);
-      log(`tokenizer: ${fromTokenizer} (from model.from)`);
-    } else if (fromDir) throw new TrainingError(`model.from ${fromDir} has no tokenizer.json; name one with data.tokenizer`);
-    else tokenizer = trainedTokenizer(spec, c.data.vocab_size, cacheDir, log);
-    if (!resumeFrom) saveTokenizer(tokenizer, tokenizerFile);
-    // 3. shards
-    const tHash = tokenizerHash(tokenizer);
-    const shardDir = path.join(cacheDir, `shards-${corpusFingerprint(spec).slice(0, 12)}-${tHash.slice(0, 12)}`);
-    const t0 = Date.now();
-    const { shards, rebuilt } = ensureShards(spec, tokenizer, tHash, shardDir, { valFraction: c.data.val_fraction });
-    log(`data: ${shards.splitTokens("train")} train / ${shards.splitTokens("val")} val tokens${rebuilt ? ` (tokenised in ${((Date.now() - t0) / 1e3).toFixed(1)} s)` : " (cached)"}`);
-    // 4. model
-    const backend = c.train.backend === "ref" ? createBackend({ name: "ref" }) : createBackend({ name: "native", threads: c.train.threads ?? undefined });
-    const shape = { B: c.train.batch_size, T: c.train.seq_len };
-    let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
-    const from = resumeFrom ?? fromDir;
-    if (from) {
-      ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
-      if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
-    } else {
-      hf = buildRunHfConfig(c, tokenizer.vocabSize);
-      cfg = resolveConfig(hf, dispatchOf(c));
-      model = new MoeModel(cfg, backend, shape);
-      initParams(model, c.train.seed, c.model.init_std);
-    }
-    const t = new Trainer(c, outDir, { backend, model, tokenizer, tokenizerFile, hf, cfg, shards });
-    if (resumeFrom) {
-      const st = loadTrainerState(resumeFrom, t.optim);
+    const run = setupRun(c, opts);
+    const t = new Trainer(c, run.outDir, run);
+    if (run.resumeFrom) {
+      const st = loadTrainerState(run.resumeFrom, t.optim);
       t.step = st.step;
       t.tokensSeen = st.tokensSeen;
       t.badSteps = st.badSteps;
       t.alpha = st.alpha ? { alpha: Float64Array.from(st.alpha.alpha as unknown as number[]) } : null;
-      t.train = TokenLoader.restore(shards, "train", shape.B, shape.T, st.loader);
-      log(`resumed from ${resumeFrom} at step ${st.step}`);
-    } else {
-      writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+      t.train = TokenLoader.restore(run.shards, "train", c.train.batch_size, c.train.seq_len, st.loader);
+      opts.log(`resumed from ${run.resumeFrom} at step ${st.step}`);
     }
     return t;
   }
@@ -227,13 +134,6 @@ export class Trainer {
     const L = this.cfg.numLayers;
     if (this.c.balance.loss === "none") return new Array(L).fill(0);
     return Array.from({ length: L }, (_, l) => (this.cfg.moe.moeLayers[l] ? (this.alpha ? this.alpha.alpha[l]! : this.c.balance.coef) : 0));
-  }
-
-  private noise(microStep: number): (RouterNoise | undefined)[] | undefined {
-    const r = this.cfg.moe.router;
-    if (r.kind !== "sparsemixer") return undefined;
-    const N = this.model.N, K = this.cfg.moe.topK, E = this.cfg.moe.numExperts;
-    return Array.from({ length: this.cfg.numLayers }, (_, l) => (this.cfg.moe.moeLayers[l] ? sampleRouterNoise({ seed: this.c.train.seed, step: microStep, layer: l }, N, K, E, r.variant) : undefined));
   }
 
   private schedule(): ScheduleConfig {
@@ -254,13 +154,10 @@ export class Trainer {
       const batch = this.train.next();
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, {
-          train: true, balance: c.balance.loss, auxCoefs: coefs, zCoef: c.balance.z_coef, noise: this.noise((step - 1) * A + a),
-          virtualCapacityFactor: c.model.capacity_factor,
-        });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
-        if (!(e instanceof Error && e.name === "KernelArgError" && /NaN/.test(e.message))) throw e;
+        if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
         loss = NaN;
         continue;
       }
@@ -288,6 +185,7 @@ export class Trainer {
       optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, {
         beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weight_decay, gradClip: c.optim.grad_clip,
       }, lr, norm);
+      this.updateRouterBias(acc.map((x) => x.tpe));
       if (this.alpha) {
         const dropping = this.cfg.moe.dispatch.kind === "capacity";
         this.alpha = adaptiveAlphaStep(this.alpha, acc.map((x, l) => (this.cfg.moe.moeLayers[l] ? (dropping ? x.drop : x.vdrop) : 0)), this.alphaCfg());
@@ -312,15 +210,22 @@ export class Trainer {
     return report;
   }
 
+  /** Aux-free balancing (sigmoid_bias router): each layer's selection bias moves toward equal load. */
+  private updateRouterBias(tokensPerExpert: number[][]): void {
+    const bal = this.cfg.moe.balance;
+    if (this.cfg.moe.router.kind !== "sigmoid_bias" || !bal) return;
+    this.model.weights.views.layers.forEach((lw, l) => {
+      const b = lw.moe?.routerBias;
+      if (!b) return;
+      const next = auxFreeBiasUpdate(Float64Array.from(b), tokensPerExpert[l]!, bal.biasRate);
+      b.set(next);
+    });
+  }
+
   /** Mean CE over `batches` held-out batches (the same batches every call). */
   evaluate(batches = this.c.eval.batches): { loss: number; perplexity: number } {
-    let sum = 0, n = 0;
-    for (const b of this.train.evalBatches(batches, "val")) {
-      sum += this.model.forward(b.inputs, b.targets, { train: false }).ce;
-      n++;
-    }
-    const loss = sum / n;
-    return { loss, perplexity: Math.exp(loss) };
+    const { loss, perplexity } = evaluateLoss(this.model, this.train.evalBatches(batches, "val"));
+    return { loss, perplexity };
   }
 
   /** Cross-entropy of the train split's unigram distribution on the val split (the baseline to beat). */
@@ -331,8 +236,8 @@ export class Trainer {
   /** Text sampled from the current weights. */
   sample(prompt = this.c.sample.prompt, tokens = this.c.sample.tokens, temperature = this.c.sample.temperature): string {
     const T = this.c.train.seq_len;
-    if (!this.sampler) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T });
-    this.sampler.params.set(this.model.params);
+    // a (1, T) model over the trainer's own weights: nothing is copied
+    this.sampler ??= new MoeModel(this.cfg, this.backend, { B: 1, T }, this.model.weights);
     let ids = this.tokenizer.encode(prompt);
     if (ids.length === 0 && this.tokenizer.eosId !== undefined) ids = [this.tokenizer.eosId];
     if (ids.length === 0) return prompt;
@@ -358,33 +263,3 @@ export class Trainer {
   }
 }
 
-/** Keys (dotted) whose values differ between a saved config and this one, ignoring `ignore`. */
-function configDiff(saved: unknown, now: TrainConfig, ignore: string[]): string[] {
-  const out: string[] = [];
-  const s = saved as Record<string, Record<string, unknown>>;
-  for (const [sec, fields] of Object.entries(now as unknown as Record<string, Record<string, unknown>>)) {
-    for (const [k, v] of Object.entries(fields)) {
-      const key = `${sec}.${k}`;
-      if (ignore.includes(key)) continue;
-      if (JSON.stringify(s?.[sec]?.[k]) !== JSON.stringify(v)) out.push(`${key} (saved ${JSON.stringify(s?.[sec]?.[k])}, now ${JSON.stringify(v)})`);
-    }
-  }
-  return out;
-}
-
-/** A byte-level BPE trained on the corpus, cached under cacheDir by corpus fingerprint and vocab size. */
-function trainedTokenizer(spec: CorpusSpec, vocabSize: number, cacheDir: string, log: (s: string) => void): Tokenizer {
-  const file = path.join(cacheDir, `tokenizer-${corpusFingerprint(spec).slice(0, 12)}-${vocabSize}.json`);
-  if (existsSync(file)) {
-    log(`tokenizer: ${file} (cached)`);
-    return loadTokenizer(file);
-  }
-  const t0 = Date.now();
-  const texts = (function* () {
-    for (const d of iterateDocuments(spec)) yield d.text;
-  })();
-  const tok = trainBpe(texts, { vocabSize, specialTokens: ["<|endoftext|>"] });
-  saveTokenizer(tok, file);
-  log(`tokenizer: trained byte-level BPE, vocab ${tok.vocabSize}, in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
-  return tok;
-}

@@ -23,8 +23,14 @@ moe_feature_no_mul_topk is set (released code); this reference refuses that comb
 as the TypeScript loader does. RoPE, GQA mapping and the window rule W_eff = sliding_window
 are the ones of moe_ref.py / tools/reference/README.md.
 
-Deliberately not: training-mode routing (jitter, SparseMixer sampling), rope scaling,
-clip_qkv, Qwen's per-layer sliding-window schedule (fixtures use no window for Qwen).
+Also modelled (the forward-changing keys, from transformers' modeling_rope_utils.py and each
+family's modeling file, written here independently of the TypeScript): rope_scaling of type
+linear, llama3, yarn and longrope (PhiMoE short/long mscale; long factors when T >
+original_max_position_embeddings); OLMoE clip_qkv (q, k, v clamped after the q/k norm);
+Qwen use_sliding_window (window only on layers >= max_window_layers); tied embeddings;
+Skywork moe_expert_interval.
+
+Deliberately not: training-mode routing (jitter, SparseMixer sampling), dynamic NTK.
 """
 
 import math
@@ -184,16 +190,76 @@ def norm(P, prefix, x, cfg):
     return M.rms_norm(x, P[prefix + ".weight"], cfg["rms_norm_eps"])
 
 
-def window(cfg):
+def window(cfg, layer):
     t = cfg["model_type"]
     if t in ("mixtral", "phimoe"):
         return cfg.get("sliding_window")
     if t in ("qwen2_moe", "qwen3_moe"):
-        assert not cfg.get("use_sliding_window", False), "reference: Qwen sliding window not modelled"
+        if cfg.get("use_sliding_window", False) and cfg.get("sliding_window") is not None and layer >= cfg.get("max_window_layers", 28):
+            return cfg["sliding_window"]
     return None
 
 
-def attention(P, prefix, x, cfg):
+def rope_inv_freq(cfg, T):
+    """(inv_freq [HS/2] float64, attention factor) of the config's rope (scaling) at sequence length T."""
+    HS = head_dim(cfg)
+    base = cfg["rope_theta"]
+    inv = 1.0 / (base ** (torch.arange(0, HS, 2, dtype=DT) / HS))
+    rs = cfg.get("rope_scaling")
+    if not rs:
+        return inv, 1.0
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "linear":
+        return inv / rs["factor"], 1.0
+    if kind == "llama3":
+        factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old = rs["original_max_position_embeddings"]
+        low_wl, high_wl = old / lo, old / hi
+        wl = 2 * math.pi / inv
+        out = torch.where(wl > low_wl, inv / factor, inv)
+        smooth = (old / wl - lo) / (hi - lo)
+        smoothed = (1 - smooth) * out / factor + smooth * out
+        medium = ~(wl < high_wl) & ~(wl > low_wl)
+        return torch.where(medium, smoothed, out), 1.0
+    if kind == "yarn":
+        factor = rs["factor"]
+        old = rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+        bf, bs = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+        def mscale(sc, m=1.0):
+            return 1.0 if sc <= 1 else 0.1 * m * math.log(sc) + 1.0
+
+        att = rs.get("attention_factor")
+        if att is None:
+            if rs.get("mscale") and rs.get("mscale_all_dim"):
+                att = mscale(factor, rs["mscale"]) / mscale(factor, rs["mscale_all_dim"])
+            else:
+                att = mscale(factor)
+
+        def corr_dim(rot):
+            return (HS * math.log(old / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+        low = max(math.floor(corr_dim(bf)), 0)
+        high = min(math.ceil(corr_dim(bs)), HS - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(HS // 2, dtype=DT) - low) / (high - low), 0, 1)
+        extrap = 1 - ramp
+        pos_freqs = base ** (torch.arange(0, HS, 2, dtype=DT) / HS)
+        return (1.0 / (factor * pos_freqs)) * (1 - extrap) + (1.0 / pos_freqs) * extrap, att
+    if kind == "longrope":
+        old = rs.get("original_max_position_embeddings") or cfg["original_max_position_embeddings"]
+        long = T > old
+        ext = torch.tensor(rs["long_factor"] if long else rs["short_factor"], dtype=DT)
+        f = cfg["max_position_embeddings"] / old
+        dflt = 1.0 if f <= 1 else math.sqrt(1 + math.log(f) / math.log(old))
+        att = rs.get("long_mscale" if long else "short_mscale", dflt)
+        pos_freqs = base ** (torch.arange(0, HS, 2, dtype=DT) / HS)
+        return 1.0 / (ext * pos_freqs), att
+    raise ValueError(f"rope_scaling {kind} not modelled")
+
+
+def attention(P, prefix, x, cfg, layer=0):
     B, T, H = x.shape
     NH, KVH, HS = cfg["num_attention_heads"], kv_heads(cfg), head_dim(cfg)
     eps = cfg["rms_norm_eps"]
@@ -209,17 +275,27 @@ def attention(P, prefix, x, cfg):
     if qkn == "head":  # Qwen3: per head over head_dim
         q = M.rms_norm(q, P[prefix + ".q_norm.weight"], eps)
         k = M.rms_norm(k, P[prefix + ".k_norm.weight"], eps)
+    clip = cfg.get("clip_qkv") if cfg["model_type"] == "olmoe" else None
+    if clip is not None:  # OLMoE: after the q/k norm, before RoPE
+        q = q.clamp(-clip, clip)
+        k = k.clamp(-clip, clip)
+        v = v.clamp(-clip, clip)
     q = q.transpose(1, 2)
     k = k.transpose(1, 2)
     v = v.view(B, T, KVH, HS).transpose(1, 2)
-    cos, sin = M.rope_cos_sin(T, HS, cfg["rope_theta"])
+    if cfg.get("rope_scaling"):
+        inv, att = rope_inv_freq(cfg, T)
+        ang = torch.arange(T, dtype=DT)[:, None] * inv[None, :]
+        cos, sin = torch.cos(ang) * att, torch.sin(ang) * att
+    else:
+        cos, sin = M.rope_cos_sin(T, HS, cfg["rope_theta"])
     q = M.apply_rope(q, cos, sin)
     k = M.apply_rope(k, cos, sin)
     kv_of_q = torch.arange(NH) // (NH // KVH)
     k = k[:, kv_of_q]
     v = v[:, kv_of_q]
     s = (q @ k.transpose(-1, -2)) / math.sqrt(HS)
-    s = s.masked_fill(~M.attention_mask(T, window(cfg)), float("-inf"))
+    s = s.masked_fill(~M.attention_mask(T, window(cfg, layer)), float("-inf"))
     o = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, NH * HS)
     return M.linear(P, prefix + ".o_proj", o)
 
@@ -277,7 +353,7 @@ def forward(P, input_ids, cfg):
     margin = float("inf")
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}"
-        h = h + attention(P, p + ".self_attn", norm(P, p + ".input_layernorm", h, cfg), cfg)
+        h = h + attention(P, p + ".self_attn", norm(P, p + ".input_layernorm", h, cfg), cfg, l)
         xn = norm(P, p + ".post_attention_layernorm", h, cfg).reshape(B * T, -1)
         if is_moe_layer(cfg, l):
             y, m = moe(P, f"{p}.{moe_module(cfg)}", xn, cfg)

@@ -69,6 +69,86 @@ FAMILIES = {
 
 SEEDS = {"mixtral": 5101, "phimoe": 5202, "qwen2_moe": 5303, "qwen3_moe": 5404, "olmoe": 5505, "skywork": 5606}
 
+# One case per forward-changing key (test/fixtures/hf-keys/<case>/): (base family, overrides, seed).
+# The sensitivity check removes the key again and requires the logits to change.
+HALF = {"qwen3_moe": 8}  # rotary pairs of the base family's head_dim (16); others: 32 / 4 / 2 = 4
+KEY_CASES = {
+    "olmoe_clip_qkv": ("olmoe", {"clip_qkv": 0.5}, 6101),
+    "qwen2_moe_window": ("qwen2_moe", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}, 6202),
+    "qwen3_moe_window": ("qwen3_moe", {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 0}, 6303),
+    "qwen3_moe_yarn": ("qwen3_moe", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+                                     "rope_theta": 100.0}, 6414),
+    "phimoe_longrope_short": ("phimoe", {"rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0],
+                                                          "long_factor": [2.0, 3.0, 5.0, 9.0], "short_mscale": 1.2,
+                                                          "long_mscale": 1.4, "original_max_position_embeddings": 32}}, 6506),
+    "phimoe_longrope_long": ("phimoe", {"rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.5, 4.0],
+                                                         "long_factor": [2.0, 3.0, 5.0, 9.0],
+                                                         "original_max_position_embeddings": 8}}, 6606),
+    "mixtral_linear": ("mixtral", {"rope_scaling": {"type": "linear", "factor": 4.0}}, 6707),
+    "mixtral_llama3": ("mixtral", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+                                   "rope_theta": 500.0}, 6808),
+    "mixtral_tied": ("mixtral", {"tie_word_embeddings": True}, 6910),
+    "skywork_interval2": ("skywork", {"moe_expert_interval": 2}, 7010),
+}
+
+
+def key_case(name):
+    fam, over, seed = KEY_CASES[name]
+    cfg = dict(FAMILIES[fam], **over)
+    rng = np.random.default_rng(seed)
+    params = H.init_params(cfg, rng)
+    if cfg["model_type"] == "olmoe" and "clip_qkv" in over:
+        # large q/k norm weights and v projections so that the clamp bites
+        for k in params:
+            if k.endswith(("q_norm.weight", "k_norm.weight")):
+                params[k] = params[k] * 4.0
+            if k.endswith("v_proj.weight"):
+                params[k] = params[k] * 40.0
+    ids = rng.integers(0, cfg["vocab_size"], size=(T,)).astype(np.int32)
+    return cfg, params, ids
+
+
+def key_sensitivity(name, cfg, params, ids, logits):
+    fam, over, _ = KEY_CASES[name]
+    base = dict(FAMILIES[fam], **{k: v for k, v in over.items() if k not in ("rope_scaling", "clip_qkv", "use_sliding_window", "tie_word_embeddings", "moe_expert_interval")})
+    if name == "mixtral_tied":
+        return  # the untied model has another parameter set; parity itself is the check
+    if name == "skywork_interval2":
+        return  # another layer layout; the dense layer's presence is checked by the TS test
+    l2, _ = run(params, ids, base)
+    diff = float(np.abs(l2 - logits).max())
+    if diff < 1e-3:
+        raise SystemExit(f"{name}: logits insensitive to the key (max diff {diff:.2e})")
+    if name == "olmoe_clip_qkv":
+        # the clamp must bite on q/k/v somewhere
+        pass
+
+
+def produce_keys(out, check_only):
+    report = []
+    cases = {}
+    for name in KEY_CASES:
+        cfg, params, ids = key_case(name)
+        logits, margin = run(params, ids, cfg)
+        if margin < MIN_MARGIN:
+            raise SystemExit(f"{name}: routing margin {margin:.2e} < {MIN_MARGIN} (change the seed)")
+        key_sensitivity(name, cfg, params, ids, logits)
+        cases[name] = (cfg, params, ids, logits)
+        report.append(f"{name}: margin {margin:.3e}, |logits| max {np.abs(logits).max():.3f}")
+    for line in report:
+        print(line)
+    if check_only:
+        return
+    for name, (cfg, params, ids, logits) in cases.items():
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        write_config(os.path.join(d, "config.json"), cfg)
+        st.save_file(params, os.path.join(d, "model.safetensors"), {"format": "pt"})
+        st.save_file({"input_ids": ids, "logits": logits}, os.path.join(d, "logits.safetensors"), {"note": "reference logits (float64)"})
+    print("wrote", len(cases), "key cases to", out)
+
+
 # ----------------------------------------------------------------------------
 # OCP FP8 E4M3 (no Inf; S.1111.111 is NaN; max 448), by table: codes 0..126 are the
 # non-negative finite values in increasing order.
@@ -280,9 +360,11 @@ def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "..", "test", "fixtures", "hf"))
+    ap.add_argument("--keys-out", default=os.path.join(here, "..", "..", "test", "fixtures", "hf-keys"))
     ap.add_argument("--check-only", action="store_true")
     a = ap.parse_args()
     produce(os.path.normpath(a.out), a.check_only)
+    produce_keys(os.path.normpath(a.keys_out), a.check_only)
 
 
 if __name__ == "__main__":

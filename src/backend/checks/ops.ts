@@ -54,6 +54,8 @@ function rope(k: string, pos: unknown, p: RopeParams): number {
   if (rd > HS) fail(k, `rotaryDim ${rd} exceeds HS ${HS}`);
   finite(k, "theta", p.theta);
   if (p.theta <= 0) fail(k, `theta must be > 0, got ${p.theta}`);
+  if (p.invFreq !== undefined && !(p.invFreq instanceof Float64Array && p.invFreq.length === rd / 2)) fail(k, `invFreq must be a Float64Array of rotaryDim/2 = ${rd / 2} values`);
+  if (p.scale !== undefined) finite(k, "scale", p.scale);
   const ps = i32(k, "pos", pos, T);
   indicesInRange(k, "pos", ps, 0, 2 ** 31);
   return B * T * H * HS;

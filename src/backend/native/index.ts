@@ -6,10 +6,12 @@ import { checkKernels } from "../checks/index.js";
 import { loadAddon, type EngineHandle } from "./addon.js";
 import { nativeGemm } from "./gemm.js";
 import { nativeQuant } from "./quant.js";
+import { nativeQuantBlocks } from "./quant-blocks.js";
 import { nativeConvert } from "./convert.js";
 import { nativeOps } from "./ops.js";
 import { nativeAttention } from "./attention.js";
 import { nativeRoute } from "./route.js";
+import { nativePagedAttention } from "./paged-attention.js";
 
 export interface NativeOptions {
   /** Worker threads of this engine. Default: MOE_NUM_THREADS, else the number of cores. */
@@ -44,10 +46,12 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
     {
       ...nativeGemm(addon, engine),
       ...nativeQuant(addon, engine),
+      ...nativeQuantBlocks(addon, engine),
       ...nativeConvert(addon, engine),
       ...nativeOps(addon, engine),
       ...nativeAttention(addon, engine),
       ...nativeRoute(addon, engine),
+      ...nativePagedAttention(addon, engine),
     },
     checkKernels,
     true,

@@ -13,8 +13,8 @@ export function nativeOps(a: Addon, e: EngineHandle): OpsKernels {
     layernormForward: (out, mean, rstd, x, w, b, N, C, eps) => a.layernormForward!(e, out, mean, rstd, x, w, b, N, C, eps),
     layernormBackward: (dx, dw, db, dout, x, w, mean, rstd, N, C) =>
       a.layernormBackward!(e, dx, dw, db, dout, x, w, mean, rstd, N, C),
-    ropeForward: (out, x, pos, p) => a.ropeForward!(e, out, x, pos, p.B, p.T, p.H, p.HS, p.rotaryDim ?? p.HS, p.theta),
-    ropeBackward: (dx, dout, pos, p) => a.ropeBackward!(e, dx, dout, pos, p.B, p.T, p.H, p.HS, p.rotaryDim ?? p.HS, p.theta),
+    ropeForward: (out, x, pos, p) => a.ropeForward!(e, out, x, pos, p.B, p.T, p.H, p.HS, p.rotaryDim ?? p.HS, p.theta, p.invFreq ?? null, p.scale ?? 1),
+    ropeBackward: (dx, dout, pos, p) => a.ropeBackward!(e, dx, dout, pos, p.B, p.T, p.H, p.HS, p.rotaryDim ?? p.HS, p.theta, p.invFreq ?? null, p.scale ?? 1),
     siluForward: (out, x) => a.siluForward!(e, out, x),
     siluBackward: (dx, dout, x) => a.siluBackward!(e, dx, dout, x),
     geluForward: (out, x, approx) => a.geluForward!(e, out, x, approx === "tanh"),

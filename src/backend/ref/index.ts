@@ -6,13 +6,15 @@ import { withChecks } from "../checks/common.js";
 import { checkKernels } from "../checks/index.js";
 import { refGemm } from "./gemm.js";
 import { refQuant } from "./quant.js";
+import { refQuantBlocks } from "./quant-blocks.js";
 import { refConvert } from "./convert.js";
 import { refOps } from "./ops.js";
 import { refAttention } from "./attention.js";
 import { refRoute } from "./route.js";
+import { refPagedAttention } from "./paged-attention.js";
 
 export function createRefBackend(): Backend {
-  const kernels = withChecks({ ...refGemm, ...refQuant, ...refConvert, ...refOps, ...refAttention, ...refRoute }, checkKernels, false);
+  const kernels = withChecks({ ...refGemm, ...refQuant, ...refQuantBlocks, ...refConvert, ...refOps, ...refAttention, ...refRoute, ...refPagedAttention }, checkKernels, false);
   return {
     ...kernels,
     name: "ref",

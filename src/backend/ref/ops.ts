@@ -106,7 +106,8 @@ function ropeApply(out: FArr, x: FArr, pos: Int32Array, p: RopeParams, sign: 1 |
   const { B, T, H, HS } = p;
   const rd = p.rotaryDim ?? HS, half = rd / 2;
   const invFreq = new Float64Array(half);
-  for (let i = 0; i < half; i++) invFreq[i] = Math.pow(p.theta, (-2 * i) / rd);
+  for (let i = 0; i < half; i++) invFreq[i] = p.invFreq ? p.invFreq[i]! : Math.pow(p.theta, (-2 * i) / rd);
+  const scale = p.scale ?? 1;
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const ps = pos[t]!;
@@ -114,7 +115,7 @@ function ropeApply(out: FArr, x: FArr, pos: Int32Array, p: RopeParams, sign: 1 |
         const o = ((b * T + t) * H + h) * HS;
         for (let i = 0; i < half; i++) {
           const ang = ps * invFreq[i]!;
-          const c = Math.cos(ang), s = sign * Math.sin(ang);
+          const c = scale * Math.cos(ang), s = sign * scale * Math.sin(ang);
           const x1 = x[o + i]!, x2 = x[o + i + half]!;
           out[o + i] = x1 * c - x2 * s;
           out[o + i + half] = x2 * c + x1 * s;

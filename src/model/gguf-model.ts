@@ -21,9 +21,9 @@
 // "gpt2", tokens, token_type, merges, bos/eos, tokenizer.ggml.pre).
 //
 // Not: the container format (io/gguf.ts), the HF checkpoint loader (model/), or a tokenizer.
-import { buildLayout, type ModelNames, type ParamLayout } from "../model/params.js";
-import { parseHfConfig, resolveConfig, type MixtralHfConfig, type ModelConfig } from "../model/config.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "./gguf.js";
+import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
+import { parseHfConfig, resolveConfig, type MixtralHfConfig, type ModelConfig } from "./config.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
 
 export type ExportDtype = "f32" | "f16" | "q8_0";
 export const EXPORT_DTYPES: readonly ExportDtype[] = ["f32", "f16", "q8_0"];

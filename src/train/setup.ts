@@ -1,0 +1,138 @@
+// Run setup, numbered (the trainer receives its parts from here):
+//  1. run directory: refuse to overwrite an existing run unless resuming; a resumed run's config
+//     must equal the saved one except for the keys that may change between sessions
+//  2. tokenizer: the run's own on resume, the configured tokenizer.json, model.from's, or one
+//     trained on the corpus (cached by corpus fingerprint and vocab size)
+//  3. token shards: tokenised once into the cache (data/shards.ts names the directory)
+//  4. backend (train.backend, train.threads)
+//  5. model: from a checkpoint (model.from or the run's latest checkpoint on resume) or a preset
+//     with the chosen family and router (train/model-config.ts); the run's balancing options are
+//     written into its MoE config
+// The resolved config is saved as config.yaml. Not: the training loop (trainer.ts).
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { stringify as toYaml } from "yaml";
+import { createBackend, type Backend } from "../backend/index.js";
+import { resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
+import { MoeModel, initParams } from "../model/model.js";
+import { loadHfModel } from "../model/checkpoint.js";
+import type { Tokenizer } from "../data/types.js";
+import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
+import { trainBpe } from "../data/bpe-train.js";
+import { corpusFingerprint, iterateDocuments, parseCorpusSpec, type CorpusSpec } from "../data/corpus.js";
+import { ensureShards, shardCacheDir, tokenizerHash, type ShardSet } from "../data/shards.js";
+import { writeFileAtomic } from "../core/fs.js";
+import type { TrainConfig } from "./config.js";
+import { buildRunHfConfig } from "./model-config.js";
+import { latestCheckpoint, resolveModelDir, type TrainerStateJson } from "./checkpoints.js";
+
+export class TrainingError extends Error {
+  override name = "TrainingError";
+}
+
+/** What a run is made of before its first step. */
+export interface RunSetup {
+  outDir: string;
+  /** The checkpoint a resumed run continues from, else null. */
+  resumeFrom: string | null;
+  backend: Backend;
+  model: MoeModel;
+  tokenizer: Tokenizer;
+  tokenizerFile: string;
+  hf: HfConfig;
+  cfg: ModelConfig;
+  shards: ShardSet;
+}
+
+export function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
+  return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy, pad: c.model.capacity_pad } : { kind: "dropless" };
+}
+
+export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void }): RunSetup {
+  const log = opts.log;
+  // 1. run directory
+  const outDir = path.resolve(c.train.out_dir);
+  const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
+  if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
+  if (!opts.resume && latestCheckpoint(outDir)) {
+    throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it or choose another train.out_dir`);
+  }
+  mkdirSync(outDir, { recursive: true });
+  if (resumeFrom) {
+    const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
+    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads"]);
+    if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
+  }
+  // 2. tokenizer
+  const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
+  const cacheDir = path.resolve(c.data.cache_dir);
+  mkdirSync(cacheDir, { recursive: true });
+  let tokenizer: Tokenizer;
+  const tokenizerFile = path.join(outDir, "tokenizer.json");
+  // a checkpoint's ids only make sense with its own tokenizer: take it unless one is named explicitly
+  const fromDir = c.model.from ? resolveModelDir(c.model.from) : null;
+  const fromTokenizer = fromDir && existsSync(path.join(fromDir, "tokenizer.json")) ? path.join(fromDir, "tokenizer.json") : null;
+  if (resumeFrom) tokenizer = loadTokenizer(path.join(resumeFrom, "tokenizer.json"));
+  else if (c.data.tokenizer) tokenizer = loadTokenizer(c.data.tokenizer);
+  else if (fromTokenizer) {
+    tokenizer = loadTokenizer(fromTokenizer);
+    log(`tokenizer: ${fromTokenizer} (from model.from)`);
+  } else if (fromDir) throw new TrainingError(`model.from ${fromDir} has no tokenizer.json; name one with data.tokenizer`);
+  else tokenizer = trainedTokenizer(spec, c.data.vocab_size, cacheDir, log);
+  if (!resumeFrom) saveTokenizer(tokenizer, tokenizerFile);
+  // 3. shards
+  const tHash = tokenizerHash(tokenizer);
+  const shardDir = shardCacheDir(cacheDir, spec, tHash);
+  const t0 = Date.now();
+  const { shards, rebuilt } = ensureShards(spec, tokenizer, tHash, shardDir, { valFraction: c.data.val_fraction });
+  log(`data: ${shards.splitTokens("train")} train / ${shards.splitTokens("val")} val tokens${rebuilt ? ` (tokenised in ${((Date.now() - t0) / 1e3).toFixed(1)} s)` : " (cached)"}`);
+  // 4. model
+  const backend = c.train.backend === "ref" ? createBackend({ name: "ref" }) : createBackend({ name: "native", threads: c.train.threads ?? undefined });
+  const shape = { B: c.train.batch_size, T: c.train.seq_len };
+  let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
+  const from = resumeFrom ?? fromDir;
+  if (from) {
+    ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
+    if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
+  } else {
+    hf = buildRunHfConfig(c, tokenizer.vocabSize);
+    cfg = resolveConfig(hf, dispatchOf(c));
+    model = new MoeModel(cfg, backend, shape);
+    initParams(model, c.train.seed, c.model.init_std);
+  }
+  // the run's balancing options are part of the MoE config the layers read
+  cfg.moe.balance = { loss: c.balance.loss, zCoef: c.balance.z_coef, virtualCapacityFactor: c.model.capacity_factor, biasRate: c.balance.bias_rate };
+  if (!resumeFrom) writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+  return { outDir, resumeFrom, backend, model, tokenizer, tokenizerFile, hf, cfg, shards };
+}
+
+/** Keys (dotted) whose values differ between a saved config and this one, ignoring `ignore`. */
+function configDiff(saved: unknown, now: TrainConfig, ignore: string[]): string[] {
+  const out: string[] = [];
+  const s = saved as Record<string, Record<string, unknown>>;
+  for (const [sec, fields] of Object.entries(now as unknown as Record<string, Record<string, unknown>>)) {
+    for (const [k, v] of Object.entries(fields)) {
+      const key = `${sec}.${k}`;
+      if (ignore.includes(key)) continue;
+      if (JSON.stringify(s?.[sec]?.[k]) !== JSON.stringify(v)) out.push(`${key} (saved ${JSON.stringify(s?.[sec]?.[k])}, now ${JSON.stringify(v)})`);
+    }
+  }
+  return out;
+}
+
+/** A byte-level BPE trained on the corpus, cached under cacheDir by corpus fingerprint and vocab size. */
+function trainedTokenizer(spec: CorpusSpec, vocabSize: number, cacheDir: string, log: (s: string) => void): Tokenizer {
+  const file = path.join(cacheDir, `tokenizer-${corpusFingerprint(spec).slice(0, 12)}-${vocabSize}.json`);
+  if (existsSync(file)) {
+    log(`tokenizer: ${file} (cached)`);
+    return loadTokenizer(file);
+  }
+  const t0 = Date.now();
+  const texts = (function* () {
+    for (const d of iterateDocuments(spec)) yield d.text;
+  })();
+  const tok = trainBpe(texts, { vocabSize, specialTokens: ["<|endoftext|>"] });
+  saveTokenizer(tok, file);
+  log(`tokenizer: trained byte-level BPE, vocab ${tok.vocabSize}, in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
+  return tok;
+}

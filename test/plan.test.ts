@@ -1,0 +1,335 @@
+// The layout planner: the 1F1B simulator against its closed forms, the cost model against hand
+// computation and the engine's own parameter counts, the partition search against brute force,
+// and the papers' layouts (Skywork-MoE App. B.2, GRIN's PP+TP at 52 experts).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parameterCounts, parseHfConfig, resolveConfig } from "../src/model/config.js";
+import { PRESET_NAMES, preset } from "../src/model/presets.js";
+import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readClusterSpec, type ClusterSpec } from "../src/plan/cluster.js";
+import { LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
+import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
+import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
+import { loadModelSource } from "../src/plan/model-source.js";
+import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
+
+const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
+
+test("1F1B simulation of equal stages gives the closed form (m+p−1)(f+b) and bubble (p−1)/(m+p−1)", () => {
+  for (const p of [1, 2, 3, 4, 8]) {
+    for (const m of [1, 2, 3, 8, 33]) {
+      for (const [f, b] of [[1, 2], [0.3, 0.9], [1, 1]] as const) {
+        const r = simulate1F1B({ fwd: Array(p).fill(f), bwd: Array(p).fill(b), p2p: Array(p - 1).fill(0) }, m);
+        const cf = uniformClosedForm(p, m, f, b);
+        near(r.step, cf.step);
+        near(r.bubble, cf.bubble, 1e-9);
+      }
+    }
+  }
+});
+
+test("1F1B with one micro-batch is the sequential sum, transfers included", () => {
+  const t = { fwd: [1, 2, 3], bwd: [2, 5, 1], p2p: [0.25, 0.5] };
+  near(simulate1F1B(t, 1).step, 1 + 2 + 3 + 2 + 5 + 1 + 2 * (0.25 + 0.5));
+});
+
+test("1F1B keeps min(p−i, m) micro-batches in flight on stage i (the memory model's assumption)", () => {
+  const p = 5;
+  for (const m of [2, 5, 12]) {
+    const r = simulate1F1B({ fwd: [1, 1.5, 0.7, 1, 2], bwd: [2, 3, 1.4, 2, 4], p2p: [0.1, 0.1, 0.2, 0.1] }, m);
+    for (let i = 0; i < p; i++) {
+      // replay the stage's operations in time order and track forwards not yet backwarded
+      const ops = r.ops.filter((o) => o.stage === i).sort((a, b) => a.start - b.start);
+      let live = 0, peak = 0;
+      for (const o of ops) {
+        live += o.kind === "F" ? 1 : -1;
+        peak = Math.max(peak, live);
+      }
+      assert.equal(peak, Math.min(p - i, m), `stage ${i}, m=${m}`);
+      assert.equal(ops.length, 2 * m);
+    }
+    // every stage's order holds each micro-batch's F before its B; the computed order equals the list
+    for (let i = 0; i < p; i++) {
+      const order = oneFOneBOrder(p, m, i);
+      order.forEach((o, k) => assert.equal(oneFOneBOp(p, m, i, k), o.kind === "F" ? o.mb : -1 - o.mb));
+      for (let j = 0; j < m; j++) assert.ok(order.findIndex((o) => o.kind === "F" && o.mb === j) < order.findIndex((o) => o.kind === "B" && o.mb === j));
+    }
+  }
+});
+
+test("a slow stage bounds the steady state: step ≥ m·(f+b) of the slowest stage and ≥ the sequential time of one micro-batch", () => {
+  const t = { fwd: [1, 1, 3, 1], bwd: [2, 2, 6, 2], p2p: [0, 0, 0] };
+  for (const m of [1, 4, 16]) {
+    const r = simulate1F1B(t, m);
+    assert.ok(r.step >= m * 9 - 1e-12);
+    assert.ok(r.step >= 6 + 12 - 1e-12);
+    assert.ok(r.step <= (m + 3) * 9 + 1e-12); // never worse than equal stages as slow as the slowest
+  }
+});
+
+test("cluster spec: units, defaults, unknown keys, bench records", () => {
+  assert.equal(parseQuantity("80GB", "m"), 80e9);
+  assert.equal(parseQuantity("80GiB", "m"), 80 * 1024 ** 3);
+  near(parseQuantity("5us", "l"), 5e-6);
+  assert.equal(parseQuantity("200GB/s", "b"), 200e9);
+  assert.throws(() => parseQuantity("80 parsecs", "memory"), /memory: cannot read '80 parsecs'/);
+  const c = parseClusterSpec({ devices_per_node: 4, memory: "16GB", flops: 1e12 });
+  assert.equal(c.nodes, 1);
+  assert.equal(c.interNode.bandwidth, 12.5e9);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 4, memory: "16GB", flops: 1e12, intra_nod: {} }), /unknown key 'intra_nod' \(did you mean 'intra_node'\?\)/);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 4, memory: "16GB" }), /give flops/);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 0, memory: "16GB", flops: 1 }), /devices_per_node: must be a positive integer/);
+  const lines = [
+    `{"bench":"gemm","case":"2048x1024x1024 builtin","threads":1,"value":40,"unit":"GFLOP/s","peer":null,"peer_value":null,"ratio":null}`,
+    `{"bench":"gemm","case":"2048x1024x1024 builtin","threads":2,"value":70,"unit":"GFLOP/s","peer":null,"peer_value":null,"ratio":null}`,
+    `{"bench":"gemm","case":"512x512x512 builtin","threads":2,"value":50,"unit":"GFLOP/s","peer":null,"peer_value":null,"ratio":null}`,
+    `{"bench":"gemm","case":"64x64x64 builtin","threads":2,"value":20,"unit":"GFLOP/s","peer":null,"peer_value":null,"ratio":null}`,
+    `{"bench":"train","case":"small","threads":2,"value":900,"unit":"tok/s","peer":null,"peer_value":null,"ratio":null}`,
+    "# a table line, not JSON",
+  ].join("\n");
+  const recs = parseBenchLines(lines);
+  assert.equal(recs.length, 5);
+  assert.deepEqual(flopsFromBench(recs), { flops: 50e9, used: 3, threads: 2, kind: "gemm" });
+  assert.equal(flopsFromBench(recs, "2048x1024").flops, 70e9);
+  assert.equal(flopsFromBench(recs, "", 1).flops, 40e9);
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-"));
+  writeFileSync(path.join(dir, "bench.jsonl"), lines);
+  writeFileSync(path.join(dir, "c.yaml"), "devices_per_node: 2\nmemory: 8GB\nbench: bench.jsonl\nbench_case: '2048x1024'\n");
+  const fromFile = readClusterSpec(path.join(dir, "c.yaml"));
+  assert.equal(fromFile.flops, 70e9);
+  assert.match(fromFile.flopsSource, /median of 1 GEMM GFLOP\/s records at 2 threads/);
+  // training-step records win: 0.5 of a 60 GFLOP/s peak and 0.4 of 50 → median of 30 and 20
+  const withTrain = parseBenchLines(lines + "\n" + [
+    `{"bench":"train_mfu","case":"default","threads":2,"value":0.5,"unit":"fraction of GEMM peak","peer":"gemm 2048x1024x1024","peer_value":60,"ratio":null}`,
+    `{"bench":"train_mfu","case":"moe-50m","threads":2,"value":0.4,"unit":"fraction of GEMM peak","peer":"gemm 2048x1024x1024","peer_value":50,"ratio":null}`,
+  ].join("\n"));
+  assert.deepEqual(flopsFromBench(withTrain), { flops: 25e9, used: 2, threads: 2, kind: "train" });
+  assert.equal(flopsFromBench(withTrain, "moe-50m").flops, 20e9);
+});
+
+test("the uneven split rule: 36 heads on 8 ranks are [5,5,5,5,4,4,4,4]", () => {
+  assert.deepEqual(evenSplit(36, 8), [5, 5, 5, 5, 4, 4, 4, 4]);
+  assert.deepEqual(evenSplit(24, 5), [5, 5, 5, 5, 4]);
+  assert.deepEqual(evenSplit(24, 4), [6, 6, 6, 6]);
+});
+
+test("parameter counts equal the engine's for every preset", () => {
+  for (const name of PRESET_NAMES) {
+    const cfg = resolveConfig(preset(name));
+    assert.equal(planParameterCounts(planModelFromConfig(cfg, name)).total, parameterCounts(cfg).total, name);
+    assert.equal(planParameterCounts(planModelFromConfig(cfg, name)).active, parameterCounts(cfg).active, name);
+  }
+  // the papers' totals (moe-techniques.md §1): Skywork 146B / 22B active, GRIN 41.9B / 6.6B
+  const sky = planParameterCounts(paperModel("skywork-moe")), grin = planParameterCounts(paperModel("grin-moe"));
+  near(sky.total / 1e9, 146, 0.01);
+  near(sky.active / 1e9, 22, 0.04);
+  near(grin.total / 1e9, 41.9, 0.01);
+  near(grin.active / 1e9, 6.6, 0.01);
+});
+
+// A tiny Mixtral: L=2, C=8, NH=2, KVH=1, HS=4, E=4, K=2, F=6, V=16; T=4, B=1.
+const tinyHf = {
+  model_type: "mixtral", vocab_size: 16, hidden_size: 8, intermediate_size: 6, num_hidden_layers: 2, num_attention_heads: 2,
+  num_key_value_heads: 1, num_local_experts: 4, num_experts_per_tok: 2, max_position_embeddings: 64,
+};
+const tiny = planModelFromConfig(resolveConfig(parseHfConfig(tinyHf)), "tiny");
+const tinyRun: PlanRun = { seqLen: 4, microBatch: 1, globalBatch: 4 };
+const f32NoZero: CostOptions = { precision: PRECISIONS.f32!, zero1: false, flashAttention: true, expertImbalance: 1 };
+const bigCluster = (over: Record<string, unknown> = {}): ClusterSpec => parseClusterSpec({ devices_per_node: 8, memory: "1TB", flops: 1e12, ...over });
+
+test("memory of a tiny model on one rank equals the hand computation", () => {
+  const lc = new LayoutCost(tiny, { ...tinyRun, globalBatch: 1 }, bigCluster(), { dp: 1, tp: 1, pp: 1, expert: "etp", ep: 1 }, f32NoZero);
+  const s = lc.stage(0, 0, 2, 0);
+  // parameters: per layer attention 8·(2+2·1)·4 + 2·4·8 + 2·8 norms = 208, router 4·8 = 32, experts 4·3·8·6 = 576;
+  // embedding 16·8, head 16·8, final norm 8 → 2·816 + 264 = 1896 (= the engine's count)
+  assert.equal(s.denseParams + s.expertParams, 1896);
+  assert.equal(s.denseParams + s.expertParams, parameterCounts(resolveConfig(parseHfConfig(tinyHf))).total);
+  assert.equal(s.memory.weights, 1896 * 4);
+  assert.equal(s.memory.grads, 1896 * 4);
+  assert.equal(s.memory.optimizer, 1896 * 8);
+  // activations (f32, N = 4): attention 4·(2·4·8 + 4·4·4 + 4·2·4) + 4·4·2 (lse) = 672;
+  // MoE 4·2·4·8 + 8·4·4 (router logits, probs) + 4·(2·4)·(8 + 3·6) = 256 + 128 + 832 = 1216;
+  // per layer 1888, two layers 3776, final norm in/out 4·2·4·8 = 256 → 4032 for one micro-batch in flight
+  assert.equal(s.memory.activations, 4032);
+  assert.equal(s.memory.transient, 8 * 4 * 16); // fp32 logits + gradient
+  assert.equal(s.memory.total, 1896 * 16 + 4032 + 512);
+  // recompute the first layer: it keeps only its input (4·4·8 = 128) and one layer is rematerialised
+  const r = lc.stage(0, 0, 2, 1);
+  assert.equal(r.memory.activations, 128 + 1888 + 256);
+  assert.equal(r.memory.transient, 1888 + 512);
+  // the backward gains one layer's forward
+  near(r.bwd - s.bwd, lc.layer[0]!.fwdFlops / 1e12);
+});
+
+test("TP shards, ZeRO-1 and expert parallelism divide memory as stated", () => {
+  const run = { ...tinyRun, globalBatch: 2 };
+  const tp2 = new LayoutCost(tiny, run, bigCluster(), { dp: 1, tp: 2, pp: 1, expert: "etp", ep: 1 }, f32NoZero).stage(0, 0, 2, 0);
+  // per rank: attention 8·(1+2·1)·4 + 1·4·8 + 16 = 144 (the one KV head replicated), router 32, experts 4·3·8·3 = 288;
+  // vocab-parallel embedding and head 8·8 each, final norm 8
+  assert.equal(tp2.denseParams, 2 * (144 + 32) + 64 + 64 + 8);
+  assert.equal(tp2.expertParams, 2 * 288);
+  const ep = new LayoutCost(tiny, run, bigCluster(), { dp: 2, tp: 1, pp: 1, expert: "ep", ep: 2 }, { ...f32NoZero, zero1: true }).stage(0, 0, 2, 0);
+  assert.equal(ep.expertParams, 2 * 2 * 3 * 8 * 6); // 2 of 4 experts per rank
+  // ZeRO-1: dense state over dp = 2, expert state over dp/ep = 1
+  assert.equal(ep.memory.optimizer, (ep.denseParams * 8) / 2 + ep.expertParams * 8);
+  const edp = new LayoutCost(tiny, run, bigCluster(), { dp: 1, tp: 2, pp: 1, expert: "edp", ep: 2 }, f32NoZero).stage(0, 0, 2, 0);
+  assert.equal(edp.expertParams, 2 * 2 * 3 * 8 * 6); // whole experts, 2 per rank
+  assert.ok(tp2.fwdComm > 0 && edp.fwdComm === tp2.fwdComm && ep.epComm > 0 && tp2.epComm === 0);
+});
+
+test("model FLOPs are 6 × (active non-embedding parameters) per token plus attention", () => {
+  for (const m of [paperModel("skywork-moe"), paperModel("grin-moe"), tiny]) {
+    const run = { seqLen: 4096, microBatch: 2, globalBatch: 8 };
+    const lc = new LayoutCost(m, run, bigCluster(), { dp: 1, tp: 1, pp: 1, expert: "etp", ep: 1 }, f32NoZero);
+    const N = run.microBatch * run.seqLen;
+    // matmul parameters only: no embedding lookup, norms or biases
+    const act = planParameterCounts(m).active - m.vocab * m.hidden - m.normParams * (1 + 2 * m.layers) - m.attnExtraParams * m.layers - (m.lmHeadBias ? m.vocab : 0);
+    const attn = m.layers * 4 * N * meanKeys(run.seqLen, m.slidingWindow) * m.heads * m.headDim;
+    near(lc.modelFlopsPerStep(), 3 * (2 * N * act + attn) * (run.globalBatch / run.microBatch), 1e-12);
+  }
+  near(meanKeys(8, 0), 4.5);
+  near(meanKeys(8, 2), (1 + 2 * 7) / 8);
+});
+
+test("the partition search finds the brute-force min–max partition, per-stage recompute included", () => {
+  // Skywork-sized layers, 10 of them on 3 stages; memory tight enough that stage 1 must recompute
+  const m = withSizes(paperModel("skywork-moe"), { layers: 10 });
+  const run = { seqLen: 4096, microBatch: 2, globalBatch: 24 };
+  const cl = parseClusterSpec({ devices_per_node: 8, memory: "54GB", flops: 300e12 });
+  const lc = new LayoutCost(m, run, cl, { dp: 1, tp: 4, pp: 3, expert: "edp", ep: 4 }, { ...f32NoZero, precision: PRECISIONS["bf16-mixed"]! });
+  const got = balancedPartition(lc);
+  assert.ok(got);
+  let best = Infinity;
+  for (let a = 1; a <= 8; a++) {
+    for (let b = 1; a + b <= 9; b++) {
+      const part = [a, b, 10 - a - b];
+      let lo = 0, mx = 0;
+      for (let i = 0; i < 3; i++) {
+        const s = lc.minRecompute(i, lo, lo + part[i]!);
+        mx = s ? Math.max(mx, s.fwd + s.bwd) : Infinity;
+        lo += part[i]!;
+      }
+      best = Math.min(best, mx);
+    }
+  }
+  near(Math.max(...got.map((s) => s.fwd + s.bwd)), best);
+  // not the even split [4,3,3]: the first stage (3 micro-batches in flight) gets fewer layers
+  assert.deepEqual(got.map((s) => s.layers), [3, 4, 3]);
+  assert.ok(got.some((s) => s.recompute > 0), "the case should need recompute");
+  assert.ok(got.every((s) => s.memory.total <= cl.memoryBytes));
+});
+
+test("search: layouts fit and are sorted; rejected shapes name their rule", () => {
+  const cl = parseClusterSpec({ nodes: 2, devices_per_node: 4, memory: "2GB", flops: 1e12 });
+  const r = plan(tiny, { seqLen: 4, microBatch: 1, globalBatch: 6 }, cl);
+  assert.ok(r.layouts.length > 0);
+  for (let i = 1; i < r.layouts.length; i++) assert.ok(r.layouts[i]!.step >= r.layouts[i - 1]!.step);
+  for (const l of r.layouts) {
+    assert.equal(l.layout.dp * l.layout.tp * l.layout.pp, 8);
+    assert.ok(l.memory.every((m) => m.total <= cl.memoryBytes));
+    assert.equal(l.layout.partition.reduce((a, b) => a + b, 0), 2);
+  }
+  const reasons = r.rejected.map((x) => `${x.shape}: ${x.reason}`).join("\n");
+  assert.match(reasons, /dp8 tp1 pp1 etp: global batch 6 is not a multiple of micro-batch 1 × dp 8/);
+  assert.match(reasons, /tp8 pp1 etp: tp 8 > max TP 4/);
+  assert.match(reasons, /pp8 etp: pp 8 > 2 layers/);
+  const oom = plan(tiny, { seqLen: 4, microBatch: 1, globalBatch: 8 }, parseClusterSpec({ devices_per_node: 1, memory: "10kB", flops: 1e12 }));
+  assert.equal(oom.layouts.length, 0);
+  assert.match(oom.rejected[0]!.reason, /^memory: even with every layer recomputed, stage 0 needs/);
+  assert.throws(() => plan(tiny, tinyRun, cl, { partition: [1, 2] }), /sums to 3, the model has 2 layers/);
+});
+
+// Skywork-MoE App. B.2: the 24-layer example on A800-80GB, TP 2 with EDP, T = 4096, B = 2.
+const a800 = (nodes: number) => parseClusterSpec({
+  nodes, devices_per_node: 8, memory: "80GB", flops: 140.4e12, intra_node: { bandwidth: "200GB/s", latency: "5us" }, inter_node: { bandwidth: "25GB/s", latency: "10us" },
+});
+
+test("Skywork App. B.2: per-stage recompute and the uneven split beat Megatron's uniform layout by about 10%", () => {
+  const sky24 = withSizes(paperModel("skywork-moe"), { layers: 24 });
+  const run = { seqLen: 4096, microBatch: 2, globalBatch: 320 };
+  const cl = a800(10); // 80 devices: tp2 × pp4 × dp10 or tp2 × pp5 × dp8
+  const pp4 = plan(sky24, run, cl, { fix: { tp: 2, pp: 4, expert: "edp" } }).layouts[0]!;
+  const pp5 = plan(sky24, run, cl, { fix: { tp: 2, pp: 5, expert: "edp" } }).layouts[0]!;
+  assert.ok(!("rejected" in pp4.uniform) && !("rejected" in pp5.uniform));
+  const megatron4 = pp4.uniform as Exclude<typeof pp4.uniform, { rejected: string }>;
+  // Megatron: [6,6,6,6] with one recompute count on every stage, set by the first stage's memory
+  assert.deepEqual(megatron4.layout.partition, [6, 6, 6, 6]);
+  assert.ok(megatron4.layout.recompute.every((r) => r === megatron4.layout.recompute[0] && r > 0));
+  // planned on the same 4 stages: recompute only where 1F1B holds more micro-batches (early stages)
+  for (let i = 1; i < 4; i++) assert.ok(pp4.layout.recompute[i]! <= pp4.layout.recompute[i - 1]!);
+  const gainSamePp = pp4.tokensPerDeviceSec / megatron4.tokensPerDeviceSec - 1;
+  assert.ok(gainSamePp > 0.05 && gainSamePp < 0.15, `per-stage recompute gain ${gainSamePp}`);
+  // moe-techniques.md §6: [5,5,5,5,4] on 5 stages instead of [6,6,6,6] on 4, at the same device count
+  assert.deepEqual(pp5.layout.partition, [5, 5, 5, 5, 4]);
+  assert.ok(pp5.layout.recompute[0]! >= Math.max(...pp5.layout.recompute.slice(1)));
+  const gain = pp5.tokensPerDeviceSec / megatron4.tokensPerDeviceSec - 1;
+  assert.ok(gain > gainSamePp && gain < 0.25, `5-stage uneven gain ${gain}`);
+  // every planned stage fits; Megatron's [6,6,6,6] without recompute would not
+  assert.ok(pp5.memory.every((m) => m.total <= cl.memoryBytes));
+  const noRecompute = evaluateLayout(sky24, run, cl, { dp: 10, tp: 2, pp: 4, expert: "edp", ep: 2, partition: [6, 6, 6, 6], recompute: [0, 0, 0, 0] });
+  assert.equal(noRecompute.fits, false);
+});
+
+test("GRIN: PP+TP without expert parallelism fits 52 experts on 64 GPUs of 80 GB", () => {
+  const h100 = parseClusterSpec({
+    nodes: 8, devices_per_node: 8, memory: "80GB", flops: 395.6e12, intra_node: { bandwidth: "450GB/s", latency: "5us" }, inter_node: { bandwidth: "50GB/s", latency: "10us" },
+  });
+  const grin52: PlanModel = withSizes(paperModel("grin-moe"), { experts: 52 });
+  near(planParameterCounts(grin52).total / 1e9, 132.5, 0.01);
+  const run = { seqLen: 4096, microBatch: 1, globalBatch: 512 };
+  const r = plan(grin52, run, h100, { expertModes: ["etp"] });
+  const best = r.layouts[0]!;
+  assert.ok(best.layout.tp > 1 && best.layout.pp > 1, `best layout dp${best.layout.dp} tp${best.layout.tp} pp${best.layout.pp}`);
+  assert.equal(best.layout.ep, 1);
+  assert.ok(best.memory.every((m) => m.total <= 80e9));
+  // data parallelism alone cannot hold it, nor TP alone within a node
+  const why = new Map(r.rejected.map((x) => [x.shape, x.reason]));
+  assert.match(why.get("dp64 tp1 pp1 etp")!, /^memory/);
+  assert.match(why.get("dp8 tp8 pp1 etp")!, /^memory/);
+  // at GRIN's released 16 experts the planner needs no TP beyond 2 (moe-techniques.md §6: TP beyond ~32 experts)
+  const r16 = plan(paperModel("grin-moe"), run, h100, { expertModes: ["etp"] });
+  assert.ok(r16.layouts[0]!.layout.tp <= 2);
+  assert.ok(best.layout.tp > r16.layouts[0]!.layout.tp);
+});
+
+test("moe plan through the CLI: JSON report, table, clear errors", () => {
+  const main = new URL("../src/cli/main.js", import.meta.url).pathname;
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-cli-"));
+  const spec = path.join(dir, "cluster.yaml");
+  writeFileSync(spec, "nodes: 2\ndevices_per_node: 4\nmemory: 16GB\nflops: 1e12\ninter_node: { bandwidth: 10GB/s, latency: 20us }\n");
+  const run = (...args: string[]) => spawnSync(process.execPath, [main, "plan", ...args], { encoding: "utf8" });
+  const j = run("small-moe", "--cluster", spec, "--json", "--top", "3", "--global-batch", "64", "--seq-len", "256");
+  assert.equal(j.status, 0, j.stderr);
+  const rep = JSON.parse(j.stdout) as { layouts: { step: number; layout: { dp: number; tp: number; pp: number } }[]; devices: number; run: PlanRun };
+  assert.equal(rep.devices, 8);
+  assert.equal(rep.layouts.length, 3);
+  assert.deepEqual(rep.run, { seqLen: 256, microBatch: 1, globalBatch: 64 });
+  // the CLI's best equals the library's best on the same inputs
+  const lib = plan(planModelFromConfig(resolveConfig(preset("small-moe")), "small-moe"), rep.run, readClusterSpec(spec));
+  near(rep.layouts[0]!.step, lib.layouts[0]!.step);
+  const t = run("skywork-moe", "--cluster", spec, "--nodes", "16", "--memory", "80GB", "--layers", "24", "--global-batch", "256");
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, /#\s+dp\s+tp\s+pp\s+experts\s+partition/);
+  assert.match(t.stdout, /why #1/);
+  const bad = run("small-moe", "--cluster", spec, "--pp", "0");
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /--pp must be a positive integer/);
+  const unknown = run("no-such-model", "--cluster", spec);
+  assert.match(unknown.stderr, /model 'no-such-model': not a paper model/);
+});
+
+test("model source: a model directory with a run's config.yaml gives the batch; a config.json file; errors", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-plan-src-"));
+  writeFileSync(path.join(dir, "config.json"), JSON.stringify(tinyHf));
+  writeFileSync(path.join(dir, "config.yaml"), "train:\n  seq_len: 64\n  batch_size: 4\n  grad_accum: 3\n");
+  const src = loadModelSource(dir);
+  assert.deepEqual(src.run, { seqLen: 64, microBatch: 4, globalBatch: 12 });
+  assert.equal(planParameterCounts(src.model).total, 1896);
+  assert.equal(planParameterCounts(loadModelSource(path.join(dir, "config.json")).model).total, 1896);
+  assert.equal(loadModelSource("grin-moe").model.kvHeads, 8);
+  writeFileSync(path.join(dir, "bad.json"), JSON.stringify({ ...tinyHf, num_local_expert: 4 }));
+  assert.throws(() => loadModelSource(path.join(dir, "bad.json")), /unknown key 'num_local_expert'/);
+});
