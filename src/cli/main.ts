@@ -9,6 +9,7 @@ import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
 import { runPlan } from "./plan.js";
+import { runLaunch } from "./launch.js";
 
 const USAGE = `usage: moe <command> [options]
 
@@ -25,6 +26,7 @@ commands:
   export MODEL --format gguf [--dtype f32|f16|q8_0]    GGUF for llama.cpp
   info [--backend native|ref] [--threads N] [--json]   the compute engine
   plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
+  launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
 
 run 'moe <command> --help' for a command's options`;
 
@@ -55,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
       return runExport(rest);
     case "plan":
       return runPlan(rest);
+    case "launch":
+      return runLaunch(rest);
     case undefined:
     case "-h":
     case "--help":
