@@ -26,6 +26,8 @@ namespace paged {
 
 // Query rows per work item (prefill chunks are split into tiles of this many rows).
 constexpr int kRows = 8;
+// Calls with fewer multiply-adds than this (≈ 20 µs on one core) run single-threaded.
+constexpr double kSerialWork = 1 << 19;
 
 struct PagedArgs {
   int S, NH, KVH, HS, bs, maxBlocks, window;

@@ -146,8 +146,15 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
     itemStart[s + 1] = itemStart[s] + (int64_t)KVH * ((qlen + kRows - 1) / kRows);
   }
   const int64_t items = itemStart[S];
+  // Multiply-adds of the whole call (visible keys per row, both matmuls): a call below
+  // kSerialWork runs on the calling thread, since waking a worker costs more than it saves.
+  double work = 0;
+  for (int s = 0; s < S; ++s) {
+    const int qlen = a.qstart[s + 1] - a.qstart[s];
+    work += 2.0 * qlen * (W > 0 ? std::min(W, a.ctx[s]) : a.ctx[s]) * a.NH * HS;
+  }
   std::atomic<int64_t> next{0};
-  pool.run_on_all([&](int) {
+  auto body = [&](int) {
     const int M = kRows * G;
     std::vector<float> buf((size_t)2 * M * HS + (size_t)G * bsp + 2 * (size_t)M);
     float* Qs = buf.data();                // (rows, G, HS) scaled queries
@@ -211,7 +218,9 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
         }
       }
     }
-  });
+  };
+  if (work < kSerialWork || items == 1) body(0);
+  else pool.run_on_all(body);
 }
 
 static void Forward(ThreadPool& pool, const PagedArgs& a) {
