@@ -1,5 +1,5 @@
 // Paged-attention micro benchmark: decode attention of one layer, per token, at context 512
-// and 2048, for the default model's attention shape (small-moe: NH 6, KVH 2, HS 32) and an
+// and 2048 (and one 512-token prefill chunk), for the default model's attention shape (small-moe: NH 6, KVH 2, HS 32) and an
 // OLMoE-1B shape (NH 16, KVH 16, HS 128), f32 and bf16 caches, batch 1 and 8 sequences, per
 // thread count. Peer: the dense flash-style attentionForward on contiguous K/V (T = 1, Tk = ctx)
 // of the same engine — what decode would cost without paging. Also the effective K/V read
@@ -124,6 +124,24 @@ export function runPagedBench(argv: string[]): ResultLine[] {
           }
         }
       }
+    }
+  }
+  // Prefill: one sequence, a 512-token chunk attending to itself (causal), f32 cache.
+  for (const threads of flags.threads) {
+    const be = createBackend({ name: "native", threads });
+    for (const shape of SHAPES) {
+      const T = 512, { NH, KVH, HS } = shape, row = KVH * HS, per = T / BS;
+      const k = fill(T * row, 2), v = fill(T * row, 3), q = fill(T * NH * HS, 1), out = new Float32Array(T * NH * HS);
+      const p: PagedAttentionParams = { numSeqs: 1, NH, KVH, HS, blockSize: BS, numBlocks: per, maxBlocksPerSeq: per };
+      const tables = Int32Array.from({ length: per }, (_, i) => per - 1 - i); // reversed: non-contiguous
+      const kc = new Float32Array(T * row), vc = new Float32Array(T * row);
+      be.pagedWrite(kc, vc, k, v, Int32Array.from({ length: T }, (_, j) => tables[Math.floor(j / BS)]! * BS + (j % BS)), p);
+      const lse = new Float32Array(NH * T);
+      const denseUs = usPerCall(() => be.attentionForward(out, lse, q, k, v, { B: 1, T, NH, KVH, HS }));
+      const us = usPerCall(() => be.pagedAttention(out, q, kc, vc, tables, Int32Array.of(0, T), Int32Array.of(T), p));
+      const r: ResultLine = { bench: "paged-attention", case: `${shape.name} prefill T=512 f32`, threads, value: us / 1e3, unit: "ms", peer: "dense attentionForward f32", peer_value: denseUs / 1e3, ratio: denseUs / us };
+      report(flags, r);
+      rows.push(r);
     }
   }
   return rows;
