@@ -24,6 +24,9 @@ import { writeCheckpointTensors, type TensorToWrite } from "../src/io/safetensor
 import { exportModelGguf, familyModelToGguf, ggufIncompatibility, importModelGguf } from "../src/model/gguf-families.js";
 import { openModel } from "../src/infer/open.js";
 import { runExport } from "../src/cli/export.js";
+import { runLogits } from "../src/cli/logits.js";
+import { runInspect } from "../src/cli/model-commands.js";
+import { SafetensorsFile } from "../src/io/safetensors.js";
 import { TINY_VOCAB, tinyHfConfig, tinyParams, tinyTokenizer } from "./gguf-fixture.js";
 
 const tok = tinyTokenizer();
@@ -171,6 +174,25 @@ test("moe export picks the family's architecture; openModel opens the .gguf with
   assert.equal(m.hf.model_type, "qwen2_moe");
   assert.ok(m.tokenizer);
   assert.deepEqual(Array.from(m.tokenizer.encode(" the cat")), [258, 32, 99, 97, 116]);
+  // moe logits and moe inspect accept the .gguf: logits equal the HF directory's
+  const outs = [path.join(tmp, "l-dir.safetensors"), path.join(tmp, "l-gguf.safetensors")];
+  const printed: string[] = [];
+  console.log = (s: string) => printed.push(s);
+  try {
+    assert.equal(await runLogits([dir, "--ids", "5,17,200", "--out", outs[0]!]), 0);
+    assert.equal(await runLogits([out, "--ids", "5,17,200", "--out", outs[1]!]), 0);
+    assert.equal(await runInspect([out, "--json"]), 0);
+  } finally {
+    console.log = log;
+  }
+  const [a, b] = outs.map((f) => SafetensorsFile.open(f).read("logits").data);
+  assert.equal(a!.length, 3 * TINY_VOCAB);
+  assert.deepEqual(b, a);
+  const info = JSON.parse(printed[printed.length - 1]!) as Record<string, unknown>;
+  assert.equal(info.architecture, "qwen2moe");
+  assert.equal(info.family, "qwen2_moe");
+  assert.equal(info.sharedExpertSize, 48);
+  await assert.rejects(runLogits([path.join(tmp, "nope.gguf"), "--ids", "1"]), /not a GGUF file/);
 });
 
 // --- llama.cpp ---------------------------------------------------------------------------
