@@ -88,6 +88,17 @@ test("every family: f32 export → import gives the same config, bit-identical p
     assert.deepEqual(imp.params, params, family);
     assert.deepEqual(logits(imp.cfg, imp.params, PROMPT), logits(cfg, params, PROMPT), family);
     assert.equal(imp.tokenizer?.tokens.length, TINY_VOCAB);
+    // Q8_0: same config; each value within half a quantisation step (≤ max|w| / 254 overall)
+    const qfile = path.join(tmp, `${family}-rt-q8.gguf`);
+    exportModelGguf(qfile, exportInput(cfg, params), "q8_0");
+    const q = importModelGguf(qfile);
+    assert.deepEqual(q.cfg, cfg, `${family} q8_0`);
+    let amax = 0, dmax = 0;
+    for (let i = 0; i < params.length; i++) {
+      amax = Math.max(amax, Math.abs(params[i]!));
+      dmax = Math.max(dmax, Math.abs(q.params[i]! - params[i]!));
+    }
+    assert.ok(dmax > 0 && dmax <= amax / 254 * 1.001, `${family} q8_0: max |Δ| ${dmax} vs bound ${amax / 254}`);
   }
 });
 
