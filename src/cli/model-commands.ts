@@ -64,7 +64,7 @@ export async function runInspect(argv: string[]): Promise<number> {
   if (isGgufPath(positional[0]!)) {
     const g = inspectGguf(positional[0]!);
     if (flags.json) console.log(JSON.stringify(g));
-    else for (const [k, v] of Object.entries(g)) console.log(`  ${k.padEnd(16)}${typeof v === "object" ? JSON.stringify(v) : String(v)}`);
+    else for (const [k, v] of Object.entries(g)) console.log(`  ${k.padEnd(18)}${typeof v === "object" ? JSON.stringify(v) : String(v)}`);
     return 0;
   }
   const dir = resolveModelDir(positional[0]!);
