@@ -4,7 +4,8 @@
 //     openModel opens each .gguf with its tokenizer;
 //   - refusals name the feature llama.cpp's architecture lacks;
 //   - llama.cpp (node-llama-cpp 3.21, CPU, F32 KV cache) loads each F32 export and its greedy
-//     tokens equal ours for 20 tokens. PhiMoE: llama.cpp runs phimoe through its phi3 graph
+//     tokens equal ours for 20 tokens, and its next-token probabilities at every prompt position
+//     are within 1e-4 of softmax of our logits. PhiMoE: llama.cpp runs phimoe through its phi3 graph
 //     (RMSNorm + bias instead of LayerNorm, softmax top-2 renormalised instead of SparseMixer),
 //     so its tokens are compared with our model computing exactly that (LayerNorm biases zero,
 //     norm kind rms, router softmax_topk renormalised) — and shown to differ from HF PhiMoE's.
@@ -209,7 +210,11 @@ test("moe export picks the family's architecture; openModel opens the .gguf with
 // --- llama.cpp ---------------------------------------------------------------------------
 
 type Token = number;
-interface LlamaSequence { evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void> }
+type EvalItem = Token | [Token, { generateNext?: { probabilities?: boolean } }];
+interface LlamaSequence {
+  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
+  controlledEvaluate(input: EvalItem[]): Promise<({ next: { probabilities?: Map<Token, number> } } | undefined)[]>;
+}
 interface LlamaContext { getSequence(): LlamaSequence; dispose(): Promise<void> }
 interface LlamaModel { createContext(options: Record<string, unknown>): Promise<LlamaContext>; dispose(): Promise<void> }
 interface Llama { loadModel(options: { modelPath: string }): Promise<LlamaModel>; dispose(): Promise<void> }
@@ -234,17 +239,40 @@ function ourGreedy(cfg: ModelConfig, params: Float32Array): number[] {
   return generate(model, PROMPT, { maxTokens: GEN, temperature: 0, eosId: EOS });
 }
 
-async function llamaGreedy(llama: Llama, file: string): Promise<number[]> {
+/** llama.cpp's greedy continuation and its next-token probabilities at every prompt position. */
+async function llamaRun(llama: Llama, file: string): Promise<{ tokens: number[]; probs: Map<Token, number>[] }> {
   const lm = await llama.loadModel({ modelPath: file });
-  const ctx = await lm.createContext({ contextSize: 64, batchSize: 64, threads: 1, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
-  const out: number[] = [];
+  const opts = { contextSize: 64, batchSize: 64, threads: 1, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" };
+  const ctx = await lm.createContext(opts);
+  const tokens: number[] = [];
   for await (const t of ctx.getSequence().evaluate(PROMPT, { temperature: 0, yieldEogToken: true })) {
-    out.push(t);
-    if (out.length >= GEN || t === EOS) break;
+    tokens.push(t);
+    if (tokens.length >= GEN || t === EOS) break;
   }
   await ctx.dispose();
+  const ctx2 = await lm.createContext(opts);
+  const res = await ctx2.getSequence().controlledEvaluate(PROMPT.map((t) => [t, { generateNext: { probabilities: true } }]));
+  const probs = res.map((r, p) => {
+    assert.ok(r?.next.probabilities, `no probabilities at position ${p}`);
+    return r.next.probabilities;
+  });
+  await ctx2.dispose();
   await lm.dispose();
-  return out;
+  return { tokens, probs };
+}
+
+/** max |p_llama.cpp − softmax(our logits)| over the prompt positions. */
+function maxProbDiff(cfg: ModelConfig, params: Float32Array, probs: Map<Token, number>[]): number {
+  const V = cfg.vocabSize, z = logits(cfg, params, PROMPT);
+  let d = 0;
+  for (let p = 0; p < PROMPT.length; p++) {
+    const row = z.subarray(p * V, (p + 1) * V);
+    const m = Math.max(...row);
+    let s = 0;
+    for (let j = 0; j < V; j++) s += Math.exp(row[j]! - m);
+    for (let j = 0; j < V; j++) d = Math.max(d, Math.abs((probs[p]!.get(j) ?? 0) - Math.exp(row[j]! - m) / s));
+  }
+  return d;
 }
 
 /** PhiMoE as llama.cpp computes it: RMSNorm (+ bias, zero here) and softmax top-k renormalised. */
@@ -280,14 +308,19 @@ test("llama.cpp parity: each family's F32 export gives our greedy tokens (PhiMoE
       }
       const file = path.join(tmp, `${family}-parity.gguf`);
       exportModelGguf(file, exportInput(cfg, params), "f32");
-      const theirs = await llamaGreedy(llama, file);
+      const run = await llamaRun(llama, file);
+      const theirs = run.tokens;
       const ref = family === "phimoe" ? phimoeAsLlamaCpp(cfg, params) : { cfg, params };
       const ours = ourGreedy(ref.cfg, ref.params);
+      const dp = maxProbDiff(ref.cfg, ref.params, run.probs);
+      t.diagnostic(`${family}: max |p_llama.cpp − p_ours| over ${PROMPT.length} positions: ${dp.toExponential(2)}`);
+      assert.ok(dp < 1e-4, `${family}: probabilities differ by ${dp}`);
       t.diagnostic(`${family}: ours  ${ours.join(",")}`);
       t.diagnostic(`${family}: llama ${theirs.join(",")}`);
       assert.equal(ours.length, GEN, `${family}: the greedy continuation should not hit EOS`);
       assert.deepEqual(theirs, ours, family);
       if (family === "phimoe") {
+        t.diagnostic(`phimoe: max |p_llama.cpp − p_HF PhiMoE| ${maxProbDiff(cfg, params, run.probs).toExponential(2)}`);
         const hfPhimoe = ourGreedy(cfg, params);
         t.diagnostic(`phimoe (HF LayerNorm + SparseMixer): ${hfPhimoe.join(",")}`);
         assert.notDeepEqual(hfPhimoe, theirs, "llama.cpp's phimoe is expected to differ from HF PhiMoE on this model");

@@ -299,7 +299,9 @@ export function importModelGguf(file: string): ImportedGgufModel {
   if (num("attention.value_length", HS) !== HS) fail("attention.value_length differs from key_length: not supported");
   const rot = num("rope.dimension_count", HS);
   if (rot !== HS) fail(`rope.dimension_count ${rot} differs from the head size ${HS}: partial rotary is not supported`);
-  for (const k of [`${A}.rope.scaling.type`, `${A}.attention.sliding_window`, `${A}.expert_weights_scale`, `${A}.attention.clamp_kqv`]) {
+  const scaling = g.get(`${A}.rope.scaling.type`);
+  if (scaling && !(scaling.type === "string" && scaling.value === "none")) fail(`rope scaling '${String(scaling.value)}' is not supported`);
+  for (const k of [`${A}.attention.sliding_window`, `${A}.expert_weights_scale`, `${A}.attention.clamp_kqv`]) {
     if (g.get(k) !== undefined) fail(`metadata '${k}' is not supported`);
   }
   if (!g.has("token_embd.weight")) fail("missing tensor token_embd.weight");
