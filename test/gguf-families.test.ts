@@ -319,6 +319,16 @@ test("llama.cpp parity: each family's F32 export gives our greedy tokens (PhiMoE
       t.diagnostic(`${family}: llama ${theirs.join(",")}`);
       assert.equal(ours.length, GEN, `${family}: the greedy continuation should not hit EOS`);
       assert.deepEqual(theirs, ours, family);
+      // Q8_0 loads and runs; compared with our model on the imported (dequantised) weights. llama.cpp
+      // also rounds activations to Q8_0 blocks inside its matmuls, so only closeness is checked.
+      const qfile = path.join(tmp, `${family}-parity-q8.gguf`);
+      exportModelGguf(qfile, exportInput(cfg, params), "q8_0");
+      const qrun = await llamaRun(llama, qfile);
+      const qimp = importModelGguf(qfile);
+      const qref = family === "phimoe" ? phimoeAsLlamaCpp(qimp.cfg, qimp.params) : { cfg: qimp.cfg, params: qimp.params };
+      const qdp = maxProbDiff(qref.cfg, qref.params, qrun.probs);
+      t.diagnostic(`${family} q8_0: max |Δp| ${qdp.toExponential(2)}`);
+      assert.ok(qdp < 0.1, `${family} q8_0: probabilities differ by ${qdp}`);
       if (family === "phimoe") {
         t.diagnostic(`phimoe: max |p_llama.cpp − p_HF PhiMoE| ${maxProbDiff(cfg, params, run.probs).toExponential(2)}`);
         const hfPhimoe = ourGreedy(cfg, params);
