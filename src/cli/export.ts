@@ -1,6 +1,8 @@
 // `moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]`: writes an HF-layout
 // model directory (config.json + model.safetensors[.index.json] + tokenizer.json) as a GGUF
-// file llama.cpp loads (architecture `llama` with experts; see model/gguf-model.ts).
+// file llama.cpp loads, under the llama.cpp architecture of the model's family (mixtral/skywork →
+// `llama`, qwen2_moe → `qwen2moe`, qwen3_moe → `qwen3moe`, olmoe → `olmoe`, phimoe → `phimoe`;
+// see model/gguf-families.ts).
 //
 // MODEL may be a run directory (its latest checkpoint). Weights load through model/checkpoint.ts
 // like every other command's.
@@ -11,7 +13,8 @@ import { loadHfWeights } from "../model/checkpoint.js";
 import type { HfConfig, ModelConfig } from "../model/config.js";
 import { createBackend } from "../backend/index.js";
 import { resolveModelDir } from "../train/checkpoints.js";
-import { EXPORT_DTYPES, exportLlamaGguf, type ExportDtype, type HfTokenizerJson } from "../model/gguf-model.js";
+import { EXPORT_DTYPES, type ExportDtype, type HfTokenizerJson } from "../model/gguf-model.js";
+import { exportModelGguf } from "../model/gguf-families.js";
 
 const USAGE = "usage: moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]";
 
@@ -53,7 +56,7 @@ export async function runExport(argv: string[]): Promise<number> {
   const m = loadForExport(dir);
   if (!m.tokenizer) throw new Error(`moe export: ${dir} has no tokenizer.json; llama.cpp needs the tokenizer embedded in the GGUF file`);
   const eos = Array.isArray(m.hf.eos_token_id) ? m.hf.eos_token_id[0] : m.hf.eos_token_id;
-  const res = exportLlamaGguf(out, {
+  const res = exportModelGguf(out, {
     cfg: m.cfg,
     params: m.params,
     contextLength: m.hf.max_position_embeddings,
@@ -62,8 +65,9 @@ export async function runExport(argv: string[]): Promise<number> {
     bosTokenId: m.hf.bos_token_id,
     eosTokenId: eos ?? null,
     padTokenId: m.hf.pad_token_id,
+    ...(m.hf.model_type === "phimoe" ? { routerJitterNoise: m.hf.router_jitter_noise } : {}),
   }, dtype);
   for (const w of res.warnings) console.error(`moe export: warning: ${w}`);
-  console.log(`wrote ${out} (${res.tensors} tensors, ${dtype}, ${(statSync(out).size / 1e6).toFixed(2)} MB)`);
+  console.log(`wrote ${out} (${res.arch}, ${res.tensors} tensors, ${dtype}, ${(statSync(out).size / 1e6).toFixed(2)} MB)`);
   return 0;
 }

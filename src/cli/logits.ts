@@ -1,4 +1,4 @@
-// `moe logits MODEL_DIR --ids 1,2,3 [--out FILE] [--backend native|ref] [--threads N]`:
+// `moe logits MODEL_DIR|FILE.gguf --ids 1,2,3 [--out FILE] [--backend native|ref] [--threads N]`:
 // one forward pass of an HF checkpoint directory on a token sequence (B = 1, T = number of ids).
 // With --out, writes a safetensors file holding one tensor `logits` [T, V] F32 (atomically);
 // without, prints the shape, the argmax and logsumexp per position and the top-5 of the last
@@ -9,6 +9,8 @@ import { backendFromFlags } from "../backend/index.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
 import { parseFlags } from "./args.js";
+import { isGgufPath, loadGgufModel } from "./gguf-source.js";
+import { importModelGguf } from "../model/gguf-families.js";
 
 const USAGE = "usage: moe logits MODEL_DIR --ids 1,2,3 [--out FILE] [--backend native|ref] [--threads N]";
 
@@ -40,14 +42,17 @@ export async function runLogits(argv: string[]): Promise<number> {
   }
   if (positional.length !== 1) throw new Error(`moe logits: expected one MODEL_DIR, got ${positional.length ? positional.map((p) => `'${p}'`).join(" ") : "none"}\n${USAGE}`);
   const dir = positional[0]!;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`moe logits: MODEL_DIR '${dir}' is not a directory`);
+  const gguf = isGgufPath(dir);
+  if (!gguf && (!existsSync(dir) || !statSync(dir).isDirectory())) throw new Error(`moe logits: MODEL_DIR '${dir}' is not a directory`);
+  if (gguf && (!existsSync(dir) || !statSync(dir).isFile())) throw new Error(`moe logits: '${dir}' is not a GGUF file`);
   if (flags.ids === undefined) throw new Error(`moe logits: --ids is required\n${USAGE}`);
-  const hf = readHfConfig(dir);
-  const ids = parseIds(flags.ids, hf.vocab_size, `${dir}/config.json`);
+  const vocab = gguf ? importModelGguf(dir).cfg.vocabSize : readHfConfig(dir).vocab_size;
+  const ids = parseIds(flags.ids, vocab, gguf ? dir : `${dir}/config.json`);
   const be = backendFromFlags(flags, "moe logits");
   const name = be.name;
   const T = ids.length;
-  const { model, cfg } = loadHfModel(dir, be, { B: 1, T, dtype: name === "ref" ? "f64" : "f32" });
+  const shape = { B: 1, T, dtype: name === "ref" ? ("f64" as const) : ("f32" as const) };
+  const { model, cfg } = gguf ? loadGgufModel(dir, be, shape) : loadHfModel(dir, be, shape);
   model.forward(ids, null, { train: false });
   const V = cfg.vocabSize;
   const logits = model.lastLogits();

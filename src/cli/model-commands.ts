@@ -17,6 +17,9 @@ import { TokenLoader } from "../data/loader.js";
 import { SafetensorsCheckpoint } from "../io/safetensors.js";
 import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
+import { inspectGguf, isGgufPath } from "./gguf-source.js";
+import { openModel } from "../infer/open.js";
+import { MoeModel } from "../model/model.js";
 
 function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
   const x = v ?? d;
@@ -32,8 +35,10 @@ export async function runEval(argv: string[]): Promise<number> {
     console.log("usage: moe eval MODEL [--data moby-dick|PATHS] [--split val|train] [--batches 16] [--batch-size 8] [--seq-len 128]");
     return flags.help ? 0 : 2;
   }
-  const dir = resolveModelDir(positional[0]!);
-  const tok = loadTokenizer(path.join(dir, "tokenizer.json"));
+  const gguf = isGgufPath(positional[0]!) ? openModel(positional[0]!, createBackend({ name: "ref" })) : null;
+  if (gguf && !gguf.tokenizer) throw new Error(`moe eval: ${positional[0]} embeds no tokenizer`);
+  const dir = gguf ? gguf.source : resolveModelDir(positional[0]!);
+  const tok = gguf ? gguf.tokenizer! : loadTokenizer(path.join(dir, "tokenizer.json"));
   const spec = parseCorpusSpec(flags.data ?? "moby-dick", flags["jsonl-field"] ?? "text");
   const split = flags.split ?? "val";
   if (split !== "val" && split !== "train") throw new Error(`moe eval: --split must be val or train, got '${split}'`);
@@ -42,7 +47,8 @@ export async function runEval(argv: string[]): Promise<number> {
   const th = tokenizerHash(tok);
   const cache = shardCacheDir(path.resolve(flags["cache-dir"] ?? "runs/cache"), spec, th);
   const { shards } = ensureShards(spec, tok, th, cache, {});
-  const { model } = loadHfModel(dir, backendFromFlags(flags, "moe"), { B, T });
+  const be = backendFromFlags(flags, "moe");
+  const model = gguf ? new MoeModel(gguf.cfg, be, { B, T }, gguf.weights) : loadHfModel(dir, be, { B, T }).model;
   const loader = new TokenLoader(shards, split, B, T, 0);
   const r = evaluateLoss(model, loader.evalBatches(batches, split));
   console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: r.batches, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity }));
@@ -54,6 +60,12 @@ export async function runInspect(argv: string[]): Promise<number> {
   if (flags.help || positional.length !== 1) {
     console.log("usage: moe inspect MODEL [--json]");
     return flags.help ? 0 : 2;
+  }
+  if (isGgufPath(positional[0]!)) {
+    const g = inspectGguf(positional[0]!);
+    if (flags.json) console.log(JSON.stringify(g));
+    else for (const [k, v] of Object.entries(g)) console.log(`  ${k.padEnd(18)}${typeof v === "object" ? JSON.stringify(v) : String(v)}`);
+    return 0;
   }
   const dir = resolveModelDir(positional[0]!);
   const hf = readHfConfig(dir);

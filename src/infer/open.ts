@@ -9,7 +9,8 @@ import path from "node:path";
 import type { Backend } from "../backend/spec.js";
 import type { HfConfig, ModelConfig } from "../model/config.js";
 import { loadHfWeights } from "../model/checkpoint.js";
-import { importLlamaGguf, type GgufTokenizer } from "../model/gguf-model.js";
+import type { GgufTokenizer } from "../model/gguf-model.js";
+import { importModelGguf } from "../model/gguf-families.js";
 import { Weights } from "../model/weights.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, tokenizerFromJSON } from "../data/tokenizer.js";
@@ -50,7 +51,7 @@ function ggufTokenizerJson(t: GgufTokenizer, file: string): unknown {
 export function openModel(model: string, be: Backend): OpenedModel {
   if (model.endsWith(".gguf")) {
     if (!existsSync(model) || !statSync(model).isFile()) throw new Error(`${model}: no such GGUF file`);
-    const g = importLlamaGguf(model);
+    const g = importModelGguf(model);
     const tokenizer = g.tokenizer ? tokenizerFromJSON(ggufTokenizerJson(g.tokenizer, model), { source: model }) : null;
     return { source: model, hf: g.hf, cfg: g.cfg, weights: new Weights(g.cfg, "f32", g.params), tokenizer, contextLength: g.hf.max_position_embeddings, chatTemplate: { template: DEFAULT_CHAT_TEMPLATE, source: "default", name: null, named: {}, bosToken: "", eosToken: "", isDefault: true } };
   }
