@@ -25,7 +25,7 @@ import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
 import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
 import {
-  EXPORT_DTYPES, importLlamaGguf, llamaIncompatibility, modelToGguf, tokenizerMetadata,
+  EXPORT_DTYPES, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
   type ExportDtype, type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
 } from "./gguf-model.js";
 
@@ -268,14 +268,6 @@ export interface ImportedGgufModel {
   tokenizer?: GgufTokenizer;
 }
 
-/** The shortest decimal that rounds to the same f32 (GGUF stores eps and θ as f32). */
-function shortestF32(x: number): number {
-  for (let p = 1; p <= 9; p++) {
-    const v = Number(x.toPrecision(p));
-    if (Math.fround(v) === Math.fround(x)) return v;
-  }
-  return x;
-}
 
 const allZero = (a: Float32Array) => a.every((x) => x === 0);
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));

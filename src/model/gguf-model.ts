@@ -314,7 +314,7 @@ export interface ImportedModel {
 }
 
 /** The shortest decimal that rounds to the same f32 (GGUF stores eps and θ as f32: 1e-5, not 9.99999974e-6). */
-function shortestF32(x: number): number {
+export function shortestF32(x: number): number {
   for (let p = 1; p <= 9; p++) {
     const v = Number(x.toPrecision(p));
     if (Math.fround(v) === Math.fround(x)) return v;
