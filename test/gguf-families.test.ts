@@ -29,6 +29,7 @@ import { runLogits } from "../src/cli/logits.js";
 import { runInspect } from "../src/cli/model-commands.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
 import { TINY_VOCAB, tinyHfConfig, tinyParams, tinyTokenizer } from "./gguf-fixture.js";
+import { loadNodeLlamaCpp } from "./node-llama.js";
 
 const tok = tinyTokenizer();
 const EOS = tok.eosId;
@@ -220,14 +221,6 @@ interface LlamaModel { createContext(options: Record<string, unknown>): Promise<
 interface Llama { loadModel(options: { modelPath: string }): Promise<LlamaModel>; dispose(): Promise<void> }
 interface NodeLlamaCpp { getLlama(options: Record<string, unknown>): Promise<Llama>; LlamaLogLevel: { error: string } }
 
-async function loadNodeLlamaCpp(): Promise<NodeLlamaCpp | null> {
-  const specifier: string = "node-llama-cpp";
-  try {
-    return (await import(specifier)) as NodeLlamaCpp;
-  } catch {
-    return null;
-  }
-}
 
 const GEN = 20;
 /** Seeds whose greedy continuation does not reach EOS within GEN tokens. */
@@ -288,7 +281,7 @@ function phimoeAsLlamaCpp(cfg: ModelConfig, params: Float32Array): { cfg: ModelC
 }
 
 test("llama.cpp parity: each family's F32 export gives our greedy tokens (PhiMoE: llama.cpp's own math)", async (t) => {
-  const lib = await loadNodeLlamaCpp();
+  const lib = await loadNodeLlamaCpp<NodeLlamaCpp>();
   if (!lib) {
     t.skip("node-llama-cpp is not installed (npm i -D node-llama-cpp); llama.cpp parity not checked");
     return;

@@ -19,6 +19,7 @@ import { generate } from "../src/infer/generate.js";
 import { createBackend } from "../src/backend/index.js";
 import { importLlamaGguf } from "../src/model/gguf-model.js";
 import { writeTinyModelDir } from "./gguf-fixture.js";
+import { loadNodeLlamaCpp } from "./node-llama.js";
 
 // The slice of the node-llama-cpp 3.x API used here, typed locally so this file compiles
 // without the package (the import is by a non-literal specifier).
@@ -47,20 +48,12 @@ interface NodeLlamaCpp {
   LlamaLogLevel: { error: string };
 }
 
-async function loadNodeLlamaCpp(): Promise<NodeLlamaCpp | null> {
-  const specifier: string = "node-llama-cpp";
-  try {
-    return (await import(specifier)) as NodeLlamaCpp;
-  } catch {
-    return null;
-  }
-}
 
 const PROMPT = [84, 258, 32, 99, 97, 116, 259, 263, 17, 200, 5];
 const GEN = 32;
 
 test("llama.cpp parity: tiny Mixtral-style GGUF (F32: probabilities per position, greedy 32 tokens; F16/Q8_0 close)", async (t) => {
-  const lib = await loadNodeLlamaCpp();
+  const lib = await loadNodeLlamaCpp<NodeLlamaCpp>();
   if (!lib) {
     t.skip("node-llama-cpp is not installed (npm i -D node-llama-cpp); llama.cpp parity not checked");
     return;
