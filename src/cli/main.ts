@@ -8,6 +8,7 @@ import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
 import { runPlan } from "./plan.js";
+import { runDashboard } from "./dashboard.js";
 
 const USAGE = `usage: moe <command> [options]
 
@@ -23,6 +24,7 @@ commands:
   export MODEL --format gguf [--dtype f32|f16|q8_0]    GGUF for llama.cpp
   info [--backend native|ref] [--threads N] [--json]   the compute engine
   plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
+  dashboard RUN_DIR [--port 8001] [--host 127.0.0.1]  live routing dashboard of a training run (metrics.jsonl)
 
 run 'moe <command> --help' for a command's options`;
 
@@ -51,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
       return runExport(rest);
     case "plan":
       return runPlan(rest);
+    case "dashboard":
+      return runDashboard(rest);
     case undefined:
     case "-h":
     case "--help":
