@@ -142,8 +142,9 @@ export function expertLoadJson(input: ExpertLoadInput): ExpertLoad {
 
 /**
  * Window counts from the engine's cumulative counters: `observe` a snapshot of
- * totals.tokensPerExpert (e.g. once per engine step or per second); `counts` is the difference
- * between the newest snapshot and the oldest one still inside `windowMs`.
+ * totals.tokensPerExpert (e.g. once per engine step or per second); `counts` is the newest
+ * snapshot minus the baseline, the newest snapshot taken at or before (newest time − windowMs),
+ * or the oldest one kept while none is that old yet.
  */
 export class ExpertLoadWindow {
   private readonly snaps: { t: number; tpe: (Float64Array | null)[] }[] = [];
