@@ -40,6 +40,13 @@
   const seriesColor = (i, n) => `hsl(${Math.round((360 * i) / Math.max(n, 1)) % 360} 65% 45%)`;
 
   // ---- series (uPlot) ------------------------------------------------------------------
+  function fmtTick(v) {
+    if (v == null) return "";
+    const a = Math.abs(v);
+    if (a === 0) return "0";
+    if (a < 0.01 || a >= 1e6) return v.toExponential(1);
+    return String(+v.toPrecision(4));
+  }
   function chart(key, title, names, opts = {}) {
     if (charts.has(key)) return charts.get(key);
     const box = document.createElement("div");
@@ -54,7 +61,7 @@
         label: n, stroke: seriesColor(i, names.length), width: 1.5, spanGaps: true,
         value: (u, v) => (v == null ? "–" : Math.abs(v) >= 100 || v === 0 ? v.toFixed(opts.digits ?? 1) : v.toPrecision(3)),
       }))],
-      axes: [{}, { size: 56 }],
+      axes: [{}, { size: 60, values: (u, vals) => vals.map(fmtTick) }],
       legend: { live: true },
     }, [[], ...names.map(() => [])], box);
     const c = { x: [], ys: names.map(() => []), plot, dirty: false, names, box };
@@ -86,7 +93,7 @@
   }
 
   // ---- heatmap -------------------------------------------------------------------------
-  const HM = { left: 44, top: 18, maxCell: 28, minCell: 3 };
+  const HM = { left: 44, top: 18, maxCell: 56, minCell: 3 };
   function drawHeatmap() {
     const cv = $("heatmap"), { layers, counts, shares } = state.heatmap;
     const L = layers.length, E = L ? counts[0].length : 0;
@@ -94,7 +101,7 @@
     cv.dataset.layers = JSON.stringify(layers);
     const avail = Math.max(200, cv.parentElement.clientWidth - 2);
     const cw = E ? Math.max(HM.minCell, Math.min(HM.maxCell, Math.floor((avail - HM.left) / E))) : 0;
-    const ch = L ? Math.max(HM.minCell, Math.min(22, Math.floor(420 / L))) : 0;
+    const ch = L ? Math.max(HM.minCell, Math.min(26, Math.floor(480 / L))) : 0;
     cv.width = Math.max(200, HM.left + E * cw + 2);
     cv.height = HM.top + L * ch + 2;
     Object.assign(HM, { cw, ch, L, E });
@@ -152,10 +159,11 @@
     const g = cv.getContext("2d");
     g.fillStyle = "#fff";
     g.fillRect(0, 0, cv.width, cv.height);
-    const cw = (cv.width - 30) / HISTORY;
+    cv.width = Math.max(200, cv.parentElement.clientWidth - 2);
+    const cw = (cv.width - 30) / Math.max(rows.length, 60);
     const vmax = E ? Math.max(2 / E, ...rows.flat()) : 1;
     rows.forEach((sh, t) => {
-      const x = 30 + (HISTORY - rows.length + t) * cw;
+      const x = 30 + t * cw;
       sh.forEach((s, e) => { g.fillStyle = ramp(s / vmax); g.fillRect(x, 2 + e * ch, Math.ceil(cw), ch); });
     });
     g.fillStyle = "#374151";
