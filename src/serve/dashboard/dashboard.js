@@ -20,6 +20,7 @@
     heatmap: { title: "", layers: [], counts: [], shares: [] },
     series: {}, // chart key → number of points drawn
     history: {}, // layer → array of share vectors (oldest first)
+    drawMs: null, // the last frame's drawing time: { series, heatmap, history } in ms
   };
   window.__dashboard = state;
 
@@ -37,6 +38,9 @@
     const c = VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
     return `rgb(${c[0]},${c[1]},${c[2]})`;
   }
+  const LUT = Array.from({ length: 256 }, (_, i) => ramp(i / 255).match(/\d+/g).map(Number));
+  const LUT_CSS = LUT.map((c) => `rgb(${c[0]},${c[1]},${c[2]})`);
+  const color = (t) => LUT_CSS[Math.min(255, Math.max(0, Math.round(t * 255)))];
   const seriesColor = (i, n) => `hsl(${Math.round((360 * i) / Math.max(n, 1)) % 360} 65% 45%)`;
 
   // ---- series (uPlot) ------------------------------------------------------------------
@@ -115,7 +119,7 @@
     for (let r = 0; r < L; r++) {
       const rowSum = counts[r].reduce((a, b) => a + b, 0);
       for (let e = 0; e < E; e++) {
-        g.fillStyle = rowSum > 0 ? ramp(shares[r][e] / vmax) : "#e5e7eb";
+        g.fillStyle = rowSum > 0 ? color(shares[r][e] / vmax) : "#e5e7eb";
         g.fillRect(HM.left + e * cw, HM.top + r * ch, Math.max(1, cw - (cw > 6 ? 1 : 0)), Math.max(1, ch - (ch > 6 ? 1 : 0)));
       }
     }
@@ -155,21 +159,38 @@
     const rows = state.history[sel.value] || [];
     const E = rows.length ? rows[rows.length - 1].length : 0;
     const ch = E ? Math.max(2, Math.min(12, Math.floor(200 / E))) : 0;
+    cv.width = Math.max(200, cv.parentElement.clientWidth - 2);
     cv.height = Math.max(40, E * ch + 4);
     const g = cv.getContext("2d");
     g.fillStyle = "#fff";
     g.fillRect(0, 0, cv.width, cv.height);
-    cv.width = Math.max(200, cv.parentElement.clientWidth - 2);
-    const cw = (cv.width - 30) / Math.max(rows.length, 60);
-    const vmax = E ? Math.max(2 / E, ...rows.flat()) : 1;
-    rows.forEach((sh, t) => {
-      const x = 30 + t * cw;
-      sh.forEach((s, e) => { g.fillStyle = ramp(s / vmax); g.fillRect(x, 2 + e * ch, Math.ceil(cw), ch); });
-    });
+    if (!E) return;
+    // one pixel per (event, expert) in an ImageData, scaled up without smoothing
+    const T = rows.length, img = new ImageData(T, E);
+    let vmax = 2 / E;
+    for (const sh of rows) for (const v of sh) if (v > vmax) vmax = v;
+    for (let t = 0; t < T; t++) {
+      const sh = rows[t];
+      for (let e = 0; e < E && e < sh.length; e++) {
+        const c = LUT[Math.min(255, Math.round((sh[e] / vmax) * 255))], o = (e * T + t) * 4;
+        img.data[o] = c[0]; img.data[o + 1] = c[1]; img.data[o + 2] = c[2]; img.data[o + 3] = 255;
+      }
+    }
+    const off = document.createElement("canvas");
+    off.width = T;
+    off.height = E;
+    off.getContext("2d").putImageData(img, 0, 0);
+    g.imageSmoothingEnabled = false;
+    const cw = (cv.width - 30) / Math.max(T, 60);
+    g.drawImage(off, 30, 2, cw * T, E * ch);
     g.fillStyle = "#374151";
     g.font = "10px system-ui, sans-serif";
-    if (E) { g.fillText("e0", 2, 2 + ch); g.fillText(`e${E - 1}`, 2, 2 + E * ch); }
+    g.textBaseline = "top";
+    g.fillText("e0", 2, 2);
+    g.textBaseline = "bottom";
+    g.fillText(`e${E - 1}`, 2, 2 + E * ch);
   }
+
 
   function setHeatmap(title, layers, counts) {
     const shares = counts.map((row) => {
@@ -199,12 +220,16 @@
     drawQueued = true;
     requestAnimationFrame(() => {
       drawQueued = false;
+      const t0 = performance.now();
       charts.forEach((c, key) => {
         if (c.dirty) { c.plot.setData([c.x, ...c.ys]); c.dirty = false; }
         state.series[key] = c.x.length;
       });
+      const t1 = performance.now();
       drawHeatmap();
+      const t2 = performance.now();
       drawHistory();
+      state.drawMs = { series: t1 - t0, heatmap: t2 - t1, history: performance.now() - t2 };
     });
   }
   function status(text, isError = false) {
