@@ -57,6 +57,7 @@ test("expertLoadJson: bad input is refused with the problem named", () => {
 
 test("ExpertLoadWindow: counts are the newest snapshot minus the last one at or before the window's start", () => {
   const w = new ExpertLoadWindow(10_000);
+  assert.throws(() => w.counts(), /counts\(\) before any observe\(\)/);
   const snap = (a: number[]) => [null, Float64Array.from(a)];
   w.observe(snap([0, 0]), 0);
   assert.deepEqual(w.counts().map((x) => x && Array.from(x)), [null, [0, 0]]);

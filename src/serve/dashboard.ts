@@ -160,10 +160,10 @@ export class ExpertLoadWindow {
     while (this.snaps.length > 2 && this.snaps[1]!.t <= nowMs - this.windowMs) this.snaps.shift();
   }
 
-  /** Per layer, tokens routed over the window (all zero before two snapshots). */
+  /** Per layer, tokens routed over the window (all zero until a second snapshot). Call observe() first. */
   counts(): (Float64Array | null)[] {
     const last = this.snaps[this.snaps.length - 1];
-    if (!last) return [];
+    if (!last) throw new DashboardError("ExpertLoadWindow: counts() before any observe(); observe the engine's totals once at start");
     const first = this.snaps[0]!;
     return last.tpe.map((x, l) => (x ? x.map((v, e) => v - (first.tpe[l]?.[e] ?? 0)) : null));
   }
