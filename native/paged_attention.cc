@@ -3,7 +3,7 @@
 // The attention body (paged_attention_impl.h) is compiled three times — baseline, AVX2+FMA,
 // AVX-512F — and chosen per call from the CPU (MOE_ATTN_ISA=generic|avx2 caps it, for tests).
 // Not: an argument validator (TypeScript checked shapes, dtypes, slots and every block-table
-// entry that is read), and not a prefill GEMM.
+// entry that is read).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -25,7 +25,11 @@ namespace moe {
 namespace paged {
 
 // Query rows per work item (prefill chunks are split into tiles of this many rows).
-constexpr int kRows = 8;
+constexpr int kRows = 16;
+// Tiles with at least this many query columns (rows × query heads per KV head) use the GEMM path.
+constexpr int kGemmCols = 8;
+// Calls with fewer multiply-adds than this (≈ 20 µs on one core) run single-threaded.
+constexpr double kSerialWork = 1 << 19;
 
 struct PagedArgs {
   int S, NH, KVH, HS, bs, maxBlocks, window;

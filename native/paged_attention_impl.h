@@ -6,11 +6,13 @@
 // vectors' sums stored to out[0..3]) defined. Written with GCC vector extensions, so each copy
 // uses the widest registers of its ISA. Keys/values are read as f32 or as bf16 codes
 // widened in registers (T = float or uint16_t).
-// What it is not: a standalone header (no include guard) or a prefill GEMM: scores are dot
-// products along HS, which is what decode (one query row per sequence) needs.
+// What it is not: a standalone header (no include guard).
 //
-// Work item = (sequence s, kv head g, tile of up to kRows query rows). For each visible key
-// block (through the block table), for each row of the tile:
+// Work item = (sequence s, kv head g, tile of up to kRows query rows). Tiles with at least
+// kGemmCols query columns (rows × G heads: prefill) take the GEMM path, TileGemm: per visible
+// block, St = K·(scale·Q)ᵀ, mask, online softmax vectorised over the columns, O += Pᵀ·V — the
+// structure of attention_impl.h with a block as the key tile. Other tiles (decode) take the
+// dot-product path, TileDots: for each visible key block, for each row of the tile:
 //   1. scores of the row's G query heads (sharing kv head g) for the row's visible keys of
 //      the block: dot products along HS, four keys at a time (their horizontal sums reduced
 //      together), q pre-scaled;
@@ -132,11 +134,203 @@ static MOE_AI void AccumulateV(int G, const float* p, int ldp, int HS, const T* 
   }
 }
 
+// ---------------------------------------------------------------------------
+// Prefill tiles: scores as a small GEMM (keys × query columns), as attention_impl.h does.
+
+// C (MR × VW·NV) (+)= A·B over k < K; A(m, k) = A[m·rsa + k·csa]; B, C row-major.
+template <int MR, int NV>
+static MOE_AI void GBlock(int K, const float* A, long rsa, long csa, const float* B, long ldb, float* C, long ldc, bool acc) {
+  vf c[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) c[r][v] = acc ? ldf(C + r * ldc + VW * v) : vf{};
+  for (int k = 0; k < K; ++k) {
+    vf b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = ldf(B + k * ldb + VW * v);
+    for (int r = 0; r < MR; ++r) {
+      const vf x = splat(A[r * rsa + k * csa]);
+      for (int v = 0; v < NV; ++v) c[r][v] = MOE_PA_FMA(x, b[v], c[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) stf(C + r * ldc + VW * v, c[r][v]);
+}
+
+template <int MR>
+static MOE_AI void GRowPanel(int N, int K, const float* A, long rsa, long csa, const float* B, long ldb, float* C, long ldc, bool acc) {
+  int n = 0;
+  for (; n + 2 * VW <= N; n += 2 * VW) GBlock<MR, 2>(K, A, rsa, csa, B + n, ldb, C + n, ldc, acc);
+  for (; n + VW <= N; n += VW) GBlock<MR, 1>(K, A, rsa, csa, B + n, ldb, C + n, ldc, acc);
+  for (; n < N; ++n) {  // scalar tail columns (HS not a multiple of VW)
+    for (int r = 0; r < MR; ++r) {
+      float x = acc ? C[r * ldc + n] : 0.0f;
+      for (int k = 0; k < K; ++k) x += A[r * rsa + k * csa] * B[k * ldb + n];
+      C[r * ldc + n] = x;
+    }
+  }
+}
+
+// C (M × N) (+)= A (M × K, strided) · B (K × N, row-major).
+static void GMatMul(int M, int N, int K, const float* A, long rsa, long csa, const float* B, long ldb, float* C, long ldc, bool acc) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4) GRowPanel<4>(N, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, acc);
+  for (; m < M; ++m) GRowPanel<1>(N, K, A + m * rsa, rsa, csa, B, ldb, C + m * ldc, ldc, acc);
+}
+
+// Per-thread scratch of both tile paths.
+struct Scratch {
+  std::vector<float> buf;
+  std::vector<int> colpos;
+  float *Qs, *O, *sc, *mrow, *lrow, *QT, *St, *alpha, *Kf, *Vf;
+  int ld;  // query columns of a GEMM tile, rounded up to VW
+  Scratch(int G, int HS, int bs, int bsp) {
+    const int M = kRows * G;
+    ld = (M + VW - 1) / VW * VW;
+    const size_t n[] = {(size_t)M * HS, (size_t)M * HS, (size_t)G * bsp, (size_t)ld, (size_t)ld,
+                        (size_t)HS * ld, (size_t)bs * ld, (size_t)ld, (size_t)bs * HS, (size_t)bs * HS};
+    size_t total = 0;
+    for (size_t x : n) total += x;
+    buf.assign(total, 0.0f);
+    colpos.assign(ld, 0);
+    float* p = buf.data();
+    float** dst[] = {&Qs, &O, &sc, &mrow, &lrow, &QT, &St, &alpha, &Kf, &Vf};
+    for (int i = 0; i < 10; ++i) *dst[i] = p, p += n[i];
+  }
+};
+
+static MOE_AI const float* RowsF32(const float* src, long, int, int, float*) { return src; }
+// bf16 rows (n rows of HS codes, ldk apart) widened into dst (n × HS).
+static MOE_AI const float* RowsF32(const uint16_t* src, long ldk, int n, int HS, float* dst) {
+  for (int t = 0; t < n; ++t)
+    for (int c = 0; c < HS; ++c) dst[t * HS + c] = tof(src[t * ldk + c]);
+  return dst;
+}
+
+// One work item through the GEMM path: M = nr·G query columns (column i·G + h = row i, head
+// g·G + h, at position p0 + i). Per visible block: St (keys × ld) = K·QT, mask, online softmax
+// vectorised over columns, O (M × HS) += Pᵀ·V.
+template <class T>
+static void TileGemm(const PagedArgs& a, Scratch& w, const T* kc, const T* vc, int s, int g, int r0, int nr, int p0) {
+  const int HS = a.HS, bs = a.bs, W = a.window, G = a.NH / a.KVH, M = nr * G, ld = (M + VW - 1) / VW * VW;
+  const long ldq = (long)a.NH * HS, ldk = (long)a.KVH * HS;
+  const bool bf16 = sizeof(T) == 2;
+  const long ldkv = bf16 ? HS : ldk;  // row stride of the K/V tile the GEMMs read
+  for (int c = 0; c < HS; ++c)
+    for (int col = 0; col < ld; ++col)
+      w.QT[c * ld + col] = col < M ? a.scale * a.q[(size_t)(r0 + col / G) * ldq + (size_t)(g * G + col % G) * HS + c] : 0.0f;
+  for (int col = 0; col < ld; ++col) {
+    w.colpos[col] = col < M ? p0 + col / G : -1;  // padding columns see nothing
+    w.mrow[col] = -__builtin_inff(), w.lrow[col] = 0.0f;
+  }
+  for (int x = 0; x < M * HS; ++x) w.O[x] = 0.0f;
+  const int32_t* table = a.tables + (size_t)s * a.maxBlocks;
+  const int jlo = W > 0 ? std::max(0, p0 - W + 1) : 0, jhi = p0 + nr - 1;
+  for (int b = jlo / bs; b <= jhi / bs; ++b) {
+    // Keys [k0, k1] of this block that some column sees (never a slot past the context).
+    const int k0 = std::max(b * bs, jlo), k1 = std::min(b * bs + bs - 1, jhi), bc = k1 - k0 + 1;
+    const size_t ro = ((size_t)table[b] * bs + (k0 - b * bs)) * ldk + (size_t)g * HS;
+    const float* K = RowsF32(kc + ro, ldk, bc, HS, w.Kf);
+    const float* V = RowsF32(vc + ro, ldk, bc, HS, w.Vf);
+    GMatMul(bc, ld, HS, K, ldkv, 1, w.QT, ld, w.St, ld, false);
+    for (int t = 0; t < bc; ++t) {
+      const int j = k0 + t;
+      float* row = w.St + t * ld;
+      for (int col = 0; col < ld; ++col) {
+        const int pos = w.colpos[col];
+        if (!(j <= pos && (W == 0 || j > pos - W))) row[col] = -__builtin_inff();
+      }
+    }
+    for (int iv = 0; iv < ld; iv += VW) {
+      vf mt = splat(-__builtin_inff());
+      for (int t = 0; t < bc; ++t) mt = vmax(mt, ldf(w.St + t * ld + iv));
+      const vf mold = ldf(w.mrow + iv), mnew = vmax(mold, mt);
+      const vf msafe = mnew == splat(-__builtin_inff()) ? vf{} : mnew;  // column sees nothing yet
+      const vf al = vexp(mold - msafe);
+      vf sum{};
+      for (int t = 0; t < bc; ++t) {
+        const vf p = vexp(ldf(w.St + t * ld + iv) - msafe);
+        stf(w.St + t * ld + iv, p);
+        sum += p;
+      }
+      stf(w.mrow + iv, mnew);
+      stf(w.alpha + iv, al);
+      stf(w.lrow + iv, ldf(w.lrow + iv) * al + sum);
+    }
+    for (int col = 0; col < M; ++col) {
+      const float al = w.alpha[col];
+      if (al != 1.0f)
+        for (int c = 0; c < HS; ++c) w.O[col * HS + c] *= al;
+    }
+    // O (M × HS) += P (M × bc) · V (bc × HS); P(col, t) = St[t·ld + col].
+    GMatMul(M, HS, bc, w.St, 1, ld, V, ldkv, w.O, HS, true);
+  }
+  for (int col = 0; col < M; ++col) {
+    float* o = a.out + (size_t)(r0 + col / G) * ldq + (size_t)(g * G + col % G) * HS;
+    const float inv = 1.0f / w.lrow[col];
+    for (int c = 0; c < HS; ++c) o[c] = w.O[col * HS + c] * inv;
+  }
+}
+
+// One work item through the dot-product path (decode: few query columns).
+template <class T>
+static void TileDots(const PagedArgs& a, Scratch& w, const T* kc, const T* vc, int s, int g, int r0, int nr, int p0) {
+  const int HS = a.HS, bs = a.bs, W = a.window, G = a.NH / a.KVH;
+  const int bsp = (bs + VW - 1) / VW * VW;
+  const long ldq = (long)a.NH * HS, ldk = (long)a.KVH * HS;
+  float *Qs = w.Qs, *O = w.O, *sc = w.sc, *mrow = w.mrow, *lrow = w.lrow;
+  const int32_t* table = a.tables + (size_t)s * a.maxBlocks;
+  for (int i = 0; i < nr; ++i) {
+    const float* qr = a.q + (size_t)(r0 + i) * ldq + (size_t)g * G * HS;
+    for (int x = 0; x < G * HS; ++x) Qs[(size_t)i * G * HS + x] = a.scale * qr[x];
+  }
+  for (int x = 0; x < nr * G * HS; ++x) O[x] = 0.0f;
+  for (int x = 0; x < nr * G; ++x) mrow[x] = -__builtin_inff(), lrow[x] = 0.0f;
+  const int jlo = W > 0 ? std::max(0, p0 - W + 1) : 0, jhi = p0 + nr - 1;
+  for (int b = jlo / bs; b <= jhi / bs; ++b) {
+    const int jb = b * bs;
+    const size_t slot0 = (size_t)table[b] * bs;
+    for (int i = 0; i < nr; ++i) {
+      const int pos = p0 + i;
+      const int a0 = std::max(jb, W > 0 ? pos - W + 1 : 0), a1 = std::min(jb + bs - 1, pos);
+      if (a0 > a1) continue;
+      const float* Q = Qs + (size_t)i * G * HS;
+      float* Orow = O + (size_t)i * G * HS;
+      for (int x = 0; x < G * bsp; ++x) sc[x] = -__builtin_inff();
+      const size_t r0s = (slot0 + (a0 - jb)) * ldk + (size_t)g * HS;
+      Scores(G, Q, HS, kc + r0s, ldk, a1 - a0 + 1, sc + (a0 - jb), bsp);
+      for (int h = 0; h < G; ++h) {
+        float* srow = sc + (size_t)h * bsp;
+        vf mx = splat(-__builtin_inff());
+        for (int x = 0; x < bsp; x += VW) mx = vmax(mx, ldf(srow + x));
+        const float mold = mrow[i * G + h], mnew = std::max(mold, hmax(mx));
+        const float alpha = mold == -__builtin_inff() ? 0.0f : std::exp(mold - mnew);
+        vf sum{};
+        const vf mv = splat(mnew);
+        for (int x = 0; x < bsp; x += VW) {
+          const vf p = vexp(ldf(srow + x) - mv);
+          stf(srow + x, p);
+          sum += p;
+        }
+        mrow[i * G + h] = mnew;
+        lrow[i * G + h] = lrow[i * G + h] * alpha + hsum(sum);
+        if (alpha != 1.0f)
+          for (int c = 0; c < HS; ++c) Orow[h * HS + c] *= alpha;
+      }
+      AccumulateV(G, sc + (a0 - jb), bsp, HS, vc + r0s, ldk, a1 - a0 + 1, Orow);
+    }
+  }
+  for (int i = 0; i < nr; ++i) {
+    float* orow = a.out + (size_t)(r0 + i) * ldq + (size_t)g * G * HS;
+    for (int h = 0; h < G; ++h) {
+      const float inv = 1.0f / lrow[i * G + h];
+      for (int c = 0; c < HS; ++c) orow[h * HS + c] = O[((size_t)i * G + h) * HS + c] * inv;
+    }
+  }
+}
+
 template <class T>
 static void Run(ThreadPool& pool, const PagedArgs& a) {
   const int S = a.S, KVH = a.KVH, HS = a.HS, bs = a.bs, W = a.window, G = a.NH / a.KVH;
   const int bsp = (bs + VW - 1) / VW * VW;  // score row length, padded with −∞
-  const long ldq = (long)a.NH * HS, ldk = (long)KVH * HS;
   const T* kc = static_cast<const T*>(a.k);
   const T* vc = static_cast<const T*>(a.v);
   // Items of sequence s: [itemStart[s], itemStart[s+1]) = KVH × ⌈qlen / kRows⌉.
@@ -146,15 +340,16 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
     itemStart[s + 1] = itemStart[s] + (int64_t)KVH * ((qlen + kRows - 1) / kRows);
   }
   const int64_t items = itemStart[S];
+  // Multiply-adds of the whole call (visible keys per row, both matmuls): a call below
+  // kSerialWork runs on the calling thread, since waking a worker costs more than it saves.
+  double work = 0;
+  for (int s = 0; s < S; ++s) {
+    const int qlen = a.qstart[s + 1] - a.qstart[s];
+    work += 2.0 * qlen * (W > 0 ? std::min(W, a.ctx[s]) : a.ctx[s]) * a.NH * HS;
+  }
   std::atomic<int64_t> next{0};
-  pool.run_on_all([&](int) {
-    const int M = kRows * G;
-    std::vector<float> buf((size_t)2 * M * HS + (size_t)G * bsp + 2 * (size_t)M);
-    float* Qs = buf.data();                // (rows, G, HS) scaled queries
-    float* O = Qs + (size_t)M * HS;        // (rows, G, HS) accumulators
-    float* sc = O + (size_t)M * HS;        // (G, bsp) scores → probabilities of one row and block
-    float* mrow = sc + (size_t)G * bsp;    // (rows, G) running max
-    float* lrow = mrow + M;                // (rows, G) running sum
+  auto body = [&](int) {
+    Scratch w(G, HS, bs, bsp);
     for (int64_t it; (it = next.fetch_add(1)) < items;) {
       const int s = (int)(std::upper_bound(itemStart.begin(), itemStart.end(), it) - itemStart.begin()) - 1;
       const int64_t local = it - itemStart[s];
@@ -162,56 +357,12 @@ static void Run(ThreadPool& pool, const PagedArgs& a) {
       const int qlen = a.qstart[s + 1] - a.qstart[s], ctx = a.ctx[s];
       const int r0 = a.qstart[s] + tile * kRows, nr = std::min(kRows, a.qstart[s + 1] - r0);
       const int p0 = ctx - qlen + tile * kRows;  // position of the tile's first row
-      const int32_t* table = a.tables + (size_t)s * a.maxBlocks;
-      for (int i = 0; i < nr; ++i) {
-        const float* qr = a.q + (size_t)(r0 + i) * ldq + (size_t)g * G * HS;
-        for (int x = 0; x < G * HS; ++x) Qs[(size_t)i * G * HS + x] = a.scale * qr[x];
-      }
-      for (int x = 0; x < nr * G * HS; ++x) O[x] = 0.0f;
-      for (int x = 0; x < nr * G; ++x) mrow[x] = -__builtin_inff(), lrow[x] = 0.0f;
-      const int jlo = W > 0 ? std::max(0, p0 - W + 1) : 0, jhi = p0 + nr - 1;
-      for (int b = jlo / bs; b <= jhi / bs; ++b) {
-        const int jb = b * bs;
-        const size_t slot0 = (size_t)table[b] * bs;
-        for (int i = 0; i < nr; ++i) {
-          const int pos = p0 + i;
-          const int a0 = std::max(jb, W > 0 ? pos - W + 1 : 0), a1 = std::min(jb + bs - 1, pos);
-          if (a0 > a1) continue;
-          const float* Q = Qs + (size_t)i * G * HS;
-          float* Orow = O + (size_t)i * G * HS;
-          for (int x = 0; x < G * bsp; ++x) sc[x] = -__builtin_inff();
-          const size_t r0s = (slot0 + (a0 - jb)) * ldk + (size_t)g * HS;
-          Scores(G, Q, HS, kc + r0s, ldk, a1 - a0 + 1, sc + (a0 - jb), bsp);
-          for (int h = 0; h < G; ++h) {
-            float* srow = sc + (size_t)h * bsp;
-            vf mx = splat(-__builtin_inff());
-            for (int x = 0; x < bsp; x += VW) mx = vmax(mx, ldf(srow + x));
-            const float mold = mrow[i * G + h], mnew = std::max(mold, hmax(mx));
-            const float alpha = mold == -__builtin_inff() ? 0.0f : std::exp(mold - mnew);
-            vf sum{};
-            const vf mv = splat(mnew);
-            for (int x = 0; x < bsp; x += VW) {
-              const vf p = vexp(ldf(srow + x) - mv);
-              stf(srow + x, p);
-              sum += p;
-            }
-            mrow[i * G + h] = mnew;
-            lrow[i * G + h] = lrow[i * G + h] * alpha + hsum(sum);
-            if (alpha != 1.0f)
-              for (int c = 0; c < HS; ++c) Orow[h * HS + c] *= alpha;
-          }
-          AccumulateV(G, sc + (a0 - jb), bsp, HS, vc + r0s, ldk, a1 - a0 + 1, Orow);
-        }
-      }
-      for (int i = 0; i < nr; ++i) {
-        float* orow = a.out + (size_t)(r0 + i) * ldq + (size_t)g * G * HS;
-        for (int h = 0; h < G; ++h) {
-          const float inv = 1.0f / lrow[i * G + h];
-          for (int c = 0; c < HS; ++c) orow[h * HS + c] = O[((size_t)i * G + h) * HS + c] * inv;
-        }
-      }
+      if (nr * G >= kGemmCols) TileGemm(a, w, kc, vc, s, g, r0, nr, p0);
+      else TileDots(a, w, kc, vc, s, g, r0, nr, p0);
     }
-  });
+  };
+  if (work < kSerialWork || items == 1) body(0);
+  else pool.run_on_all(body);
 }
 
 static void Forward(ThreadPool& pool, const PagedArgs& a) {

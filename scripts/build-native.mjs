@@ -29,6 +29,41 @@ function haveOpenBlas() {
 }
 
 const gyp = require.resolve("node-gyp/bin/node-gyp.js");
+
+// The MPI binding (native/mpi, its own gyp project): built only when Open MPI's compiler wrapper
+// (`mpicc --showme`) or pkg-config's ompi-c answers, unless MOE_MPI=0. Its absence or a failed
+// build is a message, never a failed install: the `threads` backend needs nothing.
+function mpiFlags() {
+  if (process.env.MOE_MPI === "0") return null;
+  const show = (what) => spawnSync("mpicc", [`--showme:${what}`], { encoding: "utf8" });
+  const c = show("compile"), l = show("link");
+  if (c.status === 0 && l.status === 0) return { cflags: c.stdout.trim(), libs: l.stdout.trim() };
+  const pc = (what) => spawnSync("pkg-config", [what, "ompi-c"], { encoding: "utf8" });
+  const pcC = pc("--cflags"), pcL = pc("--libs");
+  if (pcC.status === 0 && pcL.status === 0) return { cflags: pcC.stdout.trim(), libs: pcL.stdout.trim() };
+  return null;
+}
+{
+  const mpiDir = path.join(root, "native", "mpi");
+  const flags = mpiFlags();
+  const mh = createHash("sha256");
+  for (const f of readdirSync(mpiDir).filter((f) => f.endsWith(".cc") || f.endsWith(".gyp")).sort()) mh.update(f).update(readFileSync(path.join(mpiDir, f)));
+  mh.update(JSON.stringify({ flags, abi: process.versions.modules, arch: process.arch }));
+  const mstamp = mh.digest("hex"), mstampFile = path.join(mpiDir, "build", "moe-mpi-stamp.json");
+  const maddon = path.join(mpiDir, "build", "Release", "moe_mpi.node");
+  if (!flags) {
+    console.log("moe-ts: Open MPI not found (mpicc / pkg-config ompi-c); the mpi backend is not built, the threads backend works without it");
+  } else if (!process.argv.includes("--force") && existsSync(maddon) && existsSync(mstampFile) && readFileSync(mstampFile, "utf8").trim() === mstamp) {
+    console.log("moe-ts: MPI binding up to date");
+  } else {
+    console.log("moe-ts: building the MPI binding (native/mpi)");
+    const r = spawnSync(process.execPath, [gyp, "rebuild", `--nodedir=${nodeDir()}`], {
+      cwd: mpiDir, stdio: "inherit", env: { ...process.env, MOE_MPI_CFLAGS: flags.cflags, MOE_MPI_LIBS: flags.libs },
+    });
+    if (r.status === 0) writeFileSync(mstampFile, mstamp + "\n");
+    else console.error("moe-ts: the MPI binding failed to build (see above); the mpi backend is unavailable, everything else works");
+  }
+}
 const blas = haveOpenBlas();
 
 // Skip the rebuild when nothing that shapes the binary changed (sources, build files, BLAS choice,
@@ -36,7 +71,7 @@ const blas = haveOpenBlas();
 const stampFile = path.join(root, "build", "moe-build-stamp.json");
 const addon = path.join(root, "build", "Release", "moe_native.node");
 const h = createHash("sha256");
-for (const f of readdirSync(path.join(root, "native")).sort()) h.update(f).update(readFileSync(path.join(root, "native", f)));
+for (const f of readdirSync(path.join(root, "native"), { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort()) h.update(f).update(readFileSync(path.join(root, "native", f)));
 h.update(readFileSync(path.join(root, "binding.gyp"))).update(readFileSync(new URL(import.meta.url)));
 h.update(JSON.stringify({ blas, abi: process.versions.modules, arch: process.arch }));
 const stamp = h.digest("hex");

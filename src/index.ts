@@ -22,3 +22,4 @@ export { StopMatcher, type FinishReason, type StopStep } from "./infer/stop.js";
 export { IncrementalDetokenizer } from "./infer/detok.js";
 export { SequenceOutput } from "./infer/output.js";
 export { renderChat, ChatTemplate, ChatTemplateError, loadChatTemplate, DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP, type ChatMessage } from "./infer/chat.js";
+export { KvCachePool, KvCacheError, kvBytesPerToken, type KvCacheOptions, type KvCacheStats, type KvDtype, type SeqId } from "./infer/kv-cache.js";

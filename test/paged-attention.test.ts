@@ -187,7 +187,10 @@ test("paged attention: every native ISA build (MOE_ATTN_ISA caps it) vs ref", (t
   assert.equal(seen[0], "generic");
 });
 
-test("paged attention: two prefill chunks give exactly the rows of one", () => {
+// ref computes each row alone, so chunks reproduce it exactly; native rows in tiles of
+// ≥ 8 query columns take the GEMM path and rows of smaller tiles the dot path (another
+// summation order), so there the chunks agree within f32 tolerance.
+test("paged attention: two prefill chunks give the rows of one", () => {
   const c: Case = { name: "chunks", NH: 4, KVH: 2, HS: 16, bs: 16, ctx: [53], qlen: [53], window: 30 };
   const sc = scenario(c, Float32Array, 21);
   for (const be of [ref, ...natives.map((n) => n.be)]) {
@@ -208,7 +211,8 @@ test("paged attention: two prefill chunks give exactly the rows of one", () => {
           be.pagedAttention(out, sc.q.subarray(a * row, b * row), cache.k, cache.v, sc.blockTables, Int32Array.of(0, b - a), Int32Array.of(b), sc.p);
           got.set(out, a * row);
         }
-        assertExact(got, whole, `${be.name} ${kind} split at ${split}`);
+        if (be === ref) assertExact(got, whole, `${be.name} ${kind} split at ${split}`);
+        else assertClose(got, whole, TOL.f32, `${be.name} ${kind} split at ${split}`);
       }
     }
   }

@@ -4,10 +4,12 @@ import { runInfo } from "./info.js";
 import { runTrain } from "./train.js";
 import { runEval, runInspect, runUpcycle } from "./model-commands.js";
 import { runChat, runGenerate } from "./generate.js";
+import { runServe } from "./serve.js";
 import { runTokenizer } from "./tokenizer.js";
 import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
 import { runPlan } from "./plan.js";
+import { runLaunch } from "./launch.js";
 import { runDashboard } from "./dashboard.js";
 
 const USAGE = `usage: moe <command> [options]
@@ -16,6 +18,7 @@ commands:
   train [-c config.yaml] [--resume] [key=value ...]   train an MoE LM (defaults: small MoE on Moby Dick)
   generate MODEL --prompt TEXT [--max-tokens N]       stream text from a model, run directory or .gguf (KV-cached engine)
   chat MODEL                                         interactive chat with the model's chat template
+  serve MODEL [--port 8000]                          OpenAI-compatible server (+ /metrics, /v1/moe/expert-load)
   eval MODEL [--data PATHS]                            held-out loss and perplexity
   inspect MODEL [--json]                               family, parameters (total/active), experts, dtypes
   upcycle --from DENSE --experts 8 --top-k 2 --out D   turn a dense checkpoint into an MoE
@@ -24,6 +27,7 @@ commands:
   export MODEL --format gguf [--dtype f32|f16|q8_0]    GGUF for llama.cpp
   info [--backend native|ref] [--threads N] [--json]   the compute engine
   plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
+  launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
   dashboard RUN_DIR [--port 8001] [--host 127.0.0.1]  live routing dashboard of a training run (metrics.jsonl)
 
 run 'moe <command> --help' for a command's options`;
@@ -39,6 +43,8 @@ export async function main(argv: string[]): Promise<number> {
       return runGenerate(rest);
     case "chat":
       return runChat(rest);
+    case "serve":
+      return runServe(rest);
     case "eval":
       return runEval(rest);
     case "inspect":
@@ -53,6 +59,8 @@ export async function main(argv: string[]): Promise<number> {
       return runExport(rest);
     case "plan":
       return runPlan(rest);
+    case "launch":
+      return runLaunch(rest);
     case "dashboard":
       return runDashboard(rest);
     case undefined:

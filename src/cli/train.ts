@@ -4,6 +4,7 @@ import { loadTrainConfig, schemaMarkdown } from "../train/config.js";
 import { Trainer, type StepReport } from "../train/trainer.js";
 import { parameterCounts } from "../model/config.js";
 import { Progress, formatCount, formatDuration } from "./progress.js";
+import { initWorld } from "../parallel/world.js";
 
 const USAGE = `usage: moe train [-c config.yaml] [--resume] [section.key=value ...]
 
@@ -32,9 +33,16 @@ export async function runTrain(argv: string[]): Promise<number> {
     else overrides.push(a);
   }
   const c = loadTrainConfig(yaml, overrides);
-  const progress = new Progress(c.log.progress, c.log.every);
-  const log = (s: string) => progress.line(s);
-  const t = Trainer.create(c, { resume, log });
+  // data parallelism: this process is one rank of `moe launch --nproc N` / mpirun
+  const group = c.parallel.dp > 1 ? await initWorld() : null;
+  if (group && group.size !== c.parallel.dp) throw new Error(`moe train: parallel.dp=${c.parallel.dp} but ${group.size} rank(s) were launched`);
+  const lead = !group || group.rank === 0;
+  const progress = new Progress(lead && c.log.progress, c.log.every);
+  const log = lead ? (s: string) => progress.line(s) : () => {};
+  // rank 0 prepares the run directory, tokenizer and shards first; the others then read them
+  let t = lead ? Trainer.create(c, { resume, log, group }) : null;
+  await group?.barrier();
+  t ??= Trainer.create(c, { resume, log, group });
   const counts = parameterCounts(t.cfg);
   const N = c.train.batch_size * c.train.seq_len * c.train.grad_accum;
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
@@ -50,7 +58,11 @@ export async function runTrain(argv: string[]): Promise<number> {
   process.once("SIGINT", onSig);
   let last: StepReport | null = null;
   try {
-    while (t.step < c.train.steps && !interrupted) {
+    for (;;) {
+      // every rank stops together (a signal or the time limit seen by any rank)
+      const stop = new Float64Array([interrupted || t.step >= c.train.steps ? 1 : 0]);
+      group?.allreduceSync(stop, "max");
+      if (stop[0]) break;
       const r = t.trainStep();
       last = r;
       const layers = r.layers;
@@ -71,24 +83,26 @@ export async function runTrain(argv: string[]): Promise<number> {
         const sim = t.expertSimilarity().filter((x) => !Number.isNaN(x));
         log(`step ${t.step}: val loss ${ev.loss.toFixed(4)} (ppl ${ev.perplexity.toFixed(1)}), expert similarity ${sim.map((x) => x.toFixed(3)).join(" ")}`);
       }
-      if (c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
+      if (lead && c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
       if (c.checkpoint.every > 0 && t.step % c.checkpoint.every === 0 && t.step < c.train.steps) t.save();
       if (c.train.max_minutes > 0 && elapsed / 60 >= c.train.max_minutes) {
         log(`train.max_minutes = ${c.train.max_minutes} reached at step ${t.step}`);
-        break;
+        interrupted = true;
       }
+      // let signals and the event loop run between steps
+      await new Promise((resolve) => setImmediate(resolve));
     }
   } finally {
     process.removeListener("SIGINT", onSig);
     progress.done();
   }
-  if (interrupted) log(`interrupted at step ${t.step}; saving a checkpoint`);
+  if (interrupted && t.step < c.train.steps) log(`stopped at step ${t.step}; saving a checkpoint`);
   const dir = t.save();
   const ev = t.evaluate();
   const secs = (Date.now() - start) / 1e3;
   log(`done: ${t.step - startStep} steps in ${formatDuration(secs)}; final train loss ${last ? last.ce.toFixed(4) : "-"}`);
   log(`validation loss ${ev.loss.toFixed(4)} nats/token (ppl ${ev.perplexity.toFixed(1)}) vs unigram baseline ${baseline.toFixed(4)}`);
-  log(`sample: ${JSON.stringify(t.sample())}`);
+  if (lead) log(`sample: ${JSON.stringify(t.sample())}`);
   log(`checkpoint: ${path.relative(process.cwd(), dir)}`);
   log(`generate with: npx moe generate ${path.relative(process.cwd(), t.outDir) || "."} --prompt "${c.sample.prompt}"`);
   return 0;

@@ -16,6 +16,8 @@
 // engine ever blocks it. Per-step statistics (rows, tokens per expert per layer) are returned
 // values kept in `lastStep` and summed in `totals`, for the server's metrics.
 //
+// Logits of ids at or past the tokenizer's vocabulary size (HF vocabularies padded for alignment)
+// are set to −∞ before sampling: such ids have no text.
 // Not: HTTP (serve/), tokenization of chat messages (chat.ts), or sampling math (sampler.ts).
 import type { Backend } from "../backend/spec.js";
 import type { Tokenizer } from "../data/types.js";
@@ -103,6 +105,8 @@ export class Engine {
   readonly maxModelLen: number;
   readonly totals: EngineTotals;
   lastStep: (StepStats & { ms: number; running: number; waiting: number }) | null = null;
+  /** Called after every step with its statistics (the server's telemetry subscribes). */
+  readonly stepListeners: ((s: StepStats & { ms: number; running: number; waiting: number }) => void)[] = [];
   private readonly ws: InferenceWorkspace;
   private readonly samplerWs: SamplerWorkspace;
   private readonly waiting: Sequence[] = [];
@@ -135,6 +139,12 @@ export class Engine {
       steps: 0, promptTokens: 0, generatedTokens: 0, prefixHitTokens: 0, preemptions: 0,
       tokensPerExpert: cfg.moe.moeLayers.map((m) => (m ? new Float64Array(cfg.moe.numExperts) : null)),
     };
+  }
+
+  /** Cancels every request (shutdown); their streams end with finishReason "abort". */
+  abortAll(): void {
+    for (const s of [...this.running, ...this.waiting]) s.aborted = true;
+    this.kick();
   }
 
   /** Sequences running and waiting now. */
@@ -314,6 +324,8 @@ export class Engine {
     const V = this.weights.cfg.vocabSize;
     logitSeqs.forEach((s, i) => {
       const row = this.ws.logits.subarray(i * V, (i + 1) * V);
+      // ids the tokenizer has no token for (a vocabulary padded past the tokenizer) are never sampled
+      if (this.tokenizer.vocabSize < V) row.fill(-Infinity, this.tokenizer.vocabSize);
       const tok = s.sampler.sample(row);
       const out = s.output.push(tok.id);
       this.totals.generatedTokens++;
@@ -325,6 +337,7 @@ export class Engine {
     });
     this.totals.steps++;
     this.lastStep = { ...stats, ms: performance.now() - t0, running: this.running.length, waiting: this.waiting.length };
+    for (const f of this.stepListeners) f(this.lastStep);
     return true;
   }
 }

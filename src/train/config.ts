@@ -95,6 +95,10 @@ export const TRAIN_SCHEMA = {
     every: { type: "int", default: 400, doc: "save a checkpoint every N steps (and at the end)" },
     keep_last: { type: "int", default: 2, doc: "checkpoints kept (older ones are deleted after a new one is complete)" },
   },
+  parallel: {
+    dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
+    zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
+  },
   log: {
     progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
     every: { type: "int", default: 10, doc: "print a log line every N steps when there is no TTY" },
@@ -232,6 +236,11 @@ function validate(c: TrainConfig): void {
   if (!(c.optim.wsd_decay_fraction > 0 && c.optim.wsd_decay_fraction <= 1)) throw new TrainConfigError(`optim.wsd_decay_fraction must be in (0, 1]`);
   if (!(c.data.val_fraction > 0 && c.data.val_fraction < 1)) throw new TrainConfigError(`data.val_fraction must be in (0, 1)`);
   if (c.model.capacity_factor <= 0) throw new TrainConfigError(`model.capacity_factor must be positive`);
+  pos("parallel.dp", c.parallel.dp);
+  if (c.parallel.zero !== 0 && c.parallel.zero !== 1) throw new TrainConfigError(`parallel.zero must be 0 or 1, got ${c.parallel.zero}`);
+  if (c.train.grad_accum % c.parallel.dp !== 0) {
+    throw new TrainConfigError(`train.grad_accum (${c.train.grad_accum}) must be a multiple of parallel.dp (${c.parallel.dp}): the global batch batch_size × grad_accum is split into whole micro-batches per rank`);
+  }
   if (c.data.vocab_size < 257) throw new TrainConfigError(`data.vocab_size must be at least 257 (256 bytes + a special token)`);
 }
 

@@ -83,6 +83,22 @@ export interface OptimStepResult {
  * One optimizer step: clip (in place) when the norm exceeds gradClip, then AdamW. The caller
  * checks `gradNorm` for finiteness before calling (a non-finite step must be skipped).
  */
+/**
+ * ZeRO-1: AdamW on the element range [lo, hi) of the arena only; st.m / st.v hold that range
+ * (element lo at index 0). Gradients must already be clipped (scaled) by the caller.
+ */
+export function optimStepRange(be: Backend, layout: ParamLayout, params: FArr, grads: FArr, st: OptimState, c: AdamWConfig, lr: number, lo: number, hi: number): void {
+  st.step++;
+  for (const t of layout.tensors) {
+    if (!t.trainable) continue;
+    const a = Math.max(lo, t.offset), b = Math.min(hi, t.offset + t.size);
+    if (a >= b) continue;
+    be.adamw(params.subarray(a, b), grads.subarray(a, b), st.m.subarray(a - lo, b - lo), st.v.subarray(a - lo, b - lo), {
+      lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: t.decay ? c.weightDecay : 0, step: st.step,
+    });
+  }
+}
+
 export function optimStep(be: Backend, layout: ParamLayout, params: FArr, grads: FArr, st: OptimState, c: AdamWConfig, lr: number, norm: number): OptimStepResult {
   let clipped = false;
   if (c.gradClip > 0 && norm > c.gradClip) {

@@ -48,7 +48,9 @@ export function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
   return c.model.dispatch === "capacity" ? { kind: "capacity", capacityFactor: c.model.capacity_factor, policy: c.model.drop_policy, pad: c.model.capacity_pad } : { kind: "dropless" };
 }
 
-export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void }): RunSetup {
+/** writer false: a data-parallel rank other than 0 (it reads what rank 0 wrote, writes nothing). */
+export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean }): RunSetup {
+  const writer = opts.writer ?? true;
   const log = opts.log;
   // 1. run directory
   const outDir = path.resolve(c.train.out_dir);
@@ -60,7 +62,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   mkdirSync(outDir, { recursive: true });
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
-    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads"]);
+    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
   // 2. tokenizer
@@ -79,7 +81,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
     log(`tokenizer: ${fromTokenizer} (from model.from)`);
   } else if (fromDir) throw new TrainingError(`model.from ${fromDir} has no tokenizer.json; name one with data.tokenizer`);
   else tokenizer = trainedTokenizer(spec, c.data.vocab_size, cacheDir, log);
-  if (!resumeFrom) saveTokenizer(tokenizer, tokenizerFile);
+  if (!resumeFrom && writer) saveTokenizer(tokenizer, tokenizerFile);
   // 3. shards
   const tHash = tokenizerHash(tokenizer);
   const shardDir = shardCacheDir(cacheDir, spec, tHash);
@@ -102,7 +104,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   }
   // the run's balancing options are part of the MoE config the layers read
   cfg.moe.balance = { loss: c.balance.loss, zCoef: c.balance.z_coef, virtualCapacityFactor: c.model.capacity_factor, biasRate: c.balance.bias_rate };
-  if (!resumeFrom) writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+  if (!resumeFrom && writer) writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
   return { outDir, resumeFrom, backend, model, tokenizer, tokenizerFile, hf, cfg, shards };
 }
 

@@ -29,12 +29,13 @@ import type { ShardSet } from "../data/shards.js";
 import { TokenLoader, unigramBaseline } from "../data/loader.js";
 import { generate } from "../infer/generate.js";
 import type { TrainConfig } from "./config.js";
+import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
-import { createOptimState, gradNorm, learningRate, optimStep, type OptimState, type ScheduleConfig } from "./optim.js";
-import { latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, type OptimState, type ScheduleConfig } from "./optim.js";
+import { checkpointsDir, latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -70,6 +71,8 @@ export interface LayerReport {
 
 export interface TrainerOptions {
   resume: boolean;
+  /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
+  group?: ProcessGroup | null;
   /** Human-readable log lines (progress goes through onStep). */
   log: (line: string) => void;
 }
@@ -90,12 +93,27 @@ export class Trainer {
   private readonly tokenizerFile: string;
   private readonly metricsFile: string;
   private sampler: MoeModel | null = null;
+  /** Data parallelism: the world group, this rank, and the ZeRO-1 shard [lo, hi) of the arena. */
+  readonly group: ProcessGroup | null;
+  readonly rank: number;
+  private readonly dp: number;
+  /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
+  private readonly layerGroup: ReturnType<typeof layerGroup> | null;
+  private readonly zero: { lo: number; hi: number; chunk: number } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
       backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
     },
+    group: ProcessGroup | null,
   ) {
+    this.group = group;
+    this.rank = group?.rank ?? 0;
+    this.dp = group?.size ?? 1;
+    this.layerGroup = group ? layerGroup(group) : null;
+    if (this.dp !== c.parallel.dp) throw new TrainingError(`parallel.dp=${c.parallel.dp} but the run has ${this.dp} rank(s); launch with moe launch --nproc ${c.parallel.dp} -- train …`);
+    const size = args.model.params.length, chunk = Math.ceil(size / this.dp);
+    this.zero = c.parallel.zero === 1 && this.dp > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -103,7 +121,7 @@ export class Trainer {
     this.hf = args.hf;
     this.cfg = args.cfg;
     this.shards = args.shards;
-    this.optim = createOptimState(this.model.params);
+    this.optim = createOptimState(this.zero ? this.model.params.subarray(this.zero.lo, this.zero.hi) : this.model.params);
     this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
     this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
     this.metricsFile = path.join(outDir, "metrics.jsonl");
@@ -115,10 +133,18 @@ export class Trainer {
   }
 
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
-    const run = setupRun(c, opts);
-    const t = new Trainer(c, run.outDir, run);
+    const group = opts.group ?? null;
+    const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
+    const t = new Trainer(c, run.outDir, run, group);
     if (run.resumeFrom) {
-      const st = loadTrainerState(run.resumeFrom, t.optim);
+      // a checkpoint holds the whole optimizer state: a ZeRO-1 rank keeps its shard of it
+      const full = t.zero ? createOptimState(t.model.params) : t.optim;
+      const st = loadTrainerState(run.resumeFrom, full);
+      if (t.zero) {
+        t.optim.m.set(full.m.subarray(t.zero.lo, t.zero.hi));
+        t.optim.v.set(full.v.subarray(t.zero.lo, t.zero.hi));
+        t.optim.step = full.step;
+      }
       t.step = st.step;
       t.tokensSeen = st.tokensSeen;
       t.badSteps = st.badSteps;
@@ -149,12 +175,16 @@ export class Trainer {
     const step = this.step + 1;
     this.model.zeroGrad();
     let loss = 0, ce = 0, tokens = 0;
-    const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: [] as number[] }));
+    const E = this.cfg.moe.numExperts;
+    const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: new Array<number>(E).fill(0) }));
+    // data parallelism: every rank reads the step's A micro-batches, runs its own A/dp of them
+    const mine = A / this.dp, first = this.rank * mine;
     for (let a = 0; a < A; a++) {
       const batch = this.train.next();
+      if (a < first || a >= first + mine) continue;
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
         if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
@@ -177,14 +207,19 @@ export class Trainer {
         s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
       });
     }
+    if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
     const norm = gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
       this.badSteps = 0;
-      optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, {
-        beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weight_decay, gradClip: c.optim.grad_clip,
-      }, lr, norm);
+      const adam = { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weight_decay, gradClip: c.optim.grad_clip };
+      if (this.zero) {
+        // ZeRO-1: clip, update this rank's shard, then every rank gathers every shard
+        if (adam.gradClip > 0 && norm > adam.gradClip) this.backend.scale(this.model.grads, this.model.grads, adam.gradClip / norm);
+        optimStepRange(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, this.zero.lo, this.zero.hi);
+        this.gatherShards(this.model.params as Float32Array);
+      } else optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, norm);
       this.updateRouterBias(acc.map((x) => x.tpe));
       if (this.alpha) {
         const dropping = this.cfg.moe.dispatch.kind === "capacity";
@@ -203,11 +238,48 @@ export class Trainer {
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
     };
-    appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
+    if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
       throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
     }
     return report;
+  }
+
+  /**
+   * Data parallelism: gradients summed over the ranks (each backward was scaled 1/A, so the sum is
+   * the global mean), and the step's statistics summed the same way. Fixed rank order: every rank
+   * gets bit-identical values.
+   */
+  private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
+    const g = this.group!;
+    g.allreduceSync(this.model.grads as Float32Array, "sum");
+    const E = this.cfg.moe.numExperts;
+    const pack = new Float64Array(3 + acc.length * (6 + E));
+    pack[0] = loss;
+    pack[1] = ce;
+    pack[2] = tokens;
+    acc.forEach((x, l) => {
+      const o = 3 + l * (6 + E);
+      pack.set([x.aux, x.z, x.drop, x.vdrop, x.entropy, x.load], o);
+      pack.set(x.tpe, o + 6);
+    });
+    g.allreduceSync(pack, "sum");
+    acc.forEach((x, l) => {
+      const o = 3 + l * (6 + E);
+      [x.aux, x.z, x.drop, x.vdrop, x.entropy, x.load] = Array.from(pack.subarray(o, o + 6));
+      x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
+    });
+    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+  }
+
+  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank. */
+  private gatherShards(full: Float32Array, shard: Float32Array = full.subarray(this.zero!.lo, this.zero!.hi)): void {
+    const { chunk } = this.zero!;
+    const send = new Float32Array(chunk);
+    send.set(shard);
+    const recv = new Float32Array(chunk * this.dp);
+    this.group!.allgatherSync(send, recv);
+    full.set(recv.subarray(0, full.length));
   }
 
   /** Aux-free balancing (sigmoid_bias router): each layer's selection bias moves toward equal load. */
@@ -259,7 +331,19 @@ export class Trainer {
       alpha: this.alpha ? ({ alpha: Array.from(this.alpha.alpha) } as unknown as AdaptiveAlphaState) : null,
       loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
     };
-    return saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, this.optim, state, this.c.checkpoint.keep_last);
+    let optim = this.optim;
+    if (this.zero) {
+      // the checkpoint holds the whole optimizer state (so it loads at any layout)
+      const size = this.model.params.length;
+      const m = new Float32Array(size), v = new Float32Array(size);
+      this.gatherShards(m, this.optim.m as Float32Array);
+      this.gatherShards(v, this.optim.v as Float32Array);
+      optim = { m, v, step: this.optim.step };
+    }
+    const dir = path.join(checkpointsDir(this.outDir), `step-${String(this.step).padStart(6, "0")}`);
+    if (this.rank === 0) saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, optim, state, this.c.checkpoint.keep_last);
+    this.group?.barrierSync();
+    return dir;
   }
 }
 

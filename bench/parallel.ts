@@ -1,0 +1,129 @@
+// Collective latency and bandwidth per process-group backend: allreduce (f32, sum) of 1 KB .. 16 MB
+// on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
+// iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
+// 2(p-1)/p of the buffer per rank).
+// Not: the DP/EP training-step benchmark (the training integration adds that part).
+//
+// Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16]
+// This one file is both the driver and the rank program (when started as a rank).
+import { spawnSync } from "node:child_process";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { detectBackend, initWorld } from "../src/parallel/world.js";
+import { runThreads } from "../src/parallel/threads.js";
+import { mpiAvailable } from "../src/parallel/mpi.js";
+import type { ProcessGroup } from "../src/parallel/process-group.js";
+
+interface Row {
+  backend: string;
+  op: string;
+  ranks: number;
+  bytes: number;
+  us_median: number;
+  /** bytes / time, GB/s */
+  algbw_gbs: number;
+  /** allreduce: algbw × 2(p-1)/p; others: algbw × (p-1)/p */
+  busbw_gbs: number;
+}
+
+function sizes(maxMb: number): number[] {
+  const s: number[] = [];
+  for (let b = 1024; b <= maxMb * 1024 * 1024; b *= 4) s.push(b);
+  return s;
+}
+
+async function timeOp(g: ProcessGroup, bytes: number, op: () => Promise<void>): Promise<number> {
+  const warm = 3;
+  const iters = Math.max(5, Math.min(200, Math.floor((64 << 20) / Math.max(bytes, 1))));
+  const t: number[] = [];
+  for (let i = 0; i < warm + iters; i++) {
+    await g.barrier();
+    const t0 = performance.now();
+    await op();
+    if (i >= warm) t.push(performance.now() - t0);
+  }
+  // Every rank's median, then the slowest rank's (a collective ends when its last rank does).
+  t.sort((a, b) => a - b);
+  const med = Float64Array.of(t[t.length >> 1]!);
+  await g.allreduce(med, "max");
+  return med[0]! * 1e3;
+}
+
+async function rankMain(maxMb: number): Promise<void> {
+  const g = await initWorld();
+  const p = g.size, rows: Row[] = [];
+  const row = (op: string, bytes: number, us: number, factor: number) => {
+    const alg = bytes / (us * 1e-6) / 1e9;
+    rows.push({ backend: g.backend, op, ranks: p, bytes, us_median: +us.toFixed(2), algbw_gbs: +alg.toFixed(3), busbw_gbs: +(alg * factor).toFixed(3) });
+  };
+  for (const bytes of sizes(maxMb)) {
+    const buf = new Float32Array(bytes / 4).fill(g.rank + 1);
+    row("allreduce", bytes, await timeOp(g, bytes, () => g.allreduce(buf)), (2 * (p - 1)) / p);
+  }
+  for (const bytes of [4096, 1 << 20, 16 << 20].filter((b) => b <= maxMb * 1024 * 1024)) {
+    const n = bytes / 4, per = Math.floor(n / p);
+    const send = new Float32Array(per * p), recv = new Float32Array(per * p), counts = new Array(p).fill(per);
+    row("alltoallv", bytes, await timeOp(g, bytes, () => g.alltoallv(send, counts, recv, counts)), (p - 1) / p);
+    const b = new Float32Array(n);
+    row("broadcast", bytes, await timeOp(g, bytes, () => g.broadcast(b, 0)), 1);
+  }
+  if (g.rank === 0) for (const r of rows) console.log(`ROW ${JSON.stringify(r)}`);
+  await g.close();
+}
+
+function parse(argv: string[]) {
+  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!, v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
+    if (a === "--json") o.json = true;
+    else if (a === "--nproc") o.nproc = Number(v());
+    else if (a === "--backends") o.backends = v().split(",");
+    else if (a === "--max-mb") o.maxMb = Number(v());
+    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N)`);
+  }
+  if (!Number.isInteger(o.nproc) || o.nproc < 2) throw new Error(`--nproc must be an integer ≥ 2, got ${o.nproc}`);
+  for (const b of o.backends) if (b !== "threads" && b !== "mpi") throw new Error(`--backends: unknown backend '${b}' (threads, mpi)`);
+  if (!(o.maxMb >= 0.001)) throw new Error(`--max-mb must be positive, got ${o.maxMb}`);
+  return o;
+}
+
+function rowsOf(out: string): Row[] {
+  return [...out.matchAll(/ROW (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as Row);
+}
+
+async function driver(): Promise<void> {
+  const o = parse(process.argv.slice(2));
+  const self = fileURLToPath(import.meta.url);
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  for (const b of o.backends) {
+    if (b === "threads") {
+      const r = await runThreads(o.nproc, self, ["--rank", String(o.maxMb)], { timeoutMs: 300_000, output: "capture", report: false });
+      if (r.code !== 0) throw new Error(`threads run failed: ${r.failure}\n${r.stderr.join("")}`);
+      rows.push(...rowsOf(r.stdout.join("")));
+    } else if (!mpiAvailable()) notes.push("mpi: skipped (MPI binding not built)");
+    else {
+      const moe = path.resolve(path.dirname(self), "..", "..", "bin", "moe.js");
+      const r = spawnSync(process.execPath, [moe, "launch", "--nproc", String(o.nproc), "--backend", "mpi", "--timeout", "300", "--module", self, "--", "--rank", String(o.maxMb)], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`mpi run failed (exit ${r.status}):\n${r.stderr}`);
+      rows.push(...rowsOf(r.stdout));
+    }
+  }
+  const cpu = cpus()[0]?.model ?? "unknown CPU";
+  if (o.json) {
+    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, notes }));
+    return;
+  }
+  console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
+  console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
+  for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  for (const n of notes) console.log(n);
+}
+
+if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
+else await driver();

@@ -1,0 +1,59 @@
+// `moe serve MODEL`: the OpenAI-compatible server (serve/server.ts) on the engine. It listens
+// first (GET /health answers 503 while the model loads), then serves. SIGINT / SIGTERM drain:
+// stop accepting, give running requests --drain-timeout seconds, cancel the rest, exit 0.
+import path from "node:path";
+import { backendFromFlags } from "../backend/index.js";
+import { Engine } from "../infer/engine.js";
+import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
+import { openModel } from "../infer/open.js";
+import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
+import { MoeServer } from "../serve/server.js";
+import { parseFlags } from "./args.js";
+
+const USAGE = "usage: moe serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key K] [--max-num-seqs 8] [--max-num-batched-tokens 512] [--max-model-len N]\n" +
+  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--threads N] [--drain-timeout 10]";
+
+export async function runServe(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags("moe serve", argv, {
+    host: "string", port: "number", "api-key": "string", "max-num-seqs": "number", "max-num-batched-tokens": "number", "max-model-len": "number",
+    "served-model-name": "string", dtype: "string", "kv-dtype": "string", backend: "string", threads: "number", "drain-timeout": "number", help: "boolean",
+  });
+  if (flags.help || positional.length !== 1) {
+    console.log(USAGE);
+    return flags.help ? 0 : 2;
+  }
+  const port = flags.port ?? 8000;
+  if (!(Number.isInteger(port) && port >= 0 && port < 65536)) throw new Error(`moe serve: --port must be an integer in [0, 65535], got ${port}`);
+  const dtype = (flags.dtype ?? "f32") as EngineDtype;
+  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`moe serve: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${flags.dtype}'`);
+  const kvDtype = flags["kv-dtype"] ?? "f32";
+  if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`moe serve: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
+  const drain = flags["drain-timeout"] ?? 10;
+  if (!(drain >= 0)) throw new Error(`moe serve: --drain-timeout must be ≥ 0 seconds, got ${drain}`);
+  const be = backendFromFlags(flags, "moe serve");
+  const model = positional[0]!;
+  const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)) });
+  const bound = await server.listen();
+  console.log(`moe serve: listening on http://${flags.host ?? "127.0.0.1"}:${bound} (loading ${model})`);
+  let stopping = false;
+  const done = new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      console.log(`moe serve: ${sig}: draining (up to ${drain} s)`);
+      void server.close(drain * 1000).then(resolve);
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+  });
+  const opened = openModel(model, be);
+  if (!opened.tokenizer) throw new Error(`moe serve: ${opened.source} has no tokenizer`);
+  const maxModelLen = flags["max-model-len"] ?? Math.min(opened.contextLength, 4096);
+  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, {
+    maxModelLen, maxNumSeqs: flags["max-num-seqs"] ?? 8, maxNumBatchedTokens: flags["max-num-batched-tokens"] ?? 512, kvDtype,
+  });
+  server.setModel({ engine, tokenizer: opened.tokenizer, chatTemplate: opened.chatTemplate, chatStop: opened.chatTemplate.isDefault ? DEFAULT_CHAT_STOP : [] });
+  console.log(`moe serve: ready — ${opened.cfg.family}, ${dtype} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB`);
+  await done;
+  return 0;
+}
