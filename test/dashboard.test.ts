@@ -1,7 +1,8 @@
 // The live routing dashboard: expert-load JSON against closed forms, the static-file server
 // against real HTTP requests, `moe dashboard` (the real CLI process) following a growing
 // metrics.jsonl, and the page itself in a real browser (Debian's chromium via puppeteer-core):
-// the heatmap must show the counts the JSON endpoints report, in training and serving mode.
+// the heatmap must show the counts the JSON endpoints report, in training mode, in serving mode
+// against a synthetic stream, and on the real `moe serve` server (MoeServer) under load.
 // A screenshot of each mode is written to a temp folder of its own (kept; its path is printed).
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -15,6 +16,13 @@ import { fileURLToPath } from "node:url";
 import { ExpertLoadWindow, expertLoadJson, maxOverMean, normalizedEntropy, serveDashboardFile, type ExpertLoad } from "../src/serve/dashboard.js";
 import { JsonlFollower } from "../src/cli/dashboard.js";
 import { rng } from "./util.js";
+import { createBackend } from "../src/backend/index.js";
+import { Engine } from "../src/infer/engine.js";
+import { engineWeights } from "../src/infer/engine-weights.js";
+import { openModel } from "../src/infer/open.js";
+import { DEFAULT_CHAT_STOP } from "../src/infer/chat.js";
+import { MoeServer } from "../src/serve/server.js";
+import { writeTinyModelDir } from "./gguf-fixture.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CHROMIUM = "/usr/bin/chromium";
@@ -379,6 +387,49 @@ test("browser, serving mode: the heatmap shows the window counts the expert-load
     streams.forEach((s) => s.end());
     server.closeAllConnections();
     server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("browser, moe serve under load: the heatmap settles on the window counts /v1/moe/expert-load reports", { timeout: 240_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) return t.skip(`chromium not installed at ${CHROMIUM} (apt-get install chromium); the browser test needs it`);
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-dash-live-"));
+  writeTinyModelDir(path.join(dir, "tiny"), 77);
+  const be = createBackend({ name: "native", threads: 1 });
+  const opened = openModel(path.join(dir, "tiny"), be);
+  const engine = new Engine(be, engineWeights(opened.weights), opened.tokenizer!, { maxModelLen: 128, maxNumSeqs: 8, blockSize: 4 });
+  const server = new MoeServer({ port: 0, servedModelName: "tiny", staticHandler: serveDashboardFile });
+  const port = await server.listen();
+  server.setModel({ engine, tokenizer: opened.tokenizer!, chatTemplate: opened.chatTemplate, chatStop: DEFAULT_CHAT_STOP });
+  const base = `http://127.0.0.1:${port}`;
+  const browser = await launchBrowser(path.join(dir, "chromium-profile"));
+  try {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.setViewport({ width: 1400, height: 1000 });
+    await page.goto(`${base}/dashboard`);
+    await page.waitForFunction(() => (window as any).__dashboard?.mode === "serve" && (window as any).__dashboard.events >= 1, { timeout: 60_000 });
+    // load: 8 concurrent completions while the page watches
+    const bodies = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+      fetch(`${base}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "tiny", prompt: `the cat ${i}`, max_tokens: 24, temperature: 0 }) }).then((r) => r.json() as Promise<{ usage: { completion_tokens: number } }>)));
+    assert.ok(bodies.every((b) => b.usage.completion_tokens >= 1), "every request generated");
+    // the engine is idle now: the JSON stops changing, and the page must draw exactly it
+    const reported = (await (await fetch(`${base}/v1/moe/expert-load`)).json()) as ExpertLoad;
+    assert.ok(reported.layers.length > 0 && reported.layers.every((l) => l.window_tokens_per_expert.reduce((a, b) => a + b, 0) > 0), "tokens were routed");
+    const want = reported.layers.map((l) => l.window_tokens_per_expert);
+    await page.waitForFunction((w) => JSON.stringify((window as any).__dashboard.heatmap.counts) === w, { timeout: 30_000 }, JSON.stringify(want));
+    const d = await drawn(page);
+    assert.deepEqual(d.counts, want);
+    assert.deepEqual(d.layers, reported.layers.map((l) => l.layer));
+    assert.deepEqual((await (await fetch(`${base}/v1/moe/expert-load`)).json() as ExpertLoad).layers.map((l) => l.window_tokens_per_expert), want, "still idle");
+    const shot = path.join(mkdtempSync(path.join(tmpdir(), "moe-dashboard-shot-")), "dashboard-live.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    t.diagnostic(`screenshot: ${shot}`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.close(0);
     rmSync(dir, { recursive: true, force: true });
   }
 });
