@@ -306,7 +306,11 @@
   async function detect() {
     const forced = new URLSearchParams(location.search).get("mode");
     if (forced === "serve" || forced === "train") return forced;
-    try { if ((await fetch("/v1/moe/expert-load")).ok) return "serve"; } catch { /* not a server */ }
+    try {
+      const r = await fetch("/v1/moe/expert-load");
+      if (r.ok) return "serve";
+      if (r.status === 401) return "auth";
+    } catch { /* not a server */ }
     try { if ((await fetch("/v1/train/metrics", { method: "HEAD" })).ok) return "train"; } catch { /* not a run */ }
     return null;
   }
@@ -340,6 +344,9 @@
     } else if (mode === "train") {
       $("mode").textContent = "training";
       connect("/v1/train/metrics?stream=true", onTrain);
+    } else if (mode === "auth") {
+      $("mode").textContent = "serving";
+      status("this server requires an API key for /v1/moe/expert-load, which a browser's EventSource cannot send; run moe serve without --api-key to use the dashboard", true);
     } else {
       $("mode").textContent = "";
       status("neither /v1/moe/expert-load nor /v1/train/metrics answers here", true);
