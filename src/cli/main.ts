@@ -10,6 +10,7 @@ import { runLogits } from "./logits.js";
 import { runExport } from "./export.js";
 import { runPlan } from "./plan.js";
 import { runLaunch } from "./launch.js";
+import { runDashboard } from "./dashboard.js";
 
 const USAGE = `usage: moe <command> [options]
 
@@ -27,6 +28,7 @@ commands:
   info [--backend native|ref] [--threads N] [--json]   the compute engine
   plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
   launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
+  dashboard RUN_DIR [--port 8001] [--host 127.0.0.1]  live routing dashboard of a training run (metrics.jsonl)
 
 run 'moe <command> --help' for a command's options`;
 
@@ -59,6 +61,8 @@ export async function main(argv: string[]): Promise<number> {
       return runPlan(rest);
     case "launch":
       return runLaunch(rest);
+    case "dashboard":
+      return runDashboard(rest);
     case undefined:
     case "-h":
     case "--help":

@@ -8,6 +8,7 @@ import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-
 import { openModel } from "../infer/open.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
+import { serveDashboardFile } from "../serve/dashboard.js";
 import { parseFlags } from "./args.js";
 
 const USAGE = "usage: moe serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key K] [--max-num-seqs 8] [--max-num-batched-tokens 512] [--max-model-len N]\n" +
@@ -32,7 +33,7 @@ export async function runServe(argv: string[]): Promise<number> {
   if (!(drain >= 0)) throw new Error(`moe serve: --drain-timeout must be ≥ 0 seconds, got ${drain}`);
   const be = backendFromFlags(flags, "moe serve");
   const model = positional[0]!;
-  const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)) });
+  const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
   console.log(`moe serve: listening on http://${flags.host ?? "127.0.0.1"}:${bound} (loading ${model})`);
   let stopping = false;
