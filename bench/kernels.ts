@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { createBackend, type Backend } from "../src/backend/index.js";
 import { loadAddon } from "../src/backend/native/addon.js";
 import { runAttentionBench } from "./attention-bench.js";
-import { type BenchFlags, header, note, parseFlags, report, timeInterleaved, wants } from "./common.js";
+import { type BenchFlags, header, note, parseFlags, peerEnv, report, timeInterleaved, wants } from "./common.js";
 
 const PARTS = ["gemm", "grouped", "attention"];
 const GEMM_SHAPES: [number, number, number][] = [
@@ -70,8 +70,8 @@ interface TorchResult {
   torch: string;
   threads: number;
   omp_wait_policy: string;
-  gemm: { M: number; K: number; N: number; gflops: number }[];
-  grouped: { gflops: number } | null;
+  gemm: { M: number; K: number; N: number; gflops: number; cpu: number }[];
+  grouped: { gflops: number; cpu: number } | null;
 }
 
 /** Runs bench/torch_peer.py; null (with a note) when torch is not available. */
@@ -88,7 +88,7 @@ function torchPeer(flags: BenchFlags, threads: number, withGemm: boolean, withGr
     gemm: withGemm ? GEMM_SHAPES.map(([M, K, N]) => [M, K, N, false]) : [],
     grouped: withGrouped ? { sizes: GROUP_SIZES, K: GK, N: GN, transW: true } : null,
   };
-  const env = { ...process.env, OMP_WAIT_POLICY: "PASSIVE", OMP_NUM_THREADS: String(threads) };
+  const env = { ...process.env, ...peerEnv(threads) };
   const r = spawnSync(PYTHON, [script, JSON.stringify(cfg)], { env, encoding: "utf8", timeout: 600_000 });
   if (r.status !== 0) {
     note(flags, `torch peer unavailable (${PYTHON} ${path.basename(script)} exited ${r.status}): ${(r.stderr ?? "").trim().split("\n").pop()}`);
@@ -98,7 +98,7 @@ function torchPeer(flags: BenchFlags, threads: number, withGemm: boolean, withGr
 }
 
 function torchLabel(t: TorchResult): string {
-  return `torch ${t.torch} (OMP_WAIT_POLICY=${t.omp_wait_policy})`;
+  return `torch ${t.torch} mm`;
 }
 
 const gflops = (flops: number, s: number) => flops / s / 1e9;
@@ -123,7 +123,7 @@ function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
       report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: t === null ? null : "openblas sgemm", peer_value: t, ratio: t === null ? null : o / t });
       if (torch) {
         const tv = torch.gemm[si]!.gflops;
-        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv });
+        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv, peer_cpu: torch.gemm[si]!.cpu });
       }
     });
   }
@@ -165,7 +165,7 @@ function benchGrouped(flags: BenchFlags, blasLinked: boolean): void {
     }
     const torch = torchPeer(flags, T, false, true);
     if (torch?.grouped) {
-      report(flags, { bench: "grouped", case: "fwd builtin vs torch loop", threads: T, value: fwd.builtin!, unit: "GFLOP/s", peer: `${torchLabel(torch)} mm per group`, peer_value: torch.grouped.gflops, ratio: fwd.builtin! / torch.grouped.gflops });
+      report(flags, { bench: "grouped", case: "fwd builtin vs torch loop", threads: T, value: fwd.builtin!, unit: "GFLOP/s", peer: `${torchLabel(torch)} per group`, peer_value: torch.grouped.gflops, ratio: fwd.builtin! / torch.grouped.gflops, peer_cpu: torch.grouped.cpu });
     }
   }
 }
