@@ -593,6 +593,21 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("batchedGemm", Napi::Function::New(env, BatchedGemmFn));
   exports.Set("groupedGemm", Napi::Function::New(env, GroupedGemmFn));
   exports.Set("groupedGemmWeightGrad", Napi::Function::New(env, GroupedGemmWeightGradFn));
+  // setGemmPath(engine, "blas" | "builtin"): the path of this engine's later GEMM calls (the
+  // calibrated `auto` mode of the TypeScript backend switches it per shape class).
+  exports.Set("setGemmPath", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Engine* e = GetEngine(info);
+    const std::string path = Str(info[1]);
+    if (path == "builtin") {
+      e->gemm = GemmPath::Builtin;
+    } else if (path == "blas" && BlasLinked()) {
+      e->gemm = GemmPath::Blas;
+    } else {
+      Napi::Error::New(info.Env(), "setGemmPath: expected 'builtin' or 'blas' (with OpenBLAS linked), got '" + path + "'")
+          .ThrowAsJavaScriptException();
+    }
+    return info.Env().Undefined();
+  }));
   // Name of the built-in micro-kernel this CPU gets ("builtin-avx512", "builtin-avx2", "builtin-scalar").
   exports.Set("builtinGemmKernel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), SelectKernel().name);
