@@ -12,7 +12,7 @@ import path from "node:path";
 import { createBackend } from "../src/backend/index.js";
 import type { Backend } from "../src/backend/spec.js";
 import { loadAddon } from "../src/backend/native/addon.js";
-import { BLAS_MARGIN, cpuIdentity, denseClass, GEMM_SHAPE_CLASSES, SMALL_FLOPS, THIN_DIM } from "../src/backend/native/gemm-calibrate.js";
+import { BLAS_MARGIN, cpuIdentity, denseClass, GEMM_SHAPE_CLASSES, groupedClass, SMALL_FLOPS, THIN_DIM } from "../src/backend/native/gemm-calibrate.js";
 import { assertClose, randn, TOL } from "./util.js";
 
 const blasLinked = loadAddon().blasLinked;
@@ -26,9 +26,10 @@ function tmpDir(): string {
 function checkAllClasses(be: Backend, label: string): void {
   const dense: [number, number, number][] = [
     [20, 30, 40], // small
-    [8, 300, 700], // thin (M ≤ 64, flops above SMALL_FLOPS)
+    [16, 1200, 1000], // thin (M ≤ 64, flops above SMALL_FLOPS)
     [300, 260, 280], // large
   ];
+  assert.deepEqual(dense.map(([M, K, N]) => denseClass(M, N, K)), ["small", "thin", "large"]);
   for (const [M, K, N] of dense) {
     const a = randn(Float32Array, M * K, 1), b = randn(Float32Array, N * K, 2);
     const want = new Float32Array(M * N), got = new Float32Array(M * N);
@@ -36,8 +37,9 @@ function checkAllClasses(be: Backend, label: string): void {
     be.gemm(a, b, got, { M, N, K, transB: true });
     assertClose(got, want, TOL.f32Reduce, `${label} gemm ${M}x${K}x${N} (${denseClass(M, N, K)})`);
   }
-  const sizes = Int32Array.from([70, 0, 130, 45]), K = 96, N = 120, rows = 245;
+  const sizes = Int32Array.from([170, 0, 230, 45]), K = 256, N = 200, rows = 445; // 45.6 MFLOP: class grouped
   const x = randn(Float32Array, rows * K, 3), w = randn(Float32Array, 4 * N * K, 4);
+  assert.equal(groupedClass(sizes, K, N), "grouped");
   const want = new Float32Array(rows * N), got = new Float32Array(rows * N);
   ref.groupedGemm(x, w, want, sizes, { K, N, transW: true });
   be.groupedGemm(x, w, got, sizes, { K, N, transW: true });
@@ -57,6 +59,10 @@ test("shape classes by closed form", () => {
   assert.equal(denseClass(4096, THIN_DIM, 4096), "thin");
   assert.equal(denseClass(THIN_DIM + 1, 4096, 4096), "large");
   assert.equal(denseClass(8, 8, 8, SMALL_FLOPS), "thin"); // a batched call counts its total flops
+  assert.equal(groupedClass(Int32Array.from([10, 0, 20]), 64, 64), "small");
+  assert.equal(groupedClass(Int32Array.from([0, 1024, 0]), 512, 1024), "large"); // one group: its dense class
+  assert.equal(groupedClass(Int32Array.from([0, 32, 0]), 4096, 4096), "thin");
+  assert.equal(groupedClass(Int32Array.from([512, 512]), 512, 1024), "grouped");
 });
 
 test("auto without a cache measures, picks the faster path per class, and matches ref", { skip: !blasLinked && "OpenBLAS not linked: auto is the built-in kernel" }, () => {

@@ -31,6 +31,22 @@ export function denseClass(M: number, N: number, K: number, flops = 2 * M * N * 
   return Math.min(M, N) <= THIN_DIM ? "thin" : "large";
 }
 
+/**
+ * Class of a grouped call (groupedGemm or its weight gradient) over row groups `sizes` with the
+ * per-group K×N: "small" below SMALL_FLOPS in total and, with a single non-empty group, the class
+ * of that dense GEMM (so E = 1 runs on the same path as the equal plain gemm); else "grouped".
+ */
+export function groupedClass(sizes: Int32Array, K: number, N: number): GemmShapeClass {
+  let rows = 0, nonEmpty = 0;
+  for (let g = 0; g < sizes.length; g++) {
+    rows += sizes[g]!;
+    if (sizes[g]! > 0) nonEmpty++;
+  }
+  const flops = 2 * rows * K * N;
+  if (flops < SMALL_FLOPS) return "small";
+  return nonEmpty === 1 ? denseClass(rows, N, K) : "grouped";
+}
+
 export interface ClassMeasurement {
   /** GFLOP/s of each path on the class's representative problem (best of the timed calls). */
   builtin: number;

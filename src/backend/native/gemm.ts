@@ -3,7 +3,7 @@
 // Not: the quantised GEMM (`nativeQuant` belongs to the quant area).
 import type { GemmKernels } from "../spec.js";
 import type { Addon, EngineHandle } from "./addon.js";
-import { denseClass, type GemmRouter } from "./gemm-calibrate.js";
+import { denseClass, groupedClass, type GemmRouter } from "./gemm-calibrate.js";
 
 /** router: the calibrated `auto` mode picks the path per call; absent, the engine's fixed path. */
 export function nativeGemm(addon: Addon, engine: EngineHandle, router?: GemmRouter): GemmKernels {
@@ -17,11 +17,11 @@ export function nativeGemm(addon: Addon, engine: EngineHandle, router?: GemmRout
       addon.batchedGemm!(engine, a, b, c, p.batch, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
     },
     groupedGemm(x, w, y, sizes, p) {
-      router?.use("grouped");
+      router?.use(groupedClass(sizes, p.K, p.N));
       addon.groupedGemm!(engine, x, w, y, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 0);
     },
     groupedGemmWeightGrad(x, dy, dw, sizes, p) {
-      router?.use("grouped");
+      router?.use(groupedClass(sizes, p.K, p.N));
       addon.groupedGemmWeightGrad!(engine, x, dy, dw, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 1);
     },
   };
