@@ -12,6 +12,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createBackend, type Backend } from "../src/backend/index.js";
 import { loadAddon } from "../src/backend/native/addon.js";
+import { denseClass } from "../src/backend/native/gemm-calibrate.js";
 import { runAttentionBench } from "./attention-bench.js";
 import { type BenchFlags, header, note, parseFlags, peerEnv, report, timeInterleaved, wants } from "./common.js";
 
@@ -117,10 +118,19 @@ function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
     const inputs = GEMM_SHAPES.map(([M, K, N]) => ({ a: randomF32(M * K, 10), b: randomF32(K * N, 11), c: new Float32Array(M * N), p: { M, N, K } }));
     const ours = inputs.map(({ a, b, c, p }) => gflops(2 * p.M * p.N * p.K, timeInterleaved([() => builtin.gemm(a, b, c, p)], REPS, WARMUP)[0]!));
     const theirs = inputs.map(({ a, b, c, p }) => (blas ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => blas.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
+    // gemm "auto" (calibrated per shape class; the calibration itself runs or loads before timing)
+    const auto = blas ? createBackend({ name: "native", threads: T }) : null;
+    const autoInfo = auto?.info().gemmAuto;
+    const autoG = inputs.map(({ a, b, c, p }) => (auto ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => auto.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
     GEMM_SHAPES.forEach(([M, K, N], si) => {
       const kase = `${M}x${K}x${N}`;
       const o = ours[si]!, t = theirs[si]!;
       report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: t === null ? null : "openblas sgemm", peer_value: t, ratio: t === null ? null : o / t });
+      const ag = autoG[si];
+      if (ag !== null && ag !== undefined && t !== null && autoInfo) {
+        const pick = autoInfo.classes[denseClass(M, N, K)]!.pick;
+        report(flags, { bench: "gemm", case: `${kase} auto=${pick}`, threads: T, value: ag, unit: "GFLOP/s", peer: "faster of builtin, openblas", peer_value: Math.max(o, t), ratio: ag / Math.max(o, t) });
+      }
       if (torch) {
         const tv = torch.gemm[si]!.gflops;
         report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv, peer_cpu: torch.gemm[si]!.cpu });

@@ -11,8 +11,8 @@ import os from "node:os";
 import path from "node:path";
 import { createBackend } from "../src/backend/index.js";
 import type { Backend } from "../src/backend/spec.js";
-import { loadAddon } from "../src/backend/native/addon.js";
-import { BLAS_MARGIN, cpuIdentity, denseClass, GEMM_SHAPE_CLASSES, groupedClass, SMALL_FLOPS, THIN_DIM } from "../src/backend/native/gemm-calibrate.js";
+import { addonPath, loadAddon } from "../src/backend/native/addon.js";
+import { BLAS_MARGIN, buildIdentity, calibrationFile, cpuIdentity, denseClass, GEMM_SHAPE_CLASSES, groupedClass, SMALL_FLOPS, THIN_DIM } from "../src/backend/native/gemm-calibrate.js";
 import { assertClose, randn, TOL } from "./util.js";
 
 const blasLinked = loadAddon().blasLinked;
@@ -87,8 +87,9 @@ test("auto without a cache measures, picks the faster path per class, and matche
 test("auto cache: written once, reused, invalidated by another CPU or build; a mixed routing matches ref", { skip: !blasLinked && "OpenBLAS not linked" }, () => {
   const dir = tmpDir();
   try {
-    const file = path.join(dir, "gemm-calibration.json");
     const first = createBackend({ name: "native", threads: 2, gemmCalibrationDir: dir }).info().gemmAuto!;
+    const file = calibrationFile(dir, first.build);
+    assert.equal(first.build, buildIdentity(addonPath()));
     assert.equal(first.cached, false);
     const onDisk = JSON.parse(readFileSync(file, "utf8"));
     assert.equal(onDisk.cpu, cpuIdentity());

@@ -2,7 +2,8 @@
 // OpenBLAS on one representative problem per shape class, at the engine's own thread count, and
 // routes each later call to the faster path of its class. The result is cached per machine (CPU
 // model) and build (hash of the addon binary) in the user's cache directory
-// ($XDG_CACHE_HOME/moe-ts, else ~/.cache/moe-ts), so the ~0.2-0.4 s measurement runs once.
+// ($XDG_CACHE_HOME/moe-ts/gemm-calibration-<build>.json, else under ~/.cache), so the
+// ~0.2-0.4 s measurement runs once per machine, build and thread count.
 // Not: a block-size tuner, and not used when OpenBLAS is not linked (the built-in kernel is then
 // the only path). Holds no module-level state: a router belongs to one backend instance.
 import { createHash } from "node:crypto";
@@ -184,13 +185,21 @@ function validEntry(e: Omit<GemmCalibration, "cached"> | undefined): boolean {
 }
 
 /**
- * The calibration for this engine's thread count: from `<dir>/gemm-calibration.json` when it was
+ * The cache file of one build: one file per build, so that several builds on one machine (a
+ * checkout and its worktrees) do not evict each other's measurements.
+ */
+export function calibrationFile(dir: string, build: string): string {
+  return path.join(dir, `gemm-calibration-${build}.json`);
+}
+
+/**
+ * The calibration for this engine's thread count: from calibrationFile(dir, build) when it was
  * made on this CPU with this build, else measured now and written back (atomically; a cache that
  * cannot be written is only reported by returning cached=false each time). dir null: no cache.
  */
 export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: number, addonFile: string, dir: string | null): GemmCalibration {
   const cpu = cpuIdentity(), build = buildIdentity(addonFile);
-  const file = dir === null ? null : path.join(dir, "gemm-calibration.json");
+  const file = dir === null ? null : calibrationFile(dir, build);
   const cache = file === null ? null : readCache(file, cpu, build);
   const hit = cache?.entries[String(threads)];
   if (hit !== undefined && validEntry(hit)) return { ...hit, cached: true };

@@ -25,7 +25,7 @@ export interface NativeOptions {
    */
   gemm?: "auto" | "blas" | "builtin";
   /**
-   * Directory of the `auto` calibration cache (gemm-calibration.json). Default:
+   * Directory of the `auto` calibration cache (gemm-calibration-<build>.json). Default:
    * $XDG_CACHE_HOME/moe-ts, else ~/.cache/moe-ts. null: measure in every process, write nothing.
    */
   gemmCalibrationDir?: string | null;
