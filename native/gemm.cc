@@ -423,7 +423,8 @@ bool RunBuiltin(Engine* e, const std::vector<Problem>& probs) {
   }
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
-  e->pool.run_on_all([&](int tid) {
+  // run_dynamic: a worker not yet scheduled when the caller has taken all tasks is not waited for.
+  e->pool.run_dynamic([&](int tid) {
     if (tid >= nThreads) return;
     Workspace& ws = ThreadWorkspace();
     if (!ws.Reserve(aLen, bLen, tLen)) {
