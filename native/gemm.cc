@@ -6,8 +6,11 @@
 // Threading (builtin): every call becomes a list of independent sub-GEMM tasks (a problem of a
 // batch/group × a row or column range of its C); tasks are sorted by cost (largest first) and
 // handed out through an atomic counter on the engine's pool, so uneven groups keep every thread
-// busy. Each thread packs its own A and B blocks (a task owns whole columns or rows of C, so no
-// packed buffer is shared and no barrier is needed).
+// busy; one large problem becomes up to 4 pieces per thread, so that a thread slowed by another
+// process on its core hands its share to the others, and workers the OS has not yet scheduled
+// when the caller is done are not waited for (ThreadPool::run_dynamic). Each thread packs its own
+// A and B blocks (a task owns whole columns or rows of C, so no packed buffer is shared and no
+// barrier is needed) and re-uses its packed B when its next task is another row range of it.
 // Not: a general strided-BLAS; shapes are validated in TypeScript (src/backend/checks/gemm.ts).
 #include <algorithm>
 #include <atomic>
