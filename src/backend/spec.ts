@@ -330,6 +330,7 @@ export interface BackendInfo {
     build: string;
     cached: boolean;
     ms: number;
+    cpuShare: number;
     measuredAt: string;
     kernels: { builtin: string; blas: string };
     classes: Record<string, { builtin: number; blas: number; pick: "builtin" | "blas"; problem: string }>;

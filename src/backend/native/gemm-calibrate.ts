@@ -25,6 +25,10 @@ export const THIN_DIM = 64;
  * spinning after each call and slow whatever runs next on our pool, which a timing of it alone
  * does not see). */
 export const BLAS_MARGIN = 1.05;
+/** A measurement during which this process got less than this share of threads × wall time of
+ * CPU was disturbed by other processes: it is used by this process but not cached (measured here
+ * under load, such a run picked OpenBLAS for a class where the built-in kernel is 1.3-1.8× faster). */
+export const MIN_CPU_SHARE = 0.8;
 
 /** Class of a dense (or batched) GEMM of M×N×K, `flops` in total over the call. */
 export function denseClass(M: number, N: number, K: number, flops = 2 * M * N * K): GemmShapeClass {
@@ -66,6 +70,8 @@ export interface GemmCalibration {
   classes: Record<GemmShapeClass, ClassMeasurement>;
   /** Wall milliseconds the measurement took. */
   ms: number;
+  /** CPU time this process got during the measurement / (threads × wall time). */
+  cpuShare: number;
   /** ISO time of the measurement. */
   measuredAt: string;
   /** True when this process read it from the cache file instead of measuring. */
@@ -133,7 +139,7 @@ function bestSecondsInterleaved(fns: (() => void)[], reps: number): number[] {
  * Leaves the engine on the built-in path.
  */
 export function measure(addon: Addon, engine: EngineHandle, threads: number, cpu: string, build: string): Omit<GemmCalibration, "cached"> {
-  const t0 = performance.now();
+  const t0 = performance.now(), cpu0 = process.cpuUsage();
   const setPath = (p: GemmPathChoice) => addon.setGemmPath!(engine, p);
   const classes = {} as Record<GemmShapeClass, ClassMeasurement>;
   const dense = (cls: GemmShapeClass, M: number, K: number, N: number, reps: number) => {
@@ -163,7 +169,9 @@ export function measure(addon: Addon, engine: EngineHandle, threads: number, cpu
     record("grouped", `grouped 8x${rows} K${K} N${N}`, 2 * rows * K * N, run, 3);
   }
   setPath("builtin");
-  return { threads, cpu, build, classes, ms: performance.now() - t0, measuredAt: new Date().toISOString() };
+  const ms = performance.now() - t0, used = process.cpuUsage(cpu0);
+  const cpuShare = (used.user + used.system) / 1e3 / (threads * ms);
+  return { threads, cpu, build, classes, ms, cpuShare, measuredAt: new Date().toISOString() };
 }
 
 function readCache(file: string, cpu: string, build: string): CacheFile | null {
@@ -195,7 +203,8 @@ export function calibrationFile(dir: string, build: string): string {
 /**
  * The calibration for this engine's thread count: from calibrationFile(dir, build) when it was
  * made on this CPU with this build, else measured now and written back (atomically; a cache that
- * cannot be written is only reported by returning cached=false each time). dir null: no cache.
+ * cannot be written is only reported by returning cached=false each time), unless other processes
+ * disturbed the measurement (cpuShare < MIN_CPU_SHARE). dir null: no cache.
  */
 export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: number, addonFile: string, dir: string | null): GemmCalibration {
   const cpu = cpuIdentity(), build = buildIdentity(addonFile);
@@ -204,7 +213,7 @@ export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: num
   const hit = cache?.entries[String(threads)];
   if (hit !== undefined && validEntry(hit)) return { ...hit, cached: true };
   const fresh = measure(addon, engine, threads, cpu, build);
-  if (file !== null) {
+  if (file !== null && fresh.cpuShare >= MIN_CPU_SHARE) {
     const next: CacheFile = cache ?? { version: 1, cpu, build, entries: {} };
     next.entries[String(threads)] = fresh;
     try {
