@@ -36,20 +36,51 @@ export function parseFlags(argv: string[], parts: string[]): BenchFlags {
 }
 
 /**
- * Runs a PyTorch peer script (bench/<script>) with Debian's /usr/bin/python3 and returns the
- * `ms_median` of the JSON line it prints last; null when python3-torch is not installed or the
- * script fails (its stderr is printed).
+ * The environment of every PyTorch peer child at `threads` threads: OMP_NUM_THREADS,
+ * OPENBLAS_NUM_THREADS and MKL_NUM_THREADS = threads (Debian's PyTorch calls OpenBLAS, whose
+ * threads torch.set_num_threads does not limit: at "1 thread" it ran at 182% CPU), and
+ * OMP_WAIT_POLICY=PASSIVE (its OpenMP threads otherwise spin against OpenBLAS's).
  */
-export function torchPeerMs(script: string, args: (string | number)[], env: Record<string, string>): number | null {
+export function peerEnv(threads: number): Record<string, string> {
+  const t = String(threads);
+  return { OMP_NUM_THREADS: t, OPENBLAS_NUM_THREADS: t, MKL_NUM_THREADS: t, OMP_WAIT_POLICY: "PASSIVE" };
+}
+
+/** Label of the peer environment, for bench output. */
+export const PEER_ENV_LABEL = "OMP/OPENBLAS/MKL_NUM_THREADS=t, OMP_WAIT_POLICY=PASSIVE";
+
+/**
+ * CPU use of a peer: its CPU seconds (user + system, all its threads, from getrusage(RUSAGE_SELF)
+ * inside the child over the timed loop) divided by the wall seconds of that loop. Null when the
+ * peer did not report both.
+ */
+export function peerCpu(out: { cpu_s?: number; wall_s?: number }): number | null {
+  return typeof out.cpu_s === "number" && typeof out.wall_s === "number" && out.wall_s > 0 ? out.cpu_s / out.wall_s : null;
+}
+
+export interface PeerRun {
+  /** Median milliseconds of the peer's timed step. */
+  ms: number;
+  /** Measured cores the peer used over its timed loop (see peerCpu). */
+  cpu: number | null;
+}
+
+/**
+ * Runs a PyTorch peer script (bench/<script>) with Debian's /usr/bin/python3 in peerEnv(threads)
+ * (plus `extraEnv`) and returns the `ms_median` and measured CPU use of the JSON line it prints
+ * last; null when python3-torch is not installed or the script fails (its stderr is printed).
+ */
+export function torchPeerRun(script: string, args: (string | number)[], threads: number, extraEnv: Record<string, string> = {}): PeerRun | null {
   const py = "/usr/bin/python3";
   if (!existsSync(py) || spawnSync(py, ["-c", "import torch"]).status !== 0) return null;
   const file = new URL(`../../bench/${script}`, import.meta.url).pathname;
-  const r = spawnSync(py, [file, ...args.map(String)], { encoding: "utf8", env: { ...process.env, ...env } });
+  const r = spawnSync(py, [file, ...args.map(String)], { encoding: "utf8", env: { ...process.env, ...peerEnv(threads), ...extraEnv } });
   if (r.status !== 0) {
     console.error(r.stderr);
     return null;
   }
-  return JSON.parse(r.stdout.trim().split("\n").pop()!).ms_median;
+  const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { ms_median: number; cpu_s?: number; wall_s?: number };
+  return { ms: out.ms_median, cpu: peerCpu(out) };
 }
 
 export function wants(flags: BenchFlags, part: string): boolean {
@@ -100,6 +131,13 @@ export interface ResultLine {
   peer: string | null;
   peer_value: number | null;
   ratio: number | null;
+  /** Cores the peer measurably used (CPU s / wall s); flagged in the table above threads·1.1. */
+  peer_cpu?: number | null;
+}
+
+/** True when a peer used more than 10% more cores than its thread count says. */
+export function peerOverLabel(r: ResultLine): boolean {
+  return r.peer_cpu !== undefined && r.peer_cpu !== null && r.peer_cpu > r.threads * 1.1;
 }
 
 export function report(flags: BenchFlags, r: ResultLine): void {
@@ -109,14 +147,15 @@ export function report(flags: BenchFlags, r: ResultLine): void {
   }
   const f = (v: number | null, d = 1) => (v === null ? "-" : v.toFixed(d));
   console.log(
-    [r.bench.padEnd(14), r.case.padEnd(28), String(r.threads).padStart(2), f(r.value).padStart(8), r.unit.padEnd(8), (r.peer ?? "-").padEnd(34), f(r.peer_value).padStart(8), f(r.ratio, 2).padStart(6)].join(" "),
+    [r.bench.padEnd(14), r.case.padEnd(28), String(r.threads).padStart(2), f(r.value).padStart(8), r.unit.padEnd(8), (r.peer ?? "-").padEnd(34), f(r.peer_value).padStart(8), f(r.ratio, 2).padStart(6), (f(r.peer_cpu ?? null, 2) + (peerOverLabel(r) ? " OVER" : "")).padStart(8)].join(" "),
   );
 }
 
 export function header(flags: BenchFlags, title: string): void {
   if (flags.json) return;
   console.log(`\n# ${title}`);
-  console.log(["bench".padEnd(14), "case".padEnd(28), " t", "value".padStart(8), "unit".padEnd(8), "peer".padEnd(34), "peer".padStart(8), "ratio".padStart(6)].join(" "));
+  console.log(["bench".padEnd(14), "case".padEnd(28), " t", "value".padStart(8), "unit".padEnd(8), "peer".padEnd(34), "peer".padStart(8), "ratio".padStart(6), "peer_cpu".padStart(8)].join(" "));
+  console.log(`(peer children run with ${PEER_ENV_LABEL}; peer_cpu = the peer's measured CPU s / wall s, OVER when above 1.1 × t)`);
 }
 
 /** Notes go to stderr in --json mode so stdout stays one JSON object per line. */

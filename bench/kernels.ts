@@ -12,8 +12,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createBackend, type Backend } from "../src/backend/index.js";
 import { loadAddon } from "../src/backend/native/addon.js";
+import { denseClass } from "../src/backend/native/gemm-calibrate.js";
 import { runAttentionBench } from "./attention-bench.js";
-import { type BenchFlags, header, note, parseFlags, report, timeInterleaved, wants } from "./common.js";
+import { type BenchFlags, header, note, parseFlags, peerEnv, report, timeInterleaved, wants } from "./common.js";
 
 const PARTS = ["gemm", "grouped", "attention"];
 const GEMM_SHAPES: [number, number, number][] = [
@@ -70,8 +71,8 @@ interface TorchResult {
   torch: string;
   threads: number;
   omp_wait_policy: string;
-  gemm: { M: number; K: number; N: number; gflops: number }[];
-  grouped: { gflops: number } | null;
+  gemm: { M: number; K: number; N: number; gflops: number; cpu: number }[];
+  grouped: { gflops: number; cpu: number } | null;
 }
 
 /** Runs bench/torch_peer.py; null (with a note) when torch is not available. */
@@ -88,7 +89,7 @@ function torchPeer(flags: BenchFlags, threads: number, withGemm: boolean, withGr
     gemm: withGemm ? GEMM_SHAPES.map(([M, K, N]) => [M, K, N, false]) : [],
     grouped: withGrouped ? { sizes: GROUP_SIZES, K: GK, N: GN, transW: true } : null,
   };
-  const env = { ...process.env, OMP_WAIT_POLICY: "PASSIVE", OMP_NUM_THREADS: String(threads) };
+  const env = { ...process.env, ...peerEnv(threads) };
   const r = spawnSync(PYTHON, [script, JSON.stringify(cfg)], { env, encoding: "utf8", timeout: 600_000 });
   if (r.status !== 0) {
     note(flags, `torch peer unavailable (${PYTHON} ${path.basename(script)} exited ${r.status}): ${(r.stderr ?? "").trim().split("\n").pop()}`);
@@ -98,7 +99,7 @@ function torchPeer(flags: BenchFlags, threads: number, withGemm: boolean, withGr
 }
 
 function torchLabel(t: TorchResult): string {
-  return `torch ${t.torch} (OMP_WAIT_POLICY=${t.omp_wait_policy})`;
+  return `torch ${t.torch} mm`;
 }
 
 const gflops = (flops: number, s: number) => flops / s / 1e9;
@@ -117,13 +118,22 @@ function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
     const inputs = GEMM_SHAPES.map(([M, K, N]) => ({ a: randomF32(M * K, 10), b: randomF32(K * N, 11), c: new Float32Array(M * N), p: { M, N, K } }));
     const ours = inputs.map(({ a, b, c, p }) => gflops(2 * p.M * p.N * p.K, timeInterleaved([() => builtin.gemm(a, b, c, p)], REPS, WARMUP)[0]!));
     const theirs = inputs.map(({ a, b, c, p }) => (blas ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => blas.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
+    // gemm "auto" (calibrated per shape class; the calibration itself runs or loads before timing)
+    const auto = blas ? createBackend({ name: "native", threads: T }) : null;
+    const autoInfo = auto?.info().gemmAuto;
+    const autoG = inputs.map(({ a, b, c, p }) => (auto ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => auto.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
     GEMM_SHAPES.forEach(([M, K, N], si) => {
       const kase = `${M}x${K}x${N}`;
       const o = ours[si]!, t = theirs[si]!;
       report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: t === null ? null : "openblas sgemm", peer_value: t, ratio: t === null ? null : o / t });
+      const ag = autoG[si];
+      if (ag !== null && ag !== undefined && t !== null && autoInfo) {
+        const pick = autoInfo.classes[denseClass(M, N, K)]!.pick;
+        report(flags, { bench: "gemm", case: `${kase} auto=${pick}`, threads: T, value: ag, unit: "GFLOP/s", peer: "faster of builtin, openblas", peer_value: Math.max(o, t), ratio: ag / Math.max(o, t) });
+      }
       if (torch) {
         const tv = torch.gemm[si]!.gflops;
-        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv });
+        report(flags, { bench: "gemm", case: `${kase} ${name}`, threads: T, value: o, unit: "GFLOP/s", peer: torchLabel(torch), peer_value: tv, ratio: o / tv, peer_cpu: torch.gemm[si]!.cpu });
       }
     });
   }
@@ -165,7 +175,7 @@ function benchGrouped(flags: BenchFlags, blasLinked: boolean): void {
     }
     const torch = torchPeer(flags, T, false, true);
     if (torch?.grouped) {
-      report(flags, { bench: "grouped", case: "fwd builtin vs torch loop", threads: T, value: fwd.builtin!, unit: "GFLOP/s", peer: `${torchLabel(torch)} mm per group`, peer_value: torch.grouped.gflops, ratio: fwd.builtin! / torch.grouped.gflops });
+      report(flags, { bench: "grouped", case: "fwd builtin vs torch loop", threads: T, value: fwd.builtin!, unit: "GFLOP/s", peer: `${torchLabel(torch)} per group`, peer_value: torch.grouped.gflops, ratio: fwd.builtin! / torch.grouped.gflops, peer_cpu: torch.grouped.cpu });
     }
   }
 }

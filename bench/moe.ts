@@ -11,7 +11,7 @@ import type { MoeConfig, ModelConfig } from "../src/model/config.js";
 import { MoeModel, initParams } from "../src/model/model.js";
 import { singleProcessGroup } from "../src/parallel/group.js";
 import { createRng } from "../src/core/rng.js";
-import { header, note, parseFlags, report, timeInterleaved, timeMs, torchPeerMs, wants, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeInterleaved, timeMs, torchPeerRun, wants, type BenchFlags } from "./common.js";
 
 function randn(n: number, std: number, seed: number): Float32Array {
   const r = createRng(seed);
@@ -38,12 +38,13 @@ function layerBench(flags: BenchFlags, threads: number, reps: number): void {
     moeBackward(be, st, w, dw, sc, dx, dy, x, 1);
   }, reps);
   const flops = 3 * (2 * T * C * E + 2 * T * K * C * 2 * F + 2 * T * K * F * C);
-  const peerMs = torchPeerMs("moe_torch.py", [T, C, E, K, F, threads, reps], { OMP_WAIT_POLICY: "PASSIVE" });
+  const peer = torchPeerRun("moe_torch.py", [T, C, E, K, F, threads, reps], threads);
+  const peerMs = peer?.ms ?? null;
   report(flags, {
     bench: "moe_layer_fwd_bwd", case: `T${T}_d${C}_E${E}_K${K}_F${F}`, threads, value: ms, unit: "ms",
-    peer: "pytorch-1.13 mixtral loop", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms,
+    peer: "pytorch-1.13 mixtral loop", peer_value: peerMs, ratio: peerMs === null ? null : peerMs / ms, peer_cpu: peer?.cpu ?? null,
   });
-  note(flags, `  ours ${(flops / ms / 1e6).toFixed(1)} GFLOP/s; ratio = PyTorch ms / our ms (OMP_WAIT_POLICY=PASSIVE for PyTorch)`);
+  note(flags, `  ours ${(flops / ms / 1e6).toFixed(1)} GFLOP/s; ratio = PyTorch ms / our ms (PyTorch with OMP/OPENBLAS/MKL_NUM_THREADS=${threads}, OMP_WAIT_POLICY=PASSIVE)`);
 }
 
 function modelCfg(kind: "moe" | "dense", dispatch: MoeConfig["dispatch"]): ModelConfig {

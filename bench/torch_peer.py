@@ -1,6 +1,8 @@
 """PyTorch peer for bench/kernels.ts: times torch.mm (and a per-group torch.mm loop, the HF
 Mixtral way of running experts) for the shapes given on argv as JSON, and prints one JSON
-object on stdout. Run by kernels.ts with /usr/bin/python3 and OMP_WAIT_POLICY=PASSIVE.
+object on stdout; each record carries "cpu": getrusage(RUSAGE_SELF) CPU seconds (all threads) /
+wall seconds over its timed calls. Run by kernels.ts with /usr/bin/python3 in common.ts's
+peerEnv (OMP/OPENBLAS/MKL_NUM_THREADS = threads, OMP_WAIT_POLICY=PASSIVE).
 Not: a correctness check (kernels.ts validates our kernels against the ref backend).
 
 argv[1] = {"threads": t, "reps": r, "warmup": w,
@@ -9,6 +11,7 @@ FLOP formula: 2·M·N·K per GEMM; GFLOP/s = flops / median seconds / 1e9.
 """
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -16,15 +19,23 @@ import time
 import torch
 
 
+def cpu_seconds():
+    """User + system CPU seconds of this process, all threads (OpenBLAS's and OpenMP's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def median_seconds(fn, reps, warmup):
+    """(median seconds, CPU seconds / wall seconds over the timed calls)."""
     for _ in range(warmup):
         fn()
     times = []
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), (cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
 
 
 def main():
@@ -45,8 +56,8 @@ def main():
             b = torch.randn(N, K) if trans_b else torch.randn(K, N)
             c = torch.empty(M, N)
             bop = b.t() if trans_b else b
-            s = median_seconds(lambda: torch.mm(a, bop, out=c), reps, warmup)
-            out["gemm"].append({"M": M, "K": K, "N": N, "gflops": 2.0 * M * N * K / s / 1e9})
+            s, cpu = median_seconds(lambda: torch.mm(a, bop, out=c), reps, warmup)
+            out["gemm"].append({"M": M, "K": K, "N": N, "gflops": 2.0 * M * N * K / s / 1e9, "cpu": cpu})
         g = cfg.get("grouped")
         if g:
             sizes, K, N, trans_w = g["sizes"], g["K"], g["N"], g["transW"]
@@ -65,8 +76,8 @@ def main():
                     we = w[e].t() if trans_w else w[e]
                     torch.mm(x[offs[e]:offs[e + 1]], we, out=y[offs[e]:offs[e + 1]])
 
-            s = median_seconds(run, reps, warmup)
-            out["grouped"] = {"gflops": 2.0 * total * N * K / s / 1e9}
+            s, cpu = median_seconds(run, reps, warmup)
+            out["grouped"] = {"gflops": 2.0 * total * N * K / s / 1e9, "cpu": cpu}
     print(json.dumps(out))
 
 

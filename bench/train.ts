@@ -15,7 +15,7 @@ import { buildRunHfConfig } from "../src/train/trainer.js";
 import { defaultTrainConfig } from "../src/train/config.js";
 import { createOptimState, gradNorm, optimStep } from "../src/train/optim.js";
 import { createRng } from "../src/core/rng.js";
-import { header, note, parseFlags, report, timeMs, torchPeerMs, type BenchFlags } from "./common.js";
+import { header, note, parseFlags, report, timeMs, torchPeerRun, type PeerRun, type BenchFlags } from "./common.js";
 
 interface Case {
   name: string;
@@ -58,10 +58,10 @@ function ourStep(be: Backend, k: Case, reps: number): number {
   return timeMs(step, reps);
 }
 
-function torchStep(k: Case, threads: number, reps: number): number | null {
+function torchStep(k: Case, threads: number, reps: number): PeerRun | null {
   const c = k.cfg;
   const args = [c.vocabSize, c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.moe.numExperts, c.moe.topK, c.moe.expertIntermediateSize, k.B, k.T, threads, reps];
-  return torchPeerMs("train_torch.py", args, { OMP_WAIT_POLICY: "PASSIVE", OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) });
+  return torchPeerRun("train_torch.py", args, threads);
 }
 
 function gemmPeak(be: Backend): number {
@@ -81,10 +81,11 @@ function main(flags: BenchFlags): void {
       const be = createBackend({ name: "native", threads: t });
       const peak = peaks.get(t)!;
       const ms = ourStep(be, k, reps);
-      const tms = torchStep(k, t, reps);
+      const peer = torchStep(k, t, reps);
+      const tms = peer?.ms ?? null;
       const tok = k.B * k.T;
       const ours = tok / (ms / 1e3), theirs = tms === null ? null : tok / (tms / 1e3);
-      report(flags, { bench: "train", case: k.name, threads: t, value: ours, unit: "tok/s", peer: theirs === null ? null : "pytorch-1.13 same model + AdamW", peer_value: theirs, ratio: theirs === null ? null : ours / theirs });
+      report(flags, { bench: "train", case: k.name, threads: t, value: ours, unit: "tok/s", peer: theirs === null ? null : "pytorch-1.13 same model + AdamW", peer_value: theirs, ratio: theirs === null ? null : ours / theirs, peer_cpu: peer?.cpu ?? null });
       const mfu = (flopsPerToken * ours) / 1e9 / peak;
       note(flags, `  ${tok} tokens/step: ours ${ms.toFixed(1)} ms/step, PyTorch ${tms === null ? "-" : tms.toFixed(1)} ms/step; model ${(flopsPerToken * ours / 1e9).toFixed(1)} GFLOP/s = ${(mfu * 100).toFixed(1)}% of the built-in GEMM peak ${peak.toFixed(0)} GFLOP/s (${t} threads)`);
       if (flags.json) console.log(JSON.stringify({ bench: "train_mfu", case: k.name, threads: t, value: mfu, unit: "fraction of GEMM peak", peer: "gemm 2048x1024x1024", peer_value: peak, ratio: null }));

@@ -3,11 +3,17 @@
 (RMSNorm, GQA attention with RoPE rotate_half, Skywork-normalised softmax top-k router,
 dropless HF-Mixtral-style expert loop, untied LM head, Skywork aux loss), one training step =
 forward + backward + torch.optim.AdamW, f32, at a given thread count.
-argv: V C L NH KVH E K F B T threads reps. Prints one JSON line {"ms_median", "ms_all", "threads"}.
+argv: V C L NH KVH E K F B T threads reps. Prints one JSON line {"ms_median", "ms_all", "threads",
+"cpu_s", "wall_s"} (getrusage(RUSAGE_SELF) CPU seconds and wall seconds over the timed loop).
 Run with Debian's /usr/bin/python3."""
-import json, math, os, sys, time
+import json, math, os, resource, sys, time
 import torch
 import torch.nn.functional as F
+
+def cpu_seconds():
+    """User + system CPU seconds of this process, all threads (OpenBLAS's and OpenMP's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 def main():
     V, C, L, NH, KVH, E, K, FF, B, T, threads, reps = (int(a) for a in sys.argv[1:13])
@@ -73,12 +79,14 @@ def main():
 
     step()
     times = []
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     for _ in range(reps):
         t0 = time.perf_counter()
         step()
         times.append((time.perf_counter() - t0) * 1e3)
+    cpu_s, wall_s = cpu_seconds() - cpu0, time.perf_counter() - wall0
     times.sort()
-    print(json.dumps({"threads": threads, "ms_median": times[len(times) // 2], "ms_all": times, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}))
+    print(json.dumps({"threads": threads, "ms_median": times[len(times) // 2], "ms_all": times, "cpu_s": cpu_s, "wall_s": wall_s, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}))
 
 if __name__ == "__main__":
     main()

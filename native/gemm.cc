@@ -6,8 +6,11 @@
 // Threading (builtin): every call becomes a list of independent sub-GEMM tasks (a problem of a
 // batch/group × a row or column range of its C); tasks are sorted by cost (largest first) and
 // handed out through an atomic counter on the engine's pool, so uneven groups keep every thread
-// busy. Each thread packs its own A and B blocks (a task owns whole columns or rows of C, so no
-// packed buffer is shared and no barrier is needed).
+// busy; one large problem becomes up to 4 pieces per thread, so that a thread slowed by another
+// process on its core hands its share to the others, and workers the OS has not yet scheduled
+// when the caller is done are not waited for (ThreadPool::run_dynamic). Each thread packs its own
+// A and B blocks (a task owns whole columns or rows of C, so no packed buffer is shared and no
+// barrier is needed) and re-uses its packed B when its next task is another row range of it.
 // Not: a general strided-BLAS; shapes are validated in TypeScript (src/backend/checks/gemm.ts).
 #include <algorithm>
 #include <atomic>
@@ -180,10 +183,29 @@ struct Workspace {
   float* a = nullptr;    // mc × kc
   float* b = nullptr;    // kc × nc
   float* tmp = nullptr;  // mr × nr edge tile
+  // Which B block `b` holds (source pointer, strides, k and n range), valid only within the call
+  // that packed it (BeginCall clears it): a thread that takes a second row range of the same
+  // problem reuses its packed B instead of packing it again.
+  const float* bSrc = nullptr;
+  int64_t bRs = 0, bCs = 0, bK0 = 0, bKc = 0, bJ0 = 0, bNc = 0;
+  void BeginCall() { bSrc = nullptr; }
+  bool HoldsB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc) const {
+    return bSrc == B.p && bSrc != nullptr && bRs == B.rs && bCs == B.cs && bK0 == k0 && bKc == kc && bJ0 == j0 && bNc == nc;
+  }
+  void SetB(const MatView& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc) {
+    bSrc = B.p;
+    bRs = B.rs;
+    bCs = B.cs;
+    bK0 = k0;
+    bKc = kc;
+    bJ0 = j0;
+    bNc = nc;
+  }
   bool Reserve(int64_t aLen, int64_t bLen, int64_t tLen) {
     const int64_t pad = 16;  // floats = 64 bytes
     const int64_t total = aLen + bLen + tLen + 4 * pad;
     if (total > capacity) {
+      bSrc = nullptr;
       raw.reset();
       raw.reset(new (std::nothrow) float[total]);
       capacity = raw ? total : 0;
@@ -261,6 +283,7 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
       const int64_t kc = std::min<int64_t>(kcP, p.K - pc);
       const float beta = pc == 0 ? p.beta : 1.0f;
       if (fuseB) {
+        ws.bSrc = nullptr;  // ws.b now holds chunks, not a whole block
         const int64_t mc = t.m1 - t.m0;
         PackA(p.A, t.m0, mc, pc, kc, mr, ws.a, mk.packA);
         const int64_t chunk = 4 * static_cast<int64_t>(nr);  // 4 panels per packed chunk (measured: 2-32 within 5%)
@@ -277,9 +300,16 @@ void RunTaskBuiltin(const MicroKernel& mk, const Problem& p, const Task& t, Work
         }
         continue;
       }
-      PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT, mk.packBN);
-      for (int64_t ic = t.m0; ic < t.m1; ic += mk.mc) {
-        const int64_t mc = std::min<int64_t>(mk.mc, t.m1 - ic);
+      if (!ws.HoldsB(p.B, pc, kc, jc, nc)) {
+        PackB(p.B, pc, kc, jc, nc, nr, ws.b, mk.packBT, mk.packBN);
+        ws.SetB(p.B, pc, kc, jc, nc);
+      }
+      // Rows in A blocks of equal height (a multiple of mr, at most mc): a range of 512 rows runs
+      // as 4×140 instead of 3×168 + 8, whose thin last block would sweep all of B for few rows.
+      const int64_t rows = t.m1 - t.m0, nBlocks = (rows + mk.mc - 1) / mk.mc;
+      const int64_t mcEven = std::min<int64_t>(mk.mc, RoundUp((rows + nBlocks - 1) / nBlocks, mr));
+      for (int64_t ic = t.m0; ic < t.m1; ic += mcEven) {
+        const int64_t mc = std::min<int64_t>(mcEven, t.m1 - ic);
         PackA(p.A, ic, mc, pc, kc, mr, ws.a, mk.packA);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int64_t nb = std::min<int64_t>(nr, nc - jr);
@@ -304,14 +334,23 @@ double Cost(int64_t m, int64_t n, int64_t k) {
 }
 
 // Splits one problem into `parts` tasks along N (each thread then re-packs all of A) or along M
-// (each re-packs all of B), whichever repeats less packing, at micro-tile granularity.
-void SplitProblem(int32_t pi, const Problem& p, int64_t parts, int mr, int nr, std::vector<Task>& out) {
+// (each re-packs all of B), whichever repeats less packing, at micro-tile granularity. Split
+// along M, a problem whose B is more than one packed block (K > kcMax or N > nc) is cut into at
+// most `minParts` tasks: a thread's second row range would re-pack every block of B, while with
+// one block it reuses the B it already packed (Workspace::HoldsB).
+void SplitProblem(int32_t pi, const Problem& p, int64_t parts, int64_t minParts, const MicroKernel& mk,
+                  std::vector<Task>& out) {
   if (p.M == 0 || p.N == 0) return;
+  const int mr = mk.mr, nr = mk.nr;
   const int64_t nPanels = (p.N + nr - 1) / nr, mStrips = (p.M + mr - 1) / mr;
   parts = std::max<int64_t>(1, std::min<int64_t>(parts, std::max(nPanels, mStrips)));
   const bool splitN = parts > 1 && nPanels >= parts && (p.M <= p.N || mStrips < parts);
   const int64_t units = splitN ? nPanels : mStrips;
   parts = std::min(parts, units);
+  if (!splitN && parts > minParts) {
+    const int64_t kc = KBlock(mk, p.K);
+    if (kc < p.K || NBlock(mk, kc) < p.N) parts = std::max<int64_t>(1, std::min(minParts, units));
+  }
   for (int64_t s = 0; s < parts; ++s) {
     const int64_t u0 = units * s / parts, u1 = units * (s + 1) / parts;
     Task t{pi, 0, p.M, 0, p.N, 0.0};
@@ -332,9 +371,18 @@ void SplitProblem(int32_t pi, const Problem& p, int64_t parts, int mr, int nr, s
 // pool's workers costs several µs, more than a smaller GEMM gains from a second core.
 constexpr double kParallelMinCost = 2.0 * 128 * 128 * 128;
 
+// A single problem is cut into up to kPiecesPerThread tasks per thread, each of at least
+// kMinPieceCost flops (~0.3 ms), handed out dynamically. With one task per thread (the former
+// split) a thread that shares its core with another process holds the whole call back: measured
+// here with a busy loop on one of 2 cores, a 2-thread 2048×1024×1024 ran at the 1-thread speed
+// (165 vs 161 GFLOP/s); with pieces the other thread takes over the slowed thread's share.
+constexpr int64_t kPiecesPerThread = 4;
+constexpr double kMinPieceCost = 2.0 * 256 * 256 * 512;
+
 // Runs all problems of one call on the engine's pool with the built-in kernel.
-// One problem: `threads` tasks. Several: each problem is cut into pieces no larger than
-// total / (2·threads), then the tasks go out largest first (LPT) through an atomic counter.
+// One problem: threads × (1..kPiecesPerThread) tasks. Several: each problem is cut into pieces
+// no larger than total / (2·threads). The tasks go out largest first (LPT) through an atomic
+// counter.
 bool RunBuiltin(Engine* e, const std::vector<Problem>& probs) {
   const MicroKernel& mk = SelectKernel();
   const int T = e->threads;
@@ -342,19 +390,20 @@ bool RunBuiltin(Engine* e, const std::vector<Problem>& probs) {
   for (const Problem& p : probs) total += Cost(p.M, p.N, p.K);
   const bool parallel = T > 1 && total >= kParallelMinCost;
   std::vector<Task> tasks;
-  tasks.reserve(probs.size() * (parallel ? 2 * T : 1));
+  tasks.reserve(probs.size() * (parallel ? kPiecesPerThread * T : 1));
   for (size_t i = 0; i < probs.size(); ++i) {
     const Problem& p = probs[i];
     int64_t parts = 1;
     if (parallel) {
       if (probs.size() == 1) {
-        parts = T;
+        const double perThread = Cost(p.M, p.N, p.K) / T;
+        parts = T * std::max<int64_t>(1, std::min<int64_t>(kPiecesPerThread, static_cast<int64_t>(perThread / kMinPieceCost)));
       } else {
         const double c = Cost(p.M, p.N, p.K), target = total / (2.0 * T);
         parts = static_cast<int64_t>(std::min<double>(2.0 * T, std::ceil(c / target - 1e-9)));
       }
     }
-    SplitProblem(static_cast<int32_t>(i), p, parts, mk.mr, mk.nr, tasks);
+    SplitProblem(static_cast<int32_t>(i), p, parts, parallel ? T : 1, mk, tasks);
   }
   if (tasks.empty()) return true;
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
@@ -371,18 +420,21 @@ bool RunBuiltin(Engine* e, const std::vector<Problem>& probs) {
   if (nThreads == 1) {
     Workspace& ws = ThreadWorkspace();
     if (!ws.Reserve(aLen, bLen, tLen)) return false;
+    ws.BeginCall();
     for (const Task& t : tasks) RunTaskBuiltin(mk, probs[t.prob], t, ws);
     return true;
   }
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
-  e->pool.run_on_all([&](int tid) {
+  // run_dynamic: a worker not yet scheduled when the caller has taken all tasks is not waited for.
+  e->pool.run_dynamic([&](int tid) {
     if (tid >= nThreads) return;
     Workspace& ws = ThreadWorkspace();
     if (!ws.Reserve(aLen, bLen, tLen)) {
       failed.store(true);
       return;  // the other threads take this thread's share of the tasks
     }
+    ws.BeginCall();
     for (;;) {
       const size_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= tasks.size()) break;
@@ -556,6 +608,21 @@ void RegisterGemm(Napi::Env env, Napi::Object exports) {
   exports.Set("batchedGemm", Napi::Function::New(env, BatchedGemmFn));
   exports.Set("groupedGemm", Napi::Function::New(env, GroupedGemmFn));
   exports.Set("groupedGemmWeightGrad", Napi::Function::New(env, GroupedGemmWeightGradFn));
+  // setGemmPath(engine, "blas" | "builtin"): the path of this engine's later GEMM calls (the
+  // calibrated `auto` mode of the TypeScript backend switches it per shape class).
+  exports.Set("setGemmPath", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Engine* e = GetEngine(info);
+    const std::string path = Str(info[1]);
+    if (path == "builtin") {
+      e->gemm = GemmPath::Builtin;
+    } else if (path == "blas" && BlasLinked()) {
+      e->gemm = GemmPath::Blas;
+    } else {
+      Napi::Error::New(info.Env(), "setGemmPath: expected 'builtin' or 'blas' (with OpenBLAS linked), got '" + path + "'")
+          .ThrowAsJavaScriptException();
+    }
+    return info.Env().Undefined();
+  }));
   // Name of the built-in micro-kernel this CPU gets ("builtin-avx512", "builtin-avx2", "builtin-scalar").
   exports.Set("builtinGemmKernel", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), SelectKernel().name);

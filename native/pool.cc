@@ -13,6 +13,9 @@ namespace {
 // Measured: a 2-thread 512³ GEMM waited ~0.2 ms per call for a sleeping worker to wake.
 constexpr int kSpinIters = 1 << 12;
 
+constexpr uint64_t kClosed = uint64_t(1) << 31;  // run_dynamic: no more workers may join
+constexpr uint64_t kJoinedMask = kClosed - 1;
+
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
@@ -39,12 +42,32 @@ void ThreadPool::worker(int tid) {
   for (;;) {
     for (int i = 0; i < kSpinIters && generation_.load(std::memory_order_acquire) == seen; ++i) CpuRelax();
     const std::function<void(int)>* job;
+    bool dynamic;
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
       if (stop_) return;
       seen = generation_.load(std::memory_order_relaxed);
       job = job_;
+      dynamic = dynamic_;
+    }
+    if (job == nullptr) continue;  // a run_dynamic job that finished before this worker woke
+    if (dynamic) {
+      // Join unless the caller has closed this job (or already started a newer one).
+      uint64_t s = slot_.load(std::memory_order_acquire);
+      bool joined = false;
+      while ((s >> 32) == (seen & 0xffffffffu) && (s & kClosed) == 0) {
+        if (slot_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
+          joined = true;
+          break;
+        }
+      }
+      if (!joined) continue;
+      (*job)(tid);
+      finished_.fetch_add(1, std::memory_order_acq_rel);
+      std::lock_guard<std::mutex> lk(mu_);  // pairs with the caller's predicate check under mu_
+      done_cv_.notify_one();
+      continue;
     }
     (*job)(tid);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -63,6 +86,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;
+    dynamic_ = false;
     pending_.store(threads_ - 1, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
@@ -72,6 +96,31 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
   job_ = nullptr;
+}
+
+void ThreadPool::run_dynamic(const std::function<void(int)>& fn) {
+  if (threads_ == 1) {
+    fn(0);
+    return;
+  }
+  std::lock_guard<std::mutex> run_lk(run_mu_);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    job_ = &fn;
+    dynamic_ = true;
+    finished_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+    slot_.store((gen & 0xffffffffu) << 32, std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
+  }
+  cv_.notify_all();
+  fn(0);
+  const int joined = static_cast<int>(slot_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
+  for (int i = 0; i < kSpinIters && finished_.load(std::memory_order_acquire) != joined; ++i) CpuRelax();
+  std::unique_lock<std::mutex> lk(mu_);
+  done_cv_.wait(lk, [&] { return finished_.load(std::memory_order_acquire) == joined; });
+  job_ = nullptr;
+  dynamic_ = false;
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {

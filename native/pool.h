@@ -29,6 +29,13 @@ class ThreadPool {
   // fn(tid) once on every thread (tid in [0, size())). Blocks until all ran.
   void run_on_all(const std::function<void(int tid)>& fn);
 
+  // fn(tid) on the caller (tid 0) and on each worker that starts before the caller's own fn(0)
+  // has returned; a worker that wakes later skips the job. For jobs that hand out their work
+  // through a shared counter, where any one thread may end up doing all of it: the call then
+  // never waits for a worker that the OS has not scheduled yet (a core shared with another
+  // process). Blocks until every worker that started has returned.
+  void run_dynamic(const std::function<void(int tid)>& fn);
+
  private:
   void worker(int tid);
   int threads_;
@@ -40,6 +47,11 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};  // written under mu_, read without it while spinning
   std::atomic<int> pending_{0};          // workers still running the current job
   bool stop_ = false;
+  // run_dynamic: job kind (read under mu_), join slot (generation << 32 | kClosed | joined
+  // workers) and the number of joined workers that have returned.
+  bool dynamic_ = false;
+  std::atomic<uint64_t> slot_{0};
+  std::atomic<int> finished_{0};
   std::mutex run_mu_;  // serialises callers of run_on_all
 };
 

@@ -403,6 +403,21 @@ export interface BackendInfo {
   gemm: string;
   blasAvailable: boolean;
   cpuFeatures: string[];
+  /**
+   * native gemm "auto" with OpenBLAS linked: the measured GFLOP/s of each path per shape class and
+   * the path picked (then `gemm` names the pick of the "large" class). See native/gemm-calibrate.ts.
+   */
+  gemmAuto?: {
+    threads: number;
+    cpu: string;
+    build: string;
+    cached: boolean;
+    ms: number;
+    cpuShare: number;
+    measuredAt: string;
+    kernels: { builtin: string; blas: string };
+    classes: Record<string, { builtin: number; blas: number; pick: "builtin" | "blas"; problem: string }>;
+  };
 }
 
 export interface Kernels extends GemmKernels, QuantKernels, QuantBlockKernels, ConvertKernels, OpsKernels, AttentionKernels, PagedAttentionKernels, RouteKernels {}

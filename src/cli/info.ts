@@ -25,7 +25,16 @@ export async function runInfo(argv: string[]): Promise<number> {
   console.log(`moe-ts engine`);
   console.log(`  backend        ${info.backend}`);
   console.log(`  threads        ${info.threads}`);
-  console.log(`  gemm           ${info.gemm}`);
+  console.log(`  gemm           ${info.gemm}${info.gemmAuto ? " (auto, by measurement)" : ""}`);
+  if (info.gemmAuto) {
+    const a = info.gemmAuto;
+    const how = a.cached ? `cached, measured ${a.measuredAt}` : `measured now in ${a.ms.toFixed(0)} ms, CPU share ${a.cpuShare.toFixed(2)}${a.cpuShare < 0.8 ? " (disturbed by other processes: not cached)" : ""}`;
+    console.log(`  gemm auto      ${a.threads} threads, ${how}; cpu ${a.cpu}; build ${a.build}`);
+    for (const [cls, m] of Object.entries(a.classes)) {
+      const pick = m.pick === "blas" ? a.kernels.blas : a.kernels.builtin;
+      console.log(`    ${cls.padEnd(8)} ${m.problem.padEnd(24)} ${a.kernels.builtin} ${m.builtin.toFixed(0).padStart(4)} GFLOP/s, openblas ${m.blas.toFixed(0).padStart(4)} GFLOP/s -> ${pick}`);
+    }
+  }
   console.log(`  openblas       ${info.blasAvailable ? "linked" : "not linked (built-in GEMM only)"}`);
   console.log(`  cpu features   ${info.cpuFeatures.join(" ") || "-"}`);
   console.log(`  node           ${process.version} (${process.platform}-${process.arch})`);

@@ -19,8 +19,13 @@ export function packageRoot(): string {
   throw new Error("moe-ts: cannot locate the package root (binding.gyp) from " + fileURLToPath(import.meta.url));
 }
 
+/** Path of the compiled addon (also the build identity the GEMM calibration cache is keyed by). */
+export function addonPath(): string {
+  return path.join(packageRoot(), "build", "Release", "moe_native.node");
+}
+
 export function loadAddon(): Addon {
-  const file = path.join(packageRoot(), "build", "Release", "moe_native.node");
+  const file = addonPath();
   if (!existsSync(file)) {
     throw new Error(`moe-ts: native engine not built (${file} is missing); run \`npm install\` or \`npm run build\``);
   }

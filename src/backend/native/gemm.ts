@@ -3,19 +3,25 @@
 // Not: the quantised GEMM (`nativeQuant` belongs to the quant area).
 import type { GemmKernels } from "../spec.js";
 import type { Addon, EngineHandle } from "./addon.js";
+import { denseClass, groupedClass, type GemmRouter } from "./gemm-calibrate.js";
 
-export function nativeGemm(addon: Addon, engine: EngineHandle): GemmKernels {
+/** router: the calibrated `auto` mode picks the path per call; absent, the engine's fixed path. */
+export function nativeGemm(addon: Addon, engine: EngineHandle, router?: GemmRouter): GemmKernels {
   return {
     gemm(a, b, c, p) {
+      router?.use(denseClass(p.M, p.N, p.K));
       addon.gemm!(engine, a, b, c, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
     },
     batchedGemm(a, b, c, p) {
+      router?.use(denseClass(p.M, p.N, p.K, 2 * p.batch * p.M * p.N * p.K));
       addon.batchedGemm!(engine, a, b, c, p.batch, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
     },
     groupedGemm(x, w, y, sizes, p) {
+      router?.use(groupedClass(sizes, p.K, p.N));
       addon.groupedGemm!(engine, x, w, y, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 0);
     },
     groupedGemmWeightGrad(x, dy, dw, sizes, p) {
+      router?.use(groupedClass(sizes, p.K, p.N));
       addon.groupedGemmWeightGrad!(engine, x, dy, dw, sizes, p.K, p.N, p.transW ?? false, p.beta ?? 1);
     },
   };

@@ -3,7 +3,8 @@
 import type { Backend, BackendInfo } from "../spec.js";
 import { withChecks } from "../checks/common.js";
 import { checkKernels } from "../checks/index.js";
-import { loadAddon, type EngineHandle } from "./addon.js";
+import { addonPath, loadAddon, type EngineHandle } from "./addon.js";
+import { defaultCalibrationDir, GemmRouter } from "./gemm-calibrate.js";
 import { nativeGemm } from "./gemm.js";
 import { nativeQuant } from "./quant.js";
 import { nativeQuantBlocks } from "./quant-blocks.js";
@@ -17,12 +18,19 @@ export interface NativeOptions {
   /** Worker threads of this engine. Default: MOE_NUM_THREADS, else the number of cores. */
   threads?: number;
   /**
-   * GEMM path. "auto" (default): the built-in kernel on CPUs with AVX-512 (measured 1.4–1.9× OpenBLAS
-   * 0.3.21 here, which runs AVX2 kernels, and it never leaves OpenBLAS worker threads spinning
-   * against our pool); elsewhere OpenBLAS when linked, else the built-in kernel.
+   * GEMM path. "auto" (default): with OpenBLAS linked, the faster of the built-in kernel and
+   * OpenBLAS per shape class (small, thin, large, grouped) at this engine's thread count, by a
+   * ~0.2-0.4 s measurement on the first GEMM call (see gemm-calibrate.ts), cached per CPU model
+   * and build; without OpenBLAS, the built-in kernel. ISA flags alone mislead: the built-in
+   * AVX-512 kernel is 1.9× OpenBLAS on Zen 5 but was measured below it at 2 threads on Zen 4.
    * "blas": OpenBLAS, an error if not linked. "builtin": our packed micro-kernel.
    */
   gemm?: "auto" | "blas" | "builtin";
+  /**
+   * Directory of the `auto` calibration cache (gemm-calibration-<build>.json). Default:
+   * $XDG_CACHE_HOME/moe-ts, else ~/.cache/moe-ts. null: measure in every process, write nothing.
+   */
+  gemmCalibrationDir?: string | null;
 }
 
 export function defaultThreads(hardwareThreads: number): number {
@@ -38,13 +46,16 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
   const threads = opts.threads ?? defaultThreads(addon.hardwareThreads!() as number);
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`native backend: threads must be a positive integer, got ${threads}`);
   const mode = opts.gemm ?? "auto";
+  if (mode !== "auto" && mode !== "blas" && mode !== "builtin") throw new Error(`native backend: gemm must be 'auto', 'blas' or 'builtin', got '${String(mode)}'`);
+  const calDir = opts.gemmCalibrationDir === undefined ? defaultCalibrationDir() : opts.gemmCalibrationDir;
+  if (calDir !== null && (typeof calDir !== "string" || calDir === "")) throw new Error(`native backend: gemmCalibrationDir must be a non-empty path or null, got ${JSON.stringify(calDir)}`);
   if (mode === "blas" && !addon.blasLinked) throw new Error("native backend: gemm 'blas' requested, but the engine was built without OpenBLAS (install libopenblas-dev and run `npm run build`)");
-  const builtinKernel = addon.builtinGemmKernel!() as string;
-  const path = mode === "auto" ? (builtinKernel === "builtin-avx512" || !addon.blasLinked ? "builtin" : "blas") : mode;
+  const path = mode === "blas" ? "blas" : "builtin";
   const engine = addon.createEngine!(threads, path) as EngineHandle;
+  const router = mode === "auto" && addon.blasLinked ? new GemmRouter(addon, engine, threads, addonPath(), calDir) : undefined;
   const kernels = withChecks(
     {
-      ...nativeGemm(addon, engine),
+      ...nativeGemm(addon, engine, router),
       ...nativeQuant(addon, engine),
       ...nativeQuantBlocks(addon, engine),
       ...nativeConvert(addon, engine),
@@ -59,6 +70,13 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
   return {
     ...kernels,
     name: "native",
-    info: (): BackendInfo => ({ backend: "native", ...(addon.engineInfo!(engine) as Omit<BackendInfo, "backend">) }),
+    info: (): BackendInfo => {
+      const base = { backend: "native" as const, ...(addon.engineInfo!(engine) as Omit<BackendInfo, "backend">) };
+      if (router === undefined) return base;
+      const cal = router.result();
+      const builtinName = addon.builtinGemmKernel!() as string;
+      const name = (p: "blas" | "builtin") => (p === "blas" ? "openblas" : builtinName);
+      return { ...base, gemm: name(cal.classes.large.pick), gemmAuto: { ...cal, kernels: { builtin: builtinName, blas: "openblas" } } };
+    },
   };
 }
