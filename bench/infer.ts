@@ -155,6 +155,7 @@ function gc(): void {
 }
 
 const rssMB = (): number => process.memoryUsage().rss / 2 ** 20;
+const abMB = (): number => process.memoryUsage().arrayBuffers / 2 ** 20;
 
 // ---------------------------------------------------------------------------
 // cases: each run returns tokens/s and the CPU seconds it used
@@ -280,7 +281,8 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
   const cfg = modelConfig(name);
   const counts = parameterCounts(cfg);
   const V = cfg.vocabSize;
-  const rss0 = rssMB();
+  gc();
+  const rss0 = rssMB(), ab0 = abMB();
   let weights: Weights | null = new Weights(cfg).init(1234, 0.02);
   const tokJson = byteTokenizerJson(V);
   const tokenizer: Tokenizer = tokenizerFromJSON(tokJson, { source: "bench tokenizer" });
@@ -293,12 +295,13 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
   const ew: EngineWeights[] = PAIRS.map((p) => engineWeights(weights!, { dtype: p.ours }));
   weights = null;
   gc();
-  const rss2 = rssMB();
+  const rss2 = rssMB(), ab2 = abMB();
   const oursBytes = ew.reduce((a, w) => a + w.bytes, 0);
   note(flags, `\n## model ${name}: ${cfg.family}, V ${V}, C ${cfg.hiddenSize}, L ${cfg.numLayers}, E ${cfg.moe.numExperts} top-${cfg.moe.topK}, F ${cfg.moe.expertIntermediateSize}; ` +
     `${(counts.total / 1e6).toFixed(1)}M parameters (${(counts.active / 1e6).toFixed(1)}M active); random weights N(0, 0.02), not trained`);
   note(flags, `GGUF: ${PAIRS.map((p) => `${p.label} ${(statSync(files[p.label]!).size / 2 ** 20).toFixed(1)} MiB`).join(", ")}; ours: ${PAIRS.map((p, i) => `${p.ours} ${(ew[i]!.bytes / 2 ** 20).toFixed(1)} MiB`).join(", ")}`);
-  note(flags, `rss: start ${rss0.toFixed(0)} MiB, with the f32 arena ${rss1.toFixed(0)} MiB, after the compact weights with the arena dropped ${rss2.toFixed(0)} MiB`);
+  note(flags, `rss: start ${rss0.toFixed(0)} MiB, with the f32 arena ${rss1.toFixed(0)} MiB, after the compact weights with the arena dropped ${rss2.toFixed(0)} MiB; ` +
+    `ArrayBuffer memory grew ${(ab2 - ab0).toFixed(1)} MiB for ${(oursBytes / 2 ** 20).toFixed(1)} MiB of compact weights (both dtypes)`);
 
   const models = await Promise.all(PAIRS.map((p) => llama.loadModel({ modelPath: files[p.label]! })));
   const bwBytes = new Uint8Array(256 << 20);
@@ -349,6 +352,7 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
   const kvLlama = 2 * cfg.numLayers * cfg.numKvHeads * cfg.headDim * 2;
   report(flags, { bench: `infer-${name}`, case: "KV bytes per token (bf16 / F16)", threads: 1, value: kvOurs, unit: "B", peer: "llama.cpp", peer_value: kvLlama, ratio: kvOurs / kvLlama });
   report(flags, { bench: `infer-${name}`, case: "rss growth / compact bytes", threads: 1, value: (rss2 - rss0) * 2 ** 20 / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
+  report(flags, { bench: `infer-${name}`, case: "ArrayBuffer growth / compact", threads: 1, value: (ab2 - ab0) * 2 ** 20 / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
   report(flags, { bench: `infer-${name}`, case: "batch-1 bytes read per token Q8_0", threads: 1, value: perTok[0]! / 2 ** 20, unit: "MiB", peer: null, peer_value: null, ratio: null });
   report(flags, { bench: `infer-${name}`, case: "batch-1 bytes read per token F16", threads: 1, value: perTok[1]! / 2 ** 20, unit: "MiB", peer: null, peer_value: null, ratio: null });
   note(flags, `rss at the end (ours + llama.cpp's mmapped files + contexts): ${rssMB().toFixed(0)} MiB`);
