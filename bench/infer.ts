@@ -282,7 +282,7 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
   const counts = parameterCounts(cfg);
   const V = cfg.vocabSize;
   gc();
-  const rss0 = rssMB(), ab0 = abMB();
+  const rss0 = rssMB();
   let weights: Weights | null = new Weights(cfg).init(1234, 0.02);
   const tokJson = byteTokenizerJson(V);
   const tokenizer: Tokenizer = tokenizerFromJSON(tokJson, { source: "bench tokenizer" });
@@ -291,17 +291,19 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
     files[p.label] = path.join(tmp, `${name}-${p.gguf}.gguf`);
     exportLlamaGguf(files[p.label]!, { cfg, params: weights.data, contextLength: 4096, name: `bench-${name}`, tokenizer: tokJson, eosTokenId: V - 1 }, p.gguf);
   }
-  const rss1 = rssMB();
+  gc();
+  const rss1 = rssMB(), ab1 = abMB();
   const ew: EngineWeights[] = PAIRS.map((p) => engineWeights(weights!, { dtype: p.ours }));
+  const rssE = rssMB(), abE = abMB();
   weights = null;
   gc();
-  const rss2 = rssMB(), ab2 = abMB();
+  const rss2 = rssMB();
   const oursBytes = ew.reduce((a, w) => a + w.bytes, 0);
   note(flags, `\n## model ${name}: ${cfg.family}, V ${V}, C ${cfg.hiddenSize}, L ${cfg.numLayers}, E ${cfg.moe.numExperts} top-${cfg.moe.topK}, F ${cfg.moe.expertIntermediateSize}; ` +
     `${(counts.total / 1e6).toFixed(1)}M parameters (${(counts.active / 1e6).toFixed(1)}M active); random weights N(0, 0.02), not trained`);
   note(flags, `GGUF: ${PAIRS.map((p) => `${p.label} ${(statSync(files[p.label]!).size / 2 ** 20).toFixed(1)} MiB`).join(", ")}; ours: ${PAIRS.map((p, i) => `${p.ours} ${(ew[i]!.bytes / 2 ** 20).toFixed(1)} MiB`).join(", ")}`);
-  note(flags, `rss: start ${rss0.toFixed(0)} MiB, with the f32 arena ${rss1.toFixed(0)} MiB, after the compact weights with the arena dropped ${rss2.toFixed(0)} MiB; ` +
-    `ArrayBuffer memory grew ${(ab2 - ab0).toFixed(1)} MiB for ${(oursBytes / 2 ** 20).toFixed(1)} MiB of compact weights (both dtypes)`);
+  note(flags, `rss: start ${rss0.toFixed(0)} MiB, with the f32 arena ${rss1.toFixed(0)} MiB, after encoding ${rssE.toFixed(0)} MiB, arena released ${rss2.toFixed(0)} MiB; ` +
+    `encoding grew ArrayBuffer memory ${(abE - ab1).toFixed(1)} MiB for ${(oursBytes / 2 ** 20).toFixed(1)} MiB of compact weights (both dtypes)`);
 
   const models = await Promise.all(PAIRS.map((p) => llama.loadModel({ modelPath: files[p.label]! })));
   const bwBytes = new Uint8Array(256 << 20);
@@ -334,7 +336,7 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
       const o = dec[2 * i]!, l = dec[2 * i + 1]!;
       line(`decode b1 ${p.label}`, o, l);
       const bo = (o.tps * perTok[i]!) / 1e9, bl = (l.tps * perTok[i]!) / 1e9;
-      report(flags, { bench: `infer-${name}`, case: `decode b1 ${p.label} bw fraction`, threads: T, value: bo / bw, unit: "of bw", peer: "llama.cpp", peer_value: bl / bw, ratio: bo / bl });
+      report(flags, { bench: `infer-${name}`, case: `decode b1 ${p.label} % of read bw`, threads: T, value: (100 * bo) / bw, unit: "%", peer: "llama.cpp", peer_value: (100 * bl) / bw, ratio: bo / bl });
     });
     // prefill
     const pre = await interleaved(PAIRS.flatMap((_, i) => [() => oc[i]!.prefill(seed++), () => lc[i]!.prefill(seed++)]), flags.reps);
@@ -351,8 +353,8 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
   const kvOurs = new Engine(createBackend({ name: "native", threads: 1 }), ew[0]!, tokenizer, { maxModelLen: 1024, maxNumSeqs: 1, kvCacheTokens: 16, kvDtype: "bf16" }).kv.stats().bytesPerToken;
   const kvLlama = 2 * cfg.numLayers * cfg.numKvHeads * cfg.headDim * 2;
   report(flags, { bench: `infer-${name}`, case: "KV bytes per token (bf16 / F16)", threads: 1, value: kvOurs, unit: "B", peer: "llama.cpp", peer_value: kvLlama, ratio: kvOurs / kvLlama });
-  report(flags, { bench: `infer-${name}`, case: "rss growth / compact bytes", threads: 1, value: (rss2 - rss0) * 2 ** 20 / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
-  report(flags, { bench: `infer-${name}`, case: "ArrayBuffer growth / compact", threads: 1, value: (ab2 - ab0) * 2 ** 20 / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
+  report(flags, { bench: `infer-${name}`, case: "rss growth encoding / compact", threads: 1, value: ((rssE - rss1) * 2 ** 20) / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
+  report(flags, { bench: `infer-${name}`, case: "ArrayBuffer growth / compact", threads: 1, value: ((abE - ab1) * 2 ** 20) / oursBytes, unit: "x", peer: null, peer_value: null, ratio: null });
   report(flags, { bench: `infer-${name}`, case: "batch-1 bytes read per token Q8_0", threads: 1, value: perTok[0]! / 2 ** 20, unit: "MiB", peer: null, peer_value: null, ratio: null });
   report(flags, { bench: `infer-${name}`, case: "batch-1 bytes read per token F16", threads: 1, value: perTok[1]! / 2 ** 20, unit: "MiB", peer: null, peer_value: null, ratio: null });
   note(flags, `rss at the end (ours + llama.cpp's mmapped files + contexts): ${rssMB().toFixed(0)} MiB`);
