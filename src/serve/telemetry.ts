@@ -50,7 +50,6 @@ export class Telemetry {
   readonly ttft: Histogram;
   readonly itl: Histogram;
   readonly e2e: Histogram;
-  readonly queue: Histogram;
   readonly success: Counter<"finished_reason">;
   readonly promptTokens: Counter;
   readonly generationTokens: Counter;
@@ -73,7 +72,6 @@ export class Telemetry {
     this.ttft = new Histogram({ name: `${p}time_to_first_token_seconds`, help: "Arrival (tokenisation included) to first token", buckets: sec, registers: [r] });
     this.itl = new Histogram({ name: `${p}inter_token_latency_seconds`, help: "Time between successive tokens of a sequence", buckets: sec, registers: [r] });
     this.e2e = new Histogram({ name: `${p}e2e_request_latency_seconds`, help: "Arrival to last token", buckets: sec, registers: [r] });
-    this.queue = new Histogram({ name: `${p}request_queue_time_seconds`, help: "Arrival to the first step that ran the request", buckets: sec, registers: [r] });
     new Histogram({ name: `${p}iteration_tokens_total`, help: "Rows (tokens) per engine step", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [r] });
     this.expertTokens = new Counter({ name: `${p}moe_expert_tokens_total`, help: "Tokens routed to each expert (top-k assignments) per MoE layer", labelNames: ["layer", "expert"], registers: [r] });
     const cfg = engine.weights.cfg;
