@@ -23,9 +23,9 @@
 // Not: the container format (io/gguf.ts), the llama-arch tensor map (model/gguf-model.ts), a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput } from "../io/gguf.js";
 import {
-  EXPORT_DTYPES, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
+  archMetadata, EXPORT_DTYPES, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
   type ExportDtype, type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
 } from "./gguf-model.js";
 
@@ -205,26 +205,7 @@ export function familyModelToGguf(input: FamilyExportInput, dtype: ExportDtype):
   if (input.params.length !== layout.size) throw new GgufError(`params has ${input.params.length} values, the config's layout needs ${layout.size}`);
   const warnings: string[] = [];
   const ffn = A === "qwen2moe" || A === "qwen3moe" ? cfg.denseIntermediateSize : cfg.moe.expertIntermediateSize;
-  const md: [string, GgufValue][] = [
-    ["general.architecture", gv.str(A)],
-    ["general.name", gv.str(input.name ?? "moe-ts model")],
-    ["general.file_type", gv.u32(FILE_TYPE[dtype])],
-    [`${A}.vocab_size`, gv.u32(cfg.vocabSize)],
-    [`${A}.context_length`, gv.u32(contextLength)],
-    [`${A}.embedding_length`, gv.u32(cfg.hiddenSize)],
-    [`${A}.block_count`, gv.u32(cfg.numLayers)],
-    [`${A}.feed_forward_length`, gv.u32(ffn)],
-    [`${A}.attention.head_count`, gv.u32(cfg.numHeads)],
-    [`${A}.attention.head_count_kv`, gv.u32(cfg.numKvHeads)],
-    [`${A}.attention.key_length`, gv.u32(cfg.headDim)],
-    [`${A}.attention.value_length`, gv.u32(cfg.headDim)],
-    // every one of these archs reads its norm eps (LayerNorm's too, for phimoe) from this key
-    [`${A}.attention.layer_norm_rms_epsilon`, gv.f32(cfg.norm.eps)],
-    [`${A}.rope.freq_base`, gv.f32(cfg.rope.theta)],
-    [`${A}.rope.dimension_count`, gv.u32(cfg.rope.rotaryDim)],
-    [`${A}.expert_count`, gv.u32(cfg.moe.numExperts)],
-    [`${A}.expert_used_count`, gv.u32(cfg.moe.topK)],
-  ];
+  const md = archMetadata(A, cfg, input.name, FILE_TYPE[dtype], contextLength, ffn);
   if (A === "qwen2moe" || A === "qwen3moe") md.push([`${A}.expert_feed_forward_length`, gv.u32(cfg.moe.expertIntermediateSize)]);
   if (A === "qwen2moe") md.push([`${A}.expert_shared_feed_forward_length`, gv.u32(cfg.moe.sharedExpertIntermediateSize)]);
   if (A === "phimoe") {

@@ -247,6 +247,30 @@ export interface GgufModelContent {
   warnings: string[];
 }
 
+/** The general and architecture metadata every MoE GGUF architecture shares (A: llama.cpp's name). */
+export function archMetadata(A: string, cfg: ModelConfig, name: string | undefined, fileType: number, contextLength: number, ffn: number): [string, GgufValue][] {
+  return [
+    ["general.architecture", gv.str(A)],
+    ["general.name", gv.str(name ?? "moe-ts model")],
+    ["general.file_type", gv.u32(fileType)],
+    [`${A}.vocab_size`, gv.u32(cfg.vocabSize)],
+    [`${A}.context_length`, gv.u32(contextLength)],
+    [`${A}.embedding_length`, gv.u32(cfg.hiddenSize)],
+    [`${A}.block_count`, gv.u32(cfg.numLayers)],
+    [`${A}.feed_forward_length`, gv.u32(ffn)],
+    [`${A}.attention.head_count`, gv.u32(cfg.numHeads)],
+    [`${A}.attention.head_count_kv`, gv.u32(cfg.numKvHeads)],
+    [`${A}.attention.key_length`, gv.u32(cfg.headDim)],
+    [`${A}.attention.value_length`, gv.u32(cfg.headDim)],
+    // every MoE architecture reads its norm eps (LayerNorm's too, for phimoe) from this key
+    [`${A}.attention.layer_norm_rms_epsilon`, gv.f32(cfg.norm.eps)],
+    [`${A}.rope.freq_base`, gv.f32(cfg.rope.theta)],
+    [`${A}.rope.dimension_count`, gv.u32(cfg.rope.rotaryDim)],
+    [`${A}.expert_count`, gv.u32(cfg.moe.numExperts)],
+    [`${A}.expert_used_count`, gv.u32(cfg.moe.topK)],
+  ];
+}
+
 /** Metadata and tensors of a model as llama.cpp's `llama` MoE architecture. */
 export function modelToGguf(input: LlamaExportInput, dtype: ExportDtype): GgufModelContent {
   const { cfg, contextLength } = input;
@@ -257,25 +281,7 @@ export function modelToGguf(input: LlamaExportInput, dtype: ExportDtype): GgufMo
   if (input.params.length !== layout.size) throw new GgufError(`params has ${input.params.length} values, the config's layout needs ${layout.size}`);
   const warnings: string[] = [];
   const A = "llama";
-  const md: [string, GgufValue][] = [
-    ["general.architecture", gv.str(A)],
-    ["general.name", gv.str(input.name ?? "moe-ts model")],
-    ["general.file_type", gv.u32(FILE_TYPE[dtype])],
-    [`${A}.vocab_size`, gv.u32(cfg.vocabSize)],
-    [`${A}.context_length`, gv.u32(contextLength)],
-    [`${A}.embedding_length`, gv.u32(cfg.hiddenSize)],
-    [`${A}.block_count`, gv.u32(cfg.numLayers)],
-    [`${A}.feed_forward_length`, gv.u32(cfg.moe.expertIntermediateSize)],
-    [`${A}.attention.head_count`, gv.u32(cfg.numHeads)],
-    [`${A}.attention.head_count_kv`, gv.u32(cfg.numKvHeads)],
-    [`${A}.attention.key_length`, gv.u32(cfg.headDim)],
-    [`${A}.attention.value_length`, gv.u32(cfg.headDim)],
-    [`${A}.attention.layer_norm_rms_epsilon`, gv.f32(cfg.norm.eps)],
-    [`${A}.rope.freq_base`, gv.f32(cfg.rope.theta)],
-    [`${A}.rope.dimension_count`, gv.u32(cfg.rope.rotaryDim)],
-    [`${A}.expert_count`, gv.u32(cfg.moe.numExperts)],
-    [`${A}.expert_used_count`, gv.u32(cfg.moe.topK)],
-  ];
+  const md = archMetadata(A, cfg, input.name, FILE_TYPE[dtype], input.contextLength, cfg.moe.expertIntermediateSize);
   if (dtype === "q8_0") md.push(["general.quantization_version", gv.u32(2)]);
   if (input.tokenizer) md.push(...tokenizerMetadata(input.tokenizer, cfg.vocabSize, { bos: input.bosTokenId, eos: input.eosTokenId, pad: input.padTokenId }, warnings));
   else warnings.push("no tokenizer embedded: llama.cpp needs tokenizer.ggml.* metadata to load the file");
