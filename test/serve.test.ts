@@ -150,6 +150,10 @@ test("API key (401 in constant time) and 429 with Retry-After", async () => {
   assert.equal((await fetch(`${keyed.base}/v1/models`)).status, 401);
   assert.equal((await fetch(`${keyed.base}/v1/models`, { headers: { Authorization: "Bearer wrong" } })).status, 401);
   assert.equal((await keyed.client.models.list()).data.length, 1);
+  // GET by query parameter (the dashboard's EventSource); never for POST
+  assert.equal((await fetch(`${keyed.base}/v1/moe/expert-load?api_key=sekret`)).status, 200);
+  assert.equal((await fetch(`${keyed.base}/v1/moe/expert-load?api_key=nope`)).status, 401);
+  assert.equal((await fetch(`${keyed.base}/v1/completions?api_key=sekret`, { method: "POST", body: JSON.stringify({ prompt: "x" }) })).status, 401);
   const busy = await start({ maxWaiting: 0 });
   const r = await fetch(`${busy.base}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "x" }) });
   assert.equal(r.status, 429);

@@ -152,10 +152,11 @@ export class MoeServer {
     return this.model;
   }
 
-  private authorize(req: IncomingMessage): void {
+  /** Bearer header; GET requests may give `?api_key=` instead (the dashboard's EventSource cannot send headers). */
+  private authorize(req: IncomingMessage, url: URL): void {
     if (!this.keyHash) return;
     const h = req.headers.authorization ?? "";
-    const given = h.startsWith("Bearer ") ? h.slice(7) : "";
+    const given = h.startsWith("Bearer ") ? h.slice(7) : req.method === "GET" ? url.searchParams.get("api_key") ?? "" : "";
     if (!timingSafeEqual(sha(given), this.keyHash)) throw new HttpError(401, given ? "invalid API key" : "missing API key (Authorization: Bearer …)", "AuthenticationError");
   }
 
@@ -167,7 +168,7 @@ export class MoeServer {
       return sendJson(res, 200, { status: "ok" });
     }
     if (method === "GET" && this.opts.staticHandler?.(req, res, p)) return;
-    this.authorize(req);
+    this.authorize(req, url);
     const route = `${method} ${p}`;
     switch (route) {
       case "GET /metrics": {

@@ -303,11 +303,14 @@
   }
 
   // ---- connection ----------------------------------------------------------------------
+  // with `moe serve --api-key K`, open /dashboard?api_key=K: EventSource cannot send headers
+  const apiKey = new URLSearchParams(location.search).get("api_key");
+  const withKey = (u) => (apiKey ? `${u}${u.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(apiKey)}` : u);
   async function detect() {
     const forced = new URLSearchParams(location.search).get("mode");
     if (forced === "serve" || forced === "train") return forced;
     try {
-      const r = await fetch("/v1/moe/expert-load");
+      const r = await fetch(withKey("/v1/moe/expert-load"));
       if (r.ok) return "serve";
       if (r.status === 401) return "auth";
     } catch { /* not a server */ }
@@ -340,7 +343,7 @@
     state.mode = mode;
     if (mode === "serve") {
       $("mode").textContent = "serving";
-      connect("/v1/moe/expert-load?stream=true", onServe);
+      connect(withKey("/v1/moe/expert-load?stream=true"), onServe);
     } else if (mode === "train") {
       $("mode").textContent = "training";
       connect("/v1/train/metrics?stream=true", onTrain);
