@@ -9,7 +9,7 @@
 //     with the chosen family and router (train/model-config.ts); the run's balancing options are
 //     written into its MoE config
 // The resolved config is saved as config.yaml. Not: the training loop (trainer.ts).
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { stringify as toYaml } from "yaml";
 import { createBackend, type Backend } from "../backend/index.js";
@@ -24,6 +24,7 @@ import { ensureShards, shardCacheDir, tokenizerHash, type ShardSet } from "../da
 import { writeFileAtomic } from "../core/fs.js";
 import type { TrainConfig } from "./config.js";
 import { buildRunHfConfig } from "./model-config.js";
+import { acquireRunLock, cleanStaleTemps, truncateMetrics } from "./run-dir.js";
 import { latestCheckpoint, resolveModelDir, type TrainerStateJson } from "./checkpoints.js";
 
 export class TrainingError extends Error {
@@ -49,17 +50,28 @@ export function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
 }
 
 /** writer false: a data-parallel rank other than 0 (it reads what rank 0 wrote, writes nothing). */
-export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean }): RunSetup {
+export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean; overwrite?: boolean }): RunSetup {
   const writer = opts.writer ?? true;
   const log = opts.log;
   // 1. run directory
   const outDir = path.resolve(c.train.out_dir);
+  if (opts.resume && opts.overwrite) throw new TrainingError(`--resume and --overwrite contradict each other`);
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new TrainingError(`train.out_dir ${outDir} exists and is not a directory`);
+  mkdirSync(outDir, { recursive: true });
+  // one writer per run directory (rank 0 of a data-parallel run); released on exit
+  if (writer) {
+    acquireRunLock(outDir, log);
+    for (const d of cleanStaleTemps(outDir)) log(`removed a stale checkpoint temp folder ${d}`);
+  }
   const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
   if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
   if (!opts.resume && latestCheckpoint(outDir)) {
-    throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it or choose another train.out_dir`);
+    if (!opts.overwrite) throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another train.out_dir`);
+    if (writer) {
+      log(`--overwrite: removing the old run in ${outDir}`);
+      for (const f of ["checkpoints", "metrics.jsonl", "config.yaml", "tokenizer.json"]) rmSync(path.join(outDir, f), { recursive: true, force: true });
+    }
   }
-  mkdirSync(outDir, { recursive: true });
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
     const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero"]);
@@ -105,6 +117,12 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   // the run's balancing options are part of the MoE config the layers read
   cfg.moe.balance = { loss: c.balance.loss, zCoef: c.balance.z_coef, virtualCapacityFactor: c.model.capacity_factor, biasRate: c.balance.bias_rate };
   if (!resumeFrom && writer) writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+  // metrics.jsonl: only the steps up to the checkpoint this run continues from (none when fresh)
+  if (writer) {
+    const step = resumeFrom ? (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).step : 0;
+    const dropped = truncateMetrics(outDir, step);
+    if (dropped) log(`metrics.jsonl: dropped ${dropped} record(s) after step ${step}`);
+  }
   return { outDir, resumeFrom, backend, model, tokenizer, tokenizerFile, hf, cfg, shards };
 }
 
