@@ -44,7 +44,7 @@ export const TRAIN_SCHEMA = {
     tokenizer: { type: "string", default: null, nullable: true, doc: "HF tokenizer.json to use; null trains a byte-level BPE on the corpus" },
     vocab_size: { type: "int", default: 4096, doc: "vocabulary of a freshly trained tokenizer" },
     cache_dir: { type: "string", default: "runs/cache", doc: "where tokenised shards are cached" },
-    val_fraction: { type: "number", default: 0.05, doc: "fraction of documents held out for evaluation" },
+    val_fraction: { type: "number", default: 0.05, doc: "fraction of documents held out for evaluation (of the last tokens when the corpus has too few documents, e.g. one file)" },
   },
   train: {
     out_dir: { type: "string", default: "runs/default", doc: "run directory (checkpoints, metrics, resolved config)" },
