@@ -106,6 +106,8 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
   const from = resumeFrom ?? fromDir;
   if (from) {
+    const ctx = Number((JSON.parse(readFileSync(path.join(from, "config.json"), "utf8")) as { max_position_embeddings?: unknown }).max_position_embeddings);
+    if (Number.isFinite(ctx) && c.train.seq_len > ctx) throw new TrainingError(`train.seq_len ${c.train.seq_len} is above the context of ${from} (max_position_embeddings ${ctx})`);
     ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
     if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
   } else {
