@@ -51,6 +51,7 @@ export async function runEval(argv: string[]): Promise<number> {
   const model = gguf ? new MoeModel(gguf.cfg, be, { B, T }, gguf.weights) : loadHfModel(dir, be, { B, T }).model;
   const loader = new TokenLoader(shards, split, B, T, 0);
   const r = evaluateLoss(model, loader.evalBatches(batches, split));
+  if (!Number.isFinite(r.loss)) throw new Error(`moe eval: the loss is ${r.loss} (non-finite outputs); the weights of ${dir} are broken`);
   console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: r.batches, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity }));
   return 0;
 }
