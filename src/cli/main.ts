@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `moe` command line. Each subcommand lives in its own module; this file only dispatches.
+import { readFileSync } from "node:fs";
 import { runInfo } from "./info.js";
 import { runTrain } from "./train.js";
 import { runEval, runInspect, runUpcycle } from "./model-commands.js";
@@ -28,7 +29,7 @@ commands:
   plan MODEL --cluster SPEC [--json] [--top N]         choose dp/tp/pp/ep/edp, pipeline split and recompute
   launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
 
-run 'moe <command> --help' for a command's options`;
+run 'moe <command> --help' for a command's options; 'moe --version' prints the version`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -59,6 +60,14 @@ export async function main(argv: string[]): Promise<number> {
       return runPlan(rest);
     case "launch":
       return runLaunch(rest);
+    case "-V":
+    case "--version":
+    case "version": {
+      // the installed package's version (package.json two levels above dist/src/cli)
+      const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+      console.log(`moe-ts ${pkg.version} (node ${process.version}, ${process.platform}-${process.arch})`);
+      return 0;
+    }
     case undefined:
     case "-h":
     case "--help":
