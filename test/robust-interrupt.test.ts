@@ -44,7 +44,8 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 test("a second SIGINT exits at once (killed by it: 130 in a shell) while the first one's checkpoint and evaluation run", async () => {
   const dir = path.join(base, "twice");
   // a long final evaluation: the second signal lands in it
-  const run = start(["train", ...tinyArgs(base, "twice", data, ["train.steps=100000", "checkpoint.every=0", "eval.batches=5000"])]);
+  // a long final evaluation (half of a larger corpus held out, every window of it): the second signal lands in it
+  const run = start(["train", ...tinyArgs(base, "twice", corpus(400), ["train.steps=100000", "checkpoint.every=0", "eval.batches=100000", "data.val_fraction=0.5", "train.seq_len=64", "train.batch_size=8", "model.hidden_size=256", "model.num_layers=6"])]);
   let err = "";
   run.p.stderr!.on("data", (d) => (err += d));
   try {
