@@ -15,7 +15,8 @@ import { stringify as toYaml } from "yaml";
 import { createBackend, type Backend } from "../backend/index.js";
 import { resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
 import { MoeModel, initParams } from "../model/model.js";
-import { loadHfModel } from "../model/checkpoint.js";
+import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
+import { checkTrainingFits } from "./memory.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
 import { trainBpe } from "../data/bpe-train.js";
@@ -77,6 +78,8 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
     const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
+  // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)
+  if (!resumeFrom && !c.model.from && !c.data.tokenizer) checkTrainingFits(resolveConfig(buildRunHfConfig(c, c.data.vocab_size), dispatchOf(c)), c.train.batch_size, c.train.seq_len);
   // 2. tokenizer
   const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
   const cacheDir = path.resolve(c.data.cache_dir);
@@ -108,11 +111,13 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   if (from) {
     const ctx = Number((JSON.parse(readFileSync(path.join(from, "config.json"), "utf8")) as { max_position_embeddings?: unknown }).max_position_embeddings);
     if (Number.isFinite(ctx) && c.train.seq_len > ctx) throw new TrainingError(`train.seq_len ${c.train.seq_len} is above the context of ${from} (max_position_embeddings ${ctx})`);
+    checkTrainingFits(resolveConfig(readHfConfig(from), dispatchOf(c), path.join(from, "config.json")), c.train.batch_size, c.train.seq_len, from);
     ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
     if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
   } else {
     hf = buildRunHfConfig(c, tokenizer.vocabSize);
     cfg = resolveConfig(hf, dispatchOf(c));
+    checkTrainingFits(cfg, c.train.batch_size, c.train.seq_len);
     model = new MoeModel(cfg, backend, shape);
     initParams(model, c.train.seed, c.model.init_std);
   }
