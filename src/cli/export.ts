@@ -8,6 +8,7 @@
 // like every other command's.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
+import { checkOutputFile } from "../core/fs.js";
 import { parseFlags } from "./args.js";
 import { loadHfWeights } from "../model/checkpoint.js";
 import type { HfConfig, ModelConfig } from "../model/config.js";
@@ -53,6 +54,7 @@ export async function runExport(argv: string[]): Promise<number> {
   const dtype = (flags.dtype ?? "f16") as ExportDtype;
   if (!EXPORT_DTYPES.includes(dtype)) throw new Error(`moe export: --dtype must be one of ${EXPORT_DTYPES.join(", ")}, got '${dtype}'`);
   const out = flags.out ?? path.join(dir, `model-${dtype}.gguf`);
+  checkOutputFile(out, "--out");
   const m = loadForExport(dir);
   if (!m.tokenizer) throw new Error(`moe export: ${dir} has no tokenizer.json; llama.cpp needs the tokenizer embedded in the GGUF file`);
   const eos = Array.isArray(m.hf.eos_token_id) ? m.hf.eos_token_id[0] : m.hf.eos_token_id;

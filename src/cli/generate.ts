@@ -65,8 +65,18 @@ export async function runGenerate(argv: string[]): Promise<number> {
   let ids = L.tokenizer.encode(prompt);
   if (ids.length === 0 && L.tokenizer.eosId !== undefined) ids = [L.tokenizer.eosId];
   if (ids.length === 0) throw new Error("moe generate: the prompt is empty and the tokenizer has no EOS token to start from");
-  if (ids.length >= L.maxModelLen) ids = ids.slice(-(L.maxModelLen - 1));
-  const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: 64 });
+  // documented limits (as llama.cpp): a prompt over the context keeps its last tokens; the output
+  // budget is capped to what the context has left; both say so on stderr
+  if (ids.length >= L.maxModelLen) {
+    console.error(`moe generate: the prompt has ${ids.length} tokens, the context ${L.maxModelLen} (--max-model-len); keeping its last ${L.maxModelLen - 1}`);
+    ids = ids.slice(-(L.maxModelLen - 1));
+  }
+  const room = L.maxModelLen - ids.length;
+  if (flags["max-tokens"] !== undefined && flags["max-tokens"] > room) {
+    console.error(`moe generate: --max-tokens ${flags["max-tokens"]} capped to ${room} (context ${L.maxModelLen} − prompt ${ids.length} tokens)`);
+    flags["max-tokens"] = room;
+  }
+  const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: Math.min(64, room) });
   process.stdout.write(prompt);
   for await (const ev of L.engine.submit(ids, params)) process.stdout.write(ev.text);
   process.stdout.write("\n");

@@ -9,6 +9,8 @@ import { backendFromFlags } from "../backend/index.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
 import { parseFlags } from "./args.js";
+import { checkOutputFile } from "../core/fs.js";
+import { latestCheckpoint } from "../train/checkpoints.js";
 import { isGgufPath, loadGgufModel } from "./gguf-source.js";
 import { importModelGguf } from "../model/gguf-families.js";
 
@@ -41,8 +43,10 @@ export async function runLogits(argv: string[]): Promise<number> {
     return 0;
   }
   if (positional.length !== 1) throw new Error(`moe logits: expected one MODEL_DIR, got ${positional.length ? positional.map((p) => `'${p}'`).join(" ") : "none"}\n${USAGE}`);
-  const dir = positional[0]!;
-  const gguf = isGgufPath(dir);
+  const gguf = isGgufPath(positional[0]!);
+  // a run directory stands for its latest checkpoint
+  const dir = !gguf && existsSync(positional[0]!) && statSync(positional[0]!).isDirectory() && !existsSync(`${positional[0]!}/config.json`) ? (latestCheckpoint(positional[0]!) ?? positional[0]!) : positional[0]!;
+  if (flags.out !== undefined) checkOutputFile(flags.out, "--out");
   if (!gguf && (!existsSync(dir) || !statSync(dir).isDirectory())) throw new Error(`moe logits: MODEL_DIR '${dir}' is not a directory`);
   if (gguf && (!existsSync(dir) || !statSync(dir).isFile())) throw new Error(`moe logits: '${dir}' is not a GGUF file`);
   if (flags.ids === undefined) throw new Error(`moe logits: --ids is required\n${USAGE}`);
@@ -56,6 +60,9 @@ export async function runLogits(argv: string[]): Promise<number> {
   model.forward(ids, null, { train: false });
   const V = cfg.vocabSize;
   const logits = model.lastLogits();
+  for (let i = 0; i < logits.length; i++) {
+    if (!Number.isFinite(logits[i])) throw new Error(`moe logits: non-finite logit ${logits[i]} at position ${Math.floor(i / V)}, token ${i % V}; the weights of ${dir} are broken (NaN/Inf)`);
+  }
   if (flags.out !== undefined) {
     const data = logits instanceof Float32Array ? logits : Float32Array.from(logits);
     writeSafetensors(flags.out, { logits: { dtype: "F32", shape: [T, V], data } }, { model: dir, input_ids: Array.from(ids).join(","), backend: name });

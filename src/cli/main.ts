@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `moe` command line. Each subcommand lives in its own module; this file only dispatches.
+import { readFileSync } from "node:fs";
 import { runInfo } from "./info.js";
 import { runTrain } from "./train.js";
 import { runEval, runInspect, runUpcycle } from "./model-commands.js";
@@ -30,7 +31,7 @@ commands:
   launch --nproc N [--backend threads|mpi] -- CMD ...  run CMD on N ranks (data/expert parallel)
   dashboard RUN_DIR [--port 8001] [--host 127.0.0.1]  live routing dashboard of a training run (metrics.jsonl)
 
-run 'moe <command> --help' for a command's options`;
+run 'moe <command> --help' for a command's options; 'moe --version' prints the version`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -63,6 +64,14 @@ export async function main(argv: string[]): Promise<number> {
       return runLaunch(rest);
     case "dashboard":
       return runDashboard(rest);
+    case "-V":
+    case "--version":
+    case "version": {
+      // the installed package's version (package.json two levels above dist/src/cli)
+      const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+      console.log(`moe-ts ${pkg.version} (node ${process.version}, ${process.platform}-${process.arch})`);
+      return 0;
+    }
     case undefined:
     case "-h":
     case "--help":

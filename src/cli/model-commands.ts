@@ -7,7 +7,8 @@ import { loadHfModel, loadHfWeights, readHfConfig, saveHfWeights } from "../mode
 import { parameterCounts, resolveConfig, type LlamaHfConfig } from "../model/config.js";
 import type { RouterConfig } from "../moe/router.js";
 import { buildLayout } from "../model/params.js";
-import { upcycleWeights, expertSimilarity } from "../model/upcycle.js";
+import { upcycleWeights, upcycledHfConfig, expertSimilarity } from "../model/upcycle.js";
+import { checkFits, estimateMemory, formatBytes } from "../train/memory.js";
 import { resolveModelDir } from "../train/checkpoints.js";
 import { loadTokenizer } from "../data/tokenizer.js";
 import { parseCorpusSpec } from "../data/corpus.js";
@@ -51,6 +52,7 @@ export async function runEval(argv: string[]): Promise<number> {
   const model = gguf ? new MoeModel(gguf.cfg, be, { B, T }, gguf.weights) : loadHfModel(dir, be, { B, T }).model;
   const loader = new TokenLoader(shards, split, B, T, 0);
   const r = evaluateLoss(model, loader.evalBatches(batches, split));
+  if (!Number.isFinite(r.loss)) throw new Error(`moe eval: the loss is ${r.loss} (non-finite outputs); the weights of ${dir} are broken`);
   console.log(JSON.stringify({ model: dir, data: flags.data ?? "moby-dick", split, batches: r.batches, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity }));
   return 0;
 }
@@ -87,6 +89,10 @@ export async function runInspect(argv: string[]): Promise<number> {
     vocab: cfg.vocabSize, experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, router: cfg.moe.router, routerName: moeLayers ? routerName(cfg.moe.router).split(" ")[0] : null,
     norm: cfg.norm.kind, slidingWindow: cfg.slidingWindow, totalParams: counts.total, activeParams: counts.active, tensors: ck.names().length,
     expectedTensors: layout.hfTensors.length, dtypes, tensorBytes: bytes, fileBytes: fileSize,
+    memory: (() => {
+      const e = estimateMemory(cfg);
+      return { weights: e.weights, trainingState: e.trainingState, activationsPerToken: e.activationsPerToken(128), activationsAtSeqLen: 128, kvCachePerToken: e.kvCachePerToken };
+    })(),
   };
   if (flags.json) console.log(JSON.stringify(info));
   else {
@@ -96,6 +102,9 @@ export async function runInspect(argv: string[]): Promise<number> {
     console.log(`  experts         ${info.experts} per MoE layer, top-${info.topK}, expert FFN ${info.expertSize}, router ${moeLayers ? routerName(cfg.moe.router) : "none (dense)"}`);
     console.log(`  parameters      ${formatCount(counts.total)} total, ${formatCount(counts.active)} active per token`);
     console.log(`  tensors         ${info.tensors} (${Object.entries(dtypes).map(([k, v]) => `${v} ${k}`).join(", ")}), ${formatCount(bytes)} bytes`);
+    const m = info.memory;
+    console.log(`  memory (est.)   weights ${formatBytes(m.weights.f32)} f32, ${formatBytes(m.weights.bf16)} bf16, ${formatBytes(m.weights.q8_0)} q8_0, ${formatBytes(m.weights.q4_0)} q4_0; training state ${formatBytes(m.trainingState)} (grads + AdamW)`);
+    console.log(`                  activations ${formatBytes(m.activationsPerToken)}/token (training, seq_len 128); KV cache ${formatBytes(m.kvCachePerToken)}/token (f32)`);
   }
   return 0;
 }
@@ -125,10 +134,15 @@ export async function runUpcycle(argv: string[]): Promise<number> {
   if (hf.model_type !== "llama") throw new Error(`moe upcycle: ${src} is a '${hf.model_type}' model; upcycling starts from a dense 'llama' checkpoint`);
   const be = createBackend({ name: "ref" });
   const { weights } = loadHfWeights(src, be);
-  const up = upcycleWeights(weights, hf as LlamaHfConfig, {
+  const upOpts = {
     experts: positiveInt("moe upcycle", "experts", flags.experts, 8), topK: positiveInt("moe upcycle", "top-k", flags["top-k"], 2),
     granularity: flags.granularity, noise: flags.noise, routerStd: flags["router-std"], seed: flags.seed,
-  });
+  };
+  // the upcycled model's size, before allocating it (dense weights + the MoE copy)
+  const upCfg = resolveConfig(upcycledHfConfig(hf as LlamaHfConfig, upOpts), { kind: "dropless" });
+  const upBytes = estimateMemory(upCfg).weights.f32;
+  checkFits(`moe upcycle --experts ${upOpts.experts}`, upBytes + estimateMemory(resolveConfig(hf, { kind: "dropless" })).weights.f32, `the ${formatBytes(upBytes)} MoE weights plus the dense ones`, upBytes);
+  const up = upcycleWeights(weights, hf as LlamaHfConfig, upOpts);
   const out = path.resolve(flags.out);
   if (existsSync(path.join(out, "config.json"))) throw new Error(`moe upcycle: ${out} already holds a model; choose an empty --out`);
   mkdirSync(out, { recursive: true });

@@ -3,6 +3,7 @@
 // bundled Moby Dick corpus by the name `moby-dick`).
 import { existsSync, statSync } from "node:fs";
 import path from "node:path";
+import { checkOutputFile } from "../core/fs.js";
 import { iterateDocuments, parseCorpusSpec } from "../data/corpus.js";
 import { trainBpe } from "../data/bpe-train.js";
 import { saveTokenizer } from "../data/tokenizer.js";
@@ -47,6 +48,7 @@ export async function runTokenizer(argv: string[]): Promise<number> {
   const out = flags.out ?? "tokenizer.json";
   const outDir = path.dirname(path.resolve(out));
   if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new Error(`moe tokenizer train: --out folder '${outDir}' does not exist`);
+  checkOutputFile(out, "--out");
 
   const texts = [...iterateDocuments(parseCorpusSpec(flags.data))].map((d) => d.text);
   const bytes = texts.reduce((s, t) => s + Buffer.byteLength(t), 0);

@@ -6,16 +6,18 @@ import { parameterCounts } from "../model/config.js";
 import { Progress, formatCount, formatDuration } from "./progress.js";
 import { initWorld } from "../parallel/world.js";
 
-const USAGE = `usage: moe train [-c config.yaml] [--resume] [section.key=value ...]
+const USAGE = `usage: moe train [-c config.yaml] [--resume | --overwrite] [section.key=value ...]
 
 Trains an MoE language model. With no arguments: a small MoE (8 experts, top-2, dropless,
 Skywork router and adaptive aux loss) on Moby Dick with a freshly trained BPE tokenizer.
 Options are YAML sections or dotted overrides, e.g. model.num_experts=16 optim.lr=1e-3.
---resume continues the run in train.out_dir from its latest checkpoint.
+--resume continues the run in train.out_dir from its latest checkpoint; --overwrite replaces an
+old run there (without either, a directory holding a run is refused).
+Ctrl-C or SIGTERM finishes the step, saves a checkpoint and exits; a second signal exits at once.
 --options lists every option with its default.`;
 
 export async function runTrain(argv: string[]): Promise<number> {
-  let yaml: string | null = null, resume = false;
+  let yaml: string | null = null, resume = false, overwrite = false;
   const overrides: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -23,6 +25,7 @@ export async function runTrain(argv: string[]): Promise<number> {
       yaml = argv[++i] ?? null;
       if (!yaml) throw new Error("moe train: -c needs a YAML file");
     } else if (a === "--resume") resume = true;
+    else if (a === "--overwrite") overwrite = true;
     else if (a === "-h" || a === "--help") {
       console.log(USAGE);
       return 0;
@@ -40,9 +43,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   const progress = new Progress(lead && c.log.progress, c.log.every);
   const log = lead ? (s: string) => progress.line(s) : () => {};
   // rank 0 prepares the run directory, tokenizer and shards first; the others then read them
-  let t = lead ? Trainer.create(c, { resume, log, group }) : null;
+  let t = lead ? Trainer.create(c, { resume, overwrite, log, group }) : null;
   await group?.barrier();
-  t ??= Trainer.create(c, { resume, log, group });
+  t ??= Trainer.create(c, { resume, overwrite, log, group });
   const counts = parameterCounts(t.cfg);
   const N = c.train.batch_size * c.train.seq_len * c.train.grad_accum;
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
@@ -52,10 +55,18 @@ export async function runTrain(argv: string[]): Promise<number> {
   const start = Date.now();
   const startStep = t.step;
   let interrupted = false;
-  const onSig = () => {
-    interrupted = true;
+  // first SIGINT/SIGTERM: finish the step, save, exit; a second one: exit at once (128 + signal number)
+  let signalled = false;
+  const onSig = (sig: NodeJS.Signals) => {
+    if (signalled) {
+      process.stderr.write(`\n${sig} again: exiting without a checkpoint\n`);
+      process.exit(sig === "SIGTERM" ? 143 : 130);
+    }
+    signalled = interrupted = true;
+    process.stderr.write(`\n${sig}: finishing step ${t.step + 1} and saving a checkpoint (again to exit at once)\n`);
   };
-  process.once("SIGINT", onSig);
+  process.on("SIGINT", onSig);
+  process.on("SIGTERM", onSig);
   let last: StepReport | null = null;
   try {
     for (;;) {
@@ -94,6 +105,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     }
   } finally {
     process.removeListener("SIGINT", onSig);
+    process.removeListener("SIGTERM", onSig);
     progress.done();
   }
   if (interrupted && t.step < c.train.steps) log(`stopped at step ${t.step}; saving a checkpoint`);

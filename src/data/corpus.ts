@@ -59,6 +59,9 @@ export function parseCorpusSpec(s: string, jsonlField = "text"): CorpusSpec {
     } catch {
       throw new CorpusError(`corpus path not found: ${item} (expected "moby-dick", a file, a directory, or a comma-separated list)`);
     }
+    if (!st.isDirectory() && !st.isFile()) {
+      throw new CorpusError(`corpus path ${item} is not a regular file or directory (a device, FIFO or socket has no end to read to); copy the text into a file`);
+    }
     const files = st.isDirectory() ? listCorpusFiles(abs) : [abs];
     if (files.length === 0) throw new CorpusError(`no *.txt, *.md or *.jsonl files under ${item}`);
     for (const f of files) {

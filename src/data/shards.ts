@@ -39,6 +39,8 @@ export interface ShardIndex {
   eosId: number;
   /** Document i is in val when (i + 1) % valEvery === 0; 0 means no val split. */
   valEvery: number;
+  /** Set when there were too few documents to hold out whole ones: tokens from here on are val. */
+  valFromToken?: number;
   shardTokens: number;
   documents: { train: number; val: number };
   train: ShardEntry[];
@@ -161,23 +163,39 @@ export function buildShards(spec: CorpusSpec, tokenizer: Tokenizer, tokHash: str
   const indexPath = path.join(dir, SHARD_INDEX_FILE);
   if (existsSync(indexPath)) unlinkSync(indexPath);
 
-  const writers = {
-    train: new SplitWriter(dir, "train", dtype, V, shardTokens),
-    val: new SplitWriter(dir, "val", dtype, V, shardTokens),
+  // pass 1 holds out whole documents; with too few documents for that (val empty, e.g. one .txt
+  // file) pass 2 holds out the last valFraction of the token stream instead
+  const pass = (valFromToken: number) => {
+    const writers = {
+      train: new SplitWriter(dir, "train", dtype, V, shardTokens),
+      val: new SplitWriter(dir, "val", dtype, V, shardTokens),
+    };
+    const documents = { train: 0, val: 0 };
+    let i = 0, seen = 0;
+    const push = (split: Split, id: number, source: string) => {
+      writers[valFromToken >= 0 ? (seen >= valFromToken ? "val" : "train") : split].push(id, source);
+      seen++;
+    };
+    for (const doc of iterateDocuments(spec)) {
+      const split: Split = valFromToken < 0 && valEvery > 0 && (i + 1) % valEvery === 0 ? "val" : "train";
+      const docSplit: Split = valFromToken >= 0 && seen >= valFromToken ? "val" : split;
+      push(split, eos, doc.source);
+      for (const id of tokenizer.encode(doc.text)) push(split, id, doc.source);
+      documents[docSplit]++;
+      i++;
+      opts.onProgress?.({ documents: i, tokens: writers.train.total + writers.val.total, source: doc.source });
+    }
+    writers.train.flush();
+    writers.val.flush();
+    return { writers, documents };
   };
-  const documents = { train: 0, val: 0 };
-  let i = 0;
-  for (const doc of iterateDocuments(spec)) {
-    const split: Split = valEvery > 0 && (i + 1) % valEvery === 0 ? "val" : "train";
-    const w = writers[split];
-    w.push(eos, doc.source);
-    for (const id of tokenizer.encode(doc.text)) w.push(id, doc.source);
-    documents[split]++;
-    i++;
-    opts.onProgress?.({ documents: i, tokens: writers.train.total + writers.val.total, source: doc.source });
+  let { writers, documents } = pass(-1);
+  let valFromToken: number | undefined;
+  if (valEvery > 0 && writers.val.total === 0 && writers.train.total > 1) {
+    const total = writers.train.total;
+    valFromToken = total - Math.max(1, Math.min(total - 1, Math.ceil(total * valFraction)));
+    ({ writers, documents } = pass(valFromToken));
   }
-  writers.train.flush();
-  writers.val.flush();
   if (writers.train.total === 0) throw new Error("buildShards: the corpus has no documents");
 
   const index: ShardIndex = {
@@ -188,6 +206,7 @@ export function buildShards(spec: CorpusSpec, tokenizer: Tokenizer, tokHash: str
     vocabSize: V,
     eosId: eos,
     valEvery,
+    ...(valFromToken !== undefined ? { valFromToken } : {}),
     shardTokens,
     documents,
     train: writers.train.entries,
@@ -269,7 +288,8 @@ export function ensureShards(
   try {
     const shards = openShards(dir, corpusFingerprint(spec), tokHash);
     const valEvery = valEveryFor(opts.valFraction ?? 0.05);
-    if (shards.index.valEvery === valEvery) return { shards, rebuilt: false };
+    const staleEmptyVal = valEvery > 0 && shards.splitTokens("val") === 0 && shards.splitTokens("train") > 1; // built before token hold-out
+    if (shards.index.valEvery === valEvery && !staleEmptyVal) return { shards, rebuilt: false };
     const reason = `token cache at ${dir} holds out every ${shards.index.valEvery}-th document for val, this run every ${valEvery}-th; rebuilding`;
     return { shards: buildShards(spec, tokenizer, tokHash, dir, opts), rebuilt: true, reason };
   } catch (e) {

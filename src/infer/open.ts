@@ -53,12 +53,15 @@ export function openModel(model: string, be: Backend): OpenedModel {
     if (!existsSync(model) || !statSync(model).isFile()) throw new Error(`${model}: no such GGUF file`);
     const g = importModelGguf(model);
     const tokenizer = g.tokenizer ? tokenizerFromJSON(ggufTokenizerJson(g.tokenizer, model), { source: model }) : null;
+    if (tokenizer && tokenizer.vocabSize > g.cfg.vocabSize) throw new Error(`${model}: the embedded tokenizer has ${tokenizer.vocabSize} tokens, the model's vocab_size is ${g.cfg.vocabSize}`);
     return { source: model, hf: g.hf, cfg: g.cfg, weights: new Weights(g.cfg, "f32", g.params), tokenizer, contextLength: g.hf.max_position_embeddings, chatTemplate: { template: DEFAULT_CHAT_TEMPLATE, source: "default", name: null, named: {}, bosToken: "", eosToken: "", isDefault: true } };
   }
   const dir = resolveModelDir(model);
   const { weights, hf, cfg } = loadHfWeights(dir, be);
   const tokFile = path.join(dir, "tokenizer.json");
   const tokenizer = existsSync(tokFile) ? loadTokenizer(tokFile) : null;
+  // a tokenizer that can produce ids the embedding table does not have is refused here, not at the first such id
+  if (tokenizer && tokenizer.vocabSize > cfg.vocabSize) throw new Error(`${tokFile}: the tokenizer has ${tokenizer.vocabSize} tokens, the model's vocab_size is ${cfg.vocabSize}; use the model's own tokenizer`);
   const chatTemplate = loadChatTemplate(dir);
   return { source: dir, hf, cfg, weights, tokenizer, contextLength: hf.max_position_embeddings, chatTemplate };
 }

@@ -268,6 +268,7 @@ export function loadHfWeights(dir: string, be: Backend, opts: LoadOptions & { dt
   if (problems.length) throw new CheckpointError(`${dir}: checkpoint does not match ${cfgFile}:\n${problems.join("\n")}`);
 
   const P = model.data;
+  const nonFinite: string[] = [];
   for (const p of plans) {
     const { slot, info } = p;
     let values: Float32Array | Float64Array;
@@ -283,8 +284,16 @@ export function loadHfWeights(dir: string, be: Backend, opts: LoadOptions & { dt
       }
       values = out;
     } else values = readFloat(ck, be, slot.name);
+    // NaN/Inf weights give NaN outputs with exit 0 downstream: refuse them here, by tensor name
+    for (let i = 0; i < values.length; i++) {
+      if (!Number.isFinite(values[i]!)) {
+        nonFinite.push(`${slot.name}[${i}] = ${values[i]}`);
+        break;
+      }
+    }
     P.set(values, slot.offset);
   }
+  if (nonFinite.length) throw new CheckpointError(`${dir}: ${nonFinite.length} tensor(s) hold non-finite values (NaN or Inf), first of each:\n${listCapped(nonFinite)}`);
   if (tiedHeadCopy) {
     const head = readFloat(ck, be, "lm_head.weight");
     const emb = model.tensor(model.names.embed);

@@ -44,7 +44,7 @@ export const TRAIN_SCHEMA = {
     tokenizer: { type: "string", default: null, nullable: true, doc: "HF tokenizer.json to use; null trains a byte-level BPE on the corpus" },
     vocab_size: { type: "int", default: 4096, doc: "vocabulary of a freshly trained tokenizer" },
     cache_dir: { type: "string", default: "runs/cache", doc: "where tokenised shards are cached" },
-    val_fraction: { type: "number", default: 0.05, doc: "fraction of documents held out for evaluation" },
+    val_fraction: { type: "number", default: 0.05, doc: "fraction of documents held out for evaluation (of the last tokens when the corpus has too few documents, e.g. one file)" },
   },
   train: {
     out_dir: { type: "string", default: "runs/default", doc: "run directory (checkpoints, metrics, resolved config)" },
@@ -241,6 +241,37 @@ function validate(c: TrainConfig): void {
   if (c.train.grad_accum % c.parallel.dp !== 0) {
     throw new TrainConfigError(`train.grad_accum (${c.train.grad_accum}) must be a multiple of parallel.dp (${c.parallel.dp}): the global batch batch_size × grad_accum is split into whole micro-batches per rank`);
   }
+  // every remaining range, checked before any work starts (keys as documented in --options)
+  const nonneg = (k: string, v: number | null) => {
+    if (v !== null && !(v >= 0)) throw new TrainConfigError(`${k} must be ≥ 0, got ${v}`);
+  };
+  nonneg("checkpoint.every", c.checkpoint.every);
+  nonneg("eval.every", c.eval.every);
+  pos("eval.batches", c.eval.batches);
+  nonneg("sample.every", c.sample.every);
+  nonneg("sample.tokens", c.sample.tokens);
+  nonneg("sample.temperature", c.sample.temperature);
+  nonneg("optim.warmup_steps", c.optim.warmup_steps);
+  nonneg("optim.weight_decay", c.optim.weight_decay);
+  nonneg("optim.grad_clip", c.optim.grad_clip);
+  pos("optim.eps", c.optim.eps);
+  nonneg("train.nan_tolerance", c.train.nan_tolerance);
+  nonneg("train.max_minutes", c.train.max_minutes);
+  pos("train.threads", c.train.threads);
+  nonneg("model.init_std", c.model.init_std);
+  pos("model.gate_norm_std", c.model.gate_norm_std);
+  nonneg("model.sparsemixer_eps", c.model.sparsemixer_eps);
+  for (const k of ["num_experts", "top_k", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "expert_size"] as const) pos(`model.${k}`, c.model[k]);
+  if (c.model.top_k !== null && c.model.num_experts !== null && c.model.top_k > c.model.num_experts) {
+    throw new TrainConfigError(`model.top_k (${c.model.top_k}) must be at most model.num_experts (${c.model.num_experts})`);
+  }
+  const unit = (k: string, v: number) => {
+    if (!(v >= 0 && v < 1)) throw new TrainConfigError(`${k} must be in [0, 1), got ${v}`);
+  };
+  unit("optim.beta1", c.optim.beta1);
+  unit("optim.beta2", c.optim.beta2);
+  unit("balance.beta", c.balance.beta);
+  for (const k of ["coef", "xi", "alpha_max", "alpha0", "z_coef", "bias_rate"] as const) nonneg(`balance.${k}`, c.balance[k]);
   if (c.data.vocab_size < 257) throw new TrainConfigError(`data.vocab_size must be at least 257 (256 bytes + a special token)`);
 }
 

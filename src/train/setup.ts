@@ -9,13 +9,14 @@
 //     with the chosen family and router (train/model-config.ts); the run's balancing options are
 //     written into its MoE config
 // The resolved config is saved as config.yaml. Not: the training loop (trainer.ts).
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { stringify as toYaml } from "yaml";
 import { createBackend, type Backend } from "../backend/index.js";
 import { resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
 import { MoeModel, initParams } from "../model/model.js";
-import { loadHfModel } from "../model/checkpoint.js";
+import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
+import { checkTrainingFits } from "./memory.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, saveTokenizer } from "../data/tokenizer.js";
 import { trainBpe } from "../data/bpe-train.js";
@@ -24,6 +25,7 @@ import { ensureShards, shardCacheDir, tokenizerHash, type ShardSet } from "../da
 import { writeFileAtomic } from "../core/fs.js";
 import type { TrainConfig } from "./config.js";
 import { buildRunHfConfig } from "./model-config.js";
+import { acquireRunLock, cleanStaleTemps, truncateMetrics } from "./run-dir.js";
 import { latestCheckpoint, resolveModelDir, type TrainerStateJson } from "./checkpoints.js";
 
 export class TrainingError extends Error {
@@ -49,22 +51,35 @@ export function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
 }
 
 /** writer false: a data-parallel rank other than 0 (it reads what rank 0 wrote, writes nothing). */
-export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean }): RunSetup {
+export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean; overwrite?: boolean }): RunSetup {
   const writer = opts.writer ?? true;
   const log = opts.log;
   // 1. run directory
   const outDir = path.resolve(c.train.out_dir);
+  if (opts.resume && opts.overwrite) throw new TrainingError(`--resume and --overwrite contradict each other`);
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new TrainingError(`train.out_dir ${outDir} exists and is not a directory`);
+  mkdirSync(outDir, { recursive: true });
+  // one writer per run directory (rank 0 of a data-parallel run); released on exit
+  if (writer) {
+    acquireRunLock(outDir, log);
+    for (const d of cleanStaleTemps(outDir)) log(`removed a stale checkpoint temp folder ${d}`);
+  }
   const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
   if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
   if (!opts.resume && latestCheckpoint(outDir)) {
-    throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it or choose another train.out_dir`);
+    if (!opts.overwrite) throw new TrainingError(`${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another train.out_dir`);
+    if (writer) {
+      log(`--overwrite: removing the old run in ${outDir}`);
+      for (const f of ["checkpoints", "metrics.jsonl", "config.yaml", "tokenizer.json"]) rmSync(path.join(outDir, f), { recursive: true, force: true });
+    }
   }
-  mkdirSync(outDir, { recursive: true });
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
     const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
+  // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)
+  if (!resumeFrom && !c.model.from && !c.data.tokenizer) checkTrainingFits(resolveConfig(buildRunHfConfig(c, c.data.vocab_size), dispatchOf(c)), c.train.batch_size, c.train.seq_len);
   // 2. tokenizer
   const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
   const cacheDir = path.resolve(c.data.cache_dir);
@@ -94,17 +109,27 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
   const from = resumeFrom ?? fromDir;
   if (from) {
+    const ctx = Number((JSON.parse(readFileSync(path.join(from, "config.json"), "utf8")) as { max_position_embeddings?: unknown }).max_position_embeddings);
+    if (Number.isFinite(ctx) && c.train.seq_len > ctx) throw new TrainingError(`train.seq_len ${c.train.seq_len} is above the context of ${from} (max_position_embeddings ${ctx})`);
+    checkTrainingFits(resolveConfig(readHfConfig(from), dispatchOf(c), path.join(from, "config.json")), c.train.batch_size, c.train.seq_len, from);
     ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
     if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
   } else {
     hf = buildRunHfConfig(c, tokenizer.vocabSize);
     cfg = resolveConfig(hf, dispatchOf(c));
+    checkTrainingFits(cfg, c.train.batch_size, c.train.seq_len);
     model = new MoeModel(cfg, backend, shape);
     initParams(model, c.train.seed, c.model.init_std);
   }
   // the run's balancing options are part of the MoE config the layers read
   cfg.moe.balance = { loss: c.balance.loss, zCoef: c.balance.z_coef, virtualCapacityFactor: c.model.capacity_factor, biasRate: c.balance.bias_rate };
   if (!resumeFrom && writer) writeFileAtomic(path.join(outDir, "config.yaml"), toYaml(c));
+  // metrics.jsonl: only the steps up to the checkpoint this run continues from (none when fresh)
+  if (writer) {
+    const step = resumeFrom ? (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).step : 0;
+    const dropped = truncateMetrics(outDir, step);
+    if (dropped) log(`metrics.jsonl: dropped ${dropped} record(s) after step ${step}`);
+  }
   return { outDir, resumeFrom, backend, model, tokenizer, tokenizerFile, hf, cfg, shards };
 }
 

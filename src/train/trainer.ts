@@ -71,6 +71,8 @@ export interface LayerReport {
 
 export interface TrainerOptions {
   resume: boolean;
+  /** Replace an existing run in train.out_dir (a fresh run refuses one otherwise). */
+  overwrite?: boolean;
   /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
   group?: ProcessGroup | null;
   /** Human-readable log lines (progress goes through onStep). */
