@@ -156,6 +156,9 @@ test("refusals name what the family's llama.cpp architecture cannot run", () => 
   const sky = { model_type: "skywork", vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_experts: [4], moe_2layer_gate: false, moe_feature_no_mul_topk: true, max_position_embeddings: 256 };
   bad(resolveConfig(parseHfConfig({ ...sky, moe_use_logits_norm: true })), /router logit normalisation .*Skywork-MoE has no llama.cpp architecture/);
   assert.equal(ggufIncompatibility(resolveConfig(parseHfConfig(sky)), 256), null, "a Mixtral-equivalent Skywork exports as llama");
+  // the refusal says which training option gives an exportable model
+  const skyNorm = resolveConfig(parseHfConfig({ ...sky, moe_use_logits_norm: true }));
+  assert.throws(() => familyModelToGguf(exportInput(skyNorm, new Float32Array(buildLayout(skyNorm).layout.size)), "f32"), /train with model.router=topk/);
   const llamaDense = resolveConfig(parseHfConfig({ model_type: "llama", vocab_size: 64, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64 }));
   assert.throws(() => ggufIncompatibility(llamaDense, 256), /dense model/);
 });

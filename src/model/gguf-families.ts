@@ -199,7 +199,10 @@ export function familyModelToGguf(input: FamilyExportInput, dtype: ExportDtype):
   if (!EXPORT_DTYPES.includes(dtype)) throw new GgufError(`dtype '${dtype}' is not one of ${EXPORT_DTYPES.join(", ")}`);
   const A = ggufArchitecture(cfg);
   const bad = ggufIncompatibility(cfg, contextLength);
-  if (bad) throw new GgufError(`cannot export ${cfg.family} to llama.cpp's ${A} architecture: ${bad} is not supported`);
+  if (bad) {
+    const hint = cfg.family === "skywork" ? "train with model.router=topk (no gating-logit normalisation) or model.family=mixtral" : "train with the family's own router (model.router unset) and no rope scaling or sliding window";
+    throw new GgufError(`cannot export ${cfg.family} to llama.cpp's ${A} architecture: ${bad} is not supported; ${hint}`);
+  }
   if (A === "llama") return { ...modelToGguf(input, dtype), arch: A };
   const { layout, names } = buildLayout(cfg);
   if (input.params.length !== layout.size) throw new GgufError(`params has ${input.params.length} values, the config's layout needs ${layout.size}`);
