@@ -414,6 +414,8 @@ export interface BackendInfo {
     cached: boolean;
     ms: number;
     cpuShare: number;
+    /** The machine's 1-minute load average when measured (busy machines are not cached). */
+    load1: number;
     measuredAt: string;
     kernels: { builtin: string; blas: string };
     classes: Record<string, { builtin: number; blas: number; pick: "builtin" | "blas"; problem: string }>;

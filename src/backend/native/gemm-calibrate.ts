@@ -29,6 +29,12 @@ export const BLAS_MARGIN = 1.05;
  * CPU was disturbed by other processes: it is used by this process but not cached (measured here
  * under load, such a run picked OpenBLAS for a class where the built-in kernel is 1.3-1.8× faster). */
 export const MIN_CPU_SHARE = 0.8;
+/**
+ * A measurement is cached only when the machine's 1-minute load average is at most this: a busy
+ * machine can make either path look faster for minutes (seen here: OpenBLAS picked at 2 threads
+ * while other jobs ran, then used at half the built-in speed once the machine was quiet).
+ */
+export const MAX_LOAD_TO_CACHE = 1;
 
 /** Class of a dense (or batched) GEMM of M×N×K, `flops` in total over the call. */
 export function denseClass(M: number, N: number, K: number, flops = 2 * M * N * K): GemmShapeClass {
@@ -72,6 +78,8 @@ export interface GemmCalibration {
   ms: number;
   /** CPU time this process got during the measurement / (threads × wall time). */
   cpuShare: number;
+  /** The machine's 1-minute load average when measured. */
+  load1: number;
   /** ISO time of the measurement. */
   measuredAt: string;
   /** True when this process read it from the cache file instead of measuring. */
@@ -171,7 +179,7 @@ export function measure(addon: Addon, engine: EngineHandle, threads: number, cpu
   setPath("builtin");
   const ms = performance.now() - t0, used = process.cpuUsage(cpu0);
   const cpuShare = (used.user + used.system) / 1e3 / (threads * ms);
-  return { threads, cpu, build, classes, ms, cpuShare, measuredAt: new Date().toISOString() };
+  return { threads, cpu, build, classes, ms, cpuShare, load1: os.loadavg()[0]!, measuredAt: new Date().toISOString() };
 }
 
 function readCache(file: string, cpu: string, build: string): CacheFile | null {
@@ -200,11 +208,17 @@ export function calibrationFile(dir: string, build: string): string {
   return path.join(dir, `gemm-calibration-${build}.json`);
 }
 
+/** Whether a measurement may be cached (undisturbed, on a quiet machine). */
+export function cacheable(m: { cpuShare: number; load1: number }): boolean {
+  return m.cpuShare >= MIN_CPU_SHARE && m.load1 <= MAX_LOAD_TO_CACHE;
+}
+
 /**
  * The calibration for this engine's thread count: from calibrationFile(dir, build) when it was
  * made on this CPU with this build, else measured now and written back (atomically; a cache that
  * cannot be written is only reported by returning cached=false each time), unless other processes
- * disturbed the measurement (cpuShare < MIN_CPU_SHARE). dir null: no cache.
+ * disturbed the measurement (cpuShare < MIN_CPU_SHARE) or the machine was busy (1-minute load
+ * average above MAX_LOAD_TO_CACHE). dir null: no cache.
  */
 export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: number, addonFile: string, dir: string | null): GemmCalibration {
   const cpu = cpuIdentity(), build = buildIdentity(addonFile);
@@ -213,7 +227,7 @@ export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: num
   const hit = cache?.entries[String(threads)];
   if (hit !== undefined && validEntry(hit)) return { ...hit, cached: true };
   const fresh = measure(addon, engine, threads, cpu, build);
-  if (file !== null && fresh.cpuShare >= MIN_CPU_SHARE) {
+  if (file !== null && cacheable(fresh)) {
     const next: CacheFile = cache ?? { version: 1, cpu, build, entries: {} };
     next.entries[String(threads)] = fresh;
     try {
