@@ -28,7 +28,7 @@ export async function runInfo(argv: string[]): Promise<number> {
   console.log(`  gemm           ${info.gemm}${info.gemmAuto ? " (auto, by measurement)" : ""}`);
   if (info.gemmAuto) {
     const a = info.gemmAuto;
-    const how = a.cached ? `cached, measured ${a.measuredAt}` : `measured now in ${a.ms.toFixed(0)} ms, CPU share ${a.cpuShare.toFixed(2)}, load ${a.load1.toFixed(1)}${a.cpuShare < 0.8 || a.load1 > 1 ? " (disturbed or busy machine: not cached)" : ""}`;
+    const how = a.cached ? `cached, measured ${a.measuredAt}` : `measured now in ${a.ms.toFixed(0)} ms, CPU share ${a.cpuShare.toFixed(2)}, load ${a.load1.toFixed(1)}${a.cpuShare < 0.8 || a.load1 > 1 ? " (disturbed or busy machine: not cached; built-in kernel until a quiet calibration is cached)" : ""}`;
     console.log(`  gemm auto      ${a.threads} threads, ${how}; cpu ${a.cpu}; build ${a.build}`);
     for (const [cls, m] of Object.entries(a.classes)) {
       const pick = m.pick === "blas" ? a.kernels.blas : a.kernels.builtin;

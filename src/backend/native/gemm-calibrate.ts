@@ -239,7 +239,11 @@ export function loadOrCalibrate(addon: Addon, engine: EngineHandle, threads: num
       // read-only home or full disk: run with this process's measurement
     }
   }
-  return { ...fresh, cached: false };
+  if (cacheable(fresh)) return { ...fresh, cached: false };
+  // A disturbed measurement could pick differently in every process (runs would then differ in
+  // their last bits): until a quiet calibration is cached, auto is the built-in kernel.
+  const classes = Object.fromEntries(Object.entries(fresh.classes).map(([k, v]) => [k, { ...v, pick: "builtin" as const }])) as typeof fresh.classes;
+  return { ...fresh, classes, cached: false };
 }
 
 /**
