@@ -25,7 +25,7 @@ import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
 import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput } from "../io/gguf.js";
 import {
-  archMetadata, EXPORT_DTYPES, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
+  archMetadata, EXPORT_DTYPES, ggufTokenizer, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
   type ExportDtype, type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
 } from "./gguf-model.js";
 
@@ -356,17 +356,6 @@ export function importModelGguf(file: string): ImportedGgufModel {
   for (const name of g.tensors.keys()) {
     if (!used.has(name)) fail(`tensor ${name} is not supported by this importer for ${A} (rope_freqs, dense layers and biases the HF family lacks are not)`);
   }
-  let tokenizer: GgufTokenizer | undefined;
-  if (tokens) {
-    tokenizer = {
-      model: g.getString("tokenizer.ggml.model", ""),
-      pre: g.get("tokenizer.ggml.pre") ? g.getString("tokenizer.ggml.pre") : undefined,
-      tokens: tokens.map(String),
-      tokenTypes: g.getArray("tokenizer.ggml.token_type")?.map(Number),
-      merges: g.getArray("tokenizer.ggml.merges")?.map(String),
-      bosTokenId: bos ?? undefined,
-      eosTokenId: eos ?? undefined,
-    };
-  }
+  const tokenizer = ggufTokenizer(g);
   return { arch: A, hf, cfg, layout, names, params, tokenizer };
 }

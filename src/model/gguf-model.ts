@@ -319,6 +319,22 @@ export interface ImportedModel {
   tokenizer?: GgufTokenizer;
 }
 
+/** The tokenizer a GGUF file embeds (tokenizer.ggml.*), or undefined when it has none. */
+export function ggufTokenizer(g: GgufFile): GgufTokenizer | undefined {
+  const tokens = g.getArray("tokenizer.ggml.tokens");
+  if (!tokens) return undefined;
+  const id = (k: string) => (g.get(k) ? g.getNumber(k) : undefined);
+  return {
+    model: g.getString("tokenizer.ggml.model", ""),
+    pre: g.get("tokenizer.ggml.pre") ? g.getString("tokenizer.ggml.pre") : undefined,
+    tokens: tokens.map(String),
+    tokenTypes: g.getArray("tokenizer.ggml.token_type")?.map(Number),
+    merges: g.getArray("tokenizer.ggml.merges")?.map(String),
+    bosTokenId: id("tokenizer.ggml.bos_token_id"),
+    eosTokenId: id("tokenizer.ggml.eos_token_id"),
+  };
+}
+
 /** The shortest decimal that rounds to the same f32 (GGUF stores eps and θ as f32: 1e-5, not 9.99999974e-6). */
 export function shortestF32(x: number): number {
   for (let p = 1; p <= 9; p++) {
@@ -412,17 +428,6 @@ export function importLlamaGguf(file: string): ImportedModel {
   for (const name of g.tensors.keys()) {
     if (!used.has(name)) fail(`tensor ${name} is not supported by this importer (biases, rope_freqs, shared experts and dense layers are not)`);
   }
-  let tokenizer: GgufTokenizer | undefined;
-  if (tokens) {
-    tokenizer = {
-      model: g.getString("tokenizer.ggml.model", ""),
-      pre: g.get("tokenizer.ggml.pre") ? g.getString("tokenizer.ggml.pre") : undefined,
-      tokens: tokens.map(String),
-      tokenTypes: g.getArray("tokenizer.ggml.token_type")?.map(Number),
-      merges: g.getArray("tokenizer.ggml.merges")?.map(String),
-      bosTokenId: bos ?? undefined,
-      eosTokenId: eos ?? undefined,
-    };
-  }
+  const tokenizer = ggufTokenizer(g);
   return { hf, cfg, layout, names, params, tokenizer };
 }
