@@ -74,8 +74,6 @@ export class Telemetry {
     this.e2e = new Histogram({ name: `${p}e2e_request_latency_seconds`, help: "Arrival to last token", buckets: sec, registers: [r] });
     new Histogram({ name: `${p}iteration_tokens_total`, help: "Rows (tokens) per engine step", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], registers: [r] });
     this.expertTokens = new Counter({ name: `${p}moe_expert_tokens_total`, help: "Tokens routed to each expert (top-k assignments) per MoE layer", labelNames: ["layer", "expert"], registers: [r] });
-    const cfg = engine.weights.cfg;
-    const moeLayers = cfg.moe.moeLayers.flatMap((m, l) => (m ? [l] : []));
     new Gauge({
       name: `${p}moe_max_over_mean_load`, help: `Per MoE layer: max/mean tokens per expert over the last ${WINDOW_STEPS} steps`, labelNames: ["layer"], registers: [r],
       collect: () => { for (const ld of this.windowLoads()) this.gauge("moe_max_over_mean_load").set({ layer: String(ld.layer) }, ld.maxOverMean); },
@@ -84,7 +82,6 @@ export class Telemetry {
       name: `${p}moe_router_entropy`, help: `Per MoE layer: normalised entropy of the expert distribution over the last ${WINDOW_STEPS} steps (1 = uniform)`, labelNames: ["layer"], registers: [r],
       collect: () => { for (const ld of this.windowLoads()) this.gauge("moe_router_entropy").set({ layer: String(ld.layer) }, ld.entropy); },
     });
-    void moeLayers;
     const iter = this.registry.getSingleMetric(`${p}iteration_tokens_total`) as Histogram;
     engine.stepListeners.push((s: StepStats) => {
       iter.observe(s.rows);
