@@ -192,3 +192,15 @@ export function unpackBatch(p: Int32Array, N: number, S: number): StepBatch {
   const take = (n: number) => p.subarray(o, (o += n));
   return { tokens: take(N), positions: take(N), queryStart: take(S + 1), contextLens: take(S), slots: take(N), blockTables: take(p.length - o), logitRows: new Int32Array(0) };
 }
+
+/** `--tp N` of the CLI: undefined → 1; otherwise a positive integer. */
+export function parseTpFlag(cmd: string, v: number | undefined): number {
+  const n = v ?? 1;
+  if (!(Number.isInteger(n) && n >= 1)) throw new TensorParallelError(`${cmd}: --tp must be a positive integer (ranks), got ${v}`);
+  return n;
+}
+
+/** The backend flags of every rank under `--tp N`: without --threads, the cores are shared among the ranks. */
+export function tpBackendFlags<F extends TpBackendFlags>(flags: F, size: number): F {
+  return size > 1 && flags.threads === undefined ? { ...flags, threads: tpThreadsPerRank(size) } : flags;
+}
