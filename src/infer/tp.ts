@@ -121,6 +121,8 @@ export class TensorParallel {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
+    // a process that ends without close() is not held open by workers waiting for a step
+    for (const w of workers) w.unref();
     const group = threadsGroupOver(0, size, sab, slotBytes);
     const rank0 = shardEngineWeights(full, plan, 0, false);
     tp = new TensorParallel(rank0, plan, group, workers, exits);
@@ -163,6 +165,7 @@ export class TensorParallel {
     if (this.closed) return;
     this.closed = true;
     if (this.group) {
+      for (const w of this.workers) w.ref(); // keep the event loop alive until they have exited
       if (this.failure === null) {
         const hdr = new Int32Array(TP_HEADER.length);
         hdr[TP_HEADER.cmd] = TP_CMD.stop;
