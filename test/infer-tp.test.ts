@@ -174,3 +174,15 @@ test("plan: Skywork's 36 heads over 8 ranks, GQA kv heads split or replicated, b
   assert.throws(() => planTensorParallel(GQA10, 2, "q8_0"), /whole number of q8_0 blocks/);
   assert.throws(() => planTensorParallel(Q8, 4, "q8_0"), /fewer than the 4 ranks|only 3 attention heads/);
 });
+
+test("tp failures: a rank that cannot start rejects start(); a rank found dead between steps fails the next step", async () => {
+  const full = engineWeights(randomWeights(GQA10, 3));
+  await assert.rejects(TensorParallel.start(full, { size: 2, backend: { backend: "bogus" } }), /rank 1 failed to start: .*--backend must be 'native' or 'ref'/);
+  await assert.rejects(TensorParallel.start(full, { size: 2, slotBytes: 12 }), /slotBytes must be a multiple of 8/);
+  const tp = await TensorParallel.start(full, { size: 2, backend: BACKEND });
+  // test-only introspection: end rank 1 behind the engine's back
+  await (tp as unknown as { workers: { terminate(): Promise<number> }[] }).workers[0]!.terminate();
+  await new Promise((r) => setImmediate(r));
+  assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: rank 1 exited \(code \d+\); the engine cannot run/);
+  await tp.close();
+});
