@@ -19,6 +19,10 @@ import { TensorParallel } from "../src/infer/tp.js";
 import { planTensorParallel, TensorParallelError } from "../src/infer/tp-shard.js";
 import { tinyConfig } from "./model-util.js";
 import { rng } from "./util.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { cli, corpus, tinyArgs } from "./robust-util.js";
 
 const BACKEND = { backend: "native", threads: 1, gemm: "builtin" } as const;
 const be = createBackend({ name: "native", threads: 1, gemm: "builtin" });
@@ -185,4 +189,22 @@ test("tp failures: a rank that cannot start rejects start(); a rank found dead b
   await new Promise((r) => setImmediate(r));
   assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: rank 1 exited \(code \d+\); the engine cannot run/);
   await tp.close();
+});
+
+test("moe generate --tp 2 prints the --tp 1 text; --tp that does not fit the heads and --tp 0 are refused", async () => {
+  const base = mkdtempSync(path.join(tmpdir(), "moe-tp-cli-"));
+  const tr = await cli(["train", ...tinyArgs(base, "run", corpus(20), ["train.steps=8"])]);
+  assert.equal(tr.code, 0, tr.err);
+  const run = path.join(base, "run");
+  const gen = (tp: string) => cli(["generate", run, "--prompt", "the whale", "--max-tokens", "16", "--temperature", "0", "--ignore-eos", "--tp", tp]);
+  const one = await gen("1"), two = await gen("2");
+  assert.equal(one.code, 0, one.err);
+  assert.equal(two.code, 0, two.err);
+  assert.ok(one.out.length > "the whale".length + 4, one.out);
+  assert.equal(two.out, one.out);
+  const three = await gen("3"); // tiny-mixtral: 4 heads, 2 kv heads
+  assert.notEqual(three.code, 0);
+  assert.match(three.err, /3 ranks do not fit 2 kv heads: use at most 2 ranks or a multiple of 2/);
+  const zero = await gen("0");
+  assert.match(zero.err, /moe generate: --tp must be a positive integer \(ranks\), got 0/);
 });
