@@ -7,7 +7,8 @@
 // dp=4 × ep=2 (expert gradients reduced over the 2-rank expert-data-parallel group, ZeRO-1 on
 // top) give the losses of a one-rank run with the same global batch to 1e-5 relative, for the
 // default (Skywork, dropless), capacity dispatch and the SparseMixer router; on the threads backend
-// and on MPI (skipped only when the binding or mpirun is absent). Config errors are checked too.
+// and on MPI (skipped only when the binding or mpirun is absent). An ep=2 checkpoint resumes on one
+// rank on the single-rank losses. Config errors are checked too.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -50,6 +51,19 @@ function close(a: number[], b: number[], what: string): void {
   a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) <= 1e-5 * Math.abs(b[i]!), `${what} step ${i + 1}: ${x} vs ${b[i]}`));
 }
 
+/** The single-rank run of a case (run once, shared by the tests that compare with it). */
+const singles = new Map<string, string>();
+function single(extra: string[]): string {
+  const key = extra.join(" ");
+  let dir = singles.get(key);
+  if (!dir) {
+    dir = path.join(base, `single-${singles.size}`);
+    run(["train", ...COMMON, ...extra, `train.out_dir=${dir}`]);
+    singles.set(key, dir);
+  }
+  return dir;
+}
+
 function layerChecks(out: string, n: number): void {
   for (let r = 0; r < n; r++) assert.match(out, new RegExp(`EP-OK ${r} 8\\b`), `rank ${r} did not finish its checks:\n${out}`);
 }
@@ -83,8 +97,7 @@ const CASES: [string, string[]][] = [
 for (const [name, extra] of CASES) {
   test(`ep=2 (threads) gives the single-rank losses: ${name}`, () => {
     const tag = name.replace(/\W+/g, "-");
-    const one = path.join(base, `${tag}-1`), two = path.join(base, `${tag}-ep2`);
-    run(["train", ...COMMON, ...extra, `train.out_dir=${one}`]);
+    const one = single(extra), two = path.join(base, `${tag}-ep2`);
     launch(2, "threads", [...extra, `train.out_dir=${two}`, "parallel.dp=2", "parallel.ep=2"]);
     close(losses(two), losses(one), `${name} ep=2`);
     if (name.startsWith("SparseMixer")) {
@@ -102,6 +115,13 @@ test("dp=4 × ep=2 (4 threads, oversubscribed; ZeRO-1) gives the single-rank los
   run(["train", ...COMMON, ...extra, `train.out_dir=${one}`]);
   launch(4, "threads", [...extra, `train.out_dir=${four}`, "parallel.dp=4", "parallel.ep=2", "parallel.zero=1"]);
   close(losses(four), losses(one), "dp=4 ep=2");
+});
+
+test("an ep=2 checkpoint (MPI when present, else threads) resumes on one rank on the single-rank losses", () => {
+  const one = single([]), dir = path.join(base, "ep-resume");
+  launch(2, haveMpi() ? "mpi" : "threads", [`train.out_dir=${dir}`, "parallel.dp=2", "parallel.ep=2", "train.steps=6"]);
+  run(["train", ...COMMON.filter((a) => !a.startsWith("train.steps")), `train.out_dir=${dir}`, "train.steps=10", "parallel.dp=1", "parallel.ep=1", "--resume"]);
+  close(losses(dir), losses(one), "ep=2 for 6 steps, then one rank");
 });
 
 test("parallel.ep is validated: it must divide parallel.dp and the number of experts", () => {
