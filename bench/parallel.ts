@@ -108,6 +108,8 @@ interface TrainRow {
   tokens_per_s: number;
   /** one-rank step time / this step time */
   speedup: number;
+  /** EP layouts: rank 0's median ms per step in the MoE all-to-all-v calls (waiting for the peer included) */
+  ep_comm_ms: number | null;
 }
 
 /** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
@@ -118,9 +120,11 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     `model.preset=${o.preset}`, `data.cache_dir=${path.join(dir, "cache")}`, `train.batch_size=${B}`, `train.seq_len=${T}`, `train.grad_accum=${A}`,
     `train.steps=${steps}`, "train.threads=1", "log.progress=false", "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
   ];
-  const stepMs = (out: string) => {
-    const ms = readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").slice(1).map((l) => JSON.parse(l).ms as number).sort((a, b) => a - b);
-    return ms[ms.length >> 1]!;
+  const median = (out: string, key: string): number | null => {
+    const v = readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").slice(1).map((l) => JSON.parse(l)[key] as number | undefined);
+    if (v.some((x) => x === undefined)) return null;
+    const s = (v as number[]).sort((a, b) => a - b);
+    return s[s.length >> 1]!;
   };
   const runs: { backend: string; layout: string; ranks: number; args: string[] }[] = [{ backend: "single", layout: "1 rank", ranks: 1, args: [] }];
   for (const b of o.backends) {
@@ -136,9 +140,9 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     const args = r.args.length ? [...r.args, ...common, `train.out_dir=${out}`] : ["train", ...common, `train.out_dir=${out}`];
     const p = spawnSync(process.execPath, [moe, ...args], { encoding: "utf8" });
     if (p.status !== 0) throw new Error(`${r.backend} ${r.layout} training run failed (exit ${p.status}):\n${p.stderr}`);
-    const ms = stepMs(out);
+    const ms = median(out, "ms")!, comm = median(out, "epCommMs");
     if (i === 0) one = ms;
-    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3) });
+    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1) });
   });
   notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
   return rows;
@@ -171,8 +175,8 @@ async function driver(): Promise<void> {
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup"].map((s) => s.padStart(12)).join(""));
-  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3)].map((s) => s.padStart(12)).join(""));
+  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms"].map((s) => s.padStart(12)).join(""));
+  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
 }
 

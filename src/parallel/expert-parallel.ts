@@ -110,6 +110,9 @@ export class ExpertParallel {
   private readonly layers = new WeakMap<object, LayerBuffers>();
   private scratch: Scratch | null = null;
   private readonly countsEl: number[];
+  /** Milliseconds spent in this object's all-to-all-v calls (waiting included) and in its expert compute, since construction. */
+  commMs = 0;
+  computeMs = 0;
 
   constructor(readonly group: EpGroup, readonly numExperts: number) {
     const ep = group.size;
@@ -148,6 +151,7 @@ export class ExpertParallel {
    * (E entries, padding rows included); yo: (M,C) receives every row's expert output.
    */
   forward(be: Backend, key: object, xs: FArr, sizes: Int32Array, M: number, C: number, F: number, w: EpExpertWeights, yo: FArr): void {
+    const t0 = performance.now(), c0 = this.commMs;
     const { ep, localExperts: El, numExperts: E } = this;
     if (sizes.length !== E) throw new RangeError(`expert parallelism: ${sizes.length} expert sizes, expected ${E}`);
     const Ctor = xs.constructor as FCtor;
@@ -158,7 +162,7 @@ export class ExpertParallel {
       for (let j = 0; j < El; j++) n += sizes[r * El + j]!;
       lb.sendCounts[r] = n * C;
     }
-    this.group.alltoallvSync(sizes, this.countsEl, lb.recvSizes, this.countsEl);
+    this.a2a(sizes, this.countsEl, lb.recvSizes, this.countsEl);
     let R = 0;
     lb.localSizes.fill(0);
     for (let s = 0; s < ep; s++) {
@@ -177,7 +181,7 @@ export class ExpertParallel {
     const sc = this.scratchFor(Ctor, R, C, F);
     // 2b. token rows
     const xr = sc.a.subarray(0, R * C);
-    this.group.alltoallvSync(xs.subarray(0, M * C), lb.sendCounts, xr, lb.recvCounts);
+    this.a2a(xs.subarray(0, M * C), lb.sendCounts, xr, lb.recvCounts);
     // 3. regroup by local expert: for expert j, the rows of source 0, then source 1, …
     const perm = lb.perm.subarray(0, R);
     const srcStart = new Int32Array(ep);
@@ -202,7 +206,8 @@ export class ExpertParallel {
     // 4. back to source-major order; 5. combine exchange
     const yr = sc.a.subarray(0, R * C);
     unpermute(yr, yl, perm, R, C);
-    this.group.alltoallvSync(yr, lb.recvCounts, yo.subarray(0, M * C), lb.sendCounts);
+    this.a2a(yr, lb.recvCounts, yo.subarray(0, M * C), lb.sendCounts);
+    this.computeMs += performance.now() - t0 - (this.commMs - c0);
   }
 
   /**
@@ -211,6 +216,7 @@ export class ExpertParallel {
    * are accumulated (+=) into dw (the other experts' are left alone).
    */
   backward(be: Backend, key: object, dyo: FArr, M: number, C: number, F: number, w: EpExpertWeights, dw: EpExpertWeights, dxs: FArr): void {
+    const t0 = performance.now(), c0 = this.commMs;
     const lb = this.layers.get(key);
     if (!lb) throw new Error("expert parallelism: backward called before forward for this layer");
     const R = lb.R;
@@ -219,7 +225,7 @@ export class ExpertParallel {
     const xl = lb.xl.subarray(0, R * C), hl = lb.hl.subarray(0, R * 2 * F), al = lb.al.subarray(0, R * F);
     // dispatch the output gradients to the experts' owners
     const dyr = sc.a.subarray(0, R * C), dyl = sc.b.subarray(0, R * C);
-    this.group.alltoallvSync(dyo.subarray(0, M * C), lb.sendCounts, dyr, lb.recvCounts);
+    this.a2a(dyo.subarray(0, M * C), lb.sendCounts, dyr, lb.recvCounts);
     be.gather(dyl, dyr, perm, R, C);
     const { w13, w2 } = this.localWeights(w, C, F);
     const { w13: dw13, w2: dw2 } = this.localWeights(dw, C, F);
@@ -232,7 +238,14 @@ export class ExpertParallel {
     be.groupedGemm(dh, w13, dxl, lb.localSizes, { K: 2 * F, N: C, transW: false });
     unpermute(dxr, dxl, perm, R, C);
     // combine: the input gradients go back to the rows' ranks
-    this.group.alltoallvSync(dxr, lb.recvCounts, dxs.subarray(0, M * C), lb.sendCounts);
+    this.a2a(dxr, lb.recvCounts, dxs.subarray(0, M * C), lb.sendCounts);
+    this.computeMs += performance.now() - t0 - (this.commMs - c0);
+  }
+
+  private a2a(send: FArr | Int32Array, sendCounts: ArrayLike<number>, recv: FArr | Int32Array, recvCounts: ArrayLike<number>): void {
+    const t0 = performance.now();
+    this.group.alltoallvSync(send, sendCounts, recv, recvCounts);
+    this.commMs += performance.now() - t0;
   }
 
   private localWeights(w: EpExpertWeights, C: number, F: number): EpExpertWeights {
@@ -302,24 +315,31 @@ function unpack(dst: FArr, ranges: readonly [number, number][], src: FArr, at = 
 const total = (ranges: readonly [number, number][]) => ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
 
 /**
- * Gradient reduction of an EP step, in place on the whole arena `grads`: dense ranges summed
- * over `dp` (every rank of the data-parallel group); this rank's expert slices summed over
- * `expDp` (the ranks that own the same experts), then every owner's slices all-gathered over
- * `ep`, so every rank ends with the full, identical gradient. Requires the slices of experts this
- * rank does not own to hold no contribution (they are overwritten).
+ * Gradient reduction of an EP step, in place on the whole arena: dense ranges summed over `dp`
+ * (every rank of the data-parallel group); this rank's expert slices summed over `expDp` (the
+ * ranks that own the same experts), then every owner's slices all-gathered over `ep`, so every
+ * rank ends with the full, identical gradient. The slices of experts this rank does not own must
+ * hold no contribution (they are overwritten). Packing buffers are kept between steps.
  */
-export function reduceEpGradients(grads: FArr, r: EpRanges, groups: { dp: SyncGroup; ep: SyncGroup; expDp: SyncGroup }): void {
-  const Ctor = grads.constructor as FCtor;
-  const dense = new Ctor(total(r.dense));
-  pack(grads, r.dense, dense);
-  groups.dp.allreduceSync(dense, "sum");
-  unpack(grads, r.dense, dense);
-  const mine = r.experts[groups.ep.rank]!;
-  const n = total(mine);
-  const own = new Ctor(n);
-  pack(grads, mine, own);
-  if (groups.expDp.size > 1) groups.expDp.allreduceSync(own, "sum");
-  const all = new Ctor(n * groups.ep.size);
-  groups.ep.allgatherSync(own, all);
-  for (let q = 0; q < groups.ep.size; q++) unpack(grads, r.experts[q]!, all, q * n);
+export class EpGradientReducer {
+  private bufs: { Ctor: FCtor; dense: FArr; own: FArr; all: FArr } | null = null;
+
+  constructor(readonly ranges: EpRanges, readonly groups: { dp: SyncGroup; ep: SyncGroup; expDp: SyncGroup }) {
+    if (ranges.experts.length !== groups.ep.size) throw new RangeError(`expert parallelism: ranges for ${ranges.experts.length} EP ranks, the EP group has ${groups.ep.size}`);
+  }
+
+  reduce(grads: FArr): void {
+    const { ranges: r, groups } = this;
+    const Ctor = grads.constructor as FCtor;
+    const mine = r.experts[groups.ep.rank]!, n = total(mine);
+    if (!this.bufs || this.bufs.Ctor !== Ctor) this.bufs = { Ctor, dense: new Ctor(total(r.dense)), own: new Ctor(n), all: new Ctor(n * groups.ep.size) };
+    const { dense, own, all } = this.bufs;
+    pack(grads, r.dense, dense);
+    groups.dp.allreduceSync(dense, "sum");
+    unpack(grads, r.dense, dense);
+    pack(grads, mine, own);
+    if (groups.expDp.size > 1) groups.expDp.allreduceSync(own, "sum");
+    groups.ep.allgatherSync(own, all);
+    for (let q = 0; q < groups.ep.size; q++) unpack(grads, r.experts[q]!, all, q * n);
+  }
 }

@@ -32,7 +32,7 @@ import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
-import { ExpertParallel, epRanges, reduceEpGradients, type EpRanges } from "../parallel/expert-parallel.js";
+import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -55,6 +55,8 @@ export interface StepReport {
   ms: number;
   tokensPerSec: number;
   layers: LayerReport[];
+  /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
+  epCommMs?: number;
 }
 
 export interface LayerReport {
@@ -106,8 +108,8 @@ export class Trainer {
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
-  /** Expert parallelism: this rank's experts, the arena's dense/expert ranges, the mesh. */
-  private readonly ep: { ctx: ExpertParallel; ranges: EpRanges; mesh: Mesh } | null;
+  /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
+  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
@@ -128,7 +130,7 @@ export class Trainer {
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
       if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
       const expertTensors = args.model.names.layers.flatMap((l) => (l.w13 && l.w2 ? [l.w13, l.w2] : []));
-      this.ep = { ctx: new ExpertParallel(mesh.ep, E), ranges: epRanges(args.model.layout, expertTensors, E, c.parallel.ep), mesh };
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(epRanges(args.model.layout, expertTensors, E, c.parallel.ep), mesh) };
     } else this.ep = null;
     this.backend = args.backend;
     this.model = args.model;
@@ -185,7 +187,7 @@ export class Trainer {
 
   /** One optimizer step. */
   trainStep(): StepReport {
-    const t0 = performance.now();
+    const t0 = performance.now(), comm0 = this.ep?.ctx.commMs ?? 0;
     const c = this.c, A = c.train.grad_accum, L = this.cfg.numLayers;
     const coefs = this.coefs();
     const step = this.step + 1;
@@ -254,6 +256,7 @@ export class Trainer {
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
+      ...(this.ep ? { epCommMs: this.ep.ctx.commMs - comm0 } : {}),
     };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
@@ -269,7 +272,7 @@ export class Trainer {
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     const g = this.group!;
-    if (this.ep) reduceEpGradients(this.model.grads, this.ep.ranges, this.ep.mesh);
+    if (this.ep) this.ep.grads.reduce(this.model.grads);
     else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
