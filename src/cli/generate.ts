@@ -9,6 +9,7 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel, type OpenedModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
 import type { Tokenizer } from "../data/types.js";
@@ -43,10 +44,13 @@ function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: stri
   if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
   const kvDtype = f["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
+  const ml = f["max-model-len"];
+  if (ml !== undefined && !(Number.isInteger(ml) && ml >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${ml}`);
+  // weights + KV cache + workspaces, estimated from the config before anything is read
+  checkInferenceFits(cmd, model, (s) => ({ dtype, kvTokens: ml ?? Math.min(s.context, 4096), kvBytes: kvDtype === "f32" ? 4 : 2, rows: 256, context: ml ?? Math.min(s.context, 4096) }));
   const opened = openModel(model, be);
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
-  const maxModelLen = f["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  if (!(Number.isInteger(maxModelLen) && maxModelLen >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${maxModelLen}`);
+  const maxModelLen = ml ?? Math.min(opened.contextLength, 4096);
   const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
   return { opened, tokenizer: opened.tokenizer, engine, maxModelLen };
 }

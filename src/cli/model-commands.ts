@@ -20,6 +20,7 @@ import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
 import { inspectGguf, isGgufPath } from "./gguf-source.js";
 import { openModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { MoeModel } from "../model/model.js";
 
 function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
@@ -36,6 +37,9 @@ export async function runEval(argv: string[]): Promise<number> {
     console.log("usage: moe eval MODEL [--data moby-dick|PATHS] [--split val|train] [--batches 16] [--batch-size 8] [--seq-len 128]");
     return flags.help ? 0 : 2;
   }
+  const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
+  // weights + every layer's activations of B × T rows, from the config, before anything is read
+  checkInferenceFits("moe eval", positional[0]!, () => ({ dtype: "f32", kvTokens: 0, kvBytes: 4, rows: B * T, context: T, allLayers: true }));
   const gguf = isGgufPath(positional[0]!) ? openModel(positional[0]!, createBackend({ name: "ref" })) : null;
   if (gguf && !gguf.tokenizer) throw new Error(`moe eval: ${positional[0]} embeds no tokenizer`);
   const dir = gguf ? gguf.source : resolveModelDir(positional[0]!);
@@ -43,7 +47,6 @@ export async function runEval(argv: string[]): Promise<number> {
   const spec = parseCorpusSpec(flags.data ?? "moby-dick", flags["jsonl-field"] ?? "text");
   const split = flags.split ?? "val";
   if (split !== "val" && split !== "train") throw new Error(`moe eval: --split must be val or train, got '${split}'`);
-  const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
   const batches = positiveInt("moe eval", "batches", flags.batches, 16);
   const th = tokenizerHash(tok);
   const cache = shardCacheDir(path.resolve(flags["cache-dir"] ?? "runs/cache"), spec, th);

@@ -6,6 +6,7 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
 import { serveDashboardFile } from "../serve/dashboard.js";
@@ -33,6 +34,11 @@ export async function runServe(argv: string[]): Promise<number> {
   if (!(drain >= 0)) throw new Error(`moe serve: --drain-timeout must be ≥ 0 seconds, got ${drain}`);
   const be = backendFromFlags(flags, "moe serve");
   const model = positional[0]!;
+  // weights + KV cache (max-num-seqs × max-model-len tokens) + workspaces, from the config, before listening
+  checkInferenceFits("moe serve", model, (s) => {
+    const len = flags["max-model-len"] ?? Math.min(s.context, 4096);
+    return { dtype, kvTokens: (flags["max-num-seqs"] ?? 8) * len, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
+  });
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
   console.log(`moe serve: listening on http://${flags.host ?? "127.0.0.1"}:${bound} (loading ${model})`);
