@@ -37,7 +37,7 @@ export async function runServe(argv: string[]): Promise<number> {
   // weights + KV cache (max-num-seqs × max-model-len tokens) + workspaces, from the config, before listening
   checkInferenceFits("moe serve", model, (s) => {
     const len = flags["max-model-len"] ?? Math.min(s.context, 4096);
-    return { dtype, kvTokens: (flags["max-num-seqs"] ?? 8) * len, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
+    return { dtype, kvTokens: (flags["max-num-seqs"] ?? 8) * len, seqs: flags["max-num-seqs"] ?? 8, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
   });
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();

@@ -58,12 +58,17 @@ export const DTYPE_BYTES: Record<string, number> = {
   f64: 8, f32: 4, bf16: 2, f16: 2, fp8_e4m3: 1, fp8_e5m2: 1, int8: 1, q8_0: 34 / 32, q4_0: 18 / 32, q4_k: 144 / 256, q6_k: 210 / 256,
 };
 
+/** Tokens per KV block (the engine's default blockSize). */
+const KV_BLOCK = 16;
+
 export interface InferenceLoad {
   /** The compact weight dtype the engine keeps (f32: none besides the loaded f32; f64: the ref backend's copy). */
   dtype: string;
   /** KV cache: tokens held and bytes per element (f32 4, bf16 2); 0 tokens for a plain forward. */
   kvTokens: number;
   kvBytes: number;
+  /** Sequences the engine runs at once (each gets one spare KV block of 16 tokens, as engine.ts allocates). */
+  seqs?: number;
   /** Rows one forward computes (engine: max batched tokens; logits/eval: B × T) and the longest context a row attends to. */
   rows: number;
   context: number;
@@ -72,10 +77,11 @@ export interface InferenceLoad {
 }
 
 /** The estimate: weights, KV cache, workspaces (bytes), and the detail line for the message. */
-export function inferenceBytes(s: ModelSizes, o: InferenceLoad): { bytes: number; detail: string } {
+export function inferenceBytes(s: ModelSizes, o: InferenceLoad): { bytes: number; weights: number; kv: number; work: number; detail: string } {
   const f32 = 4 * s.parameters;
   const compact = o.dtype === "f32" ? 0 : (DTYPE_BYTES[o.dtype] ?? 4) * s.parameters;
-  const kv = o.kvTokens * 2 * s.layers * s.kvHeads * s.headDim * o.kvBytes;
+  const kvAllocated = o.kvTokens ? KV_BLOCK * (Math.ceil(o.kvTokens / KV_BLOCK) + (o.seqs ?? 1)) : 0;
+  const kv = kvAllocated * 2 * s.layers * s.kvHeads * s.headDim * o.kvBytes;
   // per row: residual, norms, q/k/v/o, the FFN hidden rows, logits; a plain forward also keeps the
   // attention probabilities over the context (the engine's paged attention streams them by block)
   const perLayer = 8 * s.hidden + 2 * (s.heads + 2 * s.kvHeads) * s.headDim + (o.allLayers ? s.heads * o.context : 0) + 3 * s.ffnActive;
@@ -83,7 +89,7 @@ export function inferenceBytes(s: ModelSizes, o: InferenceLoad): { bytes: number
   const parts = [`weights ${formatBytes(f32)} f32${compact ? ` + ${formatBytes(compact)} ${o.dtype}` : ""}`];
   if (o.kvTokens) parts.push(`KV cache ${formatBytes(kv)} for ${o.kvTokens} tokens`);
   parts.push(`workspaces ${formatBytes(work)} for ${o.rows} rows`);
-  return { bytes: f32 + compact + kv + work, detail: parts.join(" + ") };
+  return { bytes: f32 + compact + kv + work, weights: f32 + compact, kv, work, detail: parts.join(" + ") };
 }
 
 /**
