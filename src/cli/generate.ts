@@ -12,6 +12,7 @@ import { openModel, type OpenedModel } from "../infer/open.js";
 import { checkInferenceFits } from "../infer/load-memory.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
+import { fitChat } from "../infer/chat-window.js";
 import type { Tokenizer } from "../data/types.js";
 import { parseFlags } from "./args.js";
 
@@ -117,9 +118,19 @@ export async function runChat(argv: string[]): Promise<number> {
       continue;
     }
     messages.push({ role: "user", content: text });
-    const rendered = renderChat(messages, { template: tpl.template, bosToken: tpl.bosToken, eosToken: tpl.eosToken, addGenerationPrompt: true });
-    let ids = L.tokenizer.encode(rendered);
-    if (ids.length >= L.maxModelLen) ids = ids.slice(-(L.maxModelLen - 1));
+    // over the context: drop the oldest turns whole (the system message stays), keeping room for a
+    // reply; a message too long alone is not sent (documented in the README, as llama.cpp refuses it)
+    const encode = (m: { role: string; content: string }[]) => L.tokenizer.encode(renderChat(m, { template: tpl.template, bosToken: tpl.bosToken, eosToken: tpl.eosToken, addGenerationPrompt: true }));
+    const fit = fitChat(messages, encode, L.maxModelLen, Math.min(params.max_tokens ?? 256, Math.floor(L.maxModelLen / 2)));
+    if (!fit.ok) {
+      console.error(`moe chat: the message is ${fit.tokens} tokens with the chat template, the context ${L.maxModelLen} (--max-model-len); not sent`);
+      messages.pop();
+      ask();
+      continue;
+    }
+    if (fit.dropped) console.error(`moe chat: the conversation is over the context ${L.maxModelLen} (--max-model-len) with room for the reply; dropped the oldest ${fit.dropped} turn(s)`);
+    messages = fit.messages;
+    const ids = fit.ids;
     let reply = "";
     for await (const ev of L.engine.submit(ids, { ...params, max_tokens: Math.min(params.max_tokens ?? L.maxModelLen, L.maxModelLen - ids.length) })) {
       reply += ev.text;
