@@ -53,7 +53,7 @@ test("a tokenizer with more tokens than the model's vocab is refused at load", a
   assert.match(r.err, /tokenizer\.json: the tokenizer has \d+ tokens, the model's vocab_size is 300/);
 });
 
-test("moe --version prints the package version; an unknown command names itself", async () => {
+test("moe --version prints the package version; an unknown command names itself; wrong arguments say what is wrong", async () => {
   const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
   const v = await cli(["--version"]);
   assert.equal(v.code, 0);
@@ -61,6 +61,17 @@ test("moe --version prints the package version; an unknown command names itself"
   const u = await cli(["trian"]);
   assert.equal(u.code, 2);
   assert.match(u.err, /unknown command 'trian'/);
+  // wrong arguments say what is wrong, then the usage
+  for (const cmd of ["generate", "chat", "serve", "eval", "inspect", "dashboard"]) {
+    const r = await cli([cmd]);
+    assert.equal(r.code, 2, cmd);
+    assert.match(r.err, new RegExp(`^moe ${cmd}: expected one (MODEL|RUN_DIR), got none`), cmd);
+    assert.match(r.out, new RegExp(`usage: moe ${cmd}`), cmd);
+  }
+  const two = await cli(["generate", "a", "b"]);
+  assert.match(two.err, /moe generate: expected one MODEL, got 2: 'a' 'b'/);
+  const up = await cli(["upcycle", "--from", "x"]);
+  assert.match(up.err, /moe upcycle: --out is required/);
 });
 
 test("chat over the context drops the oldest turns whole (system kept); a message too long alone is refused", () => {

@@ -3,6 +3,7 @@
 // dashes). `--dtype` stores the weights compactly at load (bf16, f16, fp8_e4m3, fp8_e5m2, int8,
 // q8_0, q4_0, q4_k, q6_k); `MODEL` is an HF directory, a run directory or a .gguf file.
 // Not: the engine (infer/engine.ts) or the server (serve/).
+import { positionalProblem } from "./arg-problem.js";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { backendFromFlags } from "../backend/index.js";
@@ -59,6 +60,7 @@ function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: stri
 export async function runGenerate(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe generate", argv, { prompt: "string", "prompt-file": "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe generate", "MODEL", positional));
     console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
       "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
       "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N]");
@@ -91,6 +93,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
 export async function runChat(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe chat", argv, { system: "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe chat", "MODEL", positional));
     console.log("usage: moe chat MODEL [--system TEXT] [sampler and engine flags of moe generate]; /reset clears the conversation, /exit or Ctrl-D ends");
     return flags.help ? 0 : 2;
   }

@@ -1,6 +1,7 @@
 // `moe serve MODEL`: the OpenAI-compatible server (serve/server.ts) on the engine. It listens
 // first (GET /health answers 503 while the model loads), then serves. SIGINT / SIGTERM drain:
 // stop accepting, give running requests --drain-timeout seconds, cancel the rest, exit 0.
+import { positionalProblem } from "./arg-problem.js";
 import path from "node:path";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
@@ -21,6 +22,7 @@ export async function runServe(argv: string[]): Promise<number> {
     "served-model-name": "string", dtype: "string", "kv-dtype": "string", backend: "string", threads: "number", "drain-timeout": "number", help: "boolean",
   });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe serve", "MODEL", positional));
     console.log(USAGE);
     return flags.help ? 0 : 2;
   }
