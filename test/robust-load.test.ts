@@ -10,6 +10,7 @@ import { mkdtempSync, mkdirSync, openSync, writeSync, closeSync, copyFileSync, r
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { GgufFile } from "../src/io/gguf.js";
+import { SafetensorsFile, writeSafetensors } from "../src/io/safetensors.js";
 import { importModelGguf } from "../src/model/gguf-families.js";
 import { parameterCounts } from "../src/model/config.js";
 import { inferenceBytes, modelSizes } from "../src/infer/load-memory.js";
@@ -61,6 +62,33 @@ test("NaN/Inf in a GGUF tensor is refused at load, naming the tensor (generate, 
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, /tensor output\.weight holds non-finite values \(NaN or Inf\): output\.weight\[5\] = Infinity/);
   assert.throws(() => openModel(inf, createBackend({ name: "ref" })), /output\.weight\[5\] = Infinity/);
+});
+
+test("finite weights that overflow to non-finite outputs: logits, generate and eval exit 1", async () => {
+  // the final norm at 3e38 (finite, so the load check passes): the logits overflow to ±Inf / NaN
+  const dir = path.join(base, "overflow");
+  mkdirSync(dir);
+  const f = SafetensorsFile.open(path.join(modelDir, "model.safetensors"));
+  const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const n of f.tensors.keys()) {
+    const t = f.read(n);
+    const data = Float32Array.from(t.data as Float32Array);
+    if (n === "model.norm.weight") data.fill(3e38);
+    tensors[n] = { dtype: "F32", shape: [...t.info.shape], data };
+  }
+  writeSafetensors(path.join(dir, "model.safetensors"), tensors);
+  for (const e of ["config.json", "tokenizer.json"]) copyFileSync(path.join(modelDir, e), path.join(dir, e));
+  const lg = await cli(["logits", dir, "--ids", "1,2"]);
+  assert.equal(lg.code, 1);
+  assert.match(lg.err, /moe logits: non-finite logit .* the weights of .* are broken/);
+  for (const t of ["0", "0.8"]) {
+    const g = await cli(["generate", dir, "--prompt", "the", "--max-tokens", "3", "--temperature", t]);
+    assert.equal(g.code, 1, `temperature ${t}: ${g.err}`);
+    assert.match(g.err, /logits\[\d+\] is NaN/);
+  }
+  const ev = await cli(["eval", dir, "--data", data, "--batches", "1", "--batch-size", "1", "--seq-len", "8", "--cache-dir", path.join(base, "cache")]);
+  assert.equal(ev.code, 1, ev.err);
+  assert.match(ev.err, /moe eval: the loss is (NaN|Infinity) \(non-finite outputs\)/);
 });
 
 test("the load estimate agrees with what is allocated: GGUF parameters, the engine's KV cache; inspect of a GGUF prints the estimates", async () => {
