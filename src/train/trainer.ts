@@ -31,6 +31,7 @@ import { generate } from "../infer/generate.js";
 import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
+import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -73,8 +74,10 @@ export interface TrainerOptions {
   resume: boolean;
   /** Replace an existing run in train.out_dir (a fresh run refuses one otherwise). */
   overwrite?: boolean;
-  /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
+  /** The world group (parallel.dp × parallel.pp ranks); null or absent: one rank. */
   group?: ProcessGroup | null;
+  /** Pipeline groups (createPipelineGroups) when parallel.pp > 1. */
+  pipeline?: PipelineGroups | null;
   /** Human-readable log lines (progress goes through onStep). */
   log: (line: string) => void;
 }
@@ -99,6 +102,9 @@ export class Trainer {
   readonly group: ProcessGroup | null;
   readonly rank: number;
   private readonly dp: number;
+  /** This rank's data-parallel replica, and its pipeline stage (pp > 1 or recompute; else null). */
+  private readonly dpRank: number;
+  private readonly stage: PipelineStage | null;
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
@@ -107,15 +113,20 @@ export class Trainer {
     readonly c: TrainConfig, readonly outDir: string, args: {
       backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
     },
-    group: ProcessGroup | null,
+    group: ProcessGroup | null, pipeline: PipelineGroups | null = null,
   ) {
     this.group = group;
     this.rank = group?.rank ?? 0;
-    this.dp = group?.size ?? 1;
-    this.layerGroup = group ? layerGroup(group) : null;
-    if (this.dp !== c.parallel.dp) throw new TrainingError(`parallel.dp=${c.parallel.dp} but the run has ${this.dp} rank(s); launch with moe launch --nproc ${c.parallel.dp} -- train …`);
-    const size = args.model.params.length, chunk = Math.ceil(size / this.dp);
-    this.zero = c.parallel.zero === 1 && this.dp > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    const world = group?.size ?? 1, pp = c.parallel.pp;
+    this.dp = c.parallel.dp;
+    if (world !== this.dp * pp) throw new TrainingError(`parallel.dp=${c.parallel.dp} × parallel.pp=${pp} but the run has ${world} rank(s); launch with moe launch --nproc ${this.dp * pp} -- train …`);
+    if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
+    this.dpRank = pipeline?.dpRank ?? this.rank;
+    // MoE global balancing sums expert counts over the replicas that run the same layers
+    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
+    // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
+    const size = args.model.params.length, chunk = Math.ceil(size / world);
+    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -127,6 +138,17 @@ export class Trainer {
     this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
     this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
     this.metricsFile = path.join(outDir, "metrics.jsonl");
+    this.stage = null;
+    if (pp > 1 || c.parallel.recompute !== null) {
+      let layout;
+      try {
+        layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
+      } catch (e) {
+        throw new TrainingError((e as Error).message);
+      }
+      const m = this.model;
+      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+    }
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -137,7 +159,7 @@ export class Trainer {
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
-    const t = new Trainer(c, run.outDir, run, group);
+    const t = new Trainer(c, run.outDir, run, group, opts.pipeline ?? null);
     if (run.resumeFrom) {
       // a checkpoint holds the whole optimizer state: a ZeRO-1 rank keeps its shard of it
       const full = t.zero ? createOptimState(t.model.params) : t.optim;
@@ -180,20 +202,8 @@ export class Trainer {
     const E = this.cfg.moe.numExperts;
     const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: new Array<number>(E).fill(0) }));
     // data parallelism: every rank reads the step's A micro-batches, runs its own A/dp of them
-    const mine = A / this.dp, first = this.rank * mine;
-    for (let a = 0; a < A; a++) {
-      const batch = this.train.next();
-      if (a < first || a >= first + mine) continue;
-      let r: StepResult;
-      try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined });
-      } catch (e) {
-        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
-        if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
-        loss = NaN;
-        continue;
-      }
-      this.model.backward(1 / A);
+    const mine = A / this.dp, first = this.dpRank * mine;
+    const add = (r: Pick<StepResult, "loss" | "ce" | "tokens" | "moe">) => {
       loss += r.loss / A;
       ce += r.ce / A;
       tokens += r.tokens;
@@ -208,6 +218,27 @@ export class Trainer {
         x.load += s.maxOverMeanLoad / A;
         s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
       });
+    };
+    if (this.stage) {
+      // pipeline (and/or recompute): this replica's micro-batches through this stage in 1F1B order
+      const batches = Array.from({ length: A }, () => this.train.next()).slice(first, first + mine);
+      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      this.stage.step(batches, opt, 1 / A).forEach(add);
+    }
+    for (let a = 0; a < A && !this.stage; a++) {
+      const batch = this.train.next();
+      if (a < first || a >= first + mine) continue;
+      let r: StepResult;
+      try {
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      } catch (e) {
+        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
+        if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
+        loss = NaN;
+        continue;
+      }
+      this.model.backward(1 / A);
+      add(r);
     }
     if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
     const norm = gradNorm(this.backend, this.model.grads);
@@ -279,7 +310,7 @@ export class Trainer {
     const { chunk } = this.zero!;
     const send = new Float32Array(chunk);
     send.set(shard);
-    const recv = new Float32Array(chunk * this.dp);
+    const recv = new Float32Array(chunk * this.group!.size);
     this.group!.allgatherSync(send, recv);
     full.set(recv.subarray(0, full.length));
   }
