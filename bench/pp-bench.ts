@@ -1,5 +1,5 @@
 // Pipeline-parallel training step: `moe train` on one rank against `moe launch --nproc 2 -- train
-// parallel.pp=2` (threads backend, one engine thread per rank) for a uniform and a non-uniform
+// parallel.pp=2` (MPI when its binding is built, else threads; one engine thread per rank) for a uniform and a non-uniform
 // partition and with recompute, on the small-moe preset and a generated corpus. Reports the median
 // step time over the measured steps (the first two are warm-up) and the speedup over one rank next
 // to the 1F1B bound for equal stages, p·m / (m + p − 1).
@@ -11,6 +11,7 @@ import { cpus, tmpdir } from "node:os";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { mpiAvailable } from "../src/parallel/mpi.js";
 
 export interface PpRow {
   layout: string;
@@ -32,6 +33,11 @@ const LAYOUTS: [string, number, string[]][] = [
   ["pp=2 2,2 recompute 2,2", 2, ["parallel.pp=2", "parallel.recompute=2,2"]],
 ];
 
+/** The transport the bench uses: MPI when available (threads ranks' native engines do not overlap, see README). */
+export function ppBackend(): "mpi" | "threads" {
+  return mpiAvailable() && !spawnSync("mpirun", ["--version"]).error ? "mpi" : "threads";
+}
+
 export function ppBench(o: { steps: number; micro: number }): PpRow[] {
   const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
   const base = mkdtempSync(path.join(tmpdir(), "moe-ppbench-"));
@@ -46,7 +52,7 @@ export function ppBench(o: { steps: number; micro: number }): PpRow[] {
   let oneMs = 0;
   for (const [layout, ranks, extra] of LAYOUTS) {
     const dir = path.join(base, layout.replace(/\W+/g, "-"));
-    const args = ranks === 1 ? ["train", ...common, ...extra, `train.out_dir=${dir}`] : ["launch", "--nproc", String(ranks), "--backend", "threads", "--timeout", "900", "--", "train", ...common, ...extra, `train.out_dir=${dir}`];
+    const args = ranks === 1 ? ["train", ...common, ...extra, `train.out_dir=${dir}`] : ["launch", "--nproc", String(ranks), "--backend", ppBackend(), "--timeout", "900", "--", "train", ...common, ...extra, `train.out_dir=${dir}`];
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`${layout} failed (exit ${r.status}):\n${r.stderr}`);
     const ms = readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { ms: number; tokens: number }).slice(2).map((x) => x.ms).sort((a, b) => a - b);
@@ -60,7 +66,7 @@ export function ppBench(o: { steps: number; micro: number }): PpRow[] {
 
 export function formatPpRows(rows: PpRow[]): string {
   const head = ["layout", "ranks", "ms/step", "tokens/s", "speedup", "1F1B bound"];
-  const lines = [`pipeline training step, small-moe, ${cpus()[0]?.model ?? "unknown CPU"} (${cpus().length} cores), threads backend, 1 engine thread per rank`];
+  const lines = [`pipeline training step, small-moe, ${cpus()[0]?.model ?? "unknown CPU"} (${cpus().length} cores), ${ppBackend()} backend, 1 engine thread per rank`];
   lines.push(head.map((s) => s.padStart(24)).join(""));
   for (const r of rows) lines.push([r.layout, String(r.ranks), r.ms_per_step.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(2), r.bound.toFixed(2)].map((s) => s.padStart(24)).join(""));
   return lines.join("\n");
