@@ -142,3 +142,11 @@ test("pp=1 with recompute (activation checkpointing alone) gives the single-rank
   run(["train", ...COMMON, "parallel.recompute=3", `train.out_dir=${dir}`]);
   assert.deepEqual(losses(dir), single());
 });
+
+test("a pp=2 checkpoint resumes at pp=1 on the uninterrupted single-rank losses", () => {
+  const dir = path.join(base, "resume");
+  const args = COMMON.filter((a) => !a.startsWith("train.steps"));
+  run(["launch", "--nproc", "2", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=5", "parallel.pp=2", "parallel.pp_layers=3,1", "parallel.recompute=1,1", `train.out_dir=${dir}`]);
+  run(["train", ...args, "train.steps=10", `train.out_dir=${dir}`, "--resume"]);
+  close(losses(dir), single(), "pp=2 then pp=1");
+});
