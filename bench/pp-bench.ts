@@ -2,7 +2,8 @@
 // parallel.pp=2` (MPI when its binding is built, else threads; one engine thread per rank) for a uniform and a non-uniform
 // partition and with recompute, on the small-moe preset and a generated corpus. Reports the median
 // step time over the measured steps (the first two are warm-up) and the speedup over one rank next
-// to the 1F1B bound for equal stages, p·m / (m + p − 1).
+// to the 1F1B bound for equal stages, p·m / (m + p − 1), and stage 0's measured share of the step
+// spent waiting in boundary exchanges (metrics.jsonl `pipeline`) next to the equal-stage bubble.
 // Not: the planner's prediction (moe plan), nor a collective benchmark (bench/parallel.ts).
 //
 // Usage: node dist/bench/pp-bench.js [--json] [--steps 8] [--micro 8]   (or bench:parallel -- --pp)
@@ -22,6 +23,10 @@ export interface PpRow {
   speedup: number;
   /** 1F1B bound for equal stages and free transfers: p·m / (m + p − 1). */
   bound: number;
+  /** Stage 0's share of the step spent waiting in boundary exchanges (median; null at pp=1). */
+  stage0_wait: number | null;
+  /** The 1F1B bubble of equal stages, (p − 1) / (m + p − 1). */
+  bubble_equal: number;
 }
 
 const LAYOUTS: [string, number, string[]][] = [
@@ -55,20 +60,22 @@ export function ppBench(o: { steps: number; micro: number }): PpRow[] {
     const args = ranks === 1 ? ["train", ...common, ...extra, `train.out_dir=${dir}`] : ["launch", "--nproc", String(ranks), "--backend", ppBackend(), "--timeout", "900", "--", "train", ...common, ...extra, `train.out_dir=${dir}`];
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`${layout} failed (exit ${r.status}):\n${r.stderr}`);
-    const ms = readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { ms: number; tokens: number }).slice(2).map((x) => x.ms).sort((a, b) => a - b);
-    const med = ms[ms.length >> 1]!;
+    const recs = readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { ms: number; pipeline?: { busyMs: number; waitMs: number } }).slice(2);
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
+    const med = median(recs.map((x) => x.ms));
+    const waits = recs.flatMap((x) => (x.pipeline ? [x.pipeline.waitMs / (x.pipeline.waitMs + x.pipeline.busyMs)] : []));
     if (layout === "pp=1") oneMs = med;
     const p = layout.startsWith("pp=2") ? 2 : 1, m = o.micro;
-    rows.push({ layout, ranks, ms_per_step: +med.toFixed(1), tokens_per_s: Math.round((4 * 64 * m) / (med / 1e3)), speedup: +(oneMs / med).toFixed(3), bound: +((p * m) / (m + p - 1)).toFixed(3) });
+    rows.push({ layout, ranks, ms_per_step: +med.toFixed(1), tokens_per_s: Math.round((4 * 64 * m) / (med / 1e3)), speedup: +(oneMs / med).toFixed(3), bound: +((p * m) / (m + p - 1)).toFixed(3), stage0_wait: waits.length ? +median(waits).toFixed(3) : null, bubble_equal: +((p - 1) / (m + p - 1)).toFixed(3) });
   }
   return rows;
 }
 
 export function formatPpRows(rows: PpRow[]): string {
-  const head = ["layout", "ranks", "ms/step", "tokens/s", "speedup", "1F1B bound"];
+  const head = ["layout", "ranks", "ms/step", "tokens/s", "speedup", "1F1B bound", "stage-0 wait", "equal-stage bubble"];
   const lines = [`pipeline training step, small-moe, ${cpus()[0]?.model ?? "unknown CPU"} (${cpus().length} cores), ${ppBackend()} backend, 1 engine thread per rank`];
-  lines.push(head.map((s) => s.padStart(24)).join(""));
-  for (const r of rows) lines.push([r.layout, String(r.ranks), r.ms_per_step.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(2), r.bound.toFixed(2)].map((s) => s.padStart(24)).join(""));
+  lines.push(head.map((s) => s.padStart(20)).join(""));
+  for (const r of rows) lines.push([r.layout, String(r.ranks), r.ms_per_step.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(2), r.bound.toFixed(2), r.stage0_wait === null ? "-" : `${(r.stage0_wait * 100).toFixed(1)}%`, `${(r.bubble_equal * 100).toFixed(1)}%`].map((s) => s.padStart(20)).join(""));
   return lines.join("\n");
 }
 

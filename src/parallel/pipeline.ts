@@ -129,6 +129,9 @@ export class PipelineStage {
   /** Forward and backward of the recomputed layers, one micro-batch at a time. */
   private readonly scratch: Workspace | null;
   private readonly empty: FArr;
+  /** Timing of the last step on this rank: milliseconds computing and waiting in boundary exchanges. */
+  lastTiming: { busyMs: number; waitMs: number } | null = null;
+  private waitMs = 0;
 
   constructor(
     private readonly be: Backend, private readonly w: Weights, private readonly g: Gradients, readonly cfg: ModelConfig,
@@ -166,6 +169,8 @@ export class PipelineStage {
    * (the same on every stage: they key router noise by layer). Returns one result per micro-batch.
    */
   step(mbs: readonly MicroBatch[], opt: (k: number) => StepOptions, gradScale: number): StageMicroResult[] {
+    const t0 = performance.now();
+    this.waitMs = 0;
     const M = mbs.length;
     if (M !== this.microBatches) throw new RangeError(`pipeline: ${M} micro-batches given, the stage was built for ${this.microBatches}`);
     const { pp, stage, prev, next } = this.groups;
@@ -197,6 +202,8 @@ export class PipelineStage {
     failed.forEach((f, k) => {
       if (f) res[k]!.loss = NaN;
     });
+    const wall = performance.now() - t0;
+    this.lastTiming = { busyMs: wall - this.waitMs, waitMs: this.waitMs };
     return res;
   }
 
@@ -207,7 +214,9 @@ export class PipelineStage {
     const sc = [0, 0], rc = [0, 0];
     sc[peer] = send ? send.length : 0;
     rc[peer] = recv ? recv.length : 0;
+    const t0 = performance.now();
     g.alltoallvSync((send ?? this.empty) as Float32Array, sc, (recv ?? this.empty) as Float32Array, rc);
+    this.waitMs += performance.now() - t0;
   }
 
   private forward(k: number, mb: MicroBatch, opt: StepOptions, failed: boolean[]): StageMicroResult {

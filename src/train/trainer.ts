@@ -54,6 +54,8 @@ export interface StepReport {
   ms: number;
   tokensPerSec: number;
   layers: LayerReport[];
+  /** Pipeline runs: this rank's stage, its compute and its waiting in boundary exchanges (ms). */
+  pipeline?: { stage: number; busyMs: number; waitMs: number };
 }
 
 export interface LayerReport {
@@ -271,6 +273,7 @@ export class Trainer {
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
     };
+    if (this.stage?.lastTiming && this.stage.groups.pp > 1) report.pipeline = { stage: this.stage.groups.stage, busyMs: +this.stage.lastTiming.busyMs.toFixed(2), waitMs: +this.stage.lastTiming.waitMs.toFixed(2) };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
       throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
