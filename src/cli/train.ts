@@ -1,6 +1,8 @@
 // `moe train [-c config.yaml] [--resume] [section.key=value ...]`
 import path from "node:path";
-import { loadTrainConfig, schemaMarkdown } from "../train/config.js";
+import { loadTrainConfig, schemaMarkdown, validate } from "../train/config.js";
+import { applyAutoPlan } from "../train/auto-plan.js";
+import type { ProcessGroup } from "../parallel/process-group.js";
 import { Trainer, type StepReport } from "../train/trainer.js";
 import { parameterCounts } from "../model/config.js";
 import { Progress, formatCount, formatDuration } from "./progress.js";
@@ -39,8 +41,14 @@ export async function runTrain(argv: string[]): Promise<number> {
   }
   const c = loadTrainConfig(yaml, overrides);
   // data and pipeline parallelism: this process is one rank of `moe launch --nproc N` / mpirun
+  let world: ProcessGroup | null = null;
+  if (c.parallel.plan === "auto") {
+    world = await initWorld();
+    applyAutoPlan(c, world.size > 1 ? world : null, world.rank === 0 ? (s) => console.error(s) : () => {});
+    validate(c);
+  }
   const ranks = c.parallel.dp * c.parallel.pp;
-  const group = ranks > 1 ? await initWorld() : null;
+  const group = ranks > 1 ? world ?? (await initWorld()) : null;
   if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
   if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`moe train: parallel.pp and parallel.ep cannot be combined yet`);
   const pipeline = group && c.parallel.pp > 1 ? await createPipelineGroups(group, c.parallel.pp) : null;

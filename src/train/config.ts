@@ -101,6 +101,7 @@ export const TRAIN_SCHEMA = {
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
     ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
     pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
+    plan: { type: ["none", "auto"], default: "none", doc: "auto: the planner chooses dp, ep, pp, zero, pp_layers and recompute for the launched ranks from a measured GEMM rate, the available memory and the backend's link cost (overrides those keys; the choice and its reasons are logged)" },
     pp_layers: { type: "string", default: null, nullable: true, doc: "layers per stage, e.g. `3,1` (Skywork's non-uniform split; `moe plan` suggests one); null: even split, the first L mod pp stages one more" },
     recompute: { type: "string", default: null, nullable: true, doc: "layers recomputed in the backward per stage (activation checkpointing of the stage's first layers), e.g. `1,0`; also works at pp=1. null: none" },
   },
@@ -226,7 +227,8 @@ export function loadTrainConfig(yamlFile: string | null, overrides: string[]): T
   return cfg;
 }
 
-function validate(c: TrainConfig): void {
+/** Checks every range and cross-key rule (also after parallel.plan=auto set the layout). */
+export function validate(c: TrainConfig): void {
   const pos = (k: string, v: number | null) => {
     if (v !== null && !(v > 0)) throw new TrainConfigError(`${k} must be positive, got ${v}`);
   };
