@@ -174,13 +174,21 @@ test("precision and train.gemm_dtype are validated", () => {
 
 test("the model runs the router, shared-expert gate and LM head in f32, every other GEMM in bf16", () => {
   const cfg = resolveConfig(parseHfConfig({ model_type: "qwen2_moe", vocab_size: 64, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, num_experts: 4, num_experts_per_tok: 2, moe_intermediate_size: 24, shared_expert_intermediate_size: 40 }));
-  const seen: { N: number; K: number; precision?: string }[] = [];
+  const seen: { N: number; K: number; precision?: string }[] = [], grouped: string[] = [];
   const view = withGemmPrecision(ref, "bf16");
   const spy: Backend = {
     ...view,
     gemm: (a, b, c, p) => {
       seen.push({ N: p.N, K: p.K, precision: p.precision ?? "bf16" });
       view.gemm(a, b, c, p);
+    },
+    groupedGemm: (x, w, y, sizes, p) => {
+      grouped.push(p.precision ?? "bf16");
+      view.groupedGemm(x, w, y, sizes, p);
+    },
+    groupedGemmWeightGrad: (x, dy, dw, sizes, p) => {
+      grouped.push(p.precision ?? "bf16");
+      view.groupedGemmWeightGrad(x, dy, dw, sizes, p);
     },
   };
   const m = new MoeModel(cfg, spy, { B: 1, T: 8 });
@@ -194,6 +202,8 @@ test("the model runs the router, shared-expert gate and LM head in f32, every ot
   // f32: router (N = E), shared gate (N = 1), LM head (N = V) and their backward GEMMs
   for (const s of f32) assert.ok([E, 1, V, C].includes(s.N) || [E, 1, V].includes(s.K), `f32 GEMM N=${s.N} K=${s.K}`);
   assert.ok(f32.some((s) => s.N === V) && f32.some((s) => s.N === E) && f32.some((s) => s.N === 1));
+  // expert GEMMs: per MoE layer 2 forward, 2 dX and 2 dW calls, all bf16
+  assert.deepEqual(grouped, new Array(6 * cfg.numLayers).fill("bf16"));
   for (const s of bf16) assert.ok(s.N !== V && s.N !== E && s.N !== 1 && s.K !== V && s.K !== E, `bf16 GEMM N=${s.N} K=${s.K}`);
 });
 
