@@ -13,6 +13,7 @@
         "native/gemm_bf16.cc",
         "native/attention.cc",
         "native/ops.cc",
+        "native/rope.cc",
         "native/route.cc",
         "native/convert.cc",
         "native/paged_attention.cc",
