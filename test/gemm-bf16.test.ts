@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createBackend } from "../src/backend/index.js";
 import type { Backend, GemmParams, GroupedGemmParams } from "../src/backend/spec.js";
-import { GemmPrecisionError, withGemmPrecision } from "../src/backend/gemm-precision.js";
+import { checkNativeGemmPrecision, GemmPrecisionError, withGemmPrecision } from "../src/backend/gemm-precision.js";
 import { roundBf16 } from "../src/backend/ref/gemm.js";
 import { loadAddon } from "../src/backend/native/addon.js";
 import { loadTrainConfig, TrainConfigError } from "../src/train/config.js";
@@ -156,6 +156,11 @@ test("no silent fallback: bf16 is refused where AVX512_BF16 is missing (MOE_GEMM
     assert.equal(addon.bf16GemmAvailable!(), false);
     assert.throws(() => be.gemm(new Float32Array(1), new Float32Array(1), new Float32Array(1), { M: 1, N: 1, K: 1, precision: "bf16" }), /AVX512_BF16/);
     assert.throws(() => withGemmPrecision(be, "bf16"), (e: unknown) => e instanceof GemmPrecisionError && /AVX512_BF16/.test(e.message) && /train\.gemm_dtype=f32/.test(e.message));
+    // a training run is refused before its tokenizer is trained (the corpus here does not even exist)
+    const out = mkdtempSync(path.join(tmpdir(), "moe-bf16-refuse-"));
+    const c = loadTrainConfig(null, [`train.out_dir=${out}/r`, `data.corpus=${out}/missing`, "model.preset=tiny-mixtral", "train.gemm_dtype=bf16", "log.progress=false"]);
+    assert.throws(() => Trainer.create(c, { resume: false, log: () => {} }), (e: unknown) => e instanceof GemmPrecisionError && /AVX512_BF16/.test(e.message));
+    assert.doesNotThrow(() => checkNativeGemmPrecision("f32"));
   } finally {
     if (saved === undefined) delete process.env.MOE_GEMM_ISA;
     else process.env.MOE_GEMM_ISA = saved;

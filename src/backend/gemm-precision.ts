@@ -6,9 +6,16 @@
 // Not: a second engine (the view shares the base backend's), nor a fallback: a precision the
 // backend cannot run (bf16 on a CPU without AVX512_BF16) is refused when the view is made.
 import type { Backend, GemmPrecision } from "./spec.js";
+import { loadAddon } from "./native/addon.js";
 
 export class GemmPrecisionError extends Error {
   override name = "GemmPrecisionError";
+}
+
+/** Throws GemmPrecisionError when the native engine cannot run `precision` on this CPU (no backend needed). */
+export function checkNativeGemmPrecision(precision: GemmPrecision): void {
+  if (precision === "f32" || loadAddon().bf16GemmAvailable!()) return;
+  throw new GemmPrecisionError(`${precision} GEMMs are not available on the native backend: this CPU lacks AVX512_BF16 (or MOE_GEMM_ISA caps the ISA below avx512). Use train.gemm_dtype=f32.`);
 }
 
 /** be itself for "f32"; for "bf16", a view that defaults its GEMMs to bf16 (after a 1×1×1 probe call). */

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { stringify as toYaml } from "yaml";
 import { createBackend, type Backend } from "../backend/index.js";
-import { withGemmPrecision } from "../backend/gemm-precision.js";
+import { checkNativeGemmPrecision, withGemmPrecision } from "../backend/gemm-precision.js";
 import { resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
 import { MoeModel, initParams } from "../model/model.js";
 import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
@@ -81,6 +81,8 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   }
   // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)
   if (!resumeFrom && !c.model.from && !c.data.tokenizer) checkTrainingFits(resolveConfig(buildRunHfConfig(c, c.data.vocab_size), dispatchOf(c)), c.train.batch_size, c.train.seq_len);
+  // a GEMM precision this CPU cannot run is refused before any work (withGemmPrecision below probes it again)
+  if (c.train.backend === "native") checkNativeGemmPrecision(c.train.gemm_dtype);
   // 2. tokenizer
   const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
   const cacheDir = path.resolve(c.data.cache_dir);
