@@ -5,8 +5,9 @@
 // - against plain f32 within the bf16 rounding bound (2·2⁻⁹ + (K+2)·2⁻²⁴)·Σ|a·b|;
 // - refusal without AVX512_BF16 (MOE_GEMM_ISA=avx2 stands for such a CPU), argument checks;
 // - the model keeps the router, shared-expert gate and LM head in f32;
-// - 50 training steps of tiny-mixtral: the bf16 loss curve stays within 0.1 nats of f32's at every
-//   step and within 0.05 in the mean of the last 10 (measured on Zen 5: 0.054 and 0.017).
+// - 50 training steps of tiny-mixtral: the bf16 loss curve stays within 0.15 nats of f32's at every
+//   step and within 0.05 in the mean of the last 10 (measured on Zen 5 over seeds 1234, 1, 2, 3:
+//   0.054–0.081 and at most 0.014; the same at 1 and 2 threads).
 // Not: a benchmark (bench/kernels.ts has the bf16 rows).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -224,7 +225,7 @@ function corpus(): string {
   return dir;
 }
 
-test("50 training steps of tiny-mixtral: the bf16 loss curve stays within 0.1 nats of f32 per step, 0.05 over the last 10", { skip }, () => {
+test("50 training steps of tiny-mixtral: the bf16 loss curve stays within 0.15 nats of f32 per step, 0.05 over the last 10", { skip }, () => {
   const data = corpus();
   const base = mkdtempSync(path.join(tmpdir(), "moe-bf16-run-"));
   const curves: Record<string, number[]> = {};
@@ -241,7 +242,7 @@ test("50 training steps of tiny-mixtral: the bf16 loss curve stays within 0.1 na
   const diffs = a.map((x, i) => Math.abs(x - b[i]!));
   const maxDiff = Math.max(...diffs), last = (xs: number[]) => xs.slice(-10).reduce((s, x) => s + x, 0) / 10;
   assert.notDeepEqual(a, b, "bf16 changed nothing: the bf16 path did not run");
-  assert.ok(maxDiff < 0.1, `max |ce_bf16 − ce_f32| over 50 steps = ${maxDiff}`);
+  assert.ok(maxDiff < 0.15, `max |ce_bf16 − ce_f32| over 50 steps = ${maxDiff}`);
   assert.ok(Math.abs(last(a) - last(b)) < 0.05, `mean ce of the last 10 steps: f32 ${last(a)}, bf16 ${last(b)}`);
   assert.ok(last(b) < b[0]! - 1, `bf16 loss ${b[0]} → ${last(b)}`);
   console.log(`# tiny-mixtral 50 steps: max |Δce| ${maxDiff.toFixed(4)}, last-10 mean f32 ${last(a).toFixed(4)} bf16 ${last(b).toFixed(4)}`);
