@@ -10,6 +10,7 @@
         "native/gemm_kernel_scalar.cc",
         "native/gemm_kernel_avx2.cc",
         "native/gemm_kernel_avx512.cc",
+        "native/gemm_bf16.cc",
         "native/attention.cc",
         "native/ops.cc",
         "native/rope.cc",

@@ -1,8 +1,9 @@
-// Kernel benchmarks: `npm run bench:kernels [-- --json] [--threads 1,2] [--only gemm,grouped,attention]`.
+// Kernel benchmarks: `npm run bench:kernels [-- --json] [--threads 1,2] [--only gemm,grouped,attention,bf16]`.
 // GEMM: the built-in packed GEMM next to OpenBLAS sgemm (our "blas" path) measured in the same
 // run, interleaved, and PyTorch's torch.mm (child process) where /usr/bin/python3 has torch.
 // Grouped: groupedGemm over 8 uneven groups vs one dense GEMM of the same total size.
 // Attention: delegated to bench/attention-bench.ts (attention area).
+// bf16: the AVX512_BF16 GEMM vs f32 built-in and OpenBLAS (bench/bf16-bench.ts).
 // Every kernel is validated once against the ref backend (small shape) before it is timed.
 // FLOPs: GEMM (M,K,N) = 2·M·N·K; grouped = 2·Σsizes·K·N; GFLOP/s = FLOPs / median seconds / 1e9.
 // Not: part of the test run, and not a tuning tool (fixed shapes, medians of 7 after 2 warmups).
@@ -14,9 +15,10 @@ import { createBackend, type Backend } from "../src/backend/index.js";
 import { loadAddon } from "../src/backend/native/addon.js";
 import { denseClass } from "../src/backend/native/gemm-calibrate.js";
 import { runAttentionBench } from "./attention-bench.js";
+import { runBf16Bench } from "./bf16-bench.js";
 import { type BenchFlags, header, note, parseFlags, peerEnv, report, timeInterleaved, wants } from "./common.js";
 
-const PARTS = ["gemm", "grouped", "attention"];
+const PARTS = ["gemm", "grouped", "attention", "bf16"];
 const GEMM_SHAPES: [number, number, number][] = [
   // (M, K, N)
   [512, 512, 512],
@@ -200,6 +202,7 @@ async function main(): Promise<void> {
   if (wants(flags, "gemm")) benchGemm(flags, blasLinked);
   if (wants(flags, "grouped")) benchGrouped(flags, blasLinked);
   if (wants(flags, "attention")) await runAttentionBench({ threads: flags.threads, json: flags.json });
+  if (wants(flags, "bf16")) runBf16Bench(flags, blasLinked);
 }
 
 await main();

@@ -18,6 +18,7 @@ std::vector<std::string> CpuFeatures() {
   if (__builtin_cpu_supports("avx512f")) f.push_back("avx512f");
   if (__builtin_cpu_supports("avx512bw")) f.push_back("avx512bw");
   if (__builtin_cpu_supports("avx512vl")) f.push_back("avx512vl");
+  if (__builtin_cpu_supports("avx512bf16")) f.push_back("avx512_bf16");
 #endif
   return f;
 }
@@ -67,6 +68,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hardwareThreads", Napi::Function::New(env, HardwareThreads));
   exports.Set("blasLinked", Napi::Boolean::New(env, BlasLinked()));
   RegisterGemm(env, exports);
+  RegisterGemmBf16(env, exports);
   RegisterAttention(env, exports);
   RegisterOps(env, exports);
   RegisterRoute(env, exports);

@@ -64,6 +64,7 @@ inline std::string Str(const Napi::Value& v) { return v.As<Napi::String>().Utf8V
 // Each area registers its functions on `exports`. Every kernel function takes the
 // engine External as its first argument.
 void RegisterGemm(Napi::Env env, Napi::Object exports);
+void RegisterGemmBf16(Napi::Env env, Napi::Object exports);  // native/gemm_bf16.cc
 void RegisterAttention(Napi::Env env, Napi::Object exports);
 void RegisterOps(Napi::Env env, Napi::Object exports);
 void RegisterRoute(Napi::Env env, Napi::Object exports);

@@ -34,7 +34,18 @@ export class KernelArgError extends Error {
 // ---------------------------------------------------------------------------
 // GEMM family
 
+/**
+ * Input precision of a GEMM: "f32" (default) multiplies the f32 values; "bf16" first rounds every
+ * element of A and B (x, w, dy of the grouped forms) to bf16 (round to nearest even, NaN kept)
+ * and accumulates the products in f32 (C, alpha, beta stay f32). The native backend runs it only
+ * on CPUs with AVX512_BF16 (it throws elsewhere, no fallback), flushing denormals (DAZ/FTZ);
+ * `ref` emulates it. Used for training (train.gemm_dtype=bf16), see src/backend/gemm-precision.ts.
+ */
+export type GemmPrecision = "f32" | "bf16";
+
 export interface GemmParams {
+  /** Default "f32". */
+  precision?: GemmPrecision;
   M: number;
   N: number;
   K: number;
@@ -54,6 +65,8 @@ export interface BatchedGemmParams extends GemmParams {
 }
 
 export interface GroupedGemmParams {
+  /** Default "f32" (see GemmPrecision). */
+  precision?: GemmPrecision;
   /** Inner dimension. */
   K: number;
   /** Output columns. */

@@ -299,7 +299,7 @@ export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int
   ws.targets = targets;
   const P = w.views;
   normForward(be, ws.normSpec, ws.lnf, ws.lnfs, ws.residL, P.normF, P.normFBias, N, C);
-  linearForward(be, ws.logits, ws.lnf, P.head, P.headBias, N, C, V);
+  linearForward(be, ws.logits, ws.lnf, P.head, P.headBias, N, C, V, "f32"); // the LM head stays f32 (GemmPrecision)
   let ce = 0, tokens = 0;
   if (targets) {
     be.crossEntropyForward(ws.losses, ws.lse, ws.logits, targets, N, V, IGNORE_INDEX);
@@ -341,7 +341,7 @@ export function headBackward(be: Backend, w: Weights, g: Gradients, ws: Workspac
   const scale = ws.validTokens > 0 ? gradScale / ws.validTokens : 0;
   for (let i = 0; i < N; i++) ws.dlosses[i] = targets[i] === IGNORE_INDEX ? 0 : scale;
   be.crossEntropyBackward(ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, V, IGNORE_INDEX);
-  linearBackward(be, ws.dln, G.head, G.headBias, ws.logits, ws.lnf, P.head, N, C, V, false);
+  linearBackward(be, ws.dln, G.head, G.headBias, ws.logits, ws.lnf, P.head, N, C, V, false, "f32");
   normBackward(be, ws.normSpec, ws.dresid, G.normF, G.normFBias, ws.dln, ws.residL, P.normF, ws.lnfs, N, C);
 }
 

@@ -179,7 +179,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   }
 
   // 2. route
-  linearForward(be, st.logits, xj, w.router, undefined, N, C, E);
+  linearForward(be, st.logits, xj, w.router, undefined, N, C, E, "f32"); // router and gate stay f32 (GemmPrecision)
   const route = routerForward(cfg.router, st.logits, N, E, opt.train ? "train" : "eval", opt.noise, opt.bias);
   st.route = route;
 
@@ -237,7 +237,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   if (sh) {
     const S = cfg.sharedExpertIntermediateSize;
     ffnForward(be, sh.ys, sh.ffn, xj, w.sharedGateUp!, w.sharedDown!, N, C, S);
-    linearForward(be, sh.gate, xj, w.sharedGate!, undefined, N, C, 1);
+    linearForward(be, sh.gate, xj, w.sharedGate!, undefined, N, C, 1, "f32");
     for (let n = 0; n < N; n++) {
       const s = sigmoid(sh.gate[n]!);
       sh.s[n] = s;
@@ -341,7 +341,7 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
       dGate[n] = g * s * (1 - s);
     }
     ffnBackward(be, dxj, dw.sharedGateUp!, dw.sharedDown!, dsh.ys, xj, sh.ffn, w.sharedGateUp!, w.sharedDown!, { da: dsh.da, dgu: dsh.dgu }, N, C, S, true);
-    linearBackward(be, dxj, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true);
+    linearBackward(be, dxj, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true, "f32");
   }
 
   // 2'. router backward (selected weights + balancing terms)
@@ -349,7 +349,7 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   if (st.hasBalanceGrad) be.scale(sc.dProbs, st.dProbs, gradScale);
   routerBackward(cfg.router, route, dWeights, st.hasBalanceGrad ? sc.dProbs : null, sc.dLogits);
   if (st.hasBalanceGrad) be.axpy(sc.dLogits, st.dLogitsBal, gradScale);
-  linearBackward(be, dxj, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true);
+  linearBackward(be, dxj, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true, "f32");
 
   // 1'. jitter backward
   if (st.jitter) for (let i = 0; i < N * C; i++) dx[i] = dxj[i]! * st.jitter[i]!;

@@ -51,6 +51,7 @@ export const TRAIN_SCHEMA = {
     out_dir: { type: "string", default: "runs/default", doc: "run directory (checkpoints, metrics, resolved config)" },
     backend: { type: ["native", "ref"], default: "native", doc: "compute backend" },
     threads: { type: "int", default: null, nullable: true, doc: "engine threads (default: MOE_NUM_THREADS or all cores)" },
+    gemm_dtype: { type: ["f32", "bf16"], default: "f32", doc: "input precision of the training GEMMs: bf16 rounds the inputs of the attention projections', dense FFNs' and experts' GEMMs (forward, dX and dW) to bf16 and accumulates in f32 (the router, shared-expert gate and LM head stay f32); native backend: needs a CPU with AVX512_BF16 (refused elsewhere). Accuracy and speed: README \"bf16 GEMM for training\"" },
     seed: { type: "int", default: 1234, doc: "seed of init, data order and router noise" },
     batch_size: { type: "int", default: 16, doc: "sequences per micro-batch (B)" },
     seq_len: { type: "int", default: 128, doc: "tokens per sequence (T)" },

@@ -4,7 +4,7 @@
 //  2. tokenizer: the run's own on resume, the configured tokenizer.json, model.from's, or one
 //     trained on the corpus (cached by corpus fingerprint and vocab size)
 //  3. token shards: tokenised once into the cache (data/shards.ts names the directory)
-//  4. backend (train.backend, train.threads)
+//  4. backend (train.backend, train.threads; train.gemm_dtype: the model's GEMM precision)
 //  5. model: from a checkpoint (model.from or the run's latest checkpoint on resume) or a preset
 //     with the chosen family and router (train/model-config.ts); the run's balancing options are
 //     written into its MoE config
@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { stringify as toYaml } from "yaml";
 import { createBackend, type Backend } from "../backend/index.js";
+import { checkNativeGemmPrecision, withGemmPrecision } from "../backend/gemm-precision.js";
 import { resolveConfig, type HfConfig, type ModelConfig } from "../model/config.js";
 import { MoeModel, initParams } from "../model/model.js";
 import { loadHfModel, readHfConfig } from "../model/checkpoint.js";
@@ -76,11 +77,13 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   }
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
-    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero", "parallel.ep", "parallel.pp", "parallel.pp_layers", "parallel.recompute", "parallel.plan"]);
+    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "train.gemm_dtype", "parallel.dp", "parallel.zero", "parallel.ep", "parallel.pp", "parallel.pp_layers", "parallel.recompute", "parallel.plan"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
   // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)
   if (!resumeFrom && !c.model.from && !c.data.tokenizer) checkTrainingFits(resolveConfig(buildRunHfConfig(c, c.data.vocab_size), dispatchOf(c)), c.train.batch_size, c.train.seq_len);
+  // a GEMM precision this CPU cannot run is refused before any work (withGemmPrecision below probes it again)
+  if (c.train.backend === "native") checkNativeGemmPrecision(c.train.gemm_dtype);
   // 2. tokenizer
   const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
   const cacheDir = path.resolve(c.data.cache_dir);
@@ -107,6 +110,8 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   log(`data: ${shards.splitTokens("train")} train / ${shards.splitTokens("val")} val tokens${rebuilt ? ` (tokenised in ${((Date.now() - t0) / 1e3).toFixed(1)} s)` : " (cached)"}`);
   // 4. model
   const backend = c.train.backend === "ref" ? createBackend({ name: "ref" }) : createBackend({ name: "native", threads: c.train.threads ?? undefined });
+  // train.gemm_dtype: the model's GEMMs at that precision (refused here when the CPU cannot run it)
+  const modelBackend = withGemmPrecision(backend, c.train.gemm_dtype);
   const shape = { B: c.train.batch_size, T: c.train.seq_len };
   let model: MoeModel, hf: HfConfig, cfg: ModelConfig;
   const from = resumeFrom ?? fromDir;
@@ -114,13 +119,13 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
     const ctx = Number((JSON.parse(readFileSync(path.join(from, "config.json"), "utf8")) as { max_position_embeddings?: unknown }).max_position_embeddings);
     if (Number.isFinite(ctx) && c.train.seq_len > ctx) throw new TrainingError(`train.seq_len ${c.train.seq_len} is above the context of ${from} (max_position_embeddings ${ctx})`);
     checkTrainingFits(resolveConfig(readHfConfig(from), dispatchOf(c), path.join(from, "config.json")), c.train.batch_size, c.train.seq_len, from);
-    ({ model, hf, cfg } = loadHfModel(from, backend, shape, { dispatch: dispatchOf(c) }));
+    ({ model, hf, cfg } = loadHfModel(from, modelBackend, shape, { dispatch: dispatchOf(c) }));
     if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
   } else {
     hf = buildRunHfConfig(c, tokenizer.vocabSize);
     cfg = resolveConfig(hf, dispatchOf(c));
     checkTrainingFits(cfg, c.train.batch_size, c.train.seq_len);
-    model = new MoeModel(cfg, backend, shape);
+    model = new MoeModel(cfg, modelBackend, shape);
     initParams(model, c.train.seed, c.model.init_std);
   }
   // the run's balancing options are part of the MoE config the layers read

@@ -16,6 +16,10 @@ function optFinite(kernel: string, name: string, v: unknown): void {
   if (v !== undefined) finite(kernel, name, v);
 }
 
+function precision(kernel: string, v: unknown): void {
+  if (v !== undefined && v !== "f32" && v !== "bf16") fail(kernel, `precision must be 'f32' or 'bf16', got ${JSON.stringify(v)}`);
+}
+
 /** Checks M, N, K, flags, alpha/beta; returns [M, N, K]. */
 function gemmDims(kernel: string, p: GemmParams): [number, number, number] {
   params(kernel, p);
@@ -24,6 +28,7 @@ function gemmDims(kernel: string, p: GemmParams): [number, number, number] {
   flag(kernel, "transB", p.transB);
   optFinite(kernel, "alpha", p.alpha);
   optFinite(kernel, "beta", p.beta);
+  precision(kernel, p.precision);
   return [M, N, K];
 }
 
@@ -53,6 +58,7 @@ function groupedDims(kernel: string, p: GroupedGemmParams): [number, number] {
   const K = dim(kernel, "K", p.K), N = dim(kernel, "N", p.N);
   flag(kernel, "transW", p.transW);
   optFinite(kernel, "beta", p.beta);
+  precision(kernel, p.precision);
   return [K, N];
 }
 

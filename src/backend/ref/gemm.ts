@@ -1,6 +1,8 @@
 // Reference GEMM family: plain loops over Float32Array or Float64Array, every dot product
 // accumulated in a JS number (f64). The oracle for the native GEMM paths.
+// precision "bf16" rounds copies of the inputs to bf16 first (GemmPrecision).
 // Not: fast (no blocking, no threads). The quantised GEMM (`refQuant`) lives with the quant area.
+import { decodeBf16, encodeBf16 } from "../../core/dtype.js";
 import type { BatchedGemmParams, FArr, GemmKernels, GemmParams, GroupedGemmParams } from "../spec.js";
 
 /**
@@ -24,19 +26,33 @@ function gemmAt(
   }
 }
 
+/** x (taken as f32) rounded to the nearest bf16, ties to even (core/dtype.ts: NaN stays NaN, overflow → ±Inf). */
+export function roundBf16(x: number): number {
+  return decodeBf16(encodeBf16(x));
+}
+
+/** With precision "bf16": copies of the inputs rounded to bf16 (GemmPrecision); else the inputs. */
+function inputs(precision: GemmParams["precision"], a: FArr, b: FArr): [FArr, FArr] {
+  if ((precision ?? "f32") === "f32") return [a, b];
+  return [a.map(roundBf16), b.map(roundBf16)];
+}
+
 export const refGemm: GemmKernels = {
-  gemm(a: FArr, b: FArr, c: FArr, p: GemmParams): void {
+  gemm(a0: FArr, b0: FArr, c: FArr, p: GemmParams): void {
+    const [a, b] = inputs(p.precision, a0, b0);
     gemmAt(a, 0, b, 0, c, 0, p.M, p.N, p.K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
   },
 
-  batchedGemm(a: FArr, b: FArr, c: FArr, p: BatchedGemmParams): void {
+  batchedGemm(a0: FArr, b0: FArr, c: FArr, p: BatchedGemmParams): void {
+    const [a, b] = inputs(p.precision, a0, b0);
     const { M, N, K } = p;
     for (let i = 0; i < p.batch; i++) {
       gemmAt(a, i * M * K, b, i * K * N, c, i * M * N, M, N, K, p.transA ?? false, p.transB ?? false, p.alpha ?? 1, p.beta ?? 0);
     }
   },
 
-  groupedGemm(x: FArr, w: FArr, y: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+  groupedGemm(x0: FArr, w0: FArr, y: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+    const [x, w] = inputs(p.precision, x0, w0);
     const { K, N } = p;
     let row = 0;
     for (let g = 0; g < sizes.length; g++) {
@@ -47,7 +63,8 @@ export const refGemm: GemmKernels = {
     }
   },
 
-  groupedGemmWeightGrad(x: FArr, dy: FArr, dw: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+  groupedGemmWeightGrad(x0: FArr, dy0: FArr, dw: FArr, sizes: Int32Array, p: GroupedGemmParams): void {
+    const [x, dy] = inputs(p.precision, x0, dy0);
     const { K, N } = p;
     const beta = p.beta ?? 1;
     let row = 0;
