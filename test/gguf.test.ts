@@ -211,10 +211,10 @@ test("corrupt files are refused with clear errors", () => {
   refuse(corrupt((b) => void b.writeBigUInt64LE(8n, afterName(b, "w1") + 4 + 8 + 4)), /not a multiple of the alignment 32/);
   refuse(corrupt((b) => void b.writeBigUInt64LE(0n, afterName(b, "w1") + 4 + 8 + 4)), /overlapping/);
   // a known but unsupported type opens, but its data is refused
-  const q4 = corrupt((b) => void b.writeUInt32LE(2, afterName(b, "w1") + 4 + 8));
-  const g = GgufFile.open(q4);
-  assert.equal(g.info("w1").type, "Q4_0");
-  assert.throws(() => g.read("w1"), /type Q4_0; only F32, F16 and Q8_0 can be read/);
+  const i8 = corrupt((b) => void b.writeUInt32LE(24, afterName(b, "w1") + 4 + 8));
+  const g = GgufFile.open(i8);
+  assert.equal(g.info("w1").type, "I8");
+  assert.throws(() => g.read("w1"), /type I8; readable types are F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K/);
   refuse(path.join(tmp, "does-not-exist.gguf"), /cannot open/);
 });
 
