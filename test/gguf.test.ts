@@ -378,7 +378,7 @@ test("moe export: HF directory → GGUF; bad options refused", async () => {
   const imp = importLlamaGguf(out);
   assert.deepEqual(imp.cfg, cfg);
   assert.equal(GgufFile.open(out).getNumber("general.file_type"), 7);
-  await assert.rejects(runExport([dir, "--dtype", "q4"]), /--dtype must be one of f32, f16, q8_0/);
+  await assert.rejects(runExport([dir, "--dtype", "q4"]), /--dtype must be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m/);
   await assert.rejects(runExport([dir, "--format", "onnx"]), /--format 'onnx' is not supported/);
   await assert.rejects(runExport([path.join(tmp, "nope")]), /nope: neither a model directory/);
   await assert.rejects(runExport([dir, "--dtyp", "f32"]), /did you mean --dtype/);

@@ -23,17 +23,16 @@
 // Not: the container format (io/gguf.ts), the llama-arch tensor map (model/gguf-model.ts), a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput } from "../io/gguf.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgufTensorInput } from "../io/gguf.js";
 import {
-  archMetadata, EXPORT_DTYPES, ggufTokenizer, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
-  type ExportDtype, type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
+  archMetadata, ggufTokenizer, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
+  type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
 } from "./gguf-model.js";
+import { EXPORT_DTYPES, FILE_TYPE, ggufTensorType, isBlockQuantised, type ExportDtype } from "./gguf-types.js";
 
 export type GgufArch = "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "phimoe";
 export const GGUF_ARCHS: readonly GgufArch[] = ["llama", "qwen2moe", "qwen3moe", "olmoe", "phimoe"];
 
-/** llama_ftype of the file (general.file_type). */
-const FILE_TYPE: Record<ExportDtype, number> = { f32: 0, f16: 1, q8_0: 7 };
 
 type Params = Float32Array | Float64Array;
 
@@ -108,17 +107,6 @@ export function ggufIncompatibility(cfg: ModelConfig, contextLength: number): st
       if (r.kind !== "sparsemixer") return `the '${r.kind}' router (PhiMoE uses SparseMixer)`;
       return fullWidth;
   }
-}
-
-/** Which GGUF type a tensor gets (vectors, norms and routers stay F32). */
-function tensorType(dtype: ExportDtype, shape: number[], keepF32: boolean, warnings: string[], name: string): GgmlTypeName {
-  if (keepF32 || shape.length === 1 || dtype === "f32") return "F32";
-  if (dtype === "f16") return "F16";
-  if (shape[shape.length - 1]! % 32 !== 0) {
-    warnings.push(`${name}: row length ${shape[shape.length - 1]} is not a multiple of 32; written as F16 instead of Q8_0`);
-    return "F16";
-  }
-  return "Q8_0";
 }
 
 /** One GGUF tensor: its row-major shape and where its values live in the arena. */
@@ -215,13 +203,15 @@ export function familyModelToGguf(input: FamilyExportInput, dtype: ExportDtype):
     const r = cfg.moe.router;
     md.push(["moe_ts.router_jitter_noise", gv.f32(input.routerJitterNoise ?? (r.kind === "sparsemixer" ? r.jitterEps : 0))]);
   }
-  if (dtype === "q8_0") md.push(["general.quantization_version", gv.u32(2)]);
+  if (isBlockQuantised(dtype)) md.push(["general.quantization_version", gv.u32(2)]);
   if (input.tokenizer) md.push(...tokenizerMetadata(input.tokenizer, cfg.vocabSize, { bos: input.bosTokenId, eos: input.eosTokenId, pad: input.padTokenId }, warnings));
   else warnings.push("no tokenizer embedded: llama.cpp needs tokenizer.ggml.* metadata to load the file");
   const tiedOk = A === "qwen3moe";
   if (cfg.tieEmbeddings && !tiedOk) warnings.push(`tied embeddings: llama.cpp's ${A} requires output.weight, written as a copy of token_embd`);
-  const tensors: GgufTensorInput[] = tensorPlan(cfg, A, names, tiedOk).map((e) => ({
-    name: e.gguf, shape: e.shape, data: gather(input.params, layout, e), type: tensorType(dtype, e.shape, e.f32, warnings, e.gguf),
+  const plan = tensorPlan(cfg, A, names, tiedOk);
+  const ctx = { numLayers: cfg.numLayers, numExperts: cfg.moe.numExperts, tiedOutput: !plan.some((e) => e.gguf === "output.weight"), warnings };
+  const tensors: GgufTensorInput[] = plan.map((e) => ({
+    name: e.gguf, shape: e.shape, data: gather(input.params, layout, e), type: ggufTensorType(dtype, e.gguf, e.shape, e.f32, ctx),
   }));
   // llama.cpp's phimoe requires attn_output.bias and output.bias: zeros when the model has none
   if (A === "phimoe") {

@@ -23,13 +23,10 @@
 // Not: the container format (io/gguf.ts), the HF checkpoint loader (model/), or a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type MixtralHfConfig, type ModelConfig } from "./config.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
+import { EXPORT_DTYPES, FILE_TYPE, ggufTensorType, isBlockQuantised, type ExportDtype } from "./gguf-types.js";
 
-export type ExportDtype = "f32" | "f16" | "q8_0";
-export const EXPORT_DTYPES: readonly ExportDtype[] = ["f32", "f16", "q8_0"];
-
-/** llama_ftype of the file (general.file_type). */
-const FILE_TYPE: Record<ExportDtype, number> = { f32: 0, f16: 1, q8_0: 7 };
+export { EXPORT_DTYPES, type ExportDtype } from "./gguf-types.js";
 
 /** Token types (llama_token_type / gguf TokenType). */
 export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
@@ -100,24 +97,14 @@ function slice(params: Params, layout: ParamLayout, name: string, from = 0, len?
   return Float32Array.from(params.subarray(t.offset + from, t.offset + from + n));
 }
 
-/** Which GGUF type a tensor gets for the requested dtype (norms and the router stay F32). */
-function tensorType(dtype: ExportDtype, shape: number[], keepF32: boolean, warnings: string[], name: string): GgmlTypeName {
-  if (keepF32 || shape.length === 1 || dtype === "f32") return "F32";
-  if (dtype === "f16") return "F16";
-  if (shape[shape.length - 1]! % 32 !== 0) {
-    warnings.push(`${name}: row length ${shape[shape.length - 1]} is not a multiple of 32; written as F16 instead of Q8_0`);
-    return "F16";
-  }
-  return "Q8_0";
-}
-
 /** The llama-arch tensors of a model (row-major shapes; q/k rows permuted). */
 function modelTensors(cfg: ModelConfig, layout: ParamLayout, names: ModelNames, params: Params, dtype: ExportDtype, warnings: string[]): GgufTensorInput[] {
   const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
   const E = cfg.moe.numExperts, F = cfg.moe.expertIntermediateSize;
   const out: GgufTensorInput[] = [];
+  const ctx = { numLayers: cfg.numLayers, numExperts: E, tiedOutput: !names.lmHead, warnings };
   const add = (name: string, shape: number[], data: Float32Array, keepF32 = false) =>
-    out.push({ name, shape, data, type: tensorType(dtype, shape, keepF32, warnings, name) });
+    out.push({ name, shape, data, type: ggufTensorType(dtype, name, shape, keepF32, ctx) });
   add("token_embd.weight", [V, C], slice(params, layout, names.embed));
   for (let l = 0; l < cfg.numLayers; l++) {
     const n = names.layers[l]!, b = `blk.${l}`;
@@ -282,7 +269,7 @@ export function modelToGguf(input: LlamaExportInput, dtype: ExportDtype): GgufMo
   const warnings: string[] = [];
   const A = "llama";
   const md = archMetadata(A, cfg, input.name, FILE_TYPE[dtype], input.contextLength, cfg.moe.expertIntermediateSize);
-  if (dtype === "q8_0") md.push(["general.quantization_version", gv.u32(2)]);
+  if (isBlockQuantised(dtype)) md.push(["general.quantization_version", gv.u32(2)]);
   if (input.tokenizer) md.push(...tokenizerMetadata(input.tokenizer, cfg.vocabSize, { bos: input.bosTokenId, eos: input.eosTokenId, pad: input.padTokenId }, warnings));
   else warnings.push("no tokenizer embedded: llama.cpp needs tokenizer.ggml.* metadata to load the file");
   const tensors = modelTensors(cfg, layout, names, input.params, dtype, warnings);
