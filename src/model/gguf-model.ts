@@ -331,9 +331,56 @@ export function shortestF32(x: number): number {
   return x;
 }
 
-/** Reads a llama-arch MoE GGUF (F32/F16/Q8_0 tensors) into our parameter arena and a Mixtral config. */
+/** Reads a llama-arch MoE GGUF (any readable tensor type, dequantised) into our parameter arena and a Mixtral config. */
 export function importLlamaGguf(file: string): ImportedModel {
   const g = GgufFile.open(file);
+  const { hf, cfg, layout, names } = llamaGgufSpec(g);
+  const fail = (msg: string): never => {
+    throw new GgufError(`${file}: ${msg}`);
+  };
+  const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
+  const E = cfg.moe.numExperts;
+  const params = new Float32Array(layout.size);
+  const used = new Set<string>();
+  const F = cfg.moe.expertIntermediateSize;
+  const take = (gname: string, shape: number[]): Float32Array => {
+    if (!g.has(gname)) fail(`missing tensor ${gname}`);
+    const info = g.info(gname);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${gname} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
+    used.add(gname);
+    return g.read(gname);
+  };
+  const put = (storage: string, data: Float32Array, at = 0) => params.set(data, layout.byName.get(storage)!.offset + at);
+  put(names.embed, take("token_embd.weight", [V, C]));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const n = names.layers[l]!, b = `blk.${l}`;
+    put(n.ln1, take(`${b}.attn_norm.weight`, [C]));
+    put(n.q, permuteRopeRows(take(`${b}.attn_q.weight`, [NH * HS, C]), NH, HS, C, true));
+    put(n.k, permuteRopeRows(take(`${b}.attn_k.weight`, [KVH * HS, C]), KVH, HS, C, true));
+    put(n.v, take(`${b}.attn_v.weight`, [KVH * HS, C]));
+    put(n.o, take(`${b}.attn_output.weight`, [C, NH * HS]));
+    put(n.ln2, take(`${b}.ffn_norm.weight`, [C]));
+    put(n.router!, take(`${b}.ffn_gate_inp.weight`, [E, C]));
+    const gate = take(`${b}.ffn_gate_exps.weight`, [E, F, C]);
+    const up = take(`${b}.ffn_up_exps.weight`, [E, F, C]);
+    for (let e = 0; e < E; e++) {
+      put(n.w13!, gate.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C);
+      put(n.w13!, up.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C + F * C);
+    }
+    put(n.w2!, take(`${b}.ffn_down_exps.weight`, [E, C, F]));
+  }
+  put(names.normF, take("output_norm.weight", [C]));
+  if (names.lmHead) put(names.lmHead, take("output.weight", [V, C]));
+  for (const name of g.tensors.keys()) {
+    if (!used.has(name)) fail(`tensor ${name} is not supported by this importer (biases, rope_freqs, shared experts and dense layers are not)`);
+  }
+  const tokenizer = ggufTokenizer(g);
+  return { hf, cfg, layout, names, params, tokenizer };
+}
+
+/** The Mixtral config of a llama-arch MoE GGUF from its metadata (no tensor data is read). */
+export function llamaGgufSpec(g: GgufFile): { hf: MixtralHfConfig; cfg: ModelConfig; layout: ParamLayout; names: ModelNames } {
+  const file = g.file;
   const fail = (msg: string): never => {
     throw new GgufError(`${file}: ${msg}`);
   };
@@ -381,40 +428,5 @@ export function importLlamaGguf(file: string): ImportedModel {
   }, file) as MixtralHfConfig;
   const cfg = resolveConfig(hf, { kind: "dropless" }, file);
   const { layout, names } = buildLayout(cfg);
-  const params = new Float32Array(layout.size);
-  const used = new Set<string>();
-  const F = cfg.moe.expertIntermediateSize;
-  const take = (gname: string, shape: number[]): Float32Array => {
-    if (!g.has(gname)) fail(`missing tensor ${gname}`);
-    const info = g.info(gname);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${gname} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
-    used.add(gname);
-    return g.read(gname);
-  };
-  const put = (storage: string, data: Float32Array, at = 0) => params.set(data, layout.byName.get(storage)!.offset + at);
-  put(names.embed, take("token_embd.weight", [V, C]));
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const n = names.layers[l]!, b = `blk.${l}`;
-    put(n.ln1, take(`${b}.attn_norm.weight`, [C]));
-    put(n.q, permuteRopeRows(take(`${b}.attn_q.weight`, [NH * HS, C]), NH, HS, C, true));
-    put(n.k, permuteRopeRows(take(`${b}.attn_k.weight`, [KVH * HS, C]), KVH, HS, C, true));
-    put(n.v, take(`${b}.attn_v.weight`, [KVH * HS, C]));
-    put(n.o, take(`${b}.attn_output.weight`, [C, NH * HS]));
-    put(n.ln2, take(`${b}.ffn_norm.weight`, [C]));
-    put(n.router!, take(`${b}.ffn_gate_inp.weight`, [E, C]));
-    const gate = take(`${b}.ffn_gate_exps.weight`, [E, F, C]);
-    const up = take(`${b}.ffn_up_exps.weight`, [E, F, C]);
-    for (let e = 0; e < E; e++) {
-      put(n.w13!, gate.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C);
-      put(n.w13!, up.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C + F * C);
-    }
-    put(n.w2!, take(`${b}.ffn_down_exps.weight`, [E, C, F]));
-  }
-  put(names.normF, take("output_norm.weight", [C]));
-  if (names.lmHead) put(names.lmHead, take("output.weight", [V, C]));
-  for (const name of g.tensors.keys()) {
-    if (!used.has(name)) fail(`tensor ${name} is not supported by this importer (biases, rope_freqs, shared experts and dense layers are not)`);
-  }
-  const tokenizer = ggufTokenizer(g);
-  return { hf, cfg, layout, names, params, tokenizer };
+  return { hf, cfg, layout, names };
 }
