@@ -7,8 +7,7 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
-import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
-import { openModel, type OpenedModel } from "../infer/open.js";
+import { openEngineModel, type OpenedEngineModel } from "../infer/open.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
 import type { Tokenizer } from "../data/types.js";
@@ -31,7 +30,7 @@ function samplingParams(f: SamplerFlags, vocabSize: number, maxModelLen: number,
 }
 
 interface Loaded {
-  opened: OpenedModel;
+  opened: OpenedEngineModel;
   tokenizer: Tokenizer;
   engine: Engine;
   maxModelLen: number;
@@ -39,15 +38,13 @@ interface Loaded {
 
 function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number }): Loaded {
   const be = backendFromFlags(f, cmd);
-  const dtype = (f.dtype ?? "f32") as EngineDtype;
-  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
   const kvDtype = f["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
-  const opened = openModel(model, be);
+  const opened = openEngineModel(model, be, f.dtype, cmd);
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
   const maxModelLen = f["max-model-len"] ?? Math.min(opened.contextLength, 4096);
   if (!(Number.isInteger(maxModelLen) && maxModelLen >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${maxModelLen}`);
-  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
+  const engine = new Engine(be, opened.engineWeights, opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
   return { opened, tokenizer: opened.tokenizer, engine, maxModelLen };
 }
 
@@ -56,7 +53,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (flags.help || positional.length !== 1) {
     console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
       "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
-      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N]");
+      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k (.gguf: auto = the file's types, the default)] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N]");
     return flags.help ? 0 : 2;
   }
   if (flags.prompt !== undefined && flags["prompt-file"] !== undefined) throw new Error("moe generate: give --prompt or --prompt-file, not both");

@@ -4,15 +4,14 @@
 import path from "node:path";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
-import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
-import { openModel } from "../infer/open.js";
+import { engineDtypeFor, openEngineModel } from "../infer/open.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
 import { serveDashboardFile } from "../serve/dashboard.js";
 import { parseFlags } from "./args.js";
 
 const USAGE = "usage: moe serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key K] [--max-num-seqs 8] [--max-num-batched-tokens 512] [--max-model-len N]\n" +
-  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--threads N] [--drain-timeout 10]";
+  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k|auto (.gguf default)] [--kv-dtype f32|bf16] [--threads N] [--drain-timeout 10]";
 
 export async function runServe(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe serve", argv, {
@@ -25,8 +24,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const port = flags.port ?? 8000;
   if (!(Number.isInteger(port) && port >= 0 && port < 65536)) throw new Error(`moe serve: --port must be an integer in [0, 65535], got ${port}`);
-  const dtype = (flags.dtype ?? "f32") as EngineDtype;
-  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`moe serve: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${flags.dtype}'`);
+  const dtype = engineDtypeFor(positional[0]!, flags.dtype, "moe serve");
   const kvDtype = flags["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`moe serve: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
   const drain = flags["drain-timeout"] ?? 10;
@@ -47,14 +45,14 @@ export async function runServe(argv: string[]): Promise<number> {
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
-  const opened = openModel(model, be);
+  const opened = openEngineModel(model, be, dtype, "moe serve");
   if (!opened.tokenizer) throw new Error(`moe serve: ${opened.source} has no tokenizer`);
   const maxModelLen = flags["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, {
+  const engine = new Engine(be, opened.engineWeights, opened.tokenizer, {
     maxModelLen, maxNumSeqs: flags["max-num-seqs"] ?? 8, maxNumBatchedTokens: flags["max-num-batched-tokens"] ?? 512, kvDtype,
   });
   server.setModel({ engine, tokenizer: opened.tokenizer, chatTemplate: opened.chatTemplate, chatStop: opened.chatTemplate.isDefault ? DEFAULT_CHAT_STOP : [] });
-  console.log(`moe serve: ready — ${opened.cfg.family}, ${dtype} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB`);
+  console.log(`moe serve: ready — ${opened.cfg.family}, ${opened.engineWeights.dtype}${dtype === "auto" ? " (the file's types)" : ""} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB`);
   await done;
   return 0;
 }
