@@ -12,46 +12,21 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { parseHfConfig, resolveConfig, type ModelConfig } from "../src/model/config.js";
 import { createBackend } from "../src/backend/index.js";
 import { GgufFile } from "../src/io/gguf.js";
-import { exportModelGguf, importModelGguf, openGgufModel } from "../src/model/gguf-families.js";
+import { importModelGguf, openGgufModel } from "../src/model/gguf-families.js";
 import type { ExportDtype } from "../src/model/gguf-types.js";
 import { useMoreBits } from "../src/model/gguf-types.js";
 import { ggufEngineWeights } from "../src/infer/gguf-weights.js";
 import { engineWeights, type EngineWeights, type Mat } from "../src/infer/engine-weights.js";
 import { Weights } from "../src/model/weights.js";
 import { Engine, type TokenEvent } from "../src/infer/engine.js";
-import { openEngineModel } from "../src/infer/open.js";
+import { openEngineModel, type OpenedEngineModel } from "../src/infer/open.js";
 import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import { dequantizeBlock, type BlockFormat } from "../src/core/quant-blocks.js";
 import { decodeBf16 } from "../src/core/ggml-quants-ref.js";
 import { decodeArray } from "../src/core/dtype.js";
-import { tokenizerFromJSON } from "../src/data/tokenizer.js";
-import { TINY_VOCAB, tinyParams, tinyTokenizer } from "./gguf-fixture.js";
-
-const tok = tinyTokenizer();
-const EOS = tok.eosId;
-// hidden 256 and expert width 256 so every matrix takes the k-quants (block 256)
-const common = { vocab_size: TINY_VOCAB, hidden_size: 256, num_hidden_layers: 3, num_attention_heads: 4, rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 256, bos_token_id: EOS, eos_token_id: EOS };
-export const QUANT_FAMILIES: Record<string, Record<string, unknown>> = {
-  mixtral: { ...common, model_type: "mixtral", num_key_value_heads: 2, intermediate_size: 256, num_local_experts: 8, num_experts_per_tok: 2, tie_word_embeddings: false, sliding_window: null },
-  qwen2_moe: { ...common, model_type: "qwen2_moe", num_key_value_heads: 2, intermediate_size: 512, moe_intermediate_size: 256, shared_expert_intermediate_size: 256, num_experts: 4, num_experts_per_tok: 2, norm_topk_prob: false },
-  qwen3_moe: { ...common, model_type: "qwen3_moe", num_key_value_heads: 2, head_dim: 64, intermediate_size: 512, moe_intermediate_size: 256, num_experts: 4, num_experts_per_tok: 2, norm_topk_prob: true, tie_word_embeddings: true },
-  olmoe: { ...common, model_type: "olmoe", num_key_value_heads: 4, intermediate_size: 256, num_experts: 4, num_experts_per_tok: 2, tie_word_embeddings: false },
-};
-
-export function quantFixture(family: string, seed = 7): { cfg: ModelConfig; params: Float32Array } {
-  const cfg = resolveConfig(parseHfConfig(QUANT_FAMILIES[family]!));
-  return { cfg, params: tinyParams(cfg, seed) };
-}
-
-export function exportQuant(dir: string, family: string, dtype: ExportDtype, seed = 7): string {
-  const { cfg, params } = quantFixture(family, seed);
-  const file = path.join(dir, `${family}-${dtype}.gguf`);
-  exportModelGguf(file, { cfg, params, contextLength: 256, tokenizer: tok.json, bosTokenId: EOS, eosTokenId: EOS }, dtype);
-  return file;
-}
+import { exportQuant, QUANT_FAMILIES } from "./gguf-quant-fixture.js";
 
 /** A Mat's values in f32. */
 function matValues(m: Mat): Float32Array {
@@ -147,9 +122,9 @@ test("blocks are the file's bytes; Q4_K_M keeps llama.cpp's mix; the engine hold
   assert.equal(q3.info("token_embd.weight").type, "Q6_K");
 });
 
-async function greedyTokens(w: EngineWeights, prompt: number[], n: number): Promise<number[]> {
-  const be = createBackend({ name: "native", threads: 1 });
-  const eng = new Engine(be, w, tokenizerFromJSON(tok.json), { maxModelLen: 64, maxNumSeqs: 1 });
+async function greedyTokens(o: OpenedEngineModel, prompt: number[], n: number): Promise<number[]> {
+  const be = createBackend({ name: "native", threads: 1 }), w = o.engineWeights;
+  const eng = new Engine(be, w, o.tokenizer!, { maxModelLen: 64, maxNumSeqs: 1 });
   const out: number[] = [];
   const params = validateSamplingParams({ temperature: 0, max_tokens: n, ignore_eos: true }, { vocabSize: w.cfg.vocabSize, maxModelLen: 64 });
   for await (const e of eng.submit(prompt, params) as AsyncIterable<TokenEvent>) out.push(e.id);
@@ -161,9 +136,10 @@ test("greedy tokens on the file's blocks equal those on its f32 dequantised weig
   for (const family of ["mixtral", "qwen2_moe"]) {
     const file = exportQuant(tmp, family, "q4_k_m");
     const be = createBackend({ name: "native", threads: 1 });
-    const blocks = openEngineModel(file, be, undefined, "test").engineWeights;
-    const f32 = openEngineModel(file, be, "f32", "test").engineWeights;
-    assert.equal(f32.head.format, "f32");
+    const blocks = openEngineModel(file, be, undefined, "test");
+    const f32 = openEngineModel(file, be, "f32", "test");
+    assert.equal(f32.engineWeights.head.format, "f32");
+    assert.equal(blocks.engineWeights.head.format, "q6_k");
     const a = await greedyTokens(blocks, PROMPT, 16), b = await greedyTokens(f32, PROMPT, 16);
     assert.deepEqual(a, b, `${family}: blocks ${a} vs f32 ${b}`);
   }
