@@ -22,6 +22,10 @@
 // multiple of 256 the fallback is Q4_K → Q4_0 and Q6_K → Q8_0 (llama.cpp: Q4_K → Q5_0), so
 // every tensor stays in a type the inference engine runs from its blocks. A row length that is
 // not a multiple of 32 falls back to F16 (as llama.cpp). Each fallback adds a warning.
+// q4_0 and q6_k are pure (every matrix in that type); llama.cpp's ftypes of the same names also
+// put the output (or a tied token_embd) in Q6_K and, with 8 experts, attn_k / attn_v in Q8_0.
+// Apart from these, test/gguf-quant-llama.test.ts shows llama.cpp's quantiser turning our F32
+// export into files byte-identical to ours for Q4_K_M, Q4_0, Q6_K, Q8_0 and BF16.
 //
 // Not: the codecs (io/gguf.ts, core/quant-blocks.ts), or the tensor maps.
 import { ggmlBlockSize, type GgmlTypeName } from "../io/gguf.js";
