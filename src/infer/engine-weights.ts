@@ -13,7 +13,7 @@ import type { Backend, QuantDtype } from "../backend/spec.js";
 import type { FArr } from "../nn/dims.js";
 import type { ModelConfig } from "../model/config.js";
 import type { Weights } from "../model/weights.js";
-import { encodeArray, type NarrowFloat } from "../core/dtype.js";
+import { decodeArray, encodeArray, type NarrowFloat } from "../core/dtype.js";
 import { BLOCK_FORMATS, BLOCK_LAYOUT, quantizeBlock, type BlockFormat } from "../core/quant-blocks.js";
 
 /** Storage of the engine's matrices. */
@@ -50,7 +50,8 @@ export interface EngineLayer {
 export interface EngineWeights {
   cfg: ModelConfig;
   dtype: EngineDtype;
-  embed: Float32Array; // (V, C)
+  /** (V, C): f32 rows, or (from a quantised GGUF) a Mat whose rows are dequantised per token; see embedTokens. */
+  embed: Float32Array | Mat;
   normF: Float32Array;
   normFBias?: Float32Array;
   head: Mat; // (V, C)
@@ -116,6 +117,26 @@ export function matmul(be: Backend, y: FArr, x: FArr, m: Mat, M: number): void {
       return;
     default:
       be.gemmQuant(x as Float32Array, m.codes, m.scales, y as Float32Array, { M, N: m.rows, K: m.cols, dtype: m.format });
+  }
+}
+
+/** x (N, C) = the embedding rows of `tokens` (dequantised when the embedding is a Mat). */
+export function embedTokens(be: Backend, x: FArr, tokens: Int32Array, w: EngineWeights): void {
+  const e = w.embed, C = w.cfg.hiddenSize;
+  if (e instanceof Float32Array) return be.embeddingForward(x, tokens, e, w.cfg.vocabSize, C);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!, out = (x as Float32Array).subarray(i * C, (i + 1) * C);
+    if (!(t >= 0 && t < e.rows)) throw new EngineWeightsError(`token id ${t} is out of range [0, ${e.rows})`);
+    if (e.format === "f32") out.set(e.w.subarray(t * C, (t + 1) * C));
+    else if ("blocks" in e) {
+      const rb = e.blocks.length / e.rows;
+      be.dequantizeBlock(out, e.blocks.subarray(t * rb, (t + 1) * rb), e.format, C);
+    } else if (e.format === "bf16" || e.format === "f16" || e.format === "fp8_e4m3" || e.format === "fp8_e5m2") {
+      decodeArray(e.format, out, (e.codes as Uint16Array | Uint8Array).subarray(t * C, (t + 1) * C), e.scales[t]!);
+    } else {
+      const s = e.scales[t]!, c = e.codes as Int8Array;
+      for (let j = 0; j < C; j++) out[j] = c[t * C + j]! * s;
+    }
   }
 }
 

@@ -8,8 +8,8 @@
 // or any tensor when an explicit dtype differs, is dequantised one storage tensor at a time
 // (ggml's dequantize_row_*) and encoded in the dtype ("auto": q8_0 for those types). Expert
 // slices and `llama` q/k rows (RoPE-permuted in the file) are rearranged as whole rows of bytes.
-// Norms, biases, routers and the token embedding are f32 (the engine's embedding lookup reads
-// f32 rows, so token_embd is dequantised: V·C·4 bytes).
+// token_embd is kept the same way (engine-weights.ts embedTokens dequantises the rows of each
+// step's tokens); a tied LM head is that same Mat. Norms, biases and routers are f32.
 //
 // Not: the GGUF parser (io/gguf.ts), the tensor map (model/gguf-families.ts), or the f32 path
 // (`--dtype f32` builds the f32 arena and uses engineWeights for its fused expert GEMM).
@@ -146,14 +146,15 @@ export function ggufEngineWeights(spec: GgufModelSpec, opts: { dtype?: GgufEngin
     }
     return layer;
   });
-  const embed = small(names.embed)!;
-  let head: Mat;
-  if (names.lmHead) head = whole(names.lmHead, V, C);
-  else {
-    // tied: the file's token_embd blocks as the head, or the f32 embedding itself
-    const m = source(names.embed, C).slice(0, V);
-    head = m.format === "f32" ? { format: "f32", rows: V, cols: C, w: embed } : count(m);
-  }
+  // token_embd stays compact too (the engine dequantises the rows of the step's tokens);
+  // a tied head is the same Mat
+  const em = source(names.embed, C).slice(0, V);
+  let embed: Float32Array | Mat;
+  if (em.format === "f32") {
+    embed = em.w;
+    bytes += em.w.byteLength;
+  } else embed = count(em);
+  const head: Mat = names.lmHead ? whole(names.lmHead, V, C) : em;
   const main = Object.entries(formats).sort((a, b) => b[1]! - a[1]!)[0]?.[0] as EngineDtype | undefined;
   return {
     cfg, dtype: dtype === "auto" ? (main ?? "f32") : dtype, embed, normF: small(names.normF)!, normFBias: small(names.normFBias),

@@ -16,7 +16,7 @@ import type { Backend } from "../backend/spec.js";
 import type { ModelConfig } from "../model/config.js";
 import { routerForward } from "../moe/router.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
-import { matmul, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
+import { embedTokens, matmul, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 import type { KvCachePool } from "./kv-cache.js";
 
 /** The rows of one step: sequence s owns rows [queryStart[s], queryStart[s+1]). */
@@ -225,7 +225,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   for (const n of b.contextLens) maxLen = Math.max(maxLen, n);
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
   const x = ws.x.subarray(0, N * C), out = ws.out.subarray(0, N * C), ln = ws.ln.subarray(0, N * C);
-  be.embeddingForward(x, b.tokens, w.embed, V, C);
+  embedTokens(be, x, b.tokens, w);
   const stats: StepStats = { tokensPerExpert: [], rows: N };
   for (let l = 0; l < cfg.numLayers; l++) {
     const lw = w.layers[l]!;
