@@ -78,8 +78,7 @@ test("engine Mats from a GGUF equal the f32 import bit for bit (every family, ev
         assert.equal(at, -1, `${family} ${dtype} ${name}: value ${at} ${have[at]} vs ${want[at]}`);
       }
       // the small tensors are the import's
-      assert.ok(!(got.embed instanceof Float32Array), `${family} ${dtype}: token_embd kept compact`);
-      assert.deepEqual(matValues(got.embed as Mat), ref.embed as Float32Array);
+      assert.deepEqual(got.embed, ref.embed);
       assert.deepEqual(got.layers.map((l) => l.moe!.router), ref.layers.map((l) => l.moe!.router));
     }
   }

@@ -13,8 +13,9 @@ import type { Backend, QuantDtype } from "../backend/spec.js";
 import type { FArr } from "../nn/dims.js";
 import type { ModelConfig } from "../model/config.js";
 import type { Weights } from "../model/weights.js";
-import { decodeArray, encodeArray, type NarrowFloat } from "../core/dtype.js";
+import { encodeArray, type NarrowFloat } from "../core/dtype.js";
 import { BLOCK_FORMATS, BLOCK_LAYOUT, quantizeBlock, type BlockFormat } from "../core/quant-blocks.js";
+import type { TpShard } from "./tp-shard.js";
 
 /** Storage of the engine's matrices. */
 export type EngineDtype = "f32" | "bf16" | "f16" | "fp8_e4m3" | "fp8_e5m2" | "int8" | BlockFormat;
@@ -50,8 +51,7 @@ export interface EngineLayer {
 export interface EngineWeights {
   cfg: ModelConfig;
   dtype: EngineDtype;
-  /** (V, C): f32 rows, or (from a quantised GGUF) a Mat whose rows are dequantised per token; see embedTokens. */
-  embed: Float32Array | Mat;
+  embed: Float32Array; // (V, C)
   normF: Float32Array;
   normFBias?: Float32Array;
   head: Mat; // (V, C)
@@ -59,6 +59,8 @@ export interface EngineWeights {
   layers: EngineLayer[];
   /** Bytes of every array the engine holds. */
   bytes: number;
+  /** Set when these are one tensor-parallel rank's slice (cfg then holds the rank's heads and sizes; infer/tp.ts). */
+  tp?: TpShard;
 }
 
 export class EngineWeightsError extends Error {
@@ -117,26 +119,6 @@ export function matmul(be: Backend, y: FArr, x: FArr, m: Mat, M: number): void {
       return;
     default:
       be.gemmQuant(x as Float32Array, m.codes, m.scales, y as Float32Array, { M, N: m.rows, K: m.cols, dtype: m.format });
-  }
-}
-
-/** x (N, C) = the embedding rows of `tokens` (dequantised when the embedding is a Mat). */
-export function embedTokens(be: Backend, x: FArr, tokens: Int32Array, w: EngineWeights): void {
-  const e = w.embed, C = w.cfg.hiddenSize;
-  if (e instanceof Float32Array) return be.embeddingForward(x, tokens, e, w.cfg.vocabSize, C);
-  for (let i = 0; i < tokens.length; i++) {
-    const t = tokens[i]!, out = (x as Float32Array).subarray(i * C, (i + 1) * C);
-    if (!(t >= 0 && t < e.rows)) throw new EngineWeightsError(`token id ${t} is out of range [0, ${e.rows})`);
-    if (e.format === "f32") out.set(e.w.subarray(t * C, (t + 1) * C));
-    else if ("blocks" in e) {
-      const rb = e.blocks.length / e.rows;
-      be.dequantizeBlock(out, e.blocks.subarray(t * rb, (t + 1) * rb), e.format, C);
-    } else if (e.format === "bf16" || e.format === "f16" || e.format === "fp8_e4m3" || e.format === "fp8_e5m2") {
-      decodeArray(e.format, out, (e.codes as Uint16Array | Uint8Array).subarray(t * C, (t + 1) * C), e.scales[t]!);
-    } else {
-      const s = e.scales[t]!, c = e.codes as Int8Array;
-      for (let j = 0; j < C; j++) out[j] = c[t * C + j]! * s;
-    }
   }
 }
 

@@ -8,13 +8,16 @@
 // or any tensor when an explicit dtype differs, is dequantised one storage tensor at a time
 // (ggml's dequantize_row_*) and encoded in the dtype ("auto": q8_0 for those types). Expert
 // slices and `llama` q/k rows (RoPE-permuted in the file) are rearranged as whole rows of bytes.
-// token_embd is kept the same way (engine-weights.ts embedTokens dequantises the rows of each
-// step's tokens); a tied LM head is that same Mat. Norms, biases and routers are f32.
+// Norms, biases, routers and the token embedding are f32 (the engine's embedding lookup reads
+// f32 rows, so token_embd is dequantised: V·C·4 bytes).
 //
+// NaN/Inf are refused at load, naming the tensor, as the f32 import does (block types: by their
+// f16 scales, since integer codes times finite scales are finite).
 // Not: the GGUF parser (io/gguf.ts), the tensor map (model/gguf-families.ts), or the f32 path
 // (`--dtype f32` builds the f32 arena and uses engineWeights for its fused expert GEMM).
 import type { GgufEntry, GgufModelSpec } from "../model/gguf-families.js";
 import { BLOCK_LAYOUT, type BlockFormat } from "../core/quant-blocks.js";
+import { checkFiniteTensor, firstNonFinite } from "../model/finite.js";
 import { ENGINE_DTYPES, EngineWeightsError, encodeMat, matBytes, type EngineDtype, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 
 /** `--dtype` for a GGUF: "auto" keeps each tensor's own type where the engine runs it. */
@@ -44,6 +47,25 @@ function unpermuteRows(src: Uint8Array, heads: number, HS: number, rowLen: numbe
     }
   }
   return out;
+}
+
+/** f16 scale offsets per block of the block types (a non-finite value needs a non-finite scale). */
+const SCALES: Readonly<Record<string, { bytes: number; at: number[] } | undefined>> = {
+  Q8_0: { bytes: 34, at: [0] }, Q4_0: { bytes: 18, at: [0] }, Q4_K: { bytes: 144, at: [0, 2] }, Q6_K: { bytes: 210, at: [208] },
+};
+
+/** Refuses a tensor holding NaN/Inf (as the f32 import does, naming it and the first bad index). */
+function checkFiniteRaw(g: GgufModelSpec["g"], name: string, type: string, raw: Uint8Array): void {
+  let bad = false;
+  if (type === "F32") bad = firstNonFinite(new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)) >= 0;
+  else if (type === "F16" || type === "BF16") {
+    const c = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), m = type === "F16" ? 0x7c00 : 0x7f80;
+    for (let i = 0; i < c.length && !bad; i++) bad = (c[i]! & m) === m;
+  } else {
+    const sc = SCALES[type];
+    for (let b = 0; sc && b < raw.length && !bad; b += sc.bytes) for (const o of sc.at) if ((raw[b + o + 1]! & 0x7c) === 0x7c) bad = true;
+  }
+  if (bad) checkFiniteTensor(g.file, name, g.read(name));
 }
 
 interface MatSource {
@@ -76,7 +98,7 @@ export function ggufEngineWeights(spec: GgufModelSpec, opts: { dtype?: GgufEngin
     if (!t) throw new EngineWeightsError(`internal: no storage tensor ${storage}`);
     const out = new Float32Array(t.size);
     for (const e of byStorage.get(storage) ?? []) {
-      let data = g.read(e.gguf);
+      let data = checkFiniteTensor(g.file, e.gguf, g.read(e.gguf));
       const cols = e.shape[e.shape.length - 1]!;
       if (e.ropeHeads) data = new Float32Array(unpermuteRows(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), e.ropeHeads, HS, cols * 4).buffer);
       const p = e.parts ?? { at: 0, len: t.size, stride: 0, count: 1 };
@@ -101,6 +123,7 @@ export function ggufEngineWeights(spec: GgufModelSpec, opts: { dtype?: GgufEngin
       const buf = new Uint8Array(rows * rb);
       for (const e of entries) {
         let raw = g.readRaw(e.gguf);
+        checkFiniteRaw(g, e.gguf, g.info(e.gguf).type, raw);
         if (e.ropeHeads) raw = unpermuteRows(raw, e.ropeHeads, HS, rb);
         const p = e.parts ?? { at: 0, len: size, stride: 0, count: 1 };
         for (let i = 0; i < p.count; i++) buf.set(raw.subarray((i * p.len / cols) * rb, ((i + 1) * p.len / cols) * rb), ((p.at + i * p.stride) / cols) * rb);
@@ -146,15 +169,14 @@ export function ggufEngineWeights(spec: GgufModelSpec, opts: { dtype?: GgufEngin
     }
     return layer;
   });
-  // token_embd stays compact too (the engine dequantises the rows of the step's tokens);
-  // a tied head is the same Mat
-  const em = source(names.embed, C).slice(0, V);
-  let embed: Float32Array | Mat;
-  if (em.format === "f32") {
-    embed = em.w;
-    bytes += em.w.byteLength;
-  } else embed = count(em);
-  const head: Mat = names.lmHead ? whole(names.lmHead, V, C) : em;
+  const embed = small(names.embed)!;
+  let head: Mat;
+  if (names.lmHead) head = whole(names.lmHead, V, C);
+  else {
+    // tied: the file's token_embd blocks as the head, or the f32 embedding itself
+    const m = source(names.embed, C).slice(0, V);
+    head = m.format === "f32" ? { format: "f32", rows: V, cols: C, w: embed } : count(m);
+  }
   const main = Object.entries(formats).sort((a, b) => b[1]! - a[1]!)[0]?.[0] as EngineDtype | undefined;
   return {
     cfg, dtype: dtype === "auto" ? (main ?? "f32") : dtype, embed, normF: small(names.normF)!, normFBias: small(names.normFBias),

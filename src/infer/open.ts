@@ -14,6 +14,8 @@ import type { GgufTokenizer } from "../model/gguf-model.js";
 import { importModelGguf, openGgufModel } from "../model/gguf-families.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype, type EngineWeights } from "./engine-weights.js";
 import { ggufEngineWeights, type GgufEngineDtype } from "./gguf-weights.js";
+import { DTYPE_BYTES } from "./load-memory.js";
+import { GgufFile } from "../io/gguf.js";
 import { Weights } from "../model/weights.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, tokenizerFromJSON } from "../data/tokenizer.js";
@@ -65,6 +67,18 @@ export function engineDtypeFor(model: string, dtype: string | undefined, cmd: st
     throw new Error(`${cmd}: --dtype must be ${gguf ? "auto or " : ""}one of ${ENGINE_DTYPES.join(", ")}, got '${d}'${d === "auto" ? " (auto is for .gguf files)" : ""}`);
   }
   return d as GgufEngineDtype;
+}
+
+/**
+ * The engine's weight bytes when openEngineModel reads a .gguf without an f32 copy (dtype auto:
+ * the file's tensor bytes; another non-f32 dtype: its bytes per parameter), else undefined.
+ */
+export function engineLoadWeightBytes(model: string, dtype: GgufEngineDtype, parameters: number): number | undefined {
+  if (!model.endsWith(".gguf") || dtype === "f32") return undefined;
+  if (dtype !== "auto") return (DTYPE_BYTES[dtype] ?? 4) * parameters;
+  let bytes = 0;
+  for (const t of GgufFile.open(model).tensors.values()) bytes += t.byteLength;
+  return bytes;
 }
 
 /**

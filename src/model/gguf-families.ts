@@ -23,6 +23,7 @@
 // Not: the container format (io/gguf.ts), the llama-arch tensor map (model/gguf-model.ts), a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
+import { checkFiniteTensor } from "./finite.js";
 import { GgufError, GgufFile, gv, writeGguf, type GgufTensorInput } from "../io/gguf.js";
 import {
   archMetadata, ggufTokenizer, importLlamaGguf, llamaGgufSpec, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
@@ -284,7 +285,7 @@ export function importModelGguf(file: string): ImportedGgufModel {
   const spec = openGgufModel(file, g);
   const { layout } = spec;
   const params = new Float32Array(layout.size);
-  for (const e of spec.entries) scatter(params, layout, e, g.read(e.gguf));
+  for (const e of spec.entries) scatter(params, layout, e, checkFiniteTensor(file, e.gguf, g.read(e.gguf)));
   return { arch: spec.arch, hf: spec.hf, cfg: spec.cfg, layout, names: spec.names, params, tokenizer: spec.tokenizer };
 }
 
