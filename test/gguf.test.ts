@@ -211,10 +211,10 @@ test("corrupt files are refused with clear errors", () => {
   refuse(corrupt((b) => void b.writeBigUInt64LE(8n, afterName(b, "w1") + 4 + 8 + 4)), /not a multiple of the alignment 32/);
   refuse(corrupt((b) => void b.writeBigUInt64LE(0n, afterName(b, "w1") + 4 + 8 + 4)), /overlapping/);
   // a known but unsupported type opens, but its data is refused
-  const q4 = corrupt((b) => void b.writeUInt32LE(2, afterName(b, "w1") + 4 + 8));
-  const g = GgufFile.open(q4);
-  assert.equal(g.info("w1").type, "Q4_0");
-  assert.throws(() => g.read("w1"), /type Q4_0; only F32, F16 and Q8_0 can be read/);
+  const i8 = corrupt((b) => void b.writeUInt32LE(24, afterName(b, "w1") + 4 + 8));
+  const g = GgufFile.open(i8);
+  assert.equal(g.info("w1").type, "I8");
+  assert.throws(() => g.read("w1"), /type I8; readable types are F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K/);
   refuse(path.join(tmp, "does-not-exist.gguf"), /cannot open/);
 });
 
@@ -378,7 +378,7 @@ test("moe export: HF directory → GGUF; bad options refused", async () => {
   const imp = importLlamaGguf(out);
   assert.deepEqual(imp.cfg, cfg);
   assert.equal(GgufFile.open(out).getNumber("general.file_type"), 7);
-  await assert.rejects(runExport([dir, "--dtype", "q4"]), /--dtype must be one of f32, f16, q8_0/);
+  await assert.rejects(runExport([dir, "--dtype", "q4"]), /--dtype must be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m/);
   await assert.rejects(runExport([dir, "--format", "onnx"]), /--format 'onnx' is not supported/);
   await assert.rejects(runExport([path.join(tmp, "nope")]), /nope: neither a model directory/);
   await assert.rejects(runExport([dir, "--dtyp", "f32"]), /did you mean --dtype/);

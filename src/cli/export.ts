@@ -1,4 +1,4 @@
-// `moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]`: writes an HF-layout
+// `moe export MODEL_DIR --format gguf [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k|q4_k_m] [--out FILE]`: writes an HF-layout
 // model directory (config.json + model.safetensors[.index.json] + tokenizer.json) as a GGUF
 // file llama.cpp loads, under the llama.cpp architecture of the model's family (mixtral/skywork →
 // `llama`, qwen2_moe → `qwen2moe`, qwen3_moe → `qwen3moe`, olmoe → `olmoe`, phimoe → `phimoe`;
@@ -17,7 +17,7 @@ import { resolveModelDir } from "../train/checkpoints.js";
 import { EXPORT_DTYPES, type ExportDtype, type HfTokenizerJson } from "../model/gguf-model.js";
 import { exportModelGguf } from "../model/gguf-families.js";
 
-const USAGE = "usage: moe export MODEL_DIR --format gguf [--dtype f32|f16|q8_0] [--out FILE]";
+const USAGE = "usage: moe export MODEL_DIR --format gguf [--dtype f32|f16|bf16|q8_0|q4_0|q4_k|q6_k|q4_k_m] [--out FILE]  (default f16; tensor types per dtype: model/gguf-types.ts)";
 
 export interface LoadedForExport {
   hf: HfConfig;

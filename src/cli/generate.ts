@@ -8,8 +8,7 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
-import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
-import { openModel, type OpenedModel } from "../infer/open.js";
+import { engineDtypeFor, engineLoadWeightBytes, openEngineModel, type OpenedEngineModel } from "../infer/open.js";
 import { checkInferenceFits } from "../infer/load-memory.js";
 import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
@@ -35,7 +34,7 @@ function samplingParams(f: SamplerFlags, vocabSize: number, maxModelLen: number,
 }
 
 interface Loaded {
-  opened: OpenedModel;
+  opened: OpenedEngineModel;
   tokenizer: Tokenizer;
   engine: Engine;
   maxModelLen: number;
@@ -46,18 +45,17 @@ async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dty
   const tpSize = parseTpFlag(cmd, flags.tp);
   const f = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
   const be = backendFromFlags(f, cmd);
-  const dtype = (f.dtype ?? "f32") as EngineDtype;
-  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
   const kvDtype = f["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
+  const dtype = engineDtypeFor(model, f.dtype, cmd);
   const ml = f["max-model-len"];
   if (ml !== undefined && !(Number.isInteger(ml) && ml >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${ml}`);
   // weights + KV cache + workspaces, estimated from the config before anything is read
-  checkInferenceFits(cmd, model, (s) => ({ dtype, kvTokens: ml ?? Math.min(s.context, 4096), kvBytes: kvDtype === "f32" ? 4 : 2, rows: 256, context: ml ?? Math.min(s.context, 4096) }));
-  const opened = openModel(model, be);
+  checkInferenceFits(cmd, model, (s) => ({ dtype, weightBytes: engineLoadWeightBytes(model, dtype, s.parameters), kvTokens: ml ?? Math.min(s.context, 4096), kvBytes: kvDtype === "f32" ? 4 : 2, rows: 256, context: ml ?? Math.min(s.context, 4096) }));
+  const opened = openEngineModel(model, be, dtype, cmd);
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
   const maxModelLen = ml ?? Math.min(opened.contextLength, 4096);
-  const tp = await TensorParallel.start(engineWeights(opened.weights, { dtype }), { size: tpSize, backend: { backend: f.backend, threads: f.threads } });
+  const tp = await TensorParallel.start(opened.engineWeights, { size: tpSize, backend: { backend: f.backend, threads: f.threads } });
   const engine = new Engine(be, tp.weights, opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
   return { opened, tokenizer: opened.tokenizer, engine, maxModelLen, tp };
 }
@@ -68,7 +66,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     if (!flags.help) console.error(positionalProblem("moe generate", "MODEL", positional));
     console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
       "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
-      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N] [--tp N]");
+      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k (.gguf: auto = the file's types, the default)] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N] [--tp N]");
     return flags.help ? 0 : 2;
   }
   if (flags.prompt !== undefined && flags["prompt-file"] !== undefined) throw new Error("moe generate: give --prompt or --prompt-file, not both");

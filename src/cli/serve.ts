@@ -5,8 +5,7 @@ import { positionalProblem } from "./arg-problem.js";
 import path from "node:path";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
-import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
-import { openModel } from "../infer/open.js";
+import { engineDtypeFor, engineLoadWeightBytes, openEngineModel } from "../infer/open.js";
 import { checkInferenceFits } from "../infer/load-memory.js";
 import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
@@ -15,7 +14,7 @@ import { serveDashboardFile } from "../serve/dashboard.js";
 import { parseFlags } from "./args.js";
 
 const USAGE = "usage: moe serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key K] [--max-num-seqs 8] [--max-num-batched-tokens 512] [--max-model-len N]\n" +
-  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--threads N] [--tp N] [--drain-timeout 10]";
+  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k|auto (.gguf default)] [--kv-dtype f32|bf16] [--threads N] [--tp N] [--drain-timeout 10]";
 
 export async function runServe(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe serve", argv, {
@@ -29,8 +28,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const port = flags.port ?? 8000;
   if (!(Number.isInteger(port) && port >= 0 && port < 65536)) throw new Error(`moe serve: --port must be an integer in [0, 65535], got ${port}`);
-  const dtype = (flags.dtype ?? "f32") as EngineDtype;
-  if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`moe serve: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${flags.dtype}'`);
+  const dtype = engineDtypeFor(positional[0]!, flags.dtype, "moe serve");
   const kvDtype = flags["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`moe serve: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
   const drain = flags["drain-timeout"] ?? 10;
@@ -42,7 +40,7 @@ export async function runServe(argv: string[]): Promise<number> {
   // weights + KV cache (max-num-seqs × max-model-len tokens) + workspaces, from the config, before listening
   checkInferenceFits("moe serve", model, (s) => {
     const len = flags["max-model-len"] ?? Math.min(s.context, 4096);
-    return { dtype, kvTokens: (flags["max-num-seqs"] ?? 8) * len, seqs: flags["max-num-seqs"] ?? 8, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
+    return { dtype, weightBytes: engineLoadWeightBytes(model, dtype, s.parameters), kvTokens: (flags["max-num-seqs"] ?? 8) * len, seqs: flags["max-num-seqs"] ?? 8, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
   });
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
@@ -58,15 +56,15 @@ export async function runServe(argv: string[]): Promise<number> {
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
-  const opened = openModel(model, be);
+  const opened = openEngineModel(model, be, dtype, "moe serve");
   if (!opened.tokenizer) throw new Error(`moe serve: ${opened.source} has no tokenizer`);
   const maxModelLen = flags["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  const tp = await TensorParallel.start(engineWeights(opened.weights, { dtype }), { size: tpSize, backend: { backend: bf.backend, threads: bf.threads } });
+  const tp = await TensorParallel.start(opened.engineWeights, { size: tpSize, backend: { backend: bf.backend, threads: bf.threads } });
   const engine = new Engine(be, tp.weights, opened.tokenizer, {
     maxModelLen, maxNumSeqs: flags["max-num-seqs"] ?? 8, maxNumBatchedTokens: flags["max-num-batched-tokens"] ?? 512, kvDtype,
   });
   server.setModel({ engine, tokenizer: opened.tokenizer, chatTemplate: opened.chatTemplate, chatStop: opened.chatTemplate.isDefault ? DEFAULT_CHAT_STOP : [] });
-  console.log(`moe serve: ready — ${opened.cfg.family}, ${dtype} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB${tpSize > 1 ? ` (rank 0 of tp ${tpSize})` : ""}`);
+  console.log(`moe serve: ready — ${opened.cfg.family}, ${opened.engineWeights.dtype}${dtype === "auto" ? " (the file's types)" : ""} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB${tpSize > 1 ? ` (rank 0 of tp ${tpSize})` : ""}`);
   await done;
   await tp.close();
   return 0;

@@ -23,13 +23,11 @@
 //
 // Dequantisation reproduces ggml's dequantize_row_* bit for bit: every product and
 // difference is rounded to f32 in the same order (Math.fround).
-// Quantisation: q8_0 and q4_0 are llama.cpp's quantize_row_*_ref exactly. q4_k and q6_k
-// follow the structure of llama.cpp's reference (6/8-bit sub-block scales relative to the
-// super-block maximum, then a final requantisation against the stored scales) but pick
-// each sub-block's scale from its min/max instead of llama.cpp's iterative search, so
-// their error is somewhat larger (measured in test/quant-blocks.test.ts).
+// Quantisation: llama.cpp's quantize_row_*_ref exactly, byte for byte (q4_k and q6_k with
+// their scale searches live in core/ggml-quants-ref.ts).
 // Not: importance-matrix quantisation, other ggml types, or a fast path (see native/).
 import { decodeF16, encodeArray } from "./dtype.js";
+import { quantizeQ4KBlockRef, quantizeQ6KBlockRef } from "./ggml-quants-ref.js";
 
 export type BlockFormat = "q8_0" | "q4_0" | "q4_k" | "q6_k";
 
@@ -163,12 +161,6 @@ function putF16(out: Uint8Array, o: number, code: number): void {
   out[o + 1] = code >> 8;
 }
 
-/** ggml nearest_int: round half to even (the 1.5·2^23 trick). */
-function nearestInt(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
 /** C roundf: half away from zero. */
 function roundf(x: number): number {
   return x < 0 ? -Math.round(-x) : Math.round(x);
@@ -201,101 +193,9 @@ function quantQ4_0(x: Float32Array, xo: number, out: Uint8Array, o: number): voi
   }
 }
 
-function quantQ4_K(x: Float32Array, xo: number, out: Uint8Array, o: number): void {
-  // 1. Per sub-block of 32: scale = (max − min)/15 and offset −min (min clipped to ≤ 0).
-  const scales = new Float32Array(8), mins = new Float32Array(8);
-  let maxScale = 0, maxMin = 0;
-  for (let j = 0; j < 8; j++) {
-    let lo = 0, hi = -Infinity;
-    for (let l = 0; l < 32; l++) {
-      const v = x[xo + 32 * j + l]!;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-    scales[j] = Math.max(0, (hi - lo) / 15);
-    mins[j] = -lo;
-    maxScale = Math.max(maxScale, scales[j]!);
-    maxMin = Math.max(maxMin, mins[j]!);
-  }
-  // 2. 6-bit sub-block scales and mins relative to the super-block maxima (as llama.cpp).
-  const invScale = maxScale > 0 ? f32(63 / maxScale) : 0, invMin = maxMin > 0 ? f32(63 / maxMin) : 0;
-  const s = o + 4;
-  for (let j = 0; j < 16; j++) out[o + j] = 0;
-  for (let j = 0; j < 8; j++) {
-    const ls = Math.min(63, nearestInt(f32(invScale * scales[j]!)));
-    const lm = Math.min(63, nearestInt(f32(invMin * mins[j]!)));
-    if (j < 4) {
-      out[s + j] = ls;
-      out[s + j + 4] = lm;
-    } else {
-      out[s + j + 4] = (ls & 15) | ((lm & 15) << 4);
-      out[s + j - 4]! |= (ls >> 4) << 6;
-      out[s + j]! |= (lm >> 4) << 6;
-    }
-  }
-  putF16(out, o, f16Code(f32(maxScale / 63)));
-  putF16(out, o + 2, f16Code(f32(maxMin / 63)));
-  // 3. Requantise every value against the stored (rounded) scales.
-  const d = f16At(out, o), dmin = f16At(out, o + 2);
-  const L = new Uint8Array(256);
-  for (let j = 0; j < 8; j++) {
-    const [sc, m] = q4kScaleMin(out, o, j);
-    const dj = f32(d * sc), dm = f32(dmin * m);
-    if (dj === 0) continue;
-    for (let l = 0; l < 32; l++) L[32 * j + l] = Math.max(0, Math.min(15, nearestInt(f32(f32(x[xo + 32 * j + l]! + dm) / dj))));
-  }
-  for (let g = 0; g < 4; g++) {
-    for (let l = 0; l < 32; l++) out[o + 16 + 32 * g + l] = L[64 * g + l]! | (L[64 * g + 32 + l]! << 4);
-  }
-}
-
-function quantQ6_K(x: Float32Array, xo: number, out: Uint8Array, o: number): void {
-  // 1. Per sub-block of 16: the signed value of largest magnitude maps to q = −32.
-  const scales = new Float32Array(16);
-  let maxScale = 0, maxAbsScale = 0;
-  for (let ib = 0; ib < 16; ib++) {
-    let amax = 0, max = 0;
-    for (let l = 0; l < 16; l++) {
-      const v = x[xo + 16 * ib + l]!;
-      if (Math.abs(v) > amax) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    scales[ib] = max / -32;
-    if (amax / 32 > maxAbsScale) {
-      maxAbsScale = amax / 32;
-      maxScale = scales[ib]!;
-    }
-  }
-  out.fill(0, o, o + 210);
-  if (maxAbsScale < 1e-15) return; // GROUP_MAX_EPS: an all-zero block
-  // 2. 8-bit sub-block scales relative to the largest (llama.cpp: iscale = −128/max_scale).
-  const iscale = f32(-128 / maxScale);
-  putF16(out, o + 208, f16Code(f32(1 / iscale)));
-  for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.max(-128, Math.min(127, nearestInt(f32(iscale * scales[ib]!)))) & 255;
-  // 3. Requantise against the stored scales, then pack ql / qh.
-  const d = f16At(out, o + 208);
-  const L = new Uint8Array(256).fill(32);
-  for (let j = 0; j < 16; j++) {
-    const dj = f32(d * ((out[o + 192 + j]! << 24) >> 24));
-    if (dj === 0) continue;
-    for (let l = 0; l < 16; l++) L[16 * j + l] = Math.max(-32, Math.min(31, nearestInt(f32(x[xo + 16 * j + l]! / dj)))) + 32;
-  }
-  for (let h = 0; h < 2; h++) {
-    const ql = o + 64 * h, qh = o + 128 + 32 * h, base = 128 * h;
-    for (let l = 0; l < 32; l++) {
-      const a = L[base + l]!, b = L[base + l + 32]!, c = L[base + l + 64]!, e = L[base + l + 96]!;
-      out[ql + l] = (a & 15) | ((c & 15) << 4);
-      out[ql + l + 32] = (b & 15) | ((e & 15) << 4);
-      out[qh + l] = (a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6);
-    }
-  }
-}
-
 /**
  * Quantises x (length a multiple of the format's block size; every value finite) into
- * ggml blocks. q8_0 and q4_0 equal llama.cpp's quantize_row_*_ref byte for byte.
+ * ggml blocks, equal to llama.cpp's quantize_row_*_ref byte for byte.
  */
 export function quantizeBlock(x: Float32Array, format: BlockFormat): Uint8Array {
   const { blockSize, blockBytes: bb } = layoutOf(format, "quantizeBlock");
@@ -314,10 +214,10 @@ export function quantizeBlock(x: Float32Array, format: BlockFormat): Uint8Array 
         quantQ4_0(x, b * 32, out, b * bb);
         break;
       case "q4_k":
-        quantQ4_K(x, b * 256, out, b * bb);
+        quantizeQ4KBlockRef(x, b * 256, out, b * bb);
         break;
       case "q6_k":
-        quantQ6_K(x, b * 256, out, b * bb);
+        quantizeQ6KBlockRef(x, b * 256, out, b * bb);
         break;
       default:
         format satisfies never;

@@ -64,6 +64,8 @@ const KV_BLOCK = 16;
 export interface InferenceLoad {
   /** The compact weight dtype the engine keeps (f32: none besides the loaded f32; f64: the ref backend's copy). */
   dtype: string;
+  /** The weights' bytes when known without an f32 copy (a .gguf read as its blocks); replaces f32 + compact. */
+  weightBytes?: number;
   /** KV cache: tokens held and bytes per element (f32 4, bf16 2); 0 tokens for a plain forward. */
   kvTokens: number;
   kvBytes: number;
@@ -86,10 +88,11 @@ export function inferenceBytes(s: ModelSizes, o: InferenceLoad): { bytes: number
   // attention probabilities over the context (the engine's paged attention streams them by block)
   const perLayer = 8 * s.hidden + 2 * (s.heads + 2 * s.kvHeads) * s.headDim + (o.allLayers ? s.heads * o.context : 0) + 3 * s.ffnActive;
   const work = 4 * o.rows * ((o.allLayers ? s.layers : 1) * perLayer + 2 * s.vocab);
-  const parts = [`weights ${formatBytes(f32)} f32${compact ? ` + ${formatBytes(compact)} ${o.dtype}` : ""}`];
+  const parts = [o.weightBytes !== undefined ? `weights ${formatBytes(o.weightBytes)} ${o.dtype}` : `weights ${formatBytes(f32)} f32${compact ? ` + ${formatBytes(compact)} ${o.dtype}` : ""}`];
   if (o.kvTokens) parts.push(`KV cache ${formatBytes(kv)} for ${o.kvTokens} tokens`);
   parts.push(`workspaces ${formatBytes(work)} for ${o.rows} rows`);
-  return { bytes: f32 + compact + kv + work, weights: f32 + compact, kv, work, detail: parts.join(" + ") };
+  const weights = o.weightBytes ?? f32 + compact;
+  return { bytes: weights + kv + work, weights, kv, work, detail: parts.join(" + ") };
 }
 
 /**

@@ -1,7 +1,8 @@
 // Opening a model for inference from whatever MODEL names: an HF directory, a run directory
 // (its latest checkpoint), or a `.gguf` file (metadata → config, tokenizer from the GGUF).
-// Returns the f32 Weights, the tokenizer, the model's context length and chat template; the
-// caller turns the weights into the engine's (possibly compact) form.
+// openModel returns the f32 Weights, the tokenizer, the model's context length and chat template;
+// openEngineModel returns the engine's (possibly compact) weights instead, reading a quantised
+// GGUF's blocks as they are (infer/gguf-weights.ts).
 //
 // Not: checkpoint parsing (model/checkpoint.ts, model/gguf-model.ts).
 import { existsSync, statSync } from "node:fs";
@@ -10,7 +11,11 @@ import type { Backend } from "../backend/spec.js";
 import type { HfConfig, ModelConfig } from "../model/config.js";
 import { loadHfWeights } from "../model/checkpoint.js";
 import type { GgufTokenizer } from "../model/gguf-model.js";
-import { importModelGguf } from "../model/gguf-families.js";
+import { importModelGguf, openGgufModel } from "../model/gguf-families.js";
+import { ENGINE_DTYPES, engineWeights, type EngineDtype, type EngineWeights } from "./engine-weights.js";
+import { ggufEngineWeights, type GgufEngineDtype } from "./gguf-weights.js";
+import { DTYPE_BYTES } from "./load-memory.js";
+import { GgufFile } from "../io/gguf.js";
 import { Weights } from "../model/weights.js";
 import type { Tokenizer } from "../data/types.js";
 import { loadTokenizer, tokenizerFromJSON } from "../data/tokenizer.js";
@@ -47,6 +52,55 @@ function ggufTokenizerJson(t: GgufTokenizer, file: string): unknown {
   };
 }
 
+const GGUF_CHAT_TEMPLATE: LoadedChatTemplate = { template: DEFAULT_CHAT_TEMPLATE, source: "default", name: null, named: {}, bosToken: "", eosToken: "", isDefault: true };
+
+/** The engine's view of MODEL, and what the commands need besides the weights. */
+export interface OpenedEngineModel extends Omit<OpenedModel, "weights"> {
+  engineWeights: EngineWeights;
+}
+
+/** The validated `--dtype` for MODEL: default "auto" for a .gguf (its own types), else f32. */
+export function engineDtypeFor(model: string, dtype: string | undefined, cmd: string): GgufEngineDtype {
+  const gguf = model.endsWith(".gguf");
+  const d = dtype ?? (gguf ? "auto" : "f32");
+  if (!(ENGINE_DTYPES as readonly string[]).includes(d) && !(gguf && d === "auto")) {
+    throw new Error(`${cmd}: --dtype must be ${gguf ? "auto or " : ""}one of ${ENGINE_DTYPES.join(", ")}, got '${d}'${d === "auto" ? " (auto is for .gguf files)" : ""}`);
+  }
+  return d as GgufEngineDtype;
+}
+
+/**
+ * The engine's weight bytes when openEngineModel reads a .gguf without an f32 copy (dtype auto:
+ * the file's tensor bytes; another non-f32 dtype: its bytes per parameter), else undefined.
+ */
+export function engineLoadWeightBytes(model: string, dtype: GgufEngineDtype, parameters: number): number | undefined {
+  if (!model.endsWith(".gguf") || dtype === "f32") return undefined;
+  if (dtype !== "auto") return (DTYPE_BYTES[dtype] ?? 4) * parameters;
+  let bytes = 0;
+  for (const t of GgufFile.open(model).tensors.values()) bytes += t.byteLength;
+  return bytes;
+}
+
+/**
+ * Opens MODEL for the inference engine. `dtype` (the `--dtype` flag): for a .gguf the default
+ * "auto" keeps the file's blocks (infer/gguf-weights.ts), and any dtype but f32 reads the file
+ * without an f32 copy of the model; f32 (the default otherwise) builds the f32 arena.
+ */
+export function openEngineModel(model: string, be: Backend, dtype: string | undefined, cmd: string): OpenedEngineModel {
+  const gguf = model.endsWith(".gguf");
+  const d = engineDtypeFor(model, dtype, cmd);
+  if (gguf && d !== "f32") {
+    if (!existsSync(model) || !statSync(model).isFile()) throw new Error(`${model}: no such GGUF file`);
+    const spec = openGgufModel(model);
+    const tokenizer = spec.tokenizer ? tokenizerFromJSON(ggufTokenizerJson(spec.tokenizer, model), { source: model }) : null;
+    if (tokenizer && tokenizer.vocabSize > spec.cfg.vocabSize) throw new Error(`${model}: the embedded tokenizer has ${tokenizer.vocabSize} tokens, the model's vocab_size is ${spec.cfg.vocabSize}`);
+    const w = ggufEngineWeights(spec, { dtype: d as GgufEngineDtype });
+    return { source: model, hf: spec.hf, cfg: spec.cfg, tokenizer, contextLength: spec.hf.max_position_embeddings, chatTemplate: GGUF_CHAT_TEMPLATE, engineWeights: w };
+  }
+  const { weights, ...rest } = openModel(model, be);
+  return { ...rest, engineWeights: engineWeights(weights, { dtype: d as EngineDtype }) };
+}
+
 /** Opens MODEL (HF dir, run dir or .gguf) with f32 weights. */
 export function openModel(model: string, be: Backend): OpenedModel {
   if (model.endsWith(".gguf")) {
@@ -54,7 +108,7 @@ export function openModel(model: string, be: Backend): OpenedModel {
     const g = importModelGguf(model);
     const tokenizer = g.tokenizer ? tokenizerFromJSON(ggufTokenizerJson(g.tokenizer, model), { source: model }) : null;
     if (tokenizer && tokenizer.vocabSize > g.cfg.vocabSize) throw new Error(`${model}: the embedded tokenizer has ${tokenizer.vocabSize} tokens, the model's vocab_size is ${g.cfg.vocabSize}`);
-    return { source: model, hf: g.hf, cfg: g.cfg, weights: new Weights(g.cfg, "f32", g.params), tokenizer, contextLength: g.hf.max_position_embeddings, chatTemplate: { template: DEFAULT_CHAT_TEMPLATE, source: "default", name: null, named: {}, bosToken: "", eosToken: "", isDefault: true } };
+    return { source: model, hf: g.hf, cfg: g.cfg, weights: new Weights(g.cfg, "f32", g.params), tokenizer, contextLength: g.hf.max_position_embeddings, chatTemplate: GGUF_CHAT_TEMPLATE };
   }
   const dir = resolveModelDir(model);
   const { weights, hf, cfg } = loadHfWeights(dir, be);

@@ -9,21 +9,26 @@
 // row-major (rows, cols) matrix has ne = [cols, rows]. This module takes and returns
 // row-major `shape`s and keeps `ne` alongside.
 //
-// Tensor types: F32, F16, Q8_0 are written and read (dequantised to f32). Q8_0 is llama.cpp's
-// quantize_row_q8_0_ref exactly: blocks of 32 along ne[0]; d = max|x|/127 (f32), stored as
-// f16; q = roundf(x · (1/d)) (f32 product, rounding half away from zero); dequantised
-// value q · f16(d). Other ggml types are recognised (so offsets can be checked and the file
-// inspected) but their data is refused.
+// Tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K are written (llama.cpp's
+// quantize_row_*_ref / ggml_fp32_to_bf16_row_ref byte for byte: core/quant-blocks.ts,
+// core/ggml-quants-ref.ts) and read; Q4_1, Q5_0, Q5_1, Q5_K (fallbacks inside llama.cpp's
+// k-quant mixes) are read too. `read` dequantises to f32 as ggml's dequantize_row_* (bit for
+// bit); `readRaw` returns the blocks for callers that keep them compact. Q8_0 is blocks of 32
+// along ne[0]; d = max|x|/127 (f32), stored as f16; q = roundf(x · (1/d)); value q · f16(d).
+// Other ggml types are recognised (so offsets can be checked and the file inspected) but
+// their data is refused.
 //
 // Reading is lazy: the header is parsed and validated on open; tensor data is read on
 // request. Every defect (bad magic or version, truncated header or data, unknown value or
 // tensor type, offsets misaligned or past the end, overlapping data, duplicate keys or
 // names) is refused with an error naming the file and the item. Writing is atomic.
 //
-// Not: the model mapping (see io/gguf-model.ts), nor k-quants.
+// Not: the model mapping (see model/gguf-model.ts, model/gguf-families.ts).
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { atomicWrite, writeAll } from "./safetensors.js";
 import { decodeArray, decodeF16, encodeArray } from "../core/dtype.js";
+import { dequantizeBlock, quantizeBlock, type BlockFormat } from "../core/quant-blocks.js";
+import { decodeBf16, dequantizeExtra, encodeBf16, type ExtraBlockType } from "../core/ggml-quants-ref.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -74,7 +79,13 @@ export const gv = {
 // ---------------------------------------------------------------------------
 // Tensor types
 
-export type GgmlTypeName = "F32" | "F16" | "Q8_0";
+/** The tensor types the writer encodes. */
+export type GgmlTypeName = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
+/** The tensor types `read` decodes (the writer's and the extra block types). */
+export const GGUF_READABLE_TYPES: readonly string[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_1", "Q5_0", "Q5_1", "Q5_K"];
+/** The engine block format of a GGUF type name, or undefined. */
+export const GGUF_BLOCK_FORMAT: Readonly<Record<string, BlockFormat | undefined>> = { Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_k", Q6_K: "q6_k" };
+const EXTRA_TYPE: Readonly<Record<string, ExtraBlockType | undefined>> = { Q4_1: "q4_1", Q5_0: "q5_0", Q5_1: "q5_1", Q5_K: "q5_k" };
 
 interface GgmlTypeInfo {
   name: string;
@@ -106,7 +117,13 @@ const GGML_TYPES: ReadonlyMap<number, GgmlTypeInfo> = new Map([
   [28, { name: "F64", blck: 1, bytes: 8 }],
   [30, { name: "BF16", blck: 1, bytes: 2 }],
 ]);
-const TYPE_ID: Record<GgmlTypeName, number> = { F32: 0, F16: 1, Q8_0: 8 };
+export const GGML_TYPE_ID: Record<GgmlTypeName, number> = { F32: 0, F16: 1, BF16: 30, Q8_0: 8, Q4_0: 2, Q4_K: 12, Q6_K: 14 };
+const TYPE_ID = GGML_TYPE_ID;
+
+/** Elements per block of a writable type. */
+export function ggmlBlockSize(type: GgmlTypeName): number {
+  return GGML_TYPES.get(TYPE_ID[type])!.blck;
+}
 
 /** Bytes of a tensor of `type` with dims ne (ne[0] must be a multiple of the block size). */
 function tensorBytes(info: GgmlTypeInfo, ne: readonly number[]): number {
@@ -168,8 +185,18 @@ function encodeTensor(type: GgmlTypeName, x: Float32Array): Uint8Array {
       encodeArray("f16", codes, x);
       return new Uint8Array(codes.buffer);
     }
+    case "BF16": {
+      const codes = encodeBf16(x);
+      return new Uint8Array(codes.buffer);
+    }
     case "Q8_0":
       return quantizeQ8_0(x);
+    case "Q4_0":
+      return quantizeBlock(x, "q4_0");
+    case "Q4_K":
+      return quantizeBlock(x, "q4_k");
+    case "Q6_K":
+      return quantizeBlock(x, "q6_k");
     default:
       ((x: never) => x)(type);
       throw new GgufError(`unknown tensor type ${String(type)}`);
@@ -528,7 +555,7 @@ export class GgufFile {
     return out;
   }
 
-  /** One tensor as f32 in row-major order (F32 copied, F16 and Q8_0 dequantised). */
+  /** One tensor as f32 in row-major order (F32 copied, every other readable type dequantised). */
   read(name: string): Float32Array {
     const t = this.info(name);
     const n = t.ne.reduce((a, b) => a * b, 1);
@@ -541,10 +568,22 @@ export class GgufFile {
         decodeArray("f16", out, new Uint16Array(raw.buffer, raw.byteOffset, n));
         return out;
       }
+      case "BF16":
+        return decodeBf16(new Uint16Array(raw.buffer, raw.byteOffset, n));
       case "Q8_0":
         return dequantizeQ8_0(raw, n);
-      default:
-        throw new GgufError(`${this.file}: tensor '${name}' has type ${t.type}; only F32, F16 and Q8_0 can be read`);
+      case "Q4_0":
+      case "Q4_K":
+      case "Q6_K": {
+        const out = new Float32Array(n);
+        dequantizeBlock(out, raw, GGUF_BLOCK_FORMAT[t.type]!, n);
+        return out;
+      }
+      default: {
+        const extra = EXTRA_TYPE[t.type];
+        if (extra) return dequantizeExtra(extra, raw, n);
+        throw new GgufError(`${this.file}: tensor '${name}' has type ${t.type}; readable types are ${GGUF_READABLE_TYPES.join(", ")}`);
+      }
     }
   }
 

@@ -24,17 +24,16 @@
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
 import { checkFiniteTensor } from "./finite.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput } from "../io/gguf.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgufTensorInput } from "../io/gguf.js";
 import {
-  archMetadata, EXPORT_DTYPES, ggufTokenizer, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
-  type ExportDtype, type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
+  archMetadata, ggufTokenizer, importLlamaGguf, llamaGgufSpec, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
+  type GgufModelContent, type GgufTokenizer, type LlamaExportInput,
 } from "./gguf-model.js";
+import { EXPORT_DTYPES, FILE_TYPE, ggufTensorType, isBlockQuantised, type ExportDtype } from "./gguf-types.js";
 
 export type GgufArch = "llama" | "qwen2moe" | "qwen3moe" | "olmoe" | "phimoe";
 export const GGUF_ARCHS: readonly GgufArch[] = ["llama", "qwen2moe", "qwen3moe", "olmoe", "phimoe"];
 
-/** llama_ftype of the file (general.file_type). */
-const FILE_TYPE: Record<ExportDtype, number> = { f32: 0, f16: 1, q8_0: 7 };
 
 type Params = Float32Array | Float64Array;
 
@@ -111,29 +110,24 @@ export function ggufIncompatibility(cfg: ModelConfig, contextLength: number): st
   }
 }
 
-/** Which GGUF type a tensor gets (vectors, norms and routers stay F32). */
-function tensorType(dtype: ExportDtype, shape: number[], keepF32: boolean, warnings: string[], name: string): GgmlTypeName {
-  if (keepF32 || shape.length === 1 || dtype === "f32") return "F32";
-  if (dtype === "f16") return "F16";
-  if (shape[shape.length - 1]! % 32 !== 0) {
-    warnings.push(`${name}: row length ${shape[shape.length - 1]} is not a multiple of 32; written as F16 instead of Q8_0`);
-    return "F16";
-  }
-  return "Q8_0";
-}
-
 /** One GGUF tensor: its row-major shape and where its values live in the arena. */
-interface Entry {
+export interface GgufEntry {
   gguf: string;
   shape: number[];
   f32: boolean;
   /** Storage tensor and, per part, (offset in the storage tensor, length, stride between parts). */
   storage: string;
   parts?: { at: number; len: number; stride: number; count: number };
+  /** `llama` only: the rows are RoPE-permuted per head (this many heads of headDim rows). */
+  ropeHeads?: number;
 }
+type Entry = GgufEntry;
 
-/** The tensor map of a non-llama architecture (no row permutation: NEOX RoPE as HF). */
-function tensorPlan(cfg: ModelConfig, arch: Exclude<GgufArch, "llama">, names: ModelNames, tiedOutput: boolean): Entry[] {
+/**
+ * The tensor map of an architecture. Non-llama architectures use NEOX RoPE as HF (no row
+ * permutation); `llama` (Mixtral) marks q/k with ropeHeads (model/gguf-model.ts permuteRopeRows).
+ */
+export function tensorPlan(cfg: ModelConfig, arch: GgufArch, names: ModelNames, tiedOutput: boolean): Entry[] {
   const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
   const E = cfg.moe.numExperts, F = cfg.moe.expertIntermediateSize, S = cfg.moe.sharedExpertIntermediateSize;
   const out: Entry[] = [];
@@ -148,6 +142,10 @@ function tensorPlan(cfg: ModelConfig, arch: Exclude<GgufArch, "llama">, names: M
     if (n.ln1Bias) add(`${b}.attn_norm.bias`, [C], n.ln1Bias, true);
     add(`${b}.attn_q.weight`, [NH * HS, C], n.q);
     add(`${b}.attn_k.weight`, [KVH * HS, C], n.k);
+    if (arch === "llama") {
+      out[out.length - 2]!.ropeHeads = NH;
+      out[out.length - 1]!.ropeHeads = KVH;
+    }
     add(`${b}.attn_v.weight`, [KVH * HS, C], n.v);
     if (n.qBias) add(`${b}.attn_q.bias`, [NH * HS], n.qBias, true);
     if (n.kBias) add(`${b}.attn_k.bias`, [KVH * HS], n.kBias, true);
@@ -216,13 +214,15 @@ export function familyModelToGguf(input: FamilyExportInput, dtype: ExportDtype):
     const r = cfg.moe.router;
     md.push(["moe_ts.router_jitter_noise", gv.f32(input.routerJitterNoise ?? (r.kind === "sparsemixer" ? r.jitterEps : 0))]);
   }
-  if (dtype === "q8_0") md.push(["general.quantization_version", gv.u32(2)]);
+  if (isBlockQuantised(dtype)) md.push(["general.quantization_version", gv.u32(2)]);
   if (input.tokenizer) md.push(...tokenizerMetadata(input.tokenizer, cfg.vocabSize, { bos: input.bosTokenId, eos: input.eosTokenId, pad: input.padTokenId }, warnings));
   else warnings.push("no tokenizer embedded: llama.cpp needs tokenizer.ggml.* metadata to load the file");
   const tiedOk = A === "qwen3moe";
   if (cfg.tieEmbeddings && !tiedOk) warnings.push(`tied embeddings: llama.cpp's ${A} requires output.weight, written as a copy of token_embd`);
-  const tensors: GgufTensorInput[] = tensorPlan(cfg, A, names, tiedOk).map((e) => ({
-    name: e.gguf, shape: e.shape, data: gather(input.params, layout, e), type: tensorType(dtype, e.shape, e.f32, warnings, e.gguf),
+  const plan = tensorPlan(cfg, A, names, tiedOk);
+  const ctx = { numLayers: cfg.numLayers, numExperts: cfg.moe.numExperts, tiedOutput: !plan.some((e) => e.gguf === "output.weight"), warnings };
+  const tensors: GgufTensorInput[] = plan.map((e) => ({
+    name: e.gguf, shape: e.shape, data: gather(input.params, layout, e), type: ggufTensorType(dtype, e.gguf, e.shape, e.f32, ctx),
   }));
   // llama.cpp's phimoe requires attn_output.bias and output.bias: zeros when the model has none
   if (A === "phimoe") {
@@ -257,14 +257,63 @@ export interface ImportedGgufModel {
 const allZero = (a: Float32Array) => a.every((x) => x === 0);
 const sameBits = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
 
+/** A GGUF model's config and tensor map, validated, with no tensor data read beyond small checks. */
+export interface GgufModelSpec {
+  g: GgufFile;
+  arch: GgufArch;
+  hf: HfConfig;
+  cfg: ModelConfig;
+  layout: ParamLayout;
+  names: ModelNames;
+  /** Every GGUF tensor the model uses (shapes checked against the file). */
+  entries: GgufEntry[];
+  tokenizer?: GgufTokenizer;
+}
+
+/** Whether two tensors hold the same values (bytes compared when the types match). */
+function sameTensor(g: GgufFile, a: string, b: string): boolean {
+  const ia = g.info(a), ib = g.info(b);
+  if (ia.shape.join() !== ib.shape.join()) return false;
+  if (ia.type === ib.type) return Buffer.from(g.readRaw(a)).equals(Buffer.from(g.readRaw(b)));
+  return sameBits(g.read(a), g.read(b));
+}
+
 /** Reads a GGUF of any supported architecture into our parameter arena and the family's HF config. */
 export function importModelGguf(file: string): ImportedGgufModel {
   const g = GgufFile.open(file);
+  if (g.getString("general.architecture") === "llama") return { arch: "llama", ...importLlamaGguf(file) };
+  const spec = openGgufModel(file, g);
+  const { layout } = spec;
+  const params = new Float32Array(layout.size);
+  for (const e of spec.entries) scatter(params, layout, e, checkFiniteTensor(file, e.gguf, g.read(e.gguf)));
+  return { arch: spec.arch, hf: spec.hf, cfg: spec.cfg, layout, names: spec.names, params, tokenizer: spec.tokenizer };
+}
+
+/**
+ * The config and tensor map of a GGUF of any supported architecture, for callers that read the
+ * tensors themselves (the inference engine keeps quantised blocks as they are).
+ */
+export function openGgufModel(file: string, opened?: GgufFile): GgufModelSpec {
+  const g = opened ?? GgufFile.open(file);
   const arch = g.getString("general.architecture");
-  if (arch === "llama") return { arch: "llama", ...importLlamaGguf(file) };
   const fail = (msg: string): never => {
     throw new GgufError(`${file}: ${msg}`);
   };
+  const checkAll = (entries: GgufEntry[], used: Set<string>, what: string) => {
+    for (const e of entries) {
+      if (!g.has(e.gguf)) fail(`missing tensor ${e.gguf}`);
+      const info = g.info(e.gguf);
+      if (info.shape.length !== e.shape.length || info.shape.some((d, i) => d !== e.shape[i])) fail(`tensor ${e.gguf} has shape [${info.shape}] (ne [${info.ne}]), expected [${e.shape}]`);
+      used.add(e.gguf);
+    }
+    for (const name of g.tensors.keys()) if (!used.has(name)) fail(`tensor ${name} is not supported by this importer for ${arch} (${what})`);
+  };
+  if (arch === "llama") {
+    const { hf, cfg, layout, names } = llamaGgufSpec(g);
+    const entries = tensorPlan(cfg, "llama", names, !g.has("output.weight"));
+    checkAll(entries, new Set(), "biases, rope_freqs, shared experts and dense layers are not");
+    return { g, arch: "llama", hf, cfg, layout, names, entries, tokenizer: ggufTokenizer(g) };
+  }
   if (!(GGUF_ARCHS as readonly string[]).includes(arch)) fail(`architecture '${arch}' is not supported (supported: ${GGUF_ARCHS.join(", ")})`);
   const A = arch as Exclude<GgufArch, "llama">;
   const num = (k: string, def?: number) => g.getNumber(`${A}.${k}`, def);
@@ -287,14 +336,7 @@ export function importModelGguf(file: string): ImportedGgufModel {
   if (tokens && tokens.length !== V) fail(`tokenizer.ggml.tokens has ${tokens.length} entries but token_embd has ${V} rows`);
   const bos = g.get("tokenizer.ggml.bos_token_id") ? g.getNumber("tokenizer.ggml.bos_token_id") : null;
   const eos = g.get("tokenizer.ggml.eos_token_id") ? g.getNumber("tokenizer.ggml.eos_token_id") : null;
-  const read = (name: string, shape: number[]): Float32Array => {
-    if (!g.has(name)) fail(`missing tensor ${name}`);
-    const info = g.info(name);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${name} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
-    return checkFiniteTensor(file, name, g.read(name));
-  };
-  const embed = read("token_embd.weight", [V, C]);
-  const tied = !g.has("output.weight") || sameBits(read("output.weight", [V, C]), embed);
+  const tied = !g.has("output.weight") || sameTensor(g, "output.weight", "token_embd.weight");
   const L = num("block_count");
   const common = {
     vocab_size: V, hidden_size: C, num_hidden_layers: L, num_attention_heads: NH, num_key_value_heads: KVH,
@@ -348,15 +390,8 @@ export function importModelGguf(file: string): ImportedGgufModel {
   const hf = parseHfConfig(json, file);
   const cfg = resolveConfig(hf, { kind: "dropless" }, file);
   const { layout, names } = buildLayout(cfg);
-  const params = new Float32Array(layout.size);
-  for (const e of tensorPlan(cfg, A, names, tied)) {
-    used.add(e.gguf);
-    scatter(params, layout, e, e.gguf === "token_embd.weight" ? embed : read(e.gguf, e.shape));
-  }
-  if (tied) used.add("output.weight");
-  for (const name of g.tensors.keys()) {
-    if (!used.has(name)) fail(`tensor ${name} is not supported by this importer for ${A} (rope_freqs, dense layers and biases the HF family lacks are not)`);
-  }
-  const tokenizer = ggufTokenizer(g);
-  return { arch: A, hf, cfg, layout, names, params, tokenizer };
+  const entries = tensorPlan(cfg, A, names, tied);
+  if (tied && g.has("output.weight")) used.add("output.weight");
+  checkAll(entries, used, "rope_freqs, dense layers and biases the HF family lacks are not");
+  return { g, arch: A, hf, cfg, layout, names, entries, tokenizer: ggufTokenizer(g) };
 }

@@ -24,13 +24,10 @@
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type MixtralHfConfig, type ModelConfig } from "./config.js";
 import { checkFiniteTensor } from "./finite.js";
-import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
+import { GgufError, GgufFile, gv, writeGguf, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
+import { EXPORT_DTYPES, FILE_TYPE, ggufTensorType, isBlockQuantised, type ExportDtype } from "./gguf-types.js";
 
-export type ExportDtype = "f32" | "f16" | "q8_0";
-export const EXPORT_DTYPES: readonly ExportDtype[] = ["f32", "f16", "q8_0"];
-
-/** llama_ftype of the file (general.file_type). */
-const FILE_TYPE: Record<ExportDtype, number> = { f32: 0, f16: 1, q8_0: 7 };
+export { EXPORT_DTYPES, type ExportDtype } from "./gguf-types.js";
 
 /** Token types (llama_token_type / gguf TokenType). */
 export const TOKEN_TYPE = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
@@ -101,24 +98,14 @@ function slice(params: Params, layout: ParamLayout, name: string, from = 0, len?
   return Float32Array.from(params.subarray(t.offset + from, t.offset + from + n));
 }
 
-/** Which GGUF type a tensor gets for the requested dtype (norms and the router stay F32). */
-function tensorType(dtype: ExportDtype, shape: number[], keepF32: boolean, warnings: string[], name: string): GgmlTypeName {
-  if (keepF32 || shape.length === 1 || dtype === "f32") return "F32";
-  if (dtype === "f16") return "F16";
-  if (shape[shape.length - 1]! % 32 !== 0) {
-    warnings.push(`${name}: row length ${shape[shape.length - 1]} is not a multiple of 32; written as F16 instead of Q8_0`);
-    return "F16";
-  }
-  return "Q8_0";
-}
-
 /** The llama-arch tensors of a model (row-major shapes; q/k rows permuted). */
 function modelTensors(cfg: ModelConfig, layout: ParamLayout, names: ModelNames, params: Params, dtype: ExportDtype, warnings: string[]): GgufTensorInput[] {
   const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
   const E = cfg.moe.numExperts, F = cfg.moe.expertIntermediateSize;
   const out: GgufTensorInput[] = [];
+  const ctx = { numLayers: cfg.numLayers, numExperts: E, tiedOutput: !names.lmHead, warnings };
   const add = (name: string, shape: number[], data: Float32Array, keepF32 = false) =>
-    out.push({ name, shape, data, type: tensorType(dtype, shape, keepF32, warnings, name) });
+    out.push({ name, shape, data, type: ggufTensorType(dtype, name, shape, keepF32, ctx) });
   add("token_embd.weight", [V, C], slice(params, layout, names.embed));
   for (let l = 0; l < cfg.numLayers; l++) {
     const n = names.layers[l]!, b = `blk.${l}`;
@@ -283,7 +270,7 @@ export function modelToGguf(input: LlamaExportInput, dtype: ExportDtype): GgufMo
   const warnings: string[] = [];
   const A = "llama";
   const md = archMetadata(A, cfg, input.name, FILE_TYPE[dtype], input.contextLength, cfg.moe.expertIntermediateSize);
-  if (dtype === "q8_0") md.push(["general.quantization_version", gv.u32(2)]);
+  if (isBlockQuantised(dtype)) md.push(["general.quantization_version", gv.u32(2)]);
   if (input.tokenizer) md.push(...tokenizerMetadata(input.tokenizer, cfg.vocabSize, { bos: input.bosTokenId, eos: input.eosTokenId, pad: input.padTokenId }, warnings));
   else warnings.push("no tokenizer embedded: llama.cpp needs tokenizer.ggml.* metadata to load the file");
   const tensors = modelTensors(cfg, layout, names, input.params, dtype, warnings);
@@ -345,9 +332,56 @@ export function shortestF32(x: number): number {
   return x;
 }
 
-/** Reads a llama-arch MoE GGUF (F32/F16/Q8_0 tensors) into our parameter arena and a Mixtral config. */
+/** Reads a llama-arch MoE GGUF (any readable tensor type, dequantised) into our parameter arena and a Mixtral config. */
 export function importLlamaGguf(file: string): ImportedModel {
   const g = GgufFile.open(file);
+  const { hf, cfg, layout, names } = llamaGgufSpec(g);
+  const fail = (msg: string): never => {
+    throw new GgufError(`${file}: ${msg}`);
+  };
+  const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
+  const E = cfg.moe.numExperts;
+  const params = new Float32Array(layout.size);
+  const used = new Set<string>();
+  const F = cfg.moe.expertIntermediateSize;
+  const take = (gname: string, shape: number[]): Float32Array => {
+    if (!g.has(gname)) fail(`missing tensor ${gname}`);
+    const info = g.info(gname);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${gname} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
+    used.add(gname);
+    return checkFiniteTensor(file, gname, g.read(gname));
+  };
+  const put = (storage: string, data: Float32Array, at = 0) => params.set(data, layout.byName.get(storage)!.offset + at);
+  put(names.embed, take("token_embd.weight", [V, C]));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const n = names.layers[l]!, b = `blk.${l}`;
+    put(n.ln1, take(`${b}.attn_norm.weight`, [C]));
+    put(n.q, permuteRopeRows(take(`${b}.attn_q.weight`, [NH * HS, C]), NH, HS, C, true));
+    put(n.k, permuteRopeRows(take(`${b}.attn_k.weight`, [KVH * HS, C]), KVH, HS, C, true));
+    put(n.v, take(`${b}.attn_v.weight`, [KVH * HS, C]));
+    put(n.o, take(`${b}.attn_output.weight`, [C, NH * HS]));
+    put(n.ln2, take(`${b}.ffn_norm.weight`, [C]));
+    put(n.router!, take(`${b}.ffn_gate_inp.weight`, [E, C]));
+    const gate = take(`${b}.ffn_gate_exps.weight`, [E, F, C]);
+    const up = take(`${b}.ffn_up_exps.weight`, [E, F, C]);
+    for (let e = 0; e < E; e++) {
+      put(n.w13!, gate.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C);
+      put(n.w13!, up.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C + F * C);
+    }
+    put(n.w2!, take(`${b}.ffn_down_exps.weight`, [E, C, F]));
+  }
+  put(names.normF, take("output_norm.weight", [C]));
+  if (names.lmHead) put(names.lmHead, take("output.weight", [V, C]));
+  for (const name of g.tensors.keys()) {
+    if (!used.has(name)) fail(`tensor ${name} is not supported by this importer (biases, rope_freqs, shared experts and dense layers are not)`);
+  }
+  const tokenizer = ggufTokenizer(g);
+  return { hf, cfg, layout, names, params, tokenizer };
+}
+
+/** The Mixtral config of a llama-arch MoE GGUF from its metadata (no tensor data is read). */
+export function llamaGgufSpec(g: GgufFile): { hf: MixtralHfConfig; cfg: ModelConfig; layout: ParamLayout; names: ModelNames } {
+  const file = g.file;
   const fail = (msg: string): never => {
     throw new GgufError(`${file}: ${msg}`);
   };
@@ -395,40 +429,5 @@ export function importLlamaGguf(file: string): ImportedModel {
   }, file) as MixtralHfConfig;
   const cfg = resolveConfig(hf, { kind: "dropless" }, file);
   const { layout, names } = buildLayout(cfg);
-  const params = new Float32Array(layout.size);
-  const used = new Set<string>();
-  const F = cfg.moe.expertIntermediateSize;
-  const take = (gname: string, shape: number[]): Float32Array => {
-    if (!g.has(gname)) fail(`missing tensor ${gname}`);
-    const info = g.info(gname);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${gname} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
-    used.add(gname);
-    return checkFiniteTensor(file, gname, g.read(gname));
-  };
-  const put = (storage: string, data: Float32Array, at = 0) => params.set(data, layout.byName.get(storage)!.offset + at);
-  put(names.embed, take("token_embd.weight", [V, C]));
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const n = names.layers[l]!, b = `blk.${l}`;
-    put(n.ln1, take(`${b}.attn_norm.weight`, [C]));
-    put(n.q, permuteRopeRows(take(`${b}.attn_q.weight`, [NH * HS, C]), NH, HS, C, true));
-    put(n.k, permuteRopeRows(take(`${b}.attn_k.weight`, [KVH * HS, C]), KVH, HS, C, true));
-    put(n.v, take(`${b}.attn_v.weight`, [KVH * HS, C]));
-    put(n.o, take(`${b}.attn_output.weight`, [C, NH * HS]));
-    put(n.ln2, take(`${b}.ffn_norm.weight`, [C]));
-    put(n.router!, take(`${b}.ffn_gate_inp.weight`, [E, C]));
-    const gate = take(`${b}.ffn_gate_exps.weight`, [E, F, C]);
-    const up = take(`${b}.ffn_up_exps.weight`, [E, F, C]);
-    for (let e = 0; e < E; e++) {
-      put(n.w13!, gate.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C);
-      put(n.w13!, up.subarray(e * F * C, (e + 1) * F * C), e * 2 * F * C + F * C);
-    }
-    put(n.w2!, take(`${b}.ffn_down_exps.weight`, [E, C, F]));
-  }
-  put(names.normF, take("output_norm.weight", [C]));
-  if (names.lmHead) put(names.lmHead, take("output.weight", [V, C]));
-  for (const name of g.tensors.keys()) {
-    if (!used.has(name)) fail(`tensor ${name} is not supported by this importer (biases, rope_freqs, shared experts and dense layers are not)`);
-  }
-  const tokenizer = ggufTokenizer(g);
-  return { hf, cfg, layout, names, params, tokenizer };
+  return { hf, cfg, layout, names };
 }
