@@ -35,8 +35,9 @@ import { loadAddon } from "../src/backend/native/addon.js";
 import { parseHfConfig, resolveConfig, parameterCounts, type ModelConfig } from "../src/model/config.js";
 import { preset } from "../src/model/presets.js";
 import { Weights } from "../src/model/weights.js";
-import { exportLlamaGguf, type ExportDtype, type HfTokenizerJson } from "../src/model/gguf-model.js";
-import { BYTE_CHARS, tokenizerFromJSON } from "../src/data/tokenizer.js";
+import { exportLlamaGguf, type ExportDtype } from "../src/model/gguf-model.js";
+import { tokenizerFromJSON } from "../src/data/tokenizer.js";
+import { byteTokenizerJson } from "./byte-tokenizer.js";
 import type { Tokenizer } from "../src/data/types.js";
 import { Engine } from "../src/infer/engine.js";
 import { engineWeights, matBytes, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
@@ -114,27 +115,6 @@ function modelConfig(name: string): ModelConfig {
     num_attention_heads: 16, num_key_value_heads: 16, num_local_experts: 64, num_experts_per_tok: 8, rms_norm_eps: 1e-5,
     rope_theta: 10000, max_position_embeddings: 4096, tie_word_embeddings: false, sliding_window: null,
   }, "bench 1b"));
-}
-
-/** A byte-level BPE tokenizer.json of exactly V ids: 256 bytes, V − 257 byte pairs (each a merge), <|endoftext|> last. */
-function byteTokenizerJson(V: number): HfTokenizerJson & Record<string, unknown> {
-  if (V < 258 || V - 257 > 65536) throw new Error(`byteTokenizerJson: vocab ${V} out of range`);
-  const vocab: Record<string, number> = {};
-  BYTE_CHARS.forEach((ch, b) => (vocab[ch] = b));
-  const merges: string[] = [];
-  for (let j = 0; j < V - 257; j++) {
-    const a = BYTE_CHARS[(j >> 8) & 255]!, b = BYTE_CHARS[j & 255]!;
-    vocab[a + b] = 256 + j;
-    merges.push(`${a} ${b}`);
-  }
-  const bl = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
-  const json: Record<string, unknown> = {
-    version: "1.0", truncation: null, padding: null, normalizer: null,
-    added_tokens: [{ id: V - 1, content: "<|endoftext|>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
-    pre_tokenizer: bl, post_processor: bl, decoder: bl,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "", fuse_unk: false, byte_fallback: false, vocab, merges },
-  };
-  return json as HfTokenizerJson & Record<string, unknown>;
 }
 
 /** Bytes of weights one batch-1 decode token reads: attention, router, top-k experts (expert 0's size), final norm, LM head. */

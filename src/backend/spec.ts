@@ -427,6 +427,13 @@ export interface Kernels extends GemmKernels, QuantKernels, QuantBlockKernels, C
 export interface Backend extends Kernels {
   readonly name: BackendName;
   info(): BackendInfo;
+  /**
+   * The same kernels without per-call argument validation (undefined: none). Only for a caller
+   * that validated its arguments itself: the inference step (infer/runner.ts) checks each step
+   * shape once against the checked table and the batch's indices every step. A wrong argument
+   * here is undefined behaviour (native: memory outside the arrays).
+   */
+  readonly unchecked?: Kernels;
 }
 
 /** The kernel names, for tests and benchmarks that iterate the table. */

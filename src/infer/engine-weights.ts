@@ -9,7 +9,7 @@
 // `matmul` computes y = x·Wᵀ for any Mat (dequantising in registers for codes and blocks).
 //
 // Not: the forward pass (infer/runner.ts), or checkpoint IO.
-import type { Backend, QuantDtype } from "../backend/spec.js";
+import type { Kernels, QuantDtype } from "../backend/spec.js";
 import type { FArr } from "../nn/dims.js";
 import type { ModelConfig } from "../model/config.js";
 import type { Weights } from "../model/weights.js";
@@ -103,7 +103,7 @@ export function encodeMat(w: Float32Array, rows: number, cols: number, dtype: En
 }
 
 /** y (M, rows) = x (M, cols) · Wᵀ. */
-export function matmul(be: Backend, y: FArr, x: FArr, m: Mat, M: number): void {
+export function matmul(be: Kernels, y: FArr, x: FArr, m: Mat, M: number): void {
   switch (m.format) {
     case "f32":
       be.gemm(x, m.w, y, { M, N: m.rows, K: m.cols, transB: true });

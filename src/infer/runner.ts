@@ -10,9 +10,16 @@
 //     weighted combine, shared expert; or the dense FFN
 // Then the final norm and the LM head on the rows that need logits only.
 // Each step returns the tokens routed to each expert per MoE layer (server metrics).
+// Validation: the first step of each shape (rows N, logit rows R) on a workspace, weights and KV
+// pool runs every kernel through the backend's checked table; later steps of that shape use
+// `be.unchecked` (when the backend has one), and only the step's data — token ids, KV slots,
+// block tables, query/context lengths (checkPagedAttention, once per step and window, not once
+// per layer) and the routed expert ids — is checked each step. Every other kernel argument is a
+// view of the workspace or weights whose length is a function of (N, R) alone.
 //
 // Not: scheduling or sampling (engine.ts), or training (model/forward.ts).
-import type { Backend } from "../backend/spec.js";
+import type { Backend, Kernels } from "../backend/spec.js";
+import { checkPagedAttention } from "../backend/checks/paged-attention.js";
 import type { ModelConfig } from "../model/config.js";
 import { routerForward } from "../moe/router.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
@@ -67,6 +74,9 @@ export class InferenceWorkspace {
   readonly gate: Float32Array; // (maxRows)
   readonly sel: Float32Array; // (maxLogitRows, C)
   readonly logits: Float32Array; // (maxLogitRows, V)
+  /** Step shapes ("N,R") that ran fully checked with `validatedWith`'s weights and KV pool. */
+  readonly validatedShapes = new Set<string>();
+  validatedWith: { w: EngineWeights; kv: KvCachePool } | null = null;
 
   constructor(readonly cfg: ModelConfig, readonly maxRows: number, readonly maxLogitRows: number) {
     if (!(Number.isInteger(maxRows) && maxRows >= 1)) throw new Error(`inference workspace: maxRows must be a positive integer, got ${maxRows}`);
@@ -99,13 +109,13 @@ export class InferenceWorkspace {
   }
 }
 
-function norm(be: Backend, cfg: ModelConfig, ws: InferenceWorkspace, out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array | undefined, N: number): void {
+function norm(be: Kernels, cfg: ModelConfig, ws: InferenceWorkspace, out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array | undefined, N: number): void {
   const C = cfg.hiddenSize;
   if (cfg.norm.kind === "rms") be.rmsnormForward(out, ws.rstd.subarray(0, N), x, w, N, C, cfg.norm.eps);
   else be.layernormForward(out, ws.mean.subarray(0, N), ws.rstd.subarray(0, N), x, w, b!, N, C, cfg.norm.eps);
 }
 
-function linear(be: Backend, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number): void {
+function linear(be: Kernels, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number): void {
   matmul(be, y, x, m, N);
   if (bias) be.biasAddForward(y, bias, N, m.rows);
 }
@@ -115,7 +125,7 @@ function clamp(x: Float32Array, c: number): void {
 }
 
 /** Steps 1–2: attention of the new rows; ws.out (N,C) receives the sublayer output. */
-function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, rope: { invFreq?: Float64Array; scale: number }): void {
+function attention(be: Kernels, w: EngineWeights, lw: EngineLayer, l: number, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, rope: { invFreq?: Float64Array; scale: number }): void {
   const cfg = w.cfg, C = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, HS = cfg.headDim;
   const ln = ws.ln.subarray(0, N * C), q = ws.q.subarray(0, N * NH * HS), k = ws.k.subarray(0, N * KVH * HS), v = ws.v.subarray(0, N * KVH * HS);
   norm(be, cfg, ws, ln, ws.x.subarray(0, N * C), lw.ln1, lw.ln1Bias, N);
@@ -149,7 +159,7 @@ function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws
 }
 
 /** Step 3 for an MoE layer: ws.out (N,C) = MoE(ws.ln). Returns the tokens per expert. */
-function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number): Int32Array {
+function moe(be: Kernels, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number, checkRoutes: boolean): Int32Array {
   const C = cfg.hiddenSize, E = cfg.moe.numExperts, K = cfg.moe.topK, F = cfg.moe.expertIntermediateSize;
   const x = ws.ln.subarray(0, N * C), y = ws.out.subarray(0, N * C);
   const z = ws.routerLogits.subarray(0, N * E);
@@ -158,6 +168,9 @@ function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
   const NK = N * K;
   const keys = ws.keys.subarray(0, NK), perm = ws.perm.subarray(0, NK);
   keys.set(route.topExperts);
+  if (checkRoutes) {
+    for (let i = 0; i < NK; i++) if (!(keys[i]! >= 0 && keys[i]! < E)) throw new Error(`runStep: routed expert id ${keys[i]} is out of range [0, ${E})`);
+  }
   be.sortByKey(perm, keys, E);
   be.histogram(ws.counts, keys, E);
   const tokenOf = ws.tokenOf.subarray(0, NK), rowW = ws.rowW.subarray(0, NK);
@@ -224,6 +237,41 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   let maxLen = 0;
   for (const n of b.contextLens) maxLen = Math.max(maxLen, n);
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
+  const shape = `${N},${R}`;
+  if (ws.validatedWith === null || ws.validatedWith.w !== w || ws.validatedWith.kv !== kv) {
+    ws.validatedShapes.clear();
+    ws.validatedWith = { w, kv };
+  }
+  const checked = be.unchecked === undefined || !ws.validatedShapes.has(shape);
+  if (!checked) checkStepData(cfg, ws, kv, b, N);
+  const k: Kernels = checked ? be : be.unchecked!;
+  const stats = layers(k, w, ws, kv, b, N, R, rope, !checked);
+  if (checked) ws.validatedShapes.add(shape);
+  return stats;
+}
+
+/** The per-step data checks of an unchecked step: the paged kernels' index checks, once per distinct window. */
+function checkStepData(cfg: ModelConfig, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number): void {
+  const KVH = cfg.numKvHeads, HS = cfg.headDim, NH = cfg.numHeads;
+  const cache = { numBlocks: kv.numBlocks, blockSize: kv.blockSize, KVH, HS };
+  checkPagedAttention.pagedWrite(kv.k(0), kv.v(0), ws.k.subarray(0, N * KVH * HS), ws.v.subarray(0, N * KVH * HS), b.slots, cache);
+  const windows = new Set<number>();
+  for (let l = 0; l < cfg.numLayers; l++) windows.add(l >= (cfg.windowFromLayer ?? 0) ? cfg.slidingWindow : 0);
+  for (const window of windows) {
+    checkPagedAttention.pagedAttention(ws.att.subarray(0, N * NH * HS), ws.q.subarray(0, N * NH * HS), kv.k(0), kv.v(0), b.blockTables, b.queryStart, b.contextLens, {
+      ...cache, numSeqs: b.contextLens.length, NH, maxBlocksPerSeq: kv.maxBlocksPerSeq, window,
+    });
+  }
+  if (b.positions.length !== N) throw new Error(`runStep: ${b.positions.length} positions for ${N} rows`);
+  for (let i = 0; i < N; i++) if (!(b.positions[i]! >= 0)) throw new Error(`runStep: position ${b.positions[i]} of row ${i} is negative`);
+  for (let r = 0; r < b.logitRows.length; r++) {
+    const row = b.logitRows[r]!;
+    if (!(row >= 0 && row < N)) throw new Error(`runStep: logit row ${row} is out of range [0, ${N})`);
+  }
+}
+
+function layers(be: Kernels, w: EngineWeights, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, R: number, rope: { invFreq?: Float64Array; scale: number }, checkRoutes: boolean): StepStats {
+  const cfg = w.cfg, C = cfg.hiddenSize, V = cfg.vocabSize;
   const x = ws.x.subarray(0, N * C), out = ws.out.subarray(0, N * C), ln = ws.ln.subarray(0, N * C);
   be.embeddingForward(x, b.tokens, w.embed, V, C);
   const stats: StepStats = { tokensPerExpert: [], rows: N };
@@ -232,7 +280,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
     attention(be, w, lw, l, ws, kv, b, N, rope);
     be.add(x, x, out);
     norm(be, cfg, ws, ln, x, lw.ln2, lw.ln2Bias, N);
-    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N));
+    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N, checkRoutes));
     else {
       const I = cfg.denseIntermediateSize;
       const h = ws.h.subarray(0, N * 2 * I), act = ws.a.subarray(0, N * I);
