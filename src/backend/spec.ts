@@ -128,6 +128,13 @@ export interface QuantBlockGemmParams {
   format: BlockFormat;
   /** Default 0 (overwrite). */
   beta?: number;
+  /**
+   * "f32" (default): x as given. "q8" (format q8_0 only; applies when M ≤ 8, larger M keeps
+   * f32): each x row quantised per 32 values as llama.cpp's vec_dot_q8_0_q8_0 does (d = max|x| /
+   * 127, q = round-half-even(x / d)), integer block dots scaled by f32(d_w · d_x). Faster
+   * (VNNI), not exact: each block's error is at most d_x / 2 · Σ|w|.
+   */
+  activations?: "f32" | "q8";
 }
 
 export interface QuantBlockKernels {

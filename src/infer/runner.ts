@@ -23,7 +23,7 @@ import { checkPagedAttention } from "../backend/checks/paged-attention.js";
 import type { ModelConfig } from "../model/config.js";
 import { routerForward } from "../moe/router.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
-import { matmul, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
+import { matmul, type Activations, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 import type { KvCachePool } from "./kv-cache.js";
 
 /** The rows of one step: sequence s owns rows [queryStart[s], queryStart[s+1]). */
@@ -78,8 +78,14 @@ export class InferenceWorkspace {
   readonly validatedShapes = new Set<string>();
   validatedWith: { w: EngineWeights; kv: KvCachePool } | null = null;
 
-  constructor(readonly cfg: ModelConfig, readonly maxRows: number, readonly maxLogitRows: number) {
+  /** How q8_0 matrices take their activations at M ≤ 8 rows (see EngineOptions.activations). */
+  readonly activations: Activations;
+
+  constructor(readonly cfg: ModelConfig, readonly maxRows: number, readonly maxLogitRows: number, opts: { activations?: Activations } = {}) {
     if (!(Number.isInteger(maxRows) && maxRows >= 1)) throw new Error(`inference workspace: maxRows must be a positive integer, got ${maxRows}`);
+    const act = opts.activations ?? "f32";
+    if (act !== "f32" && act !== "q8") throw new Error(`inference workspace: activations must be "f32" or "q8", got ${JSON.stringify(act)}`);
+    this.activations = act;
     const C = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, HS = cfg.headDim;
     const K = Math.max(1, cfg.moe.topK), E = Math.max(1, cfg.moe.numExperts);
     const W = Math.max(cfg.moe.expertIntermediateSize, cfg.denseIntermediateSize, cfg.moe.sharedExpertIntermediateSize);
@@ -115,8 +121,8 @@ function norm(be: Kernels, cfg: ModelConfig, ws: InferenceWorkspace, out: Float3
   else be.layernormForward(out, ws.mean.subarray(0, N), ws.rstd.subarray(0, N), x, w, b!, N, C, cfg.norm.eps);
 }
 
-function linear(be: Kernels, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number): void {
-  matmul(be, y, x, m, N);
+function linear(be: Kernels, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number, act: Activations): void {
+  matmul(be, y, x, m, N, act);
   if (bias) be.biasAddForward(y, bias, N, m.rows);
 }
 
@@ -129,9 +135,9 @@ function attention(be: Kernels, w: EngineWeights, lw: EngineLayer, l: number, ws
   const cfg = w.cfg, C = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, HS = cfg.headDim;
   const ln = ws.ln.subarray(0, N * C), q = ws.q.subarray(0, N * NH * HS), k = ws.k.subarray(0, N * KVH * HS), v = ws.v.subarray(0, N * KVH * HS);
   norm(be, cfg, ws, ln, ws.x.subarray(0, N * C), lw.ln1, lw.ln1Bias, N);
-  linear(be, q, ln, lw.q, lw.qBias, N);
-  linear(be, k, ln, lw.k, lw.kBias, N);
-  linear(be, v, ln, lw.v, lw.vBias, N);
+  linear(be, q, ln, lw.q, lw.qBias, N, ws.activations);
+  linear(be, k, ln, lw.k, lw.kBias, N, ws.activations);
+  linear(be, v, ln, lw.v, lw.vBias, N, ws.activations);
   if (cfg.qkNorm !== "none") {
     // the kernel does not alias: normalise from a copy in the attention-output buffer
     const head = cfg.qkNorm === "head";
@@ -155,7 +161,7 @@ function attention(be: Kernels, w: EngineWeights, lw: EngineLayer, l: number, ws
   const window = l >= (cfg.windowFromLayer ?? 0) ? cfg.slidingWindow : 0;
   const att = ws.att.subarray(0, N * NH * HS);
   be.pagedAttention(att, q, kv.k(l), kv.v(l), b.blockTables, b.queryStart, b.contextLens, { ...cache, numSeqs: S, NH, maxBlocksPerSeq: kv.maxBlocksPerSeq, window });
-  linear(be, ws.out.subarray(0, N * C), att, lw.o, lw.oBias, N);
+  linear(be, ws.out.subarray(0, N * C), att, lw.o, lw.oBias, N, ws.activations);
 }
 
 /** Step 3 for an MoE layer: ws.out (N,C) = MoE(ws.ln). Returns the tokens per expert. */
@@ -191,7 +197,7 @@ function moe(be: Kernels, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
       const n = ws.counts[e]!;
       if (n === 0) continue;
       const r1 = r0 + n;
-      matmul(be, h.subarray(r0 * 2 * F, r1 * 2 * F), xs.subarray(r0 * C, r1 * C), m.w13[e]!, n);
+      matmul(be, h.subarray(r0 * 2 * F, r1 * 2 * F), xs.subarray(r0 * C, r1 * C), m.w13[e]!, n, ws.activations);
       r0 = r1;
     }
     be.swigluForward(act, h, NK, F);
@@ -200,7 +206,7 @@ function moe(be: Kernels, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
       const n = ws.counts[e]!;
       if (n === 0) continue;
       const r1 = r0 + n;
-      matmul(be, yo.subarray(r0 * C, r1 * C), act.subarray(r0 * F, r1 * F), m.w2[e]!, n);
+      matmul(be, yo.subarray(r0 * C, r1 * C), act.subarray(r0 * F, r1 * F), m.w2[e]!, n, ws.activations);
       r0 = r1;
     }
   }
@@ -209,9 +215,9 @@ function moe(be: Kernels, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
   if (m.sharedGateUp) {
     const S = cfg.moe.sharedExpertIntermediateSize;
     const sh = ws.h.subarray(0, N * 2 * S), sa = ws.a.subarray(0, N * S), sy = ws.xs.subarray(0, N * C), g = ws.gate.subarray(0, N);
-    matmul(be, sh, x, m.sharedGateUp, N);
+    matmul(be, sh, x, m.sharedGateUp, N, ws.activations);
     be.swigluForward(sa, sh, N, S);
-    matmul(be, sy, sa, m.sharedDown!, N);
+    matmul(be, sy, sa, m.sharedDown!, N, ws.activations);
     be.gemm(x, m.sharedGate!, g, { M: N, N: 1, K: C, transB: true });
     for (let n = 0; n < N; n++) {
       const s = 1 / (1 + Math.exp(-g[n]!));
@@ -284,9 +290,9 @@ function layers(be: Kernels, w: EngineWeights, ws: InferenceWorkspace, kv: KvCac
     else {
       const I = cfg.denseIntermediateSize;
       const h = ws.h.subarray(0, N * 2 * I), act = ws.a.subarray(0, N * I);
-      matmul(be, h, ln, lw.gateUp!, N);
+      matmul(be, h, ln, lw.gateUp!, N, ws.activations);
       be.swigluForward(act, h, N, I);
-      matmul(be, out, act, lw.down!, N);
+      matmul(be, out, act, lw.down!, N, ws.activations);
       stats.tokensPerExpert.push(null);
     }
     be.add(x, x, out);
@@ -296,7 +302,7 @@ function layers(be: Kernels, w: EngineWeights, ws: InferenceWorkspace, kv: KvCac
     for (let r = 0; r < R; r++) sel.set(x.subarray(b.logitRows[r]! * C, (b.logitRows[r]! + 1) * C), r * C);
     const selN = ws.ln.subarray(0, R * C);
     norm(be, cfg, ws, selN, sel, w.normF, w.normFBias, R);
-    linear(be, ws.logits.subarray(0, R * V), selN, w.head, w.headBias, R);
+    linear(be, ws.logits.subarray(0, R * V), selN, w.head, w.headBias, R, ws.activations);
   }
   return stats;
 }
