@@ -74,3 +74,43 @@ test("runStep: an unchecked step still rejects a bad KV slot, block table entry 
     assert.throws(() => decodeRun(c.be, "f32", 4, corrupt), re, what);
   }
 });
+
+test("runStep with activations q8 (q8_0 weights): decode logits within 2% of the exact f32-activation logits, and not identical", async () => {
+  const { parseHfConfig, resolveConfig } = await import("../src/model/config.js");
+  const { Weights } = await import("../src/model/weights.js");
+  const cfg = resolveConfig(parseHfConfig({
+    model_type: "mixtral", vocab_size: 96, hidden_size: 64, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, num_local_experts: 4, num_experts_per_tok: 2, rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 64,
+    tie_word_embeddings: false, sliding_window: null,
+  }, "q8 test"));
+  const ew = engineWeights(new Weights(cfg).init(3, 0.1), { dtype: "q8_0" });
+  const run = (activations: "f32" | "q8"): Float32Array[] => {
+    const kv = new KvCachePool({ numLayers: cfg.numLayers, numKvHeads: cfg.numKvHeads, headSize: cfg.headDim, numBlocks: 8, blockSize: 4, maxSeqLen: 32 });
+    const ws = new InferenceWorkspace(cfg, 8, 1, { activations });
+    const ids = [5, 9, 2, 7, 1, 3, 8, 4, 6, 10];
+    kv.allocate("s", ids);
+    const out: Float32Array[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const slots = kv.append("s", [ids[i]!]);
+      runStep(be, ew, ws, kv, {
+        tokens: Int32Array.of(ids[i]!), positions: Int32Array.of(i), queryStart: Int32Array.of(0, 1), contextLens: Int32Array.of(i + 1),
+        slots, blockTables: kv.fillBlockTables(["s"]), logitRows: Int32Array.of(0),
+      });
+      out.push(Float32Array.from(ws.logits.subarray(0, cfg.vocabSize)));
+    }
+    return out;
+  };
+  const exact = run("f32"), q8 = run("q8");
+  let differs = false;
+  exact.forEach((row, i) => {
+    let m = 0, e = 0;
+    for (let j = 0; j < row.length; j++) {
+      m = Math.max(m, Math.abs(row[j]!));
+      e = Math.max(e, Math.abs(row[j]! - q8[i]![j]!));
+    }
+    assert.ok(e <= 0.02 * m, `step ${i}: q8 logits differ by ${e} (max |logit| ${m})`);
+    if (e > 0) differs = true;
+  });
+  assert.ok(differs, "activations q8 changed nothing");
+  assert.throws(() => new InferenceWorkspace(cfg, 8, 1, { activations: "int4" as "q8" }), /activations must be "f32" or "q8"/);
+});
