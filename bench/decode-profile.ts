@@ -12,6 +12,21 @@ import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import { tokenizerFromJSON } from "../src/data/tokenizer.js";
 import { byteTokenizerJson } from "./byte-tokenizer.js";
 import { median } from "./common.js";
+import { readdirSync, readFileSync } from "node:fs";
+
+/** CPU ticks (utime + stime) of each thread of this process, by "tid name". */
+function threadTicks(): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const tid of readdirSync("/proc/self/task")) {
+    try {
+      const st = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      m.set(`${tid} ${name}`, Number(f[11]) + Number(f[12]));
+    } catch { /* thread exited */ }
+  }
+  return m;
+}
 
 function arg(name: string, d: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,6 +49,7 @@ const V = cfg.vocabSize;
 const tok = tokenizerFromJSON(byteTokenizerJson(V), { source: "bench tokenizer" });
 let w: Weights | null = new Weights(cfg).init(1234, 0.02);
 const dtypes = arg("dtype", "q8_0,f16").split(",") as EngineDtype[];
+const activations = arg("activations", "f32") as "f32" | "q8";
 const ews = dtypes.map((d) => engineWeights(w!, { dtype: d }));
 w = null;
 const be = createBackend({ name: "native", threads: T });
@@ -42,18 +58,24 @@ function prompt(len: number, seed: number): number[] {
   return Array.from({ length: len }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0), 256 + (s % (V - 257))));
 }
 for (let di = 0; di < dtypes.length; di++) {
-  const eng = new Engine(be, ews[di]!, tok, { maxModelLen: 1024, maxNumSeqs: 8, maxNumBatchedTokens: 512, kvCacheTokens: 1024, kvDtype: "bf16", prefixCaching: false });
+  const eng = new Engine(be, ews[di]!, tok, { maxModelLen: 1024, maxNumSeqs: 8, maxNumBatchedTokens: 512, kvCacheTokens: 1024, kvDtype: "bf16", prefixCaching: false, activations });
   const params = (max: number) => validateSamplingParams({ temperature: 0, max_tokens: max, ignore_eos: true }, { vocabSize: V, maxModelLen: 1024 });
   const dec: number[] = [], cpu: number[] = [], pre: number[] = [];
+  let ticks0 = threadTicks();
   for (let r = 0; r <= reps; r++) {
     let n = 0, t1 = 0, c1 = process.cpuUsage();
     for await (const ev of eng.submit(prompt(16, r), params(NT))) {
       if (ev.id < 0) continue;
-      if (++n === 1) { t1 = performance.now(); c1 = process.cpuUsage(); }
+      if (++n === 1) { t1 = performance.now(); c1 = process.cpuUsage(); ticks0 = threadTicks(); }
     }
     const dt = (performance.now() - t1) / 1000;
     const c = process.cpuUsage(c1);
     if (r > 0) { dec.push((NT - 1) / dt); cpu.push((c.user + c.system) / 1e6 / dt); }
+    if (r === reps) {
+      const t = threadTicks();
+      const busy = [...t].map(([k, v]) => [k, v - (ticks0.get(k) ?? 0)] as const).filter(([, v]) => v > 0);
+      console.log(`  threads with CPU ticks during the last decode (${dt.toFixed(2)} s wall): ${busy.map(([k, v]) => `${k}: ${v}`).join(", ")}`);
+    }
     if (P > 0) {
       const t0 = performance.now();
       for await (const ev of eng.submit(prompt(P, r + 100), params(1))) void ev;
