@@ -85,6 +85,13 @@ void RowsScalar(const int8_t* q, const float* d, int64_t K, const uint8_t* w, in
 }
 
 #if defined(__x86_64__)
+// f16 scale with the F16C instruction (exact, as HalfToFloat).
+__attribute__((target("f16c"))) inline float F16c(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
 __attribute__((target("avx2,fma"))) inline float HSum256(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -94,30 +101,54 @@ __attribute__((target("avx2,fma"))) inline float HSum256(__m256 v) {
 // Both SIMD paths give bit-identical results: lane i of the int32 sums is bytes 4i..4i+3 in each
 // (vpdpbusd; vpmaddubsw pairs then vpmaddwd pairs), then the same float operations:
 // acc[b & 1] = fma(f32(lane), f32(d_w·d_x), acc), and (acc0 + acc1) summed across lanes.
+// Two blocks per 512-bit step: lanes 0..7 accumulate the even blocks and lanes 8..15 the odd ones,
+// exactly the AVX2 path's acc[0] and acc[1] (an odd last block goes to the low half alone).
 template <int M>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"))) void RowsVnni(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c"))) void RowsVnni(
     const int8_t* q, const float* d, int64_t K, const uint8_t* w, int64_t n0, int64_t n1, float* y, int64_t N, float beta) {
   const int64_t nb = K / 32;
-  const __m256i zero = _mm256_setzero_si256();
+  const __m512i zero = _mm512_setzero_si512();
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w + n * nb * kBlockBytes;
-    __m256 acc[M][2];
-    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
+    __m512 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
       const uint8_t* blk = row + b * kBlockBytes;
-      const float dw = HalfToFloat(blk);
+      const float dw0 = F16c(blk), dw1 = F16c(blk + kBlockBytes);
+      const __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2))),
+                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kBlockBytes + 2)), 1);
+      const __m512i aw = _mm512_abs_epi8(wq);
+      const __mmask64 neg = _mm512_movepi8_mask(wq);
+      for (int m = 0; m < M; ++m) {
+        const __m512i xq = _mm512_loadu_si512(q + m * K + b * 32);
+        const __m512i sx = _mm512_mask_sub_epi8(xq, neg, zero, xq);
+        const __m512i s = _mm512_dpbusd_epi32(zero, aw, sx);
+        const float* dm = d + m * nb + b;
+        const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(dw0 * dm[0]), _mm256_set1_ps(dw1 * dm[1]), 1);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[m]);
+      }
+    }
+    __m256 lo[M], hi[M];
+    for (int m = 0; m < M; ++m) {
+      lo[m] = _mm512_castps512_ps256(acc[m]);
+      hi[m] = _mm512_extractf32x8_ps(acc[m], 1);
+    }
+    if (b < nb) {
+      const uint8_t* blk = row + b * kBlockBytes;
+      const float dw = F16c(blk);
       const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
       const __m256i aw = _mm256_abs_epi8(wq);
       const __mmask32 neg = _mm256_movepi8_mask(wq);
       for (int m = 0; m < M; ++m) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + m * K + b * 32));
-        const __m256i sx = _mm256_mask_sub_epi8(xq, neg, zero, xq);
-        const __m256i s = _mm256_dpbusd_epi32(zero, aw, sx);
-        acc[m][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * d[m * nb + b]), acc[m][b & 1]);
+        const __m256i sx = _mm256_mask_sub_epi8(xq, neg, _mm256_setzero_si256(), xq);
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+        lo[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * d[m * nb + b]), lo[m]);
       }
     }
     for (int m = 0; m < M; ++m) {
-      const float v = HSum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+      const float v = HSum256(_mm256_add_ps(lo[m], hi[m]));
       float* yp = y + m * N + n;
       *yp = beta == 0.0f ? v : v + beta * *yp;
     }
@@ -125,7 +156,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma"))) void Ro
 }
 
 template <int M>
-__attribute__((target("avx2,fma"))) void RowsAvx2(const int8_t* q, const float* d, int64_t K, const uint8_t* w, int64_t n0,
+__attribute__((target("avx2,fma,f16c"))) void RowsAvx2(const int8_t* q, const float* d, int64_t K, const uint8_t* w, int64_t n0,
                                                    int64_t n1, float* y, int64_t N, float beta) {
   const int64_t nb = K / 32;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -135,7 +166,7 @@ __attribute__((target("avx2,fma"))) void RowsAvx2(const int8_t* q, const float* 
     for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = row + b * kBlockBytes;
-      const float dw = HalfToFloat(blk);
+      const float dw = F16c(blk);
       const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
       const __m256i aw = _mm256_sign_epi8(wq, wq);  // |w| as u8 (−128 → 0x80 = 128)
       for (int m = 0; m < M; ++m) {
@@ -191,9 +222,9 @@ int Level() {
   const bool allow512 = cap == nullptr || cap[0] == 0 || std::strcmp(cap, "avx512") == 0;
   const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (allow512 && avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
     return 2;
   if (allow2 && avx2) return 1;
 #endif
