@@ -114,3 +114,9 @@ test("runStep with activations q8 (q8_0 weights): decode logits within 2% of the
   assert.ok(differs, "activations q8 changed nothing");
   assert.throws(() => new InferenceWorkspace(cfg, 8, 1, { activations: "int4" as "q8" }), /activations must be "f32" or "q8"/);
 });
+
+test("Backend.unchecked is not enumerable: a wrapper spread from the backend does not inherit it", () => {
+  assert.ok(be.unchecked !== undefined);
+  const wrapped = { ...be };
+  assert.equal(wrapped.unchecked, undefined);
+});

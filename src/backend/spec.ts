@@ -438,7 +438,8 @@ export interface Backend extends Kernels {
    * The same kernels without per-call argument validation (undefined: none). Only for a caller
    * that validated its arguments itself: the inference step (infer/runner.ts) checks each step
    * shape once against the checked table and the batch's indices every step. A wrong argument
-   * here is undefined behaviour (native: memory outside the arrays).
+   * here is undefined behaviour (native: memory outside the arrays). Not enumerable, so a
+   * wrapper built by spreading a backend does not inherit it (and runs checked).
    */
   readonly unchecked?: Kernels;
 }

@@ -64,9 +64,8 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
     ...nativePagedAttention(addon, engine),
   };
   const kernels = withChecks(raw, checkKernels, true);
-  return {
+  const backend: Backend = {
     ...kernels,
-    unchecked: raw,
     name: "native",
     info: (): BackendInfo => {
       const base = { backend: "native" as const, ...(addon.engineInfo!(engine) as Omit<BackendInfo, "backend">) };
@@ -77,4 +76,8 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
       return { ...base, gemm: name(cal.classes.large.pick), gemmAuto: { ...cal, kernels: { builtin: builtinName, blas: "openblas" } } };
     },
   };
+  // Not enumerable: a wrapper made by spreading this backend ({ ...be, gemm: … }) must not
+  // inherit a raw table that bypasses its own kernels, so it runs checked.
+  Object.defineProperty(backend, "unchecked", { value: raw, enumerable: false });
+  return backend;
 }
