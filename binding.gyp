@@ -19,7 +19,8 @@
         "native/paged_attention.cc",
         "native/quant_blocks.cc",
         "native/quant_blocks_avx2.cc",
-        "native/quant_blocks_avx512.cc"
+        "native/quant_blocks_avx512.cc",
+        "native/quant_q8act.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

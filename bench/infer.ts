@@ -12,7 +12,8 @@
 // exactly V tokens (bytes, byte pairs, <|endoftext|>); prompts are token ids.
 // Per model and thread count (ours: native backend threads; llama.cpp: context threads), the
 // cases run interleaved (ours q8_0, llama Q8_0, ours f16, llama F16, …), median of --reps:
-//   decode    batch-1 greedy decode of 64 tokens after a 16-token prompt: 63 / (t64 − t1)
+//   decode    batch-1 greedy decode of 64 tokens after a 16-token prompt: 63 / (t64 − t1); ours
+//             Q8_0 also with activations "q8" (llama.cpp's Q8_0 numerics), against llama.cpp Q8_0
 //   prefill   a 512-token prompt in one batch (ours: first token's latency incl. LM head of one
 //             row; llama.cpp: evaluateWithoutGeneratingNewTokens)
 //   decode x8 8 concurrent sequences of 64 tokens: 8·63 / (t_last − t_first-of-all)
@@ -35,8 +36,9 @@ import { loadAddon } from "../src/backend/native/addon.js";
 import { parseHfConfig, resolveConfig, parameterCounts, type ModelConfig } from "../src/model/config.js";
 import { preset } from "../src/model/presets.js";
 import { Weights } from "../src/model/weights.js";
-import { exportLlamaGguf, type ExportDtype, type HfTokenizerJson } from "../src/model/gguf-model.js";
-import { BYTE_CHARS, tokenizerFromJSON } from "../src/data/tokenizer.js";
+import { exportLlamaGguf, type ExportDtype } from "../src/model/gguf-model.js";
+import { tokenizerFromJSON } from "../src/data/tokenizer.js";
+import { byteTokenizerJson } from "./byte-tokenizer.js";
 import type { Tokenizer } from "../src/data/types.js";
 import { Engine } from "../src/infer/engine.js";
 import { engineWeights, matBytes, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
@@ -114,27 +116,6 @@ function modelConfig(name: string): ModelConfig {
     num_attention_heads: 16, num_key_value_heads: 16, num_local_experts: 64, num_experts_per_tok: 8, rms_norm_eps: 1e-5,
     rope_theta: 10000, max_position_embeddings: 4096, tie_word_embeddings: false, sliding_window: null,
   }, "bench 1b"));
-}
-
-/** A byte-level BPE tokenizer.json of exactly V ids: 256 bytes, V − 257 byte pairs (each a merge), <|endoftext|> last. */
-function byteTokenizerJson(V: number): HfTokenizerJson & Record<string, unknown> {
-  if (V < 258 || V - 257 > 65536) throw new Error(`byteTokenizerJson: vocab ${V} out of range`);
-  const vocab: Record<string, number> = {};
-  BYTE_CHARS.forEach((ch, b) => (vocab[ch] = b));
-  const merges: string[] = [];
-  for (let j = 0; j < V - 257; j++) {
-    const a = BYTE_CHARS[(j >> 8) & 255]!, b = BYTE_CHARS[j & 255]!;
-    vocab[a + b] = 256 + j;
-    merges.push(`${a} ${b}`);
-  }
-  const bl = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
-  const json: Record<string, unknown> = {
-    version: "1.0", truncation: null, padding: null, normalizer: null,
-    added_tokens: [{ id: V - 1, content: "<|endoftext|>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
-    pre_tokenizer: bl, post_processor: bl, decoder: bl,
-    model: { type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: "", end_of_word_suffix: "", fuse_unk: false, byte_fallback: false, vocab, merges },
-  };
-  return json as HfTokenizerJson & Record<string, unknown>;
 }
 
 /** Bytes of weights one batch-1 decode token reads: attention, router, top-k experts (expert 0's size), final norm, LM head. */
@@ -324,6 +305,9 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
     report(flags, { bench: `infer-${name}`, case: "read bandwidth (u64 sum)", threads: T, value: bw, unit: "GB/s", peer: null, peer_value: null, ratio: null });
     const engines = ew.map((w) => new Engine(be, w, tokenizer, { maxModelLen: 1024, maxNumSeqs: CONCURRENT, maxNumBatchedTokens: PREFILL, kvCacheTokens: 1024, kvDtype: "bf16", prefixCaching: false }));
     const oc = engines.map((e) => ours(e, V));
+    // q8_0 with q8-quantised activations (EngineOptions.activations "q8"): llama.cpp's own
+    // numerics for Q8_0 (vec_dot_q8_0_q8_0), so the like-for-like batch-1 comparison
+    const q8act = ours(new Engine(be, ew[0]!, tokenizer, { maxModelLen: 1024, maxNumSeqs: CONCURRENT, maxNumBatchedTokens: PREFILL, kvCacheTokens: 1024, kvDtype: "bf16", prefixCaching: false, activations: "q8" }), V);
     const lc = await Promise.all(models.map((m) => llamaCases(m, T, V)));
     const line = (kase: string, o: Run, l: Run | null, unit = "tok/s") => {
       report(flags, { bench: `infer-${name}`, case: kase, threads: T, value: o.tps, unit, peer: l ? "llama.cpp" : null, peer_value: l?.tps ?? null, ratio: l ? o.tps / l.tps : null });
@@ -331,13 +315,19 @@ async function benchModel(flags: InferFlags, lib: NodeLlamaCpp, llama: Llama, na
     };
     let seed = 1;
     // batch-1 decode
-    const dec = await interleaved(PAIRS.flatMap((_, i) => [() => oc[i]!.decode(1, seed++), () => lc[i]!.decode(seed++)]), flags.reps);
+    const dec = await interleaved([...PAIRS.flatMap((_, i) => [() => oc[i]!.decode(1, seed++), () => lc[i]!.decode(seed++)]), () => q8act.decode(1, seed++)], flags.reps);
     PAIRS.forEach((p, i) => {
       const o = dec[2 * i]!, l = dec[2 * i + 1]!;
       line(`decode b1 ${p.label}`, o, l);
       const bo = (o.tps * perTok[i]!) / 1e9, bl = (l.tps * perTok[i]!) / 1e9;
       report(flags, { bench: `infer-${name}`, case: `decode b1 ${p.label} % of read bw`, threads: T, value: (100 * bo) / bw, unit: "%", peer: "llama.cpp", peer_value: (100 * bl) / bw, ratio: bo / bl });
     });
+    {
+      const o = dec[2 * PAIRS.length]!, l = dec[1]!;
+      line("decode b1 Q8_0, q8 activations", o, l);
+      const bo = (o.tps * perTok[0]!) / 1e9, bl = (l.tps * perTok[0]!) / 1e9;
+      report(flags, { bench: `infer-${name}`, case: "decode b1 Q8_0 q8-act % of read bw", threads: T, value: (100 * bo) / bw, unit: "%", peer: "llama.cpp", peer_value: (100 * bl) / bw, ratio: bo / bl });
+    }
     // prefill
     const pre = await interleaved(PAIRS.flatMap((_, i) => [() => oc[i]!.prefill(seed++), () => lc[i]!.prefill(seed++)]), flags.reps);
     PAIRS.forEach((p, i) => line(`prefill ${PREFILL} ${p.label}`, pre[2 * i]!, pre[2 * i + 1]!));

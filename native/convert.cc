@@ -326,8 +326,56 @@ void QuantPanels(const QuantArgs& a, int64_t p0, int64_t p1, bool avx2) {
 // the CPU has no SIMD path for it.
 bool DenseQuantMatvec(Engine* e, int dtype, int M, const float* x, int64_t K, const void* w, const float* scales,
                       bool perRow, int64_t N, float* y, float beta);
+// native/gemm.cc: C (M,N; ldc) = alpha · A (M,K; lda) · Bᵀ + beta · C, B stored (N,K) row stride ldb.
+bool GemmNT(Engine* e, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc, float alpha, float beta);
+
 
 namespace {
+
+// gemmQuant's M > 8 (prefill) path: panels of weight rows decoded to f32 (exact, parallel over
+// rows), then the engine's GEMM (packed micro-kernel or OpenBLAS) into a panel of y's columns:
+// y[m, n] = (x·wᵀ)[m, n] · scale[n or 0] + beta·y[m, n]. Scale 1 everywhere (bf16 / f16 as the
+// engine encodes them) writes y directly; otherwise the product goes through a temporary and the
+// scale is applied after the sum, as in the panel-dot path. False when a buffer cannot be allocated.
+bool QuantPanelGemm(Engine* e, const QuantArgs& a, bool avx2) {
+  const int64_t M = a.M, N = a.N, K = a.K;
+  // About 2 MiB of f32 weights per panel (cache-resident while the GEMM packs it), 16..1024 rows.
+  const int64_t np = std::min<int64_t>(N, std::max<int64_t>(16, std::min<int64_t>(1024, ((1 << 19) / std::max<int64_t>(K, 1) + 15) / 16 * 16)));
+  bool unit = true;
+  for (int64_t n = 0; n < (a.perRow ? N : 1) && unit; ++n) unit = a.scales[n] == 1.0f;
+  std::vector<float> panel, tmp;
+  try {
+    panel.resize(static_cast<size_t>(np * K));
+    if (!unit) tmp.resize(static_cast<size_t>(M * np));
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += np) {
+    const int64_t rows = std::min(np, N - n0);
+    if (e->threads == 1 || rows * K < (1 << 15)) {
+      for (int64_t r = 0; r < rows; ++r) DecodeRow(a, n0 + r, panel.data() + r * K, avx2);
+    } else {
+      e->pool.parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) DecodeRow(a, n0 + r, panel.data() + r * K, avx2);
+      });
+    }
+    if (unit) {
+      if (!GemmNT(e, M, rows, K, a.x, K, panel.data(), K, a.y + n0, N, 1.0f, a.beta)) return false;
+      continue;
+    }
+    if (!GemmNT(e, M, rows, K, a.x, K, panel.data(), K, tmp.data(), rows, 1.0f, 0.0f)) return false;
+    for (int64_t m = 0; m < M; ++m) {
+      float* ym = a.y + m * N + n0;
+      const float* tm = tmp.data() + m * rows;
+      for (int64_t j = 0; j < rows; ++j) {
+        const float v = tm[j] * a.scales[a.perRow ? n0 + j : 0];
+        ym[j] = a.beta == 0.0f ? v : v + a.beta * ym[j];
+      }
+    }
+  }
+  return true;
+}
 
 // gemmQuant(engine, x, w, scales, y, M, N, K, dtype, beta)
 Napi::Value GemmQuant(const Napi::CallbackInfo& info) {
@@ -350,6 +398,10 @@ Napi::Value GemmQuant(const Napi::CallbackInfo& info) {
   if (a.M <= 8 && a.K > 0 && DenseQuantMatvec(eng, a.dtype, static_cast<int>(a.M), a.x, a.K, a.w, a.scales, a.perRow, a.N, a.y, a.beta))
     return info.Env().Undefined();
   const bool avx2 = HaveAvx2Fma();
+  if (a.M > 8 && a.K > 0) {
+    if (!QuantPanelGemm(eng, a, avx2)) Napi::Error::New(info.Env(), "gemmQuant: out of memory for the decoded panel").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   const int64_t panels = (a.N + kPanel - 1) / kPanel;
   if (eng->threads == 1 || panels < 2 || a.M * a.N * a.K < (1 << 16)) {
     QuantPanels(a, 0, panels, avx2);

@@ -24,6 +24,10 @@ namespace moe {
 bool GemmNT(Engine* e, int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
             float* c, int64_t ldc, float alpha, float beta);
 
+// native/quant_q8act.cc: q8_0 weights × q8-quantised activation rows (M ≤ 8), and its ISA name.
+void Q8ActMatvec(Engine* e, int M, const float* x, int64_t K, const uint8_t* w, int64_t N, float* y, float beta);
+const char* Q8ActIsaName();
+
 namespace {
 
 // ---------------------------------------------------------------------------
@@ -194,7 +198,8 @@ bool PanelGemm(Engine* e, const qb::Isa& isa, int fmt, int64_t M, const float* x
   return true;
 }
 
-// gemmQuantBlock(engine, x, w, y, M, N, K, format, beta)
+// gemmQuantBlock(engine, x, w, y, M, N, K, format, beta, q8Activations): q8Activations (q8_0,
+// M ≤ 8) runs native/quant_q8act.cc instead.
 Napi::Value GemmQuantBlock(const Napi::CallbackInfo& info) {
   Engine* e = GetEngine(info);
   const float* x = Ptr<float>(info[1]);
@@ -205,7 +210,10 @@ Napi::Value GemmQuantBlock(const Napi::CallbackInfo& info) {
   const float beta = static_cast<float>(F64(info[8]));
   if (M == 0 || N == 0) return info.Env().Undefined();
   const qb::Isa& isa = SelectIsa();
-  if (M <= 8) {
+  const bool q8act = info.Length() > 9 && info[9].IsBoolean() && info[9].As<Napi::Boolean>().Value();
+  if (q8act && fmt == qb::kQ8_0 && M <= 8) {
+    Q8ActMatvec(e, static_cast<int>(M), x, K, w, N, y, beta);
+  } else if (M <= 8) {
     MatvecAll(e, isa, fmt, static_cast<int>(M), x, K, w, N, y, beta);
   } else if (!PanelGemm(e, isa, fmt, M, x, K, w, N, y, beta)) {
     Napi::Error::New(info.Env(), "gemmQuantBlock: out of memory for the dequantised panel").ThrowAsJavaScriptException();
@@ -279,6 +287,10 @@ void RegisterQuantBlocks(Napi::Env env, Napi::Object exports) {
   // ISA the block kernels use on this CPU under the current MOE_GEMM_ISA ("avx512", "avx2", "scalar").
   exports.Set("quantBlockIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), SelectIsa().name);
+  }));
+  // ISA of the q8-activation path ("avx512vnni", "avx2", "scalar").
+  exports.Set("q8ActIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), Q8ActIsaName());
   }));
 }
 

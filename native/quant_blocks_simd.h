@@ -106,7 +106,7 @@ template <class T, int Fmt, int M>
 inline void DotRow(const float* x, int64_t K, const float* xs, const uint8_t* wrow, int64_t nblocks, float* out) {
   constexpr int BS = qb::BlockSize(Fmt), BB = qb::BlockBytes(Fmt);
   constexpr bool kRawCodes = M == 1 && Fmt != qb::kQ6_K;
-  constexpr int kAcc = kRawCodes ? 2 : M == 1 ? T::kPerGroup : (M == 2 && T::kPerGroup >= 2 ? 2 : 1);
+  constexpr int kAcc = kRawCodes ? (BS == 32 ? 4 : 2) : M == 1 ? T::kPerGroup : (M == 2 && T::kPerGroup >= 2 ? 2 : 1);
   const int64_t G = K / 32;
   typename T::V acc[M][kAcc];
   float off[M];
@@ -114,6 +114,34 @@ inline void DotRow(const float* x, int64_t K, const float* xs, const uint8_t* wr
     off[m] = 0.0f;
     for (int a = 0; a < kAcc; ++a) acc[m][a] = T::Zero();
   }
+  if constexpr (kRawCodes && BS == 32) {
+    // q8_0 / q4_0 at M = 1: one group per block, so blocks rotate over 4 accumulators (a single
+    // chain would wait on the FMA latency once per block); the last nblocks % 4 go to the first.
+    auto one = [&](int64_t b, auto slot) {
+      constexpr int P = decltype(slot)::value;
+      const float* xb = x + b * BS;
+      auto sink = [&](int o, const Group& g) {
+        typename T::V v[T::kPerGroup];
+        Group gs = g;
+        gs.b = 0.0f;
+        gs.a0 = gs.a1 = 1.0f;
+        T::Values(gs, v);  // codes as floats (· 1, exact)
+        const float* xm = xb + o;
+        typename T::V t = T::Mul(T::Load(xm), v[0]);
+        for (int j = 1; j < T::kPerGroup; ++j) t = T::Fma(T::Load(xm + j * T::kLanes), v[j], t);
+        acc[0][P] = T::Fma(t, T::Set1(g.a0), acc[0][P]);
+      };
+      DecodeBlock<Fmt>(wrow + b * BB, sink);
+    };
+    int64_t b = 0;
+    for (; b + 4 <= nblocks; b += 4) {
+      one(b, std::integral_constant<int, 0>{});
+      one(b + 1, std::integral_constant<int, 1 % kAcc>{});
+      one(b + 2, std::integral_constant<int, 2 % kAcc>{});
+      one(b + 3, std::integral_constant<int, 3 % kAcc>{});
+    }
+    for (; b < nblocks; ++b) one(b, std::integral_constant<int, 0>{});
+  } else
   for (int64_t b = 0; b < nblocks; ++b) {
     const float* xb = x + b * BS;
     auto sink = [&](int o, const Group& g) {

@@ -141,6 +141,13 @@ export interface QuantBlockGemmParams {
   format: BlockFormat;
   /** Default 0 (overwrite). */
   beta?: number;
+  /**
+   * "f32" (default): x as given. "q8" (format q8_0 only; applies when M ≤ 8, larger M keeps
+   * f32): each x row quantised per 32 values as llama.cpp's vec_dot_q8_0_q8_0 does (d = max|x| /
+   * 127, q = round-half-even(x / d)), integer block dots scaled by f32(d_w · d_x). Faster
+   * (VNNI), not exact: each block's error is at most d_x / 2 · Σ|w|.
+   */
+  activations?: "f32" | "q8";
 }
 
 export interface QuantBlockKernels {
@@ -440,6 +447,14 @@ export interface Kernels extends GemmKernels, QuantKernels, QuantBlockKernels, C
 export interface Backend extends Kernels {
   readonly name: BackendName;
   info(): BackendInfo;
+  /**
+   * The same kernels without per-call argument validation (undefined: none). Only for a caller
+   * that validated its arguments itself: the inference step (infer/runner.ts) checks each step
+   * shape once against the checked table and the batch's indices every step. A wrong argument
+   * here is undefined behaviour (native: memory outside the arrays). Not enumerable, so a
+   * wrapper built by spreading a backend does not inherit it (and runs checked).
+   */
+  readonly unchecked?: Kernels;
 }
 
 /** The kernel names, for tests and benchmarks that iterate the table. */

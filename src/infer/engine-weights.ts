@@ -9,7 +9,7 @@
 // `matmul` computes y = x·Wᵀ for any Mat (dequantising in registers for codes and blocks).
 //
 // Not: the forward pass (infer/runner.ts), or checkpoint IO.
-import type { Backend, QuantDtype } from "../backend/spec.js";
+import type { Kernels, QuantDtype } from "../backend/spec.js";
 import type { FArr } from "../nn/dims.js";
 import type { ModelConfig } from "../model/config.js";
 import type { Weights } from "../model/weights.js";
@@ -105,13 +105,21 @@ export function encodeMat(w: Float32Array, rows: number, cols: number, dtype: En
   return { format: dtype as QuantDtype, rows, cols, codes, scales };
 }
 
+/**
+ * Activations of q8_0 matrix-vector products (M ≤ 8): "f32" exact (default), or "q8": quantised
+ * per 32 values to int8 as llama.cpp does (gemmQuantBlock `activations`), integer dot products.
+ */
+export type Activations = "f32" | "q8";
+
 /** y (M, rows) = x (M, cols) · Wᵀ. */
-export function matmul(be: Backend, y: FArr, x: FArr, m: Mat, M: number): void {
+export function matmul(be: Kernels, y: FArr, x: FArr, m: Mat, M: number, activations: Activations = "f32"): void {
   switch (m.format) {
     case "f32":
       be.gemm(x, m.w, y, { M, N: m.rows, K: m.cols, transB: true });
       return;
     case "q8_0":
+      be.gemmQuantBlock(x as Float32Array, m.blocks, y as Float32Array, { M, N: m.rows, K: m.cols, format: m.format, ...(activations === "q8" ? { activations } : {}) });
+      return;
     case "q4_0":
     case "q4_k":
     case "q6_k":

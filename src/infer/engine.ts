@@ -22,7 +22,7 @@
 import type { Backend } from "../backend/spec.js";
 import type { Tokenizer } from "../data/types.js";
 import { InferenceWorkspace, runStep, type StepStats } from "./runner.js";
-import type { EngineWeights } from "./engine-weights.js";
+import type { Activations, EngineWeights } from "./engine-weights.js";
 import { KvCachePool, type KvDtype, type SeqId } from "./kv-cache.js";
 import { SamplerWorkspace, SequenceSampler, type TokenLogprob } from "./sampler.js";
 import { SequenceOutput } from "./output.js";
@@ -45,6 +45,13 @@ export interface EngineOptions {
   prefixCaching?: boolean;
   /** EOS ids (default: the tokenizer's). */
   eosTokenIds?: readonly number[];
+  /**
+   * q8_0 weights at decode (≤ 8 rows per matrix): "f32" (default) multiplies the f32 activations
+   * exactly; "q8" quantises them per 32 values to int8 first, as llama.cpp does, and uses VNNI
+   * integer dot products — faster, with logits off by the activation rounding. Prefill and
+   * other formats are unaffected.
+   */
+  activations?: Activations;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -132,7 +139,7 @@ export class Engine {
       numLayers: cfg.numLayers, numKvHeads: cfg.numKvHeads, headSize: cfg.headDim, numBlocks: Math.ceil(kvTokens / blockSize) + this.maxNumSeqs,
       blockSize, dtype: opts.kvDtype ?? "f32", window: windowed ? cfg.slidingWindow : 0, prefixCaching: opts.prefixCaching ?? true, maxSeqLen: this.maxModelLen,
     });
-    this.ws = new InferenceWorkspace(cfg, this.maxNumBatchedTokens, this.maxNumSeqs);
+    this.ws = new InferenceWorkspace(cfg, this.maxNumBatchedTokens, this.maxNumSeqs, { activations: opts.activations ?? "f32" });
     this.samplerWs = new SamplerWorkspace(cfg.vocabSize);
     this.eos = opts.eosTokenIds ?? (tokenizer.eosId === undefined ? [] : [tokenizer.eosId]);
     this.totals = {

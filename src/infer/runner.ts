@@ -12,13 +12,20 @@
 // Tensor parallel (weights.tp set, infer/tp-shard.ts): the same step on one rank's heads and
 // intermediate columns, with an all-reduce after o_proj and after the FFN / MoE layer.
 // Each step returns the tokens routed to each expert per MoE layer (server metrics).
+// Validation: the first step of each shape (rows N, logit rows R) on a workspace, weights and KV
+// pool runs every kernel through the backend's checked table; later steps of that shape use
+// `be.unchecked` (when the backend has one), and only the step's data — token ids, KV slots,
+// block tables, query/context lengths (checkPagedAttention, once per step and window, not once
+// per layer) and the routed expert ids — is checked each step. Every other kernel argument is a
+// view of the workspace or weights whose length is a function of (N, R) alone.
 //
 // Not: scheduling or sampling (engine.ts), or training (model/forward.ts).
-import type { Backend } from "../backend/spec.js";
+import type { Backend, Kernels } from "../backend/spec.js";
+import { checkPagedAttention } from "../backend/checks/paged-attention.js";
 import type { ModelConfig } from "../model/config.js";
 import { routerForward } from "../moe/router.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
-import { matmul, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
+import { matmul, type Activations, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 import type { KvCachePool } from "./kv-cache.js";
 import { shardedRmsNorm, type TpShard } from "./tp-shard.js";
 
@@ -70,9 +77,18 @@ export class InferenceWorkspace {
   readonly gate: Float32Array; // (maxRows)
   readonly sel: Float32Array; // (maxLogitRows, C)
   readonly logits: Float32Array; // (maxLogitRows, V)
+  /** Step shapes ("N,R") that ran fully checked with `validatedWith`'s weights and KV pool. */
+  readonly validatedShapes = new Set<string>();
+  validatedWith: { w: EngineWeights; kv: KvCachePool } | null = null;
 
-  constructor(readonly cfg: ModelConfig, readonly maxRows: number, readonly maxLogitRows: number) {
+  /** How q8_0 matrices take their activations at M ≤ 8 rows (see EngineOptions.activations). */
+  readonly activations: Activations;
+
+  constructor(readonly cfg: ModelConfig, readonly maxRows: number, readonly maxLogitRows: number, opts: { activations?: Activations } = {}) {
     if (!(Number.isInteger(maxRows) && maxRows >= 1)) throw new Error(`inference workspace: maxRows must be a positive integer, got ${maxRows}`);
+    const act = opts.activations ?? "f32";
+    if (act !== "f32" && act !== "q8") throw new Error(`inference workspace: activations must be "f32" or "q8", got ${JSON.stringify(act)}`);
+    this.activations = act;
     const C = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, HS = cfg.headDim;
     const K = Math.max(1, cfg.moe.topK), E = Math.max(1, cfg.moe.numExperts);
     const W = Math.max(cfg.moe.expertIntermediateSize, cfg.denseIntermediateSize, cfg.moe.sharedExpertIntermediateSize);
@@ -102,14 +118,14 @@ export class InferenceWorkspace {
   }
 }
 
-function norm(be: Backend, cfg: ModelConfig, ws: InferenceWorkspace, out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array | undefined, N: number): void {
+function norm(be: Kernels, cfg: ModelConfig, ws: InferenceWorkspace, out: Float32Array, x: Float32Array, w: Float32Array, b: Float32Array | undefined, N: number): void {
   const C = cfg.hiddenSize;
   if (cfg.norm.kind === "rms") be.rmsnormForward(out, ws.rstd.subarray(0, N), x, w, N, C, cfg.norm.eps);
   else be.layernormForward(out, ws.mean.subarray(0, N), ws.rstd.subarray(0, N), x, w, b!, N, C, cfg.norm.eps);
 }
 
-function linear(be: Backend, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number): void {
-  matmul(be, y, x, m, N);
+function linear(be: Kernels, y: Float32Array, x: Float32Array, m: Mat, bias: Float32Array | undefined, N: number, act: Activations): void {
+  matmul(be, y, x, m, N, act);
   if (bias) be.biasAddForward(y, bias, N, m.rows);
 }
 
@@ -118,13 +134,13 @@ function clamp(x: Float32Array, c: number): void {
 }
 
 /** Steps 1–2: attention of the new rows; ws.out (N,C) receives the sublayer output. */
-function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, rope: { invFreq?: Float64Array; scale: number }): void {
+function attention(be: Kernels, w: EngineWeights, lw: EngineLayer, l: number, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, rope: { invFreq?: Float64Array; scale: number }): void {
   const cfg = w.cfg, C = cfg.hiddenSize, NH = cfg.numHeads, KVH = cfg.numKvHeads, HS = cfg.headDim;
   const ln = ws.ln.subarray(0, N * C), q = ws.q.subarray(0, N * NH * HS), k = ws.k.subarray(0, N * KVH * HS), v = ws.v.subarray(0, N * KVH * HS);
   norm(be, cfg, ws, ln, ws.x.subarray(0, N * C), lw.ln1, lw.ln1Bias, N);
-  linear(be, q, ln, lw.q, lw.qBias, N);
-  linear(be, k, ln, lw.k, lw.kBias, N);
-  linear(be, v, ln, lw.v, lw.vBias, N);
+  linear(be, q, ln, lw.q, lw.qBias, N, ws.activations);
+  linear(be, k, ln, lw.k, lw.kBias, N, ws.activations);
+  linear(be, v, ln, lw.v, lw.vBias, N, ws.activations);
   if (cfg.qkNorm === "full" && w.tp) {
     // tensor parallel: a whole-projection norm over columns split across the ranks
     shardedRmsNorm(q, lw.qNorm!, N, NH * HS, w.tp.qNormWidth, cfg.norm.eps, w.tp.allreduce);
@@ -152,12 +168,12 @@ function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws
   const window = l >= (cfg.windowFromLayer ?? 0) ? cfg.slidingWindow : 0;
   const att = ws.att.subarray(0, N * NH * HS);
   be.pagedAttention(att, q, kv.k(l), kv.v(l), b.blockTables, b.queryStart, b.contextLens, { ...cache, numSeqs: S, NH, maxBlocksPerSeq: kv.maxBlocksPerSeq, window });
-  linear(be, ws.out.subarray(0, N * C), att, lw.o, lw.oBias, N);
+  linear(be, ws.out.subarray(0, N * C), att, lw.o, lw.oBias, N, ws.activations);
   w.tp?.allreduce(ws.out.subarray(0, N * C)); // tensor parallel: sum the ranks' partial outputs
 }
 
 /** Step 3 for an MoE layer: ws.out (N,C) = MoE(ws.ln). Returns the tokens per expert. */
-function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number, tp?: TpShard): Int32Array {
+function moe(be: Kernels, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number, checkRoutes: boolean, tp?: TpShard): Int32Array {
   const C = cfg.hiddenSize, E = cfg.moe.numExperts, K = cfg.moe.topK, F = cfg.moe.expertIntermediateSize;
   const x = ws.ln.subarray(0, N * C), y = ws.out.subarray(0, N * C);
   const z = ws.routerLogits.subarray(0, N * E);
@@ -167,6 +183,9 @@ function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
   const NK = N * K;
   const keys = ws.keys.subarray(0, NK), perm = ws.perm.subarray(0, NK);
   keys.set(route.topExperts);
+  if (checkRoutes) {
+    for (let i = 0; i < NK; i++) if (!(keys[i]! >= 0 && keys[i]! < E)) throw new Error(`runStep: routed expert id ${keys[i]} is out of range [0, ${E})`);
+  }
   be.sortByKey(perm, keys, E);
   be.histogram(ws.counts, keys, E);
   const tokenOf = ws.tokenOf.subarray(0, NK), rowW = ws.rowW.subarray(0, NK);
@@ -187,7 +206,7 @@ function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
       const n = ws.counts[e]!;
       if (n === 0) continue;
       const r1 = r0 + n;
-      matmul(be, h.subarray(r0 * 2 * F, r1 * 2 * F), xs.subarray(r0 * C, r1 * C), m.w13[e]!, n);
+      matmul(be, h.subarray(r0 * 2 * F, r1 * 2 * F), xs.subarray(r0 * C, r1 * C), m.w13[e]!, n, ws.activations);
       r0 = r1;
     }
     be.swigluForward(act, h, NK, F);
@@ -196,7 +215,7 @@ function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
       const n = ws.counts[e]!;
       if (n === 0) continue;
       const r1 = r0 + n;
-      matmul(be, yo.subarray(r0 * C, r1 * C), act.subarray(r0 * F, r1 * F), m.w2[e]!, n);
+      matmul(be, yo.subarray(r0 * C, r1 * C), act.subarray(r0 * F, r1 * F), m.w2[e]!, n, ws.activations);
       r0 = r1;
     }
   }
@@ -205,9 +224,9 @@ function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, 
   if (m.sharedGateUp) {
     const S = cfg.moe.sharedExpertIntermediateSize;
     const sh = ws.h.subarray(0, N * 2 * S), sa = ws.a.subarray(0, N * S), sy = ws.xs.subarray(0, N * C), g = ws.gate.subarray(0, N);
-    matmul(be, sh, x, m.sharedGateUp, N);
+    matmul(be, sh, x, m.sharedGateUp, N, ws.activations);
     be.swigluForward(sa, sh, N, S);
-    matmul(be, sy, sa, m.sharedDown!, N);
+    matmul(be, sy, sa, m.sharedDown!, N, ws.activations);
     be.gemm(x, m.sharedGate!, g, { M: N, N: 1, K: C, transB: true });
     for (let n = 0; n < N; n++) {
       const s = 1 / (1 + Math.exp(-g[n]!));
@@ -232,8 +251,43 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   }
   let maxLen = 0;
   for (const n of b.contextLens) maxLen = Math.max(maxLen, n);
+  const shape = `${N},${R}`;
+  if (ws.validatedWith === null || ws.validatedWith.w !== w || ws.validatedWith.kv !== kv) {
+    ws.validatedShapes.clear();
+    ws.validatedWith = { w, kv };
+  }
+  const checked = be.unchecked === undefined || !ws.validatedShapes.has(shape);
+  if (!checked) checkStepData(cfg, ws, kv, b, N); // before tp.begin: a bad batch never engages other ranks
   w.tp?.begin?.(b, kv, ws.maxRows); // tensor parallel, rank 0: the other ranks run this step too
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
+  const k: Kernels = checked ? be : be.unchecked!;
+  const stats = layers(k, w, ws, kv, b, N, R, rope, !checked);
+  if (checked) ws.validatedShapes.add(shape);
+  return stats;
+}
+
+/** The per-step data checks of an unchecked step: the paged kernels' index checks, once per distinct window. */
+function checkStepData(cfg: ModelConfig, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number): void {
+  const KVH = cfg.numKvHeads, HS = cfg.headDim, NH = cfg.numHeads;
+  const cache = { numBlocks: kv.numBlocks, blockSize: kv.blockSize, KVH, HS };
+  checkPagedAttention.pagedWrite(kv.k(0), kv.v(0), ws.k.subarray(0, N * KVH * HS), ws.v.subarray(0, N * KVH * HS), b.slots, cache);
+  const windows = new Set<number>();
+  for (let l = 0; l < cfg.numLayers; l++) windows.add(l >= (cfg.windowFromLayer ?? 0) ? cfg.slidingWindow : 0);
+  for (const window of windows) {
+    checkPagedAttention.pagedAttention(ws.att.subarray(0, N * NH * HS), ws.q.subarray(0, N * NH * HS), kv.k(0), kv.v(0), b.blockTables, b.queryStart, b.contextLens, {
+      ...cache, numSeqs: b.contextLens.length, NH, maxBlocksPerSeq: kv.maxBlocksPerSeq, window,
+    });
+  }
+  if (b.positions.length !== N) throw new Error(`runStep: ${b.positions.length} positions for ${N} rows`);
+  for (let i = 0; i < N; i++) if (!(b.positions[i]! >= 0)) throw new Error(`runStep: position ${b.positions[i]} of row ${i} is negative`);
+  for (let r = 0; r < b.logitRows.length; r++) {
+    const row = b.logitRows[r]!;
+    if (!(row >= 0 && row < N)) throw new Error(`runStep: logit row ${row} is out of range [0, ${N})`);
+  }
+}
+
+function layers(be: Kernels, w: EngineWeights, ws: InferenceWorkspace, kv: KvCachePool, b: StepBatch, N: number, R: number, rope: { invFreq?: Float64Array; scale: number }, checkRoutes: boolean): StepStats {
+  const cfg = w.cfg, C = cfg.hiddenSize, V = cfg.vocabSize;
   const x = ws.x.subarray(0, N * C), out = ws.out.subarray(0, N * C), ln = ws.ln.subarray(0, N * C);
   be.embeddingForward(x, b.tokens, w.embed, V, C);
   const stats: StepStats = { tokensPerExpert: [], rows: N };
@@ -242,13 +296,13 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
     attention(be, w, lw, l, ws, kv, b, N, rope);
     be.add(x, x, out);
     norm(be, cfg, ws, ln, x, lw.ln2, lw.ln2Bias, N);
-    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N, w.tp));
+    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N, checkRoutes, w.tp));
     else {
       const I = cfg.denseIntermediateSize;
       const h = ws.h.subarray(0, N * 2 * I), act = ws.a.subarray(0, N * I);
-      matmul(be, h, ln, lw.gateUp!, N);
+      matmul(be, h, ln, lw.gateUp!, N, ws.activations);
       be.swigluForward(act, h, N, I);
-      matmul(be, out, act, lw.down!, N);
+      matmul(be, out, act, lw.down!, N, ws.activations);
       stats.tokensPerExpert.push(null);
     }
     w.tp?.allreduce(out); // tensor parallel: sum the ranks' partial FFN / MoE outputs
@@ -259,7 +313,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
     for (let r = 0; r < R; r++) sel.set(x.subarray(b.logitRows[r]! * C, (b.logitRows[r]! + 1) * C), r * C);
     const selN = ws.ln.subarray(0, R * C);
     norm(be, cfg, ws, selN, sel, w.normF, w.normFBias, R);
-    linear(be, ws.logits.subarray(0, R * V), selN, w.head, w.headBias, R);
+    linear(be, ws.logits.subarray(0, R * V), selN, w.head, w.headBias, R, ws.activations);
   }
   return stats;
 }

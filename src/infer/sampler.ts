@@ -233,11 +233,9 @@ export class SequenceSampler {
     if (logits.length !== V) throw new SamplerError(`logits row has ${logits.length} entries, the sampler was built for vocabSize ${V}`);
     const p = this.params;
     const z = this.ws.z;
-    for (let i = 0; i < V; i++) {
-      const v = logits[i]!;
-      if (v !== v) throw new SamplerError(`logits[${i}] is NaN`);
-      z[i] = v;
-    }
+    if (logits instanceof Float32Array) z.set(logits); // one typed copy (the engine's rows)
+    else for (let i = 0; i < V; i++) z[i] = logits[i]!;
+    for (let i = 0; i < V; i++) if (z[i] !== z[i]) throw new SamplerError(`logits[${i}] is NaN`);
     // 1. logit_bias
     for (let j = 0; j < this.bias.length; j++) z[this.bias[j]!] += this.biasVal[j]!;
     // 2. penalties
@@ -404,9 +402,15 @@ export function cutWeight(vals: Float64Array, k: number, target: number): [cut: 
   return null;
 }
 
-function argmax(z: ArrayLike<number>, V: number): number {
-  let best = 0;
-  for (let i = 1; i < V; i++) if (z[i]! > z[best]!) best = i;
+function argmax(z: Float64Array, V: number): number {
+  let best = 0, bv = z[0]!;
+  for (let i = 1; i < V; i++) {
+    const v = z[i]!;
+    if (v > bv) {
+      bv = v;
+      best = i;
+    }
+  }
   return best;
 }
 

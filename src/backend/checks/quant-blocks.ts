@@ -22,6 +22,8 @@ export const checkQuantBlocks: Checks<QuantBlockKernels> = {
     const l = layout(k, p.format);
     if (K % l.blockSize !== 0) fail(k, `K = ${K} must be a multiple of ${p.format}'s block size ${l.blockSize}`);
     if (p.beta !== undefined) finite(k, "beta", p.beta);
+    if (p.activations !== undefined && p.activations !== "f32" && p.activations !== "q8") fail(k, `activations must be "f32" or "q8", got ${String(p.activations)}`);
+    if (p.activations === "q8" && p.format !== "q8_0") fail(k, `activations "q8" needs format q8_0, got ${p.format}`);
     f32(k, "x", x, M * K);
     f32(k, "y", y, M * N);
     u8(k, "w", w, N * (K / l.blockSize) * l.blockBytes);

@@ -1,6 +1,6 @@
 // The `native` backend: the C++17 N-API engine (thread pool, OpenBLAS or built-in
 // GEMM, fused kernels). f32 only; arguments are validated in TypeScript first.
-import type { Backend, BackendInfo } from "../spec.js";
+import type { Backend, BackendInfo, Kernels } from "../spec.js";
 import { withChecks } from "../checks/common.js";
 import { checkKernels } from "../checks/index.js";
 import { addonPath, loadAddon, type EngineHandle } from "./addon.js";
@@ -53,21 +53,18 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
   const path = mode === "blas" ? "blas" : "builtin";
   const engine = addon.createEngine!(threads, path) as EngineHandle;
   const router = mode === "auto" && addon.blasLinked ? new GemmRouter(addon, engine, threads, addonPath(), calDir) : undefined;
-  const kernels = withChecks(
-    {
-      ...nativeGemm(addon, engine, router),
-      ...nativeQuant(addon, engine),
-      ...nativeQuantBlocks(addon, engine),
-      ...nativeConvert(addon, engine),
-      ...nativeOps(addon, engine),
-      ...nativeAttention(addon, engine),
-      ...nativeRoute(addon, engine),
-      ...nativePagedAttention(addon, engine),
-    },
-    checkKernels,
-    true,
-  );
-  return {
+  const raw: Kernels = {
+    ...nativeGemm(addon, engine, router),
+    ...nativeQuant(addon, engine),
+    ...nativeQuantBlocks(addon, engine),
+    ...nativeConvert(addon, engine),
+    ...nativeOps(addon, engine),
+    ...nativeAttention(addon, engine),
+    ...nativeRoute(addon, engine),
+    ...nativePagedAttention(addon, engine),
+  };
+  const kernels = withChecks(raw, checkKernels, true);
+  const backend: Backend = {
     ...kernels,
     name: "native",
     info: (): BackendInfo => {
@@ -79,4 +76,8 @@ export function createNativeBackend(opts: NativeOptions = {}): Backend {
       return { ...base, gemm: name(cal.classes.large.pick), gemmAuto: { ...cal, kernels: { builtin: builtinName, blas: "openblas" } } };
     },
   };
+  // Not enumerable: a wrapper made by spreading this backend ({ ...be, gemm: … }) must not
+  // inherit a raw table that bypasses its own kernels, so it runs checked.
+  Object.defineProperty(backend, "unchecked", { value: raw, enumerable: false });
+  return backend;
 }

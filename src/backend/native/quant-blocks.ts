@@ -8,7 +8,7 @@ const FORMAT_CODE: { readonly [F in BlockFormat]: number } = { q8_0: 0, q4_0: 1,
 
 export function nativeQuantBlocks(addon: Addon, engine: EngineHandle): QuantBlockKernels {
   return {
-    gemmQuantBlock: (x, w, y, p) => addon.gemmQuantBlock!(engine, x, w, y, p.M, p.N, p.K, FORMAT_CODE[p.format], p.beta ?? 0),
+    gemmQuantBlock: (x, w, y, p) => addon.gemmQuantBlock!(engine, x, w, y, p.M, p.N, p.K, FORMAT_CODE[p.format], p.beta ?? 0, p.activations === "q8"),
     dequantizeBlock: (out, w, format, n) => addon.dequantizeBlock!(engine, out, w, FORMAT_CODE[format], n),
   };
 }
