@@ -2,9 +2,12 @@
 // on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
-// Not: the DP/EP training-step benchmark (the training integration adds that part).
+// With --dp-steps N (default 10; 0 skips it), also DP scaling of training steps: 1 rank vs
+// parallel.dp=2 on each backend, interleaved rounds (bench/dp-scaling.ts).
+// Not: the EP step benchmark.
 //
 // Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16]
+//                                  [--dp-steps 10] [--dp-rounds 3]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
@@ -14,6 +17,7 @@ import { detectBackend, initWorld } from "../src/parallel/world.js";
 import { runThreads } from "../src/parallel/threads.js";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import type { ProcessGroup } from "../src/parallel/process-group.js";
+import { dpScaling, type DpScaling } from "./dp-scaling.js";
 
 interface Row {
   backend: string;
@@ -73,7 +77,7 @@ async function rankMain(maxMb: number): Promise<void> {
 }
 
 function parse(argv: string[]) {
-  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16 };
+  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, dpSteps: 10, dpRounds: 3 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = () => {
       const x = argv[++i];
@@ -84,11 +88,15 @@ function parse(argv: string[]) {
     else if (a === "--nproc") o.nproc = Number(v());
     else if (a === "--backends") o.backends = v().split(",");
     else if (a === "--max-mb") o.maxMb = Number(v());
-    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N)`);
+    else if (a === "--dp-steps") o.dpSteps = Number(v());
+    else if (a === "--dp-rounds") o.dpRounds = Number(v());
+    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --dp-steps N, --dp-rounds N)`);
   }
   if (!Number.isInteger(o.nproc) || o.nproc < 2) throw new Error(`--nproc must be an integer ≥ 2, got ${o.nproc}`);
   for (const b of o.backends) if (b !== "threads" && b !== "mpi") throw new Error(`--backends: unknown backend '${b}' (threads, mpi)`);
   if (!(o.maxMb >= 0.001)) throw new Error(`--max-mb must be positive, got ${o.maxMb}`);
+  if (!Number.isInteger(o.dpSteps) || (o.dpSteps !== 0 && o.dpSteps < 3)) throw new Error(`--dp-steps must be 0 (skip) or an integer ≥ 3, got ${o.dpSteps}`);
+  if (!Number.isInteger(o.dpRounds) || o.dpRounds < 1) throw new Error(`--dp-rounds must be a positive integer, got ${o.dpRounds}`);
   return o;
 }
 
@@ -114,15 +122,28 @@ async function driver(): Promise<void> {
       rows.push(...rowsOf(r.stdout));
     }
   }
+  let dp: DpScaling | null = null;
+  if (o.dpSteps > 0) {
+    const moe = path.resolve(path.dirname(self), "..", "..", "bin", "moe.js");
+    const dpBackends = o.backends.filter((b) => b === "threads" || mpiAvailable());
+    dp = dpScaling(moe, { steps: o.dpSteps, rounds: o.dpRounds, backends: dpBackends });
+  }
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   if (o.json) {
-    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, notes }));
+    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, notes, dp }));
     return;
   }
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
+  if (dp !== null) {
+    console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
+    console.log(["round", "layout", "step ms", "tokens/s", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
+    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
+    for (const n of dp.notes) console.log(n);
+  }
 }
 
 if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
