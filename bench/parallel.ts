@@ -2,15 +2,18 @@
 // on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
-// With --dp-steps N (default 10; 0 skips it), also DP scaling of training steps: 1 rank vs
-// parallel.dp=2 on each backend, interleaved rounds (bench/dp-scaling.ts).
-// Not: the EP step benchmark.
+// With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
+// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe).
 //
-// Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16]
-//                                  [--dp-steps 10] [--dp-rounds 3]
+// With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
+// interleaved rounds with each run's idle CPU share (bench/dp-scaling.ts).
+//
+// Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
+//                                  [--dp [--dp-steps 10] [--dp-rounds 3]]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
-import { cpus } from "node:os";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { detectBackend, initWorld } from "../src/parallel/world.js";
@@ -77,7 +80,7 @@ async function rankMain(maxMb: number): Promise<void> {
 }
 
 function parse(argv: string[]) {
-  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, dpSteps: 10, dpRounds: 3 };
+  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, train: false, preset: "small-moe", dp: false, dpSteps: 10, dpRounds: 3 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = () => {
       const x = argv[++i];
@@ -88,20 +91,71 @@ function parse(argv: string[]) {
     else if (a === "--nproc") o.nproc = Number(v());
     else if (a === "--backends") o.backends = v().split(",");
     else if (a === "--max-mb") o.maxMb = Number(v());
+    else if (a === "--train") o.train = true;
+    else if (a === "--preset") o.preset = v();
+    else if (a === "--dp") o.dp = true;
     else if (a === "--dp-steps") o.dpSteps = Number(v());
     else if (a === "--dp-rounds") o.dpRounds = Number(v());
-    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --dp-steps N, --dp-rounds N)`);
+    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --train, --preset P, --dp, --dp-steps N, --dp-rounds N)`);
   }
   if (!Number.isInteger(o.nproc) || o.nproc < 2) throw new Error(`--nproc must be an integer ≥ 2, got ${o.nproc}`);
   for (const b of o.backends) if (b !== "threads" && b !== "mpi") throw new Error(`--backends: unknown backend '${b}' (threads, mpi)`);
   if (!(o.maxMb >= 0.001)) throw new Error(`--max-mb must be positive, got ${o.maxMb}`);
-  if (!Number.isInteger(o.dpSteps) || (o.dpSteps !== 0 && o.dpSteps < 3)) throw new Error(`--dp-steps must be 0 (skip) or an integer ≥ 3, got ${o.dpSteps}`);
+  if (!Number.isInteger(o.dpSteps) || o.dpSteps < 3) throw new Error(`--dp-steps must be an integer ≥ 3, got ${o.dpSteps}`);
   if (!Number.isInteger(o.dpRounds) || o.dpRounds < 1) throw new Error(`--dp-rounds must be a positive integer, got ${o.dpRounds}`);
   return o;
 }
 
 function rowsOf(out: string): Row[] {
   return [...out.matchAll(/ROW (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as Row);
+}
+
+interface TrainRow {
+  backend: string;
+  layout: string;
+  ranks: number;
+  step_ms_median: number;
+  tokens_per_s: number;
+  /** one-rank step time / this step time */
+  speedup: number;
+  /** EP layouts: rank 0's median ms per step in the MoE all-to-all-v calls (waiting for the peer included) */
+  ep_comm_ms: number | null;
+}
+
+/** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
+function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): TrainRow[] {
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-bench-par-"));
+  const B = 8, T = 128, A = o.nproc * 2, steps = 6;
+  const common = [
+    `model.preset=${o.preset}`, `data.cache_dir=${path.join(dir, "cache")}`, `train.batch_size=${B}`, `train.seq_len=${T}`, `train.grad_accum=${A}`,
+    `train.steps=${steps}`, "train.threads=1", "log.progress=false", "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
+  ];
+  const median = (out: string, key: string): number | null => {
+    const v = readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").slice(1).map((l) => JSON.parse(l)[key] as number | undefined);
+    if (v.some((x) => x === undefined)) return null;
+    const s = (v as number[]).sort((a, b) => a - b);
+    return s[s.length >> 1]!;
+  };
+  const runs: { backend: string; layout: string; ranks: number; args: string[] }[] = [{ backend: "single", layout: "1 rank", ranks: 1, args: [] }];
+  for (const b of o.backends) {
+    if (b === "mpi" && !mpiAvailable()) continue;
+    const n = String(o.nproc);
+    runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
+    runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
+  }
+  const rows: TrainRow[] = [];
+  let one = NaN;
+  runs.forEach((r, i) => {
+    const out = path.join(dir, `run${i}`);
+    const args = r.args.length ? [...r.args, ...common, `train.out_dir=${out}`] : ["train", ...common, `train.out_dir=${out}`];
+    const p = spawnSync(process.execPath, [moe, ...args], { encoding: "utf8" });
+    if (p.status !== 0) throw new Error(`${r.backend} ${r.layout} training run failed (exit ${p.status}):\n${p.stderr}`);
+    const ms = median(out, "ms")!, comm = median(out, "epCommMs");
+    if (i === 0) one = ms;
+    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1) });
+  });
+  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
+  return rows;
 }
 
 async function driver(): Promise<void> {
@@ -122,20 +176,22 @@ async function driver(): Promise<void> {
       rows.push(...rowsOf(r.stdout));
     }
   }
+  const train = o.train ? trainRows(o, path.resolve(path.dirname(self), "..", "..", "bin", "moe.js"), notes) : [];
   let dp: DpScaling | null = null;
-  if (o.dpSteps > 0) {
+  if (o.dp) {
     const moe = path.resolve(path.dirname(self), "..", "..", "bin", "moe.js");
-    const dpBackends = o.backends.filter((b) => b === "threads" || mpiAvailable());
-    dp = dpScaling(moe, { steps: o.dpSteps, rounds: o.dpRounds, backends: dpBackends });
+    dp = dpScaling(moe, { steps: o.dpSteps, rounds: o.dpRounds, backends: o.backends.filter((b) => b === "threads" || mpiAvailable()) });
   }
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   if (o.json) {
-    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, notes, dp }));
+    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, train, notes, dp }));
     return;
   }
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms"].map((s) => s.padStart(12)).join(""));
+  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
@@ -147,4 +203,8 @@ async function driver(): Promise<void> {
 }
 
 if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
-else await driver();
+else if (process.argv.includes("--pp")) {
+  // pipeline-parallel training rows (bench/pp-bench.ts): bench:parallel -- --pp
+  const { ppBench, formatPpRows } = await import("./pp-bench.js");
+  console.log(formatPpRows(ppBench({ steps: 8, micro: 8 })));
+} else await driver();

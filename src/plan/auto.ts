@@ -4,7 +4,8 @@
 // count (the `auto` GEMM calibration), linked by the process-group backend's measured cost
 // (platform.md: threads ≈ 3.5 GB/s bus bandwidth and 6 µs per collective on 2 ranks, MPI over
 // shared memory ≈ 1.6 GB/s and 2.5 µs). Only the layouts the trainer can execute are searched:
-// data parallelism always, expert parallelism and pipeline stages when the caller says they run.
+// data parallelism always, expert parallelism and pipeline stages when the caller says they run
+// (not both in one layout).
 // ZeRO-1 is chosen when optimizer state would not fit unsharded, or when dp > 1 and it costs no
 // extra communication in the model (reduce-scatter + all-gather = one all-reduce).
 //
@@ -83,7 +84,8 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const cost = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true };
   const report = plan(model, run, cluster, { cost, maxTp: 1, expertModes, fix });
   // grad_accum micro-batches must split evenly over dp (each rank runs whole micro-batches)
-  const ok = report.layouts.filter((l) => i.gradAccum % l.layout.dp === 0);
+  // pipeline stages with expert parallelism are not executed by the trainer yet
+  const ok = report.layouts.filter((l) => i.gradAccum % l.layout.dp === 0 && !(l.layout.pp > 1 && l.layout.expert === "ep" && l.layout.ep > 1));
   const best = ok[0];
   if (!best) {
     const why = report.rejected.slice(0, 4).map((r) => `${r.shape}: ${r.reason}`).join("; ");

@@ -31,6 +31,9 @@ import { generate } from "../infer/generate.js";
 import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
+import type { Mesh } from "../parallel/mesh.js";
+import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
+import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -53,6 +56,10 @@ export interface StepReport {
   ms: number;
   tokensPerSec: number;
   layers: LayerReport[];
+  /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
+  epCommMs?: number;
+  /** Pipeline runs: this rank's stage, its compute and its waiting in boundary exchanges (ms). */
+  pipeline?: { stage: number; busyMs: number; waitMs: number };
 }
 
 export interface LayerReport {
@@ -73,8 +80,12 @@ export interface TrainerOptions {
   resume: boolean;
   /** Replace an existing run in train.out_dir (a fresh run refuses one otherwise). */
   overwrite?: boolean;
-  /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
+  /** The world group (parallel.dp × parallel.pp ranks); null or absent: one rank. */
   group?: ProcessGroup | null;
+  /** Pipeline groups (createPipelineGroups) when parallel.pp > 1. */
+  pipeline?: PipelineGroups | null;
+  /** Expert parallelism (parallel.ep > 1): the mesh of `group` (its ep, expDp and dp groups). */
+  mesh?: Mesh | null;
   /** Human-readable log lines (progress goes through onStep). */
   log: (line: string) => void;
 }
@@ -99,23 +110,42 @@ export class Trainer {
   readonly group: ProcessGroup | null;
   readonly rank: number;
   private readonly dp: number;
+  /** This rank's data-parallel replica, and its pipeline stage (pp > 1 or recompute; else null). */
+  private readonly dpRank: number;
+  private readonly stage: PipelineStage | null;
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
+  /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
+  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
       backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
     },
     group: ProcessGroup | null,
+    mesh: Mesh | null = null, pipeline: PipelineGroups | null = null,
   ) {
     this.group = group;
     this.rank = group?.rank ?? 0;
-    this.dp = group?.size ?? 1;
-    this.layerGroup = group ? layerGroup(group) : null;
-    if (this.dp !== c.parallel.dp) throw new TrainingError(`parallel.dp=${c.parallel.dp} but the run has ${this.dp} rank(s); launch with moe launch --nproc ${c.parallel.dp} -- train …`);
-    const size = args.model.params.length, chunk = Math.ceil(size / this.dp);
-    this.zero = c.parallel.zero === 1 && this.dp > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    const world = group?.size ?? 1, pp = c.parallel.pp;
+    this.dp = c.parallel.dp;
+    if (world !== this.dp * pp) throw new TrainingError(`parallel.dp=${c.parallel.dp} × parallel.pp=${pp} but the run has ${world} rank(s); launch with moe launch --nproc ${this.dp * pp} -- train …`);
+    if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
+    if (pp > 1 && c.parallel.ep > 1) throw new TrainingError(`parallel.pp=${pp} with parallel.ep=${c.parallel.ep}: pipeline and expert parallelism are not combined yet`);
+    this.dpRank = pipeline?.dpRank ?? this.rank;
+    // MoE global balancing sums expert counts over the replicas that run the same layers
+    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
+    // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
+    const size = args.model.params.length, chunk = Math.ceil(size / world);
+    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    if (c.parallel.ep > 1) {
+      const E = args.cfg.moe.numExperts;
+      if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
+      if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
+      const expertTensors = args.model.names.layers.flatMap((l) => (l.w13 && l.w2 ? [l.w13, l.w2] : []));
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(epRanges(args.model.layout, expertTensors, E, c.parallel.ep), mesh) };
+    } else this.ep = null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -127,6 +157,18 @@ export class Trainer {
     this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
     this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
     this.metricsFile = path.join(outDir, "metrics.jsonl");
+    this.stage = null;
+    if (pp > 1 || c.parallel.recompute !== null) {
+      if (this.ep) throw new TrainingError("parallel.recompute with parallel.ep: recompute runs through the pipeline stage, which does not take expert parallelism yet");
+      let layout;
+      try {
+        layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
+      } catch (e) {
+        throw new TrainingError((e as Error).message);
+      }
+      const m = this.model;
+      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+    }
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -137,7 +179,7 @@ export class Trainer {
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
-    const t = new Trainer(c, run.outDir, run, group);
+    const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
     if (run.resumeFrom) {
       // a checkpoint holds the whole optimizer state: a ZeRO-1 rank keeps its shard of it
       const full = t.zero ? createOptimState(t.model.params) : t.optim;
@@ -171,7 +213,7 @@ export class Trainer {
 
   /** One optimizer step. */
   trainStep(): StepReport {
-    const t0 = performance.now();
+    const t0 = performance.now(), comm0 = this.ep?.ctx.commMs ?? 0;
     const c = this.c, A = c.train.grad_accum, L = this.cfg.numLayers;
     const coefs = this.coefs();
     const step = this.step + 1;
@@ -180,20 +222,8 @@ export class Trainer {
     const E = this.cfg.moe.numExperts;
     const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: new Array<number>(E).fill(0) }));
     // data parallelism: every rank reads the step's A micro-batches, runs its own A/dp of them
-    const mine = A / this.dp, first = this.rank * mine;
-    for (let a = 0; a < A; a++) {
-      const batch = this.train.next();
-      if (a < first || a >= first + mine) continue;
-      let r: StepResult;
-      try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined });
-      } catch (e) {
-        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
-        if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
-        loss = NaN;
-        continue;
-      }
-      this.model.backward(1 / A);
+    const mine = A / this.dp, first = this.dpRank * mine;
+    const add = (r: Pick<StepResult, "loss" | "ce" | "tokens" | "moe">) => {
       loss += r.loss / A;
       ce += r.ce / A;
       tokens += r.tokens;
@@ -208,6 +238,28 @@ export class Trainer {
         x.load += s.maxOverMeanLoad / A;
         s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
       });
+    };
+    if (this.stage) {
+      // pipeline (and/or recompute): this replica's micro-batches through this stage in 1F1B order
+      const batches = Array.from({ length: A }, () => this.train.next()).slice(first, first + mine);
+      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      this.stage.step(batches, opt, 1 / A).forEach(add);
+    }
+    for (let a = 0; a < A && !this.stage; a++) {
+      const batch = this.train.next();
+      if (a < first || a >= first + mine) continue;
+      let r: StepResult;
+      try {
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined, ep: this.ep?.ctx });
+      } catch (e) {
+        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
+        // (under EP the other ranks wait in this layer's all-to-all: fail the run instead)
+        if (!(e instanceof MoeError && /NaN/.test(e.message)) || this.ep) throw e;
+        loss = NaN;
+        continue;
+      }
+      this.model.backward(1 / A);
+      add(r);
     }
     if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
     const norm = gradNorm(this.backend, this.model.grads);
@@ -239,7 +291,9 @@ export class Trainer {
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
+      ...(this.ep ? { epCommMs: this.ep.ctx.commMs - comm0 } : {}),
     };
+    if (this.stage?.lastTiming && this.stage.groups.pp > 1) report.pipeline = { stage: this.stage.groups.stage, busyMs: +this.stage.lastTiming.busyMs.toFixed(2), waitMs: +this.stage.lastTiming.waitMs.toFixed(2) };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
       throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
@@ -254,7 +308,8 @@ export class Trainer {
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     const g = this.group!;
-    g.allreduceSync(this.model.grads as Float32Array, "sum");
+    if (this.ep) this.ep.grads.reduce(this.model.grads);
+    else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
     pack[0] = loss;
@@ -279,7 +334,7 @@ export class Trainer {
     const { chunk } = this.zero!;
     const send = new Float32Array(chunk);
     send.set(shard);
-    const recv = new Float32Array(chunk * this.dp);
+    const recv = new Float32Array(chunk * this.group!.size);
     this.group!.allgatherSync(send, recv);
     full.set(recv.subarray(0, full.length));
   }
