@@ -5,7 +5,11 @@
 // With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
 // (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe).
 //
+// With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
+// interleaved rounds with each run's idle CPU share (bench/dp-scaling.ts).
+//
 // Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
+//                                  [--dp [--dp-steps 10] [--dp-rounds 3]]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -16,6 +20,7 @@ import { detectBackend, initWorld } from "../src/parallel/world.js";
 import { runThreads } from "../src/parallel/threads.js";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import type { ProcessGroup } from "../src/parallel/process-group.js";
+import { dpScaling, type DpScaling } from "./dp-scaling.js";
 
 interface Row {
   backend: string;
@@ -75,7 +80,7 @@ async function rankMain(maxMb: number): Promise<void> {
 }
 
 function parse(argv: string[]) {
-  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, train: false, preset: "small-moe" };
+  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, train: false, preset: "small-moe", dp: false, dpSteps: 10, dpRounds: 3 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = () => {
       const x = argv[++i];
@@ -88,11 +93,16 @@ function parse(argv: string[]) {
     else if (a === "--max-mb") o.maxMb = Number(v());
     else if (a === "--train") o.train = true;
     else if (a === "--preset") o.preset = v();
-    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --train, --preset P)`);
+    else if (a === "--dp") o.dp = true;
+    else if (a === "--dp-steps") o.dpSteps = Number(v());
+    else if (a === "--dp-rounds") o.dpRounds = Number(v());
+    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --train, --preset P, --dp, --dp-steps N, --dp-rounds N)`);
   }
   if (!Number.isInteger(o.nproc) || o.nproc < 2) throw new Error(`--nproc must be an integer ≥ 2, got ${o.nproc}`);
   for (const b of o.backends) if (b !== "threads" && b !== "mpi") throw new Error(`--backends: unknown backend '${b}' (threads, mpi)`);
   if (!(o.maxMb >= 0.001)) throw new Error(`--max-mb must be positive, got ${o.maxMb}`);
+  if (!Number.isInteger(o.dpSteps) || o.dpSteps < 3) throw new Error(`--dp-steps must be an integer ≥ 3, got ${o.dpSteps}`);
+  if (!Number.isInteger(o.dpRounds) || o.dpRounds < 1) throw new Error(`--dp-rounds must be a positive integer, got ${o.dpRounds}`);
   return o;
 }
 
@@ -167,9 +177,14 @@ async function driver(): Promise<void> {
     }
   }
   const train = o.train ? trainRows(o, path.resolve(path.dirname(self), "..", "..", "bin", "moe.js"), notes) : [];
+  let dp: DpScaling | null = null;
+  if (o.dp) {
+    const moe = path.resolve(path.dirname(self), "..", "..", "bin", "moe.js");
+    dp = dpScaling(moe, { steps: o.dpSteps, rounds: o.dpRounds, backends: o.backends.filter((b) => b === "threads" || mpiAvailable()) });
+  }
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   if (o.json) {
-    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, train, notes }));
+    console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, train, notes, dp }));
     return;
   }
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
@@ -178,6 +193,13 @@ async function driver(): Promise<void> {
   if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms"].map((s) => s.padStart(12)).join(""));
   for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
+  if (dp !== null) {
+    console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
+    console.log(["round", "layout", "step ms", "tokens/s", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
+    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
+    for (const n of dp.notes) console.log(n);
+  }
 }
 
 if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
