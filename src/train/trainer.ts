@@ -35,7 +35,8 @@ import { evaluateLoss } from "./eval.js";
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
 import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, type OptimState, type ScheduleConfig } from "./optim.js";
-import { checkpointsDir, latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -139,14 +140,8 @@ export class Trainer {
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
     const t = new Trainer(c, run.outDir, run, group);
     if (run.resumeFrom) {
-      // a checkpoint holds the whole optimizer state: a ZeRO-1 rank keeps its shard of it
-      const full = t.zero ? createOptimState(t.model.params) : t.optim;
-      const st = loadTrainerState(run.resumeFrom, full);
-      if (t.zero) {
-        t.optim.m.set(full.m.subarray(t.zero.lo, t.zero.hi));
-        t.optim.v.set(full.v.subarray(t.zero.lo, t.zero.hi));
-        t.optim.step = full.step;
-      }
+      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only
+      const st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
       t.tokensSeen = st.tokensSeen;
       t.badSteps = st.badSteps;
@@ -333,19 +328,11 @@ export class Trainer {
       alpha: this.alpha ? ({ alpha: Array.from(this.alpha.alpha) } as unknown as AdaptiveAlphaState) : null,
       loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
     };
-    let optim = this.optim;
-    if (this.zero) {
-      // the checkpoint holds the whole optimizer state (so it loads at any layout)
-      const size = this.model.params.length;
-      const m = new Float32Array(size), v = new Float32Array(size);
-      this.gatherShards(m, this.optim.m as Float32Array);
-      this.gatherShards(v, this.optim.v as Float32Array);
-      optim = { m, v, step: this.optim.step };
+    // data parallelism: every rank writes its shard (train/shard-checkpoint.ts); one rank: the gathered format
+    if (this.group && this.dp > 1) {
+      return saveShardedCheckpoint({ outDir: this.outDir, group: this.group, weights: this.model.weights, hf: this.hf, tokenizerFile: this.tokenizerFile, optim: this.optim, zero: this.zero ? 1 : 0, state, keepLast: this.c.checkpoint.keep_last });
     }
-    const dir = path.join(checkpointsDir(this.outDir), `step-${String(this.step).padStart(6, "0")}`);
-    if (this.rank === 0) saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, optim, state, this.c.checkpoint.keep_last);
-    this.group?.barrierSync();
-    return dir;
+    return saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, this.optim, state, this.c.checkpoint.keep_last);
   }
 }
 
