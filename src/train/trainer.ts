@@ -37,6 +37,7 @@ export { setupRun, type RunSetup } from "./setup.js";
 import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, type OptimState, type ScheduleConfig } from "./optim.js";
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
+import { StepCounts } from "./global-balance.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -176,12 +177,15 @@ export class Trainer {
     const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: new Array<number>(E).fill(0) }));
     // data parallelism: every rank reads the step's A micro-batches, runs its own A/dp of them
     const mine = A / this.dp, first = this.rank * mine;
+    const batches = Array.from({ length: A }, () => this.train.next());
+    // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
+    const counts = c.balance.loss === "global" && c.balance.global_scope === "step" ? this.countExperts(batches.slice(first, first + mine), step, first, coefs) : null;
     for (let a = 0; a < A; a++) {
-      const batch = this.train.next();
+      const batch = batches[a]!;
       if (a < first || a >= first + mine) continue;
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined) });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
         if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
@@ -267,6 +271,15 @@ export class Trainer {
       x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
     });
     return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+  }
+
+  /** balance.global_scope=step: expert counts of this rank's micro-batches, summed over them and the DP group. */
+  private countExperts(batches: { inputs: Int32Array; targets: Int32Array }[], step: number, first: number, coefs: number[]): StepCounts {
+    const A = this.c.train.grad_accum, E = this.cfg.moe.numExperts;
+    const shape = this.cfg.moe.moeLayers.flatMap((m) => (m ? [E, 1] : []));
+    return StepCounts.count(batches.length, shape, this.layerGroup, (m, group) => {
+      this.model.forward(batches[m]!.inputs, batches[m]!.targets, { train: true, seed: this.c.train.seed, step: (step - 1) * A + first + m, auxCoefs: coefs, group });
+    });
   }
 
   /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank. */
