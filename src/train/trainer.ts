@@ -54,6 +54,10 @@ export interface StepReport {
   tokens: number;
   ms: number;
   tokensPerSec: number;
+  /** Data parallelism: ms in the step's collectives (gradient + statistics all-reduce, ZeRO-1 gather), including waits for the slowest rank; 0 on one rank. */
+  commMs: number;
+  /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
+  commHiddenShare: number;
   layers: LayerReport[];
 }
 
@@ -208,7 +212,9 @@ export class Trainer {
         s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
       });
     }
+    let commMs = performance.now();
     if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
+    commMs = performance.now() - commMs;
     const norm = gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
@@ -219,7 +225,9 @@ export class Trainer {
         // ZeRO-1: clip, update this rank's shard, then every rank gathers every shard
         if (adam.gradClip > 0 && norm > adam.gradClip) this.backend.scale(this.model.grads, this.model.grads, adam.gradClip / norm);
         optimStepRange(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, this.zero.lo, this.zero.hi);
+        const tg = performance.now();
         this.gatherShards(this.model.params as Float32Array);
+        commMs += performance.now() - tg;
       } else optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, norm);
       this.updateRouterBias(acc.map((x) => x.tpe));
       if (this.alpha) {
@@ -234,7 +242,7 @@ export class Trainer {
     this.tokensSeen += tokens;
     const ms = performance.now() - t0;
     const report: StepReport = {
-      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3),
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: 0,
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
