@@ -156,3 +156,35 @@ test("MPI: ranks with their own pids write one sharded checkpoint; it resumes bi
   // two ranks: a + b is the same float either way, so MPI and threads agree bit for bit
   assert.deepEqual(losses(m), R.two, "mpi dp=2 zero=1 resumed");
 });
+
+test("loadOptimRange assembles any arena range from shards of another layout (in process)", async () => {
+  const { writeSafetensors } = await import("../src/io/safetensors.js");
+  const { loadOptimRange, modelShardPlan, zeroRange } = await import("../src/train/shard-checkpoint.js");
+  const size = 1001, dir = path.join(base, "unit");
+  mkdirSync(dir, { recursive: true });
+  const m = Float32Array.from({ length: size }, (_, i) => i * 0.5), v = Float32Array.from({ length: size }, (_, i) => 1000 - i);
+  // written by 3 ranks (ZeRO-1 ranges), read back at 1, 2 and 4 ranks
+  const optim = [0, 1, 2].map((r) => {
+    const { lo, hi } = zeroRange(size, 3, r), file = `optim-0000${r + 1}-of-00003.safetensors`;
+    writeSafetensors(path.join(dir, file), { "optim.m": { dtype: "F32", shape: [hi - lo], data: m.slice(lo, hi) }, "optim.v": { dtype: "F32", shape: [hi - lo], data: v.slice(lo, hi) } });
+    return { file, lo, hi };
+  });
+  writeFileSync(path.join(dir, "trainer_state.json"), JSON.stringify({ version: 1, step: 5, optimStep: 5, shards: { version: 1, layout: { dp: 3, zero: 1 }, params: size, optim, model: [] } }));
+  for (const dp of [1, 2, 4]) {
+    for (let r = 0; r < dp; r++) {
+      const { lo, hi } = zeroRange(size, dp, r);
+      const st = { m: new Float32Array(hi - lo), v: new Float32Array(hi - lo), step: 0 };
+      loadOptimRange(dir, st, lo, hi, size);
+      assert.deepEqual(st.m, m.slice(lo, hi), `dp=${dp} rank ${r} m`);
+      assert.deepEqual(st.v, v.slice(lo, hi), `dp=${dp} rank ${r} v`);
+      assert.equal(st.step, 5);
+    }
+  }
+  assert.throws(() => loadOptimRange(dir, { m: new Float32Array(size + 1), v: new Float32Array(size + 1), step: 0 }, 0, size + 1, size + 1), /1001 entries, the model has 1002/);
+  // the model split: every tensor once, contiguous, balanced by bytes
+  const slots = [10, 10, 400, 10, 300, 300, 10].map((n, i) => ({ name: `t${i}`, size: n }));
+  const plan = modelShardPlan(slots, 2);
+  assert.deepEqual(plan.flat(), [0, 1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(plan, [[0, 1, 2, 3], [4, 5, 6]]);
+  assert.deepEqual(modelShardPlan(slots.slice(0, 1), 3).map((p) => p.length), [0, 1, 0]);
+});
