@@ -12,6 +12,7 @@
         "native/gemm_kernel_avx512.cc",
         "native/attention.cc",
         "native/ops.cc",
+        "native/rope.cc",
         "native/route.cc",
         "native/convert.cc",
         "native/paged_attention.cc",

@@ -116,12 +116,21 @@ function benchGemm(flags: BenchFlags, blasLinked: boolean): void {
     // Each path is timed in its own block (all shapes built-in, then all shapes OpenBLAS): OpenBLAS's
     // worker threads keep spinning for a while after a call and would slow whatever runs next.
     const inputs = GEMM_SHAPES.map(([M, K, N]) => ({ a: randomF32(M * K, 10), b: randomF32(K * N, 11), c: new Float32Array(M * N), p: { M, N, K } }));
-    const ours = inputs.map(({ a, b, c, p }) => gflops(2 * p.M * p.N * p.K, timeInterleaved([() => builtin.gemm(a, b, c, p)], REPS, WARMUP)[0]!));
-    const theirs = inputs.map(({ a, b, c, p }) => (blas ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => blas.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
-    // gemm "auto" (calibrated per shape class; the calibration itself runs or loads before timing)
+    // gemm "auto" (calibrated per shape class; the calibration itself runs or loads before timing) is
+    // timed alternately with the path it picked, in that path's block, so both see the same load.
     const auto = blas ? createBackend({ name: "native", threads: T }) : null;
     const autoInfo = auto?.info().gemmAuto;
-    const autoG = inputs.map(({ a, b, c, p }) => (auto ? gflops(2 * p.M * p.N * p.K, timeInterleaved([() => auto.gemm(a, b, c, p)], REPS, WARMUP)[0]!) : null));
+    const autoG: (number | null)[] = inputs.map(() => null);
+    const block = (be: Backend, path: "builtin" | "blas") =>
+      inputs.map(({ a, b, c, p }, si) => {
+        const flops = 2 * p.M * p.N * p.K;
+        const withAuto = auto && autoInfo?.classes[denseClass(p.M, p.N, p.K)]!.pick === path;
+        const ts = timeInterleaved(withAuto ? [() => be.gemm(a, b, c, p), () => auto.gemm(a, b, c, p)] : [() => be.gemm(a, b, c, p)], REPS, WARMUP);
+        if (withAuto) autoG[si] = gflops(flops, ts[1]!);
+        return gflops(flops, ts[0]!);
+      });
+    const ours = block(builtin, "builtin");
+    const theirs = blas ? block(blas, "blas") : inputs.map(() => null);
     GEMM_SHAPES.forEach(([M, K, N], si) => {
       const kase = `${M}x${K}x${N}`;
       const o = ours[si]!, t = theirs[si]!;

@@ -2,16 +2,16 @@
 // on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
-// With --train-steps N (default 0: off) it also times `moe train` on the default model, one rank
-// against parallel.dp=nproc (1 thread each, the same global batch) per backend: median step ms,
-// DP scaling efficiency (T1 / (dp · T_dp)), and the step's communication ms with the share of it
-// hidden behind compute (StepReport commMs / commHiddenShare from metrics.jsonl).
+// With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
+// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe),
+// with the DP communication ms per step and the share of it hidden behind compute (commMs,
+// commHiddenShare of metrics.jsonl).
 //
-// Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train-steps 6]
+// Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { detectBackend, initWorld } from "../src/parallel/world.js";
@@ -77,7 +77,7 @@ async function rankMain(maxMb: number): Promise<void> {
 }
 
 function parse(argv: string[]) {
-  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, trainSteps: 0 };
+  const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, train: false, preset: "small-moe" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = () => {
       const x = argv[++i];
@@ -88,18 +88,70 @@ function parse(argv: string[]) {
     else if (a === "--nproc") o.nproc = Number(v());
     else if (a === "--backends") o.backends = v().split(",");
     else if (a === "--max-mb") o.maxMb = Number(v());
-    else if (a === "--train-steps") o.trainSteps = Number(v());
-    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --train-steps N)`);
+    else if (a === "--train") o.train = true;
+    else if (a === "--preset") o.preset = v();
+    else throw new Error(`unknown flag ${a} (known: --json, --nproc N, --backends threads,mpi, --max-mb N, --train, --preset P)`);
   }
   if (!Number.isInteger(o.nproc) || o.nproc < 2) throw new Error(`--nproc must be an integer ≥ 2, got ${o.nproc}`);
   for (const b of o.backends) if (b !== "threads" && b !== "mpi") throw new Error(`--backends: unknown backend '${b}' (threads, mpi)`);
   if (!(o.maxMb >= 0.001)) throw new Error(`--max-mb must be positive, got ${o.maxMb}`);
-  if (!Number.isInteger(o.trainSteps) || o.trainSteps < 0 || o.trainSteps === 1) throw new Error(`--train-steps must be 0 (off) or an integer ≥ 2, got ${o.trainSteps}`);
   return o;
 }
 
 function rowsOf(out: string): Row[] {
   return [...out.matchAll(/ROW (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as Row);
+}
+
+interface TrainRow {
+  backend: string;
+  layout: string;
+  ranks: number;
+  step_ms_median: number;
+  tokens_per_s: number;
+  /** one-rank step time / this step time */
+  speedup: number;
+  /** EP layouts: rank 0's median ms per step in the MoE all-to-all-v calls (waiting for the peer included) */
+  ep_comm_ms: number | null;
+  /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
+  comm_ms: number | null;
+  /** share of comm_ms hidden behind the backward (0: not overlapped yet) */
+  comm_hidden_share: number | null;
+}
+
+/** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
+function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): TrainRow[] {
+  const dir = mkdtempSync(path.join(tmpdir(), "moe-bench-par-"));
+  const B = 8, T = 128, A = o.nproc * 2, steps = 6;
+  const common = [
+    `model.preset=${o.preset}`, `data.cache_dir=${path.join(dir, "cache")}`, `train.batch_size=${B}`, `train.seq_len=${T}`, `train.grad_accum=${A}`,
+    `train.steps=${steps}`, "train.threads=1", "log.progress=false", "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
+  ];
+  const median = (out: string, key: string): number | null => {
+    const v = readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").slice(1).map((l) => JSON.parse(l)[key] as number | undefined);
+    if (v.some((x) => x === undefined)) return null;
+    const s = (v as number[]).sort((a, b) => a - b);
+    return s[s.length >> 1]!;
+  };
+  const runs: { backend: string; layout: string; ranks: number; args: string[] }[] = [{ backend: "single", layout: "1 rank", ranks: 1, args: [] }];
+  for (const b of o.backends) {
+    if (b === "mpi" && !mpiAvailable()) continue;
+    const n = String(o.nproc);
+    runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
+    runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
+  }
+  const rows: TrainRow[] = [];
+  let one = NaN;
+  runs.forEach((r, i) => {
+    const out = path.join(dir, `run${i}`);
+    const args = r.args.length ? [...r.args, ...common, `train.out_dir=${out}`] : ["train", ...common, `train.out_dir=${out}`];
+    const p = spawnSync(process.execPath, [moe, ...args], { encoding: "utf8" });
+    if (p.status !== 0) throw new Error(`${r.backend} ${r.layout} training run failed (exit ${p.status}):\n${p.stderr}`);
+    const ms = median(out, "ms")!, comm = median(out, "epCommMs"), dpComm = r.ranks > 1 ? median(out, "commMs") : null, hidden = r.ranks > 1 ? median(out, "commHiddenShare") : null;
+    if (i === 0) one = ms;
+    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
+  });
+  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
+  return rows;
 }
 
 async function driver(): Promise<void> {
@@ -120,63 +172,18 @@ async function driver(): Promise<void> {
       rows.push(...rowsOf(r.stdout));
     }
   }
-  const train = o.trainSteps > 0 ? trainRows(o.nproc, o.backends, o.trainSteps, notes) : [];
+  const train = o.train ? trainRows(o, path.resolve(path.dirname(self), "..", "..", "bin", "moe.js"), notes) : [];
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   if (o.json) {
     console.log(JSON.stringify({ cpu, cores: cpus().length, ranks: o.nproc, rows, train, notes }));
     return;
   }
-  if (train.length) {
-    console.log(`training step, default model, ${o.trainSteps} steps (median of steps 2..), 1 thread per rank`);
-    console.log(["backend", "dp", "step ms", "efficiency", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
-    for (const r of train) console.log([r.backend, String(r.dp), r.step_ms.toFixed(0), r.efficiency.toFixed(3), r.comm_ms.toFixed(1), r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  }
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
+  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
-}
-
-interface TrainRow {
-  backend: string;
-  dp: number;
-  step_ms: number;
-  efficiency: number;
-  comm_ms: number;
-  comm_hidden_share: number;
-}
-
-/** `moe train` at one rank and at dp=nproc per backend; figures from each run's metrics.jsonl. */
-function trainRows(nproc: number, backends: string[], steps: number, notes: string[]): TrainRow[] {
-  const moe = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "moe.js");
-  const dir = mkdtempSync(path.join(tmpdir(), "moe-bench-dp-"));
-  const args = (out: string) => ["train", `train.out_dir=${out}`, `train.steps=${steps}`, `train.grad_accum=${nproc}`, "train.threads=1", "log.progress=false", "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1"];
-  const med = (out: string, key: "ms" | "commMs" | "commHiddenShare") => {
-    const v = readFileSync(path.join(out, "metrics.jsonl"), "utf8").trim().split("\n").slice(1).map((l) => JSON.parse(l)[key] as number).sort((a, b) => a - b);
-    return v[v.length >> 1]!;
-  };
-  const run = (cmd: string[], what: string) => {
-    const r = spawnSync(process.execPath, [moe, ...cmd], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stderr}`);
-  };
-  try {
-    run(args(path.join(dir, "one")), "one-rank training run");
-    const t1 = med(path.join(dir, "one"), "ms");
-    const rows: TrainRow[] = [{ backend: "single", dp: 1, step_ms: t1, efficiency: 1, comm_ms: 0, comm_hidden_share: 0 }];
-    for (const b of backends) {
-      if (b === "mpi" && !mpiAvailable()) continue;
-      const out = path.join(dir, b);
-      run(["launch", "--nproc", String(nproc), "--backend", b, "--timeout", "1200", "--", ...args(out), `parallel.dp=${nproc}`], `dp=${nproc} ${b} training run`);
-      const t = med(out, "ms");
-      rows.push({ backend: b, dp: nproc, step_ms: t, efficiency: t1 / (nproc * t), comm_ms: med(out, "commMs"), comm_hidden_share: med(out, "commHiddenShare") });
-    }
-    return rows;
-  } catch (e) {
-    notes.push(`training: ${(e as Error).message.split("\n")[0]}`);
-    return [];
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));

@@ -73,6 +73,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterConvert(env, exports);
   RegisterPagedAttention(env, exports);
   RegisterQuantBlocks(env, exports);
+  RegisterRope(env, exports);
   return exports;
 }
 

@@ -19,6 +19,25 @@ struct Engine {
   GemmPath gemm;
 };
 
+// f(begin, end) over [0, rows): on the calling thread when rows·workPerRow < minWork (or one
+// thread), else split across the engine's pool. Each row is processed by exactly one thread.
+template <class F>
+void ParallelRows(Engine* e, int64_t rows, int64_t workPerRow, int64_t minWork, const F& f) {
+  if (rows <= 0) return;
+  if (e->threads == 1 || rows < 2 || rows * (workPerRow > 1 ? workPerRow : 1) < minWork) {
+    f(int64_t{0}, rows);
+    return;
+  }
+  e->pool.parallel_for(rows, [&](int, int64_t b, int64_t en) { f(b, en); });
+}
+
+// A kernel that returns nothing, as an N-API callback returning undefined.
+template <void (*Fn)(const Napi::CallbackInfo&)>
+Napi::Value Void(const Napi::CallbackInfo& info) {
+  Fn(info);
+  return info.Env().Undefined();
+}
+
 inline Engine* GetEngine(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::External<Engine>>().Data();
 }
@@ -51,6 +70,7 @@ void RegisterRoute(Napi::Env env, Napi::Object exports);
 void RegisterConvert(Napi::Env env, Napi::Object exports);
 void RegisterPagedAttention(Napi::Env env, Napi::Object exports);
 void RegisterQuantBlocks(Napi::Env env, Napi::Object exports);
+void RegisterRope(Napi::Env env, Napi::Object exports);
 
 // Area-provided facts for info(): GEMM path name actually used, whether CBLAS is linked.
 std::string GemmPathName(const Engine& e);

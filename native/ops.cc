@@ -1,4 +1,4 @@
-// Native ops kernels: embedding, RMSNorm, LayerNorm, RoPE, SiLU, GELU, fused SwiGLU,
+// Native ops kernels: embedding, RMSNorm, LayerNorm, SiLU, GELU, fused SwiGLU,
 // elementwise, bias, softmax / log-softmax, fused cross-entropy, reductions, AdamW.
 //
 // What it is: f32 storage, threaded over rows (or, for reductions across rows, over
@@ -35,12 +35,7 @@ constexpr int64_t kBlock = 8192;
 // f(begin, end) over [0, rows), split across the pool when rows·rowCost is large.
 template <class F>
 void ParRows(Engine* e, int64_t rows, int64_t rowCost, const F& f) {
-  if (rows <= 0) return;
-  if (e->threads == 1 || rows < 2 || rows * std::max<int64_t>(rowCost, 1) < kGrain) {
-    f(int64_t{0}, rows);
-    return;
-  }
-  e->pool.parallel_for(rows, [&](int, int64_t b, int64_t en) { f(b, en); });
+  ParallelRows(e, rows, rowCost, kGrain, f);
 }
 
 // Fixed-order double sums with four interleaved partials (vectorisable, deterministic).
@@ -334,51 +329,6 @@ void LayernormBackward(const Napi::CallbackInfo& info) {
     for (int64_t c = c0; c < c1; ++c) {
       dw[c] = float(double(dw[c]) + aw[c - c0]);
       db[c] = float(double(db[c]) + ab[c - c0]);
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// RoPE (HF rotate_half). ropeForward / ropeBackward(e, out, x, pos, B, T, H, HS, rotaryDim, theta,
-// invFreq (Float64Array(rotaryDim/2) or null: θ^(−2i/rd)), scale (cos and sin multiplied by it))
-
-template <int Sign>
-void Rope(const Napi::CallbackInfo& info) {
-  Engine* e = GetEngine(info);
-  float* out = Ptr<float>(info[1]);
-  const float* x = Ptr<float>(info[2]);
-  const int32_t* pos = Ptr<int32_t>(info[3]);
-  const int64_t B = I64(info[4]), T = I64(info[5]), H = I64(info[6]), HS = I64(info[7]), rd = I64(info[8]);
-  const double theta = F64(info[9]);
-  const double* givenFreq = PtrOrNull<double>(info[10]);
-  const double scale = F64(info[11]);
-  const int64_t half = rd / 2;
-  // cos/sin table (T, half) in double; angle = pos·invFreq[i], invFreq = θ^(−2i/rd) unless given.
-  std::vector<double> invFreq(half), cs(T * half), sn(T * half);
-  for (int64_t i = 0; i < half; ++i) invFreq[i] = givenFreq ? givenFreq[i] : std::pow(theta, -2.0 * double(i) / double(rd));
-  ParRows(e, T, half * 8, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t i = 0; i < half; ++i) {
-        const double a = double(pos[t]) * invFreq[i];
-        cs[t * half + i] = scale * std::cos(a);
-        sn[t * half + i] = Sign * scale * std::sin(a);
-      }
-    }
-  });
-  const bool inPlace = out == x;
-  ParRows(e, B * T * H, HS, [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t t = (row / H) % T;
-      const double* c = cs.data() + t * half;
-      const double* s = sn.data() + t * half;
-      const float* xi = x + row * HS;
-      float* o = out + row * HS;
-      for (int64_t i = 0; i < half; ++i) {
-        const double x1 = xi[i], x2 = xi[i + half];
-        o[i] = float(x1 * c[i] - x2 * s[i]);
-        o[i + half] = float(x2 * c[i] + x1 * s[i]);
-      }
-      if (!inPlace && rd < HS) std::memcpy(o + rd, xi + rd, sizeof(float) * (HS - rd));
     }
   });
 }
@@ -761,12 +711,6 @@ void AdamW(const Napi::CallbackInfo& info) {
   ParRows(e, Len(info[1]), 8, [&](int64_t i0, int64_t i1) { AdamWRange(p, g, m, v, i0, i1, lr, b1, b2, eps, wd, bc1, bc2); });
 }
 
-template <void (*Fn)(const Napi::CallbackInfo&)>
-Napi::Value Void(const Napi::CallbackInfo& info) {
-  Fn(info);
-  return info.Env().Undefined();
-}
-
 }  // namespace
 
 void RegisterOps(Napi::Env env, Napi::Object exports) {
@@ -777,8 +721,6 @@ void RegisterOps(Napi::Env env, Napi::Object exports) {
   reg("rmsnormBackward", Void<RmsnormBackward>);
   reg("layernormForward", Void<LayernormForward>);
   reg("layernormBackward", Void<LayernormBackward>);
-  reg("ropeForward", Void<Rope<1>>);
-  reg("ropeBackward", Void<Rope<-1>>);
   reg("siluForward", Void<SiluForward>);
   reg("siluBackward", Void<SiluBackward>);
   reg("geluForward", Void<GeluForward>);

@@ -17,11 +17,7 @@ constexpr int64_t kParallelMin = 1 << 14;
 
 template <class F>
 void ForRows(Engine* e, int64_t rows, int64_t workPerRow, F&& f) {
-  if (e->threads == 1 || rows < 2 || rows * workPerRow < kParallelMin) {
-    f(0, rows);
-    return;
-  }
-  e->pool.parallel_for(rows, [&](int, int64_t b, int64_t en) { f(b, en); });
+  ParallelRows(e, rows, workPerRow, kParallelMin, f);
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type P
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
 import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
+import { BACKEND_LINKS, autoLayout } from "../src/plan/auto.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -332,4 +333,36 @@ test("model source: a model directory with a run's config.yaml gives the batch; 
   assert.equal(loadModelSource("grin-moe").model.kvHeads, 8);
   writeFileSync(path.join(dir, "bad.json"), JSON.stringify({ ...tinyHf, num_local_expert: 4 }));
   assert.throws(() => loadModelSource(path.join(dir, "bad.json")), /unknown key 'num_local_expert'/);
+});
+
+test("parallel.plan=auto: the chosen layout is the fastest fitting executable one by evaluateLayout, with ZeRO-1 for dp > 1", () => {
+  const cfg = resolveConfig(preset("tiny-mixtral"));
+  const base = { cfg, backend: "threads" as const, seqLen: 64, microBatch: 2, gradAccum: 4, availableMemory: 8e9, flopsPerRank: 50e9 };
+  const one = autoLayout({ ...base, ranks: 1, supports: { ep: false, pp: false } });
+  assert.deepEqual([one.dp, one.ep, one.pp, one.zero], [1, 1, 1, 0]);
+  assert.deepEqual(one.ppLayers, [cfg.numLayers]);
+  // 2 ranks, data parallel only: the only executable shape is dp=2
+  const two = autoLayout({ ...base, ranks: 2, supports: { ep: false, pp: false } });
+  assert.deepEqual([two.dp, two.ep, two.pp, two.zero], [2, 1, 1, 1]);
+  // with EP and PP executable, the choice has the smallest predicted step among every executable layout
+  const all = autoLayout({ ...base, ranks: 2, supports: { ep: true, pp: true } });
+  const model = planModelFromConfig(cfg, "run");
+  const run = { seqLen: 64, microBatch: 2, globalBatch: 8 };
+  const cluster: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 4e9, flops: 50e9, flopsSource: "stated", intraNode: BACKEND_LINKS.threads, interNode: BACKEND_LINKS.threads };
+  const cost: CostOptions = { precision: PRECISIONS["f32"]!, zero1: true, flashAttention: true, expertImbalance: 1 };
+  const steps: number[] = [];
+  for (const L of [
+    { dp: 2, tp: 1, pp: 1, expert: "etp" as const, ep: 1, partition: [cfg.numLayers], recompute: [0] },
+    { dp: 2, tp: 1, pp: 1, expert: "ep" as const, ep: 2, partition: [cfg.numLayers], recompute: [0] },
+  ]) steps.push(evaluateLayout(model, run, cluster, L, cost).step);
+  for (let first = 1; first < cfg.numLayers; first++) {
+    for (const rc of [[0, 0], [first, 0], [0, cfg.numLayers - first], [first, cfg.numLayers - first]]) {
+      steps.push(evaluateLayout(model, run, cluster, { dp: 1, tp: 1, pp: 2, expert: "etp", ep: 1, partition: [first, cfg.numLayers - first], recompute: rc }, cost).step);
+    }
+  }
+  assert.ok(Math.abs(all.predictedStep - Math.min(...steps)) <= 1e-12 * all.predictedStep, `${all.predictedStep} vs ${Math.min(...steps)}`);
+  assert.match(all.reasons[0]!, /predicted [\d.]+ s\/step/);
+  // grad_accum that does not split over 2 ranks, and a model that cannot fit: named errors
+  assert.throws(() => autoLayout({ ...base, ranks: 2, gradAccum: 3, supports: { ep: false, pp: false } }), /no executable layout of 2 rank\(s\)/);
+  assert.throws(() => autoLayout({ ...base, ranks: 1, availableMemory: 1e3, supports: { ep: false, pp: false } }), /no executable layout of 1 rank\(s\) fits/);
 });

@@ -9,6 +9,7 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel, type OpenedModel } from "../infer/open.js";
+import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
 import type { Tokenizer } from "../data/types.js";
@@ -18,7 +19,7 @@ const SAMPLER_FLAGS = {
   "max-tokens": "number", temperature: "number", "top-p": "number", "top-k": "number", "min-p": "number", "repetition-penalty": "number",
   "presence-penalty": "number", "frequency-penalty": "number", "min-tokens": "number", seed: "number", stop: "string", "ignore-eos": "boolean",
 } as const;
-const ENGINE_FLAGS = { dtype: "string", "kv-dtype": "string", "max-model-len": "number", backend: "string", threads: "number", help: "boolean" } as const;
+const ENGINE_FLAGS = { dtype: "string", "kv-dtype": "string", "max-model-len": "number", backend: "string", threads: "number", tp: "number", help: "boolean" } as const;
 
 type SamplerFlags = { [K in keyof typeof SAMPLER_FLAGS]?: (typeof SAMPLER_FLAGS)[K] extends "number" ? number : (typeof SAMPLER_FLAGS)[K] extends "boolean" ? boolean : string };
 
@@ -35,9 +36,12 @@ interface Loaded {
   tokenizer: Tokenizer;
   engine: Engine;
   maxModelLen: number;
+  tp: TensorParallel;
 }
 
-function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number }): Loaded {
+async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number; tp?: number }): Promise<Loaded> {
+  const tpSize = parseTpFlag(cmd, flags.tp);
+  const f = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
   const be = backendFromFlags(f, cmd);
   const dtype = (f.dtype ?? "f32") as EngineDtype;
   if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
@@ -47,8 +51,9 @@ function load(cmd: string, model: string, f: { dtype?: string; "kv-dtype"?: stri
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
   const maxModelLen = f["max-model-len"] ?? Math.min(opened.contextLength, 4096);
   if (!(Number.isInteger(maxModelLen) && maxModelLen >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${maxModelLen}`);
-  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
-  return { opened, tokenizer: opened.tokenizer, engine, maxModelLen };
+  const tp = await TensorParallel.start(engineWeights(opened.weights, { dtype }), { size: tpSize, backend: { backend: f.backend, threads: f.threads } });
+  const engine = new Engine(be, tp.weights, opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
+  return { opened, tokenizer: opened.tokenizer, engine, maxModelLen, tp };
 }
 
 export async function runGenerate(argv: string[]): Promise<number> {
@@ -56,11 +61,11 @@ export async function runGenerate(argv: string[]): Promise<number> {
   if (flags.help || positional.length !== 1) {
     console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
       "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
-      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N]");
+      "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N] [--tp N]");
     return flags.help ? 0 : 2;
   }
   if (flags.prompt !== undefined && flags["prompt-file"] !== undefined) throw new Error("moe generate: give --prompt or --prompt-file, not both");
-  const L = load("moe generate", positional[0]!, flags);
+  const L = await load("moe generate", positional[0]!, flags);
   const prompt = flags.prompt ?? (flags["prompt-file"] !== undefined ? readFileSync(flags["prompt-file"], "utf8") : process.stdin.isTTY ? "" : readFileSync(0, "utf8"));
   let ids = L.tokenizer.encode(prompt);
   if (ids.length === 0 && L.tokenizer.eosId !== undefined) ids = [L.tokenizer.eosId];
@@ -80,6 +85,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   process.stdout.write(prompt);
   for await (const ev of L.engine.submit(ids, params)) process.stdout.write(ev.text);
   process.stdout.write("\n");
+  await L.tp.close();
   return 0;
 }
 
@@ -89,7 +95,7 @@ export async function runChat(argv: string[]): Promise<number> {
     console.log("usage: moe chat MODEL [--system TEXT] [sampler and engine flags of moe generate]; /reset clears the conversation, /exit or Ctrl-D ends");
     return flags.help ? 0 : 2;
   }
-  const L = load("moe chat", positional[0]!, flags);
+  const L = await load("moe chat", positional[0]!, flags);
   const tpl = L.opened.chatTemplate;
   const stop = tpl.isDefault ? DEFAULT_CHAT_STOP : [];
   const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: 256, stop });
@@ -125,5 +131,6 @@ export async function runChat(argv: string[]): Promise<number> {
     messages.push({ role: "assistant", content: reply });
     ask();
   }
+  await L.tp.close();
   return 0;
 }

@@ -6,18 +6,19 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel } from "../infer/open.js";
+import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
 import { serveDashboardFile } from "../serve/dashboard.js";
 import { parseFlags } from "./args.js";
 
 const USAGE = "usage: moe serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key K] [--max-num-seqs 8] [--max-num-batched-tokens 512] [--max-model-len N]\n" +
-  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--threads N] [--drain-timeout 10]";
+  "  [--served-model-name NAME] [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--threads N] [--tp N] [--drain-timeout 10]";
 
 export async function runServe(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe serve", argv, {
     host: "string", port: "number", "api-key": "string", "max-num-seqs": "number", "max-num-batched-tokens": "number", "max-model-len": "number",
-    "served-model-name": "string", dtype: "string", "kv-dtype": "string", backend: "string", threads: "number", "drain-timeout": "number", help: "boolean",
+    "served-model-name": "string", dtype: "string", "kv-dtype": "string", backend: "string", threads: "number", tp: "number", "drain-timeout": "number", help: "boolean",
   });
   if (flags.help || positional.length !== 1) {
     console.log(USAGE);
@@ -31,7 +32,9 @@ export async function runServe(argv: string[]): Promise<number> {
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`moe serve: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
   const drain = flags["drain-timeout"] ?? 10;
   if (!(drain >= 0)) throw new Error(`moe serve: --drain-timeout must be ≥ 0 seconds, got ${drain}`);
-  const be = backendFromFlags(flags, "moe serve");
+  const tpSize = parseTpFlag("moe serve", flags.tp);
+  const bf = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
+  const be = backendFromFlags(bf, "moe serve");
   const model = positional[0]!;
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
@@ -50,11 +53,13 @@ export async function runServe(argv: string[]): Promise<number> {
   const opened = openModel(model, be);
   if (!opened.tokenizer) throw new Error(`moe serve: ${opened.source} has no tokenizer`);
   const maxModelLen = flags["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  const engine = new Engine(be, engineWeights(opened.weights, { dtype }), opened.tokenizer, {
+  const tp = await TensorParallel.start(engineWeights(opened.weights, { dtype }), { size: tpSize, backend: { backend: bf.backend, threads: bf.threads } });
+  const engine = new Engine(be, tp.weights, opened.tokenizer, {
     maxModelLen, maxNumSeqs: flags["max-num-seqs"] ?? 8, maxNumBatchedTokens: flags["max-num-batched-tokens"] ?? 512, kvDtype,
   });
   server.setModel({ engine, tokenizer: opened.tokenizer, chatTemplate: opened.chatTemplate, chatStop: opened.chatTemplate.isDefault ? DEFAULT_CHAT_STOP : [] });
-  console.log(`moe serve: ready — ${opened.cfg.family}, ${dtype} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB`);
+  console.log(`moe serve: ready — ${opened.cfg.family}, ${dtype} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB${tpSize > 1 ? ` (rank 0 of tp ${tpSize})` : ""}`);
   await done;
+  await tp.close();
   return 0;
 }

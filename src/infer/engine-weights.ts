@@ -15,6 +15,7 @@ import type { ModelConfig } from "../model/config.js";
 import type { Weights } from "../model/weights.js";
 import { encodeArray, type NarrowFloat } from "../core/dtype.js";
 import { BLOCK_FORMATS, BLOCK_LAYOUT, quantizeBlock, type BlockFormat } from "../core/quant-blocks.js";
+import type { TpShard } from "./tp-shard.js";
 
 /** Storage of the engine's matrices. */
 export type EngineDtype = "f32" | "bf16" | "f16" | "fp8_e4m3" | "fp8_e5m2" | "int8" | BlockFormat;
@@ -58,6 +59,8 @@ export interface EngineWeights {
   layers: EngineLayer[];
   /** Bytes of every array the engine holds. */
   bytes: number;
+  /** Set when these are one tensor-parallel rank's slice (cfg then holds the rank's heads and sizes; infer/tp.ts). */
+  tp?: TpShard;
 }
 
 export class EngineWeightsError extends Error {

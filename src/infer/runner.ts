@@ -9,6 +9,8 @@
 //     one grouped GEMM per projection (f32) or one compact matmul per active expert, SwiGLU,
 //     weighted combine, shared expert; or the dense FFN
 // Then the final norm and the LM head on the rows that need logits only.
+// Tensor parallel (weights.tp set, infer/tp-shard.ts): the same step on one rank's heads and
+// intermediate columns, with an all-reduce after o_proj and after the FFN / MoE layer.
 // Each step returns the tokens routed to each expert per MoE layer (server metrics).
 //
 // Not: scheduling or sampling (engine.ts), or training (model/forward.ts).
@@ -18,6 +20,7 @@ import { routerForward } from "../moe/router.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
 import { matmul, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 import type { KvCachePool } from "./kv-cache.js";
+import { shardedRmsNorm, type TpShard } from "./tp-shard.js";
 
 /** The rows of one step: sequence s owns rows [queryStart[s], queryStart[s+1]). */
 export interface StepBatch {
@@ -122,7 +125,11 @@ function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws
   linear(be, q, ln, lw.q, lw.qBias, N);
   linear(be, k, ln, lw.k, lw.kBias, N);
   linear(be, v, ln, lw.v, lw.vBias, N);
-  if (cfg.qkNorm !== "none") {
+  if (cfg.qkNorm === "full" && w.tp) {
+    // tensor parallel: a whole-projection norm over columns split across the ranks
+    shardedRmsNorm(q, lw.qNorm!, N, NH * HS, w.tp.qNormWidth, cfg.norm.eps, w.tp.allreduce);
+    shardedRmsNorm(k, lw.kNorm!, N, KVH * HS, w.tp.kNormWidth, cfg.norm.eps, w.tp.allreduce);
+  } else if (cfg.qkNorm !== "none") {
     // the kernel does not alias: normalise from a copy in the attention-output buffer
     const head = cfg.qkNorm === "head";
     const tq = ws.att.subarray(0, q.length), tk = ws.att.subarray(0, k.length);
@@ -146,14 +153,16 @@ function attention(be: Backend, w: EngineWeights, lw: EngineLayer, l: number, ws
   const att = ws.att.subarray(0, N * NH * HS);
   be.pagedAttention(att, q, kv.k(l), kv.v(l), b.blockTables, b.queryStart, b.contextLens, { ...cache, numSeqs: S, NH, maxBlocksPerSeq: kv.maxBlocksPerSeq, window });
   linear(be, ws.out.subarray(0, N * C), att, lw.o, lw.oBias, N);
+  w.tp?.allreduce(ws.out.subarray(0, N * C)); // tensor parallel: sum the ranks' partial outputs
 }
 
 /** Step 3 for an MoE layer: ws.out (N,C) = MoE(ws.ln). Returns the tokens per expert. */
-function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number): Int32Array {
+function moe(be: Backend, cfg: ModelConfig, m: NonNullable<EngineLayer["moe"]>, ws: InferenceWorkspace, N: number, tp?: TpShard): Int32Array {
   const C = cfg.hiddenSize, E = cfg.moe.numExperts, K = cfg.moe.topK, F = cfg.moe.expertIntermediateSize;
   const x = ws.ln.subarray(0, N * C), y = ws.out.subarray(0, N * C);
   const z = ws.routerLogits.subarray(0, N * E);
   be.gemm(x, m.router, z, { M: N, N: E, K: C, transB: true });
+  tp?.broadcast(z); // tensor parallel: every rank routes by rank 0's logits
   const route = routerForward(cfg.moe.router, z, N, E, "eval", undefined, m.routerBias);
   const NK = N * K;
   const keys = ws.keys.subarray(0, NK), perm = ws.perm.subarray(0, NK);
@@ -223,6 +232,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   }
   let maxLen = 0;
   for (const n of b.contextLens) maxLen = Math.max(maxLen, n);
+  w.tp?.begin?.(b, kv, ws.maxRows); // tensor parallel, rank 0: the other ranks run this step too
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
   const x = ws.x.subarray(0, N * C), out = ws.out.subarray(0, N * C), ln = ws.ln.subarray(0, N * C);
   be.embeddingForward(x, b.tokens, w.embed, V, C);
@@ -232,7 +242,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
     attention(be, w, lw, l, ws, kv, b, N, rope);
     be.add(x, x, out);
     norm(be, cfg, ws, ln, x, lw.ln2, lw.ln2Bias, N);
-    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N));
+    if (lw.moe) stats.tokensPerExpert.push(moe(be, cfg, lw.moe, ws, N, w.tp));
     else {
       const I = cfg.denseIntermediateSize;
       const h = ws.h.subarray(0, N * 2 * I), act = ws.a.subarray(0, N * I);
@@ -241,6 +251,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
       matmul(be, out, act, lw.down!, N);
       stats.tokensPerExpert.push(null);
     }
+    w.tp?.allreduce(out); // tensor parallel: sum the ranks' partial FFN / MoE outputs
     be.add(x, x, out);
   }
   if (R > 0) {

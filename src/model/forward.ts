@@ -24,6 +24,7 @@ import { linearBackward, linearForward } from "../nn/linear.js";
 import { MoeLayerState, MoeScratch, moeBackward, moeForward, type BalanceLoss, type MoeLayerStats } from "../moe/layer.js";
 import type { RouterNoise } from "../moe/router.js";
 import { singleProcessGroup, type ProcessGroup } from "../parallel/group.js";
+import type { ExpertParallel } from "../parallel/expert-parallel.js";
 import { DEFAULT_BALANCE } from "../moe/config.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
 import { inputJitter, sampleRouterNoise } from "../moe/noise.js";
@@ -64,6 +65,8 @@ export interface StepOptions {
   /** Aux-free bias per layer (sigmoid_bias router). Default: the weights' router bias buffer. */
   bias?: (Float64Array | undefined)[];
   group?: ProcessGroup;
+  /** Expert parallelism (training over an EP group); absent: every expert runs here. */
+  ep?: ExpertParallel;
   /** Capacity factor for the virtual drop rate in dropless mode. Default cfg.moe.balance (1.25). */
   virtualCapacityFactor?: number;
 }
@@ -232,7 +235,7 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
       const { noise, jitter } = stepRandomness(cfg, opt, l, N);
       const st = moeForward(be, a.moe, lw.moe!, ws.ffnOut, a.ln2, {
         train: opt.train, noise, jitter, bias: opt.bias?.[l] ?? lw.moe!.routerBias, balance,
-        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? bal.virtualCapacityFactor,
+        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? bal.virtualCapacityFactor, ep: opt.ep,
       });
       moeStats.push(st);
       if (balance !== "none") auxTotal += coef * st.aux;

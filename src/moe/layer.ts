@@ -23,6 +23,7 @@ import { routerBackward, routerEntropy, routerForward, type RouteResult, type Ro
 import { capacityKeep, expertCapacity } from "./capacity.js";
 import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
+import type { ExpertParallel } from "../parallel/expert-parallel.js";
 
 export type { BalanceLoss } from "./config.js";
 
@@ -43,6 +44,8 @@ export interface MoeForwardOptions {
   group: ProcessGroup;
   /** Capacity factor used to report the virtual drop rate in dropless mode. */
   virtualCapacityFactor: number;
+  /** Expert parallelism: this rank computes only its experts; rows travel by all-to-all-v. */
+  ep?: ExpertParallel;
 }
 
 /** Per-step statistics of one MoE layer (returned, never accumulated globally). */
@@ -83,6 +86,8 @@ export class MoeLayerState {
   route: RouteResult | null = null;
   jitter: Float64Array | null = null;
   hasBalanceGrad = false;
+  /** The expert-parallel context of the last forward (null: all experts computed here). */
+  ep: ExpertParallel | null = null;
 
   constructor(readonly Ctor: FCtor, readonly N: number, readonly C: number, readonly cfg: MoeConfig) {
     const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
@@ -216,10 +221,14 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   const tokenOf = st.tokenOf.subarray(0, M);
   be.gather(xs, xj, tokenOf, N, C);
 
-  // 5. experts
-  be.groupedGemm(xs, w.w13, h, st.sizes, { K: C, N: 2 * F, transW: true });
-  be.swigluForward(act, h, M, F);
-  be.groupedGemm(act, w.w2, yo, st.sizes, { K: F, N: C, transW: true });
+  // 5. experts (EP: rows exchanged with the experts' owners, parallel/expert-parallel.ts)
+  st.ep = opt.ep ?? null;
+  if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
+  else {
+    be.groupedGemm(xs, w.w13, h, st.sizes, { K: C, N: 2 * F, transW: true });
+    be.swigluForward(act, h, M, F);
+    be.groupedGemm(act, w.w2, yo, st.sizes, { K: F, N: C, transW: true });
+  }
 
   // 6. combine
   y.fill(0);
@@ -303,11 +312,14 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   }
 
   // 5'. experts backward
-  be.groupedGemmWeightGrad(act, dyo, dw.w2, st.sizes, { K: F, N: C, transW: true });
-  be.groupedGemm(dyo, w.w2, da, st.sizes, { K: C, N: F, transW: false });
-  be.swigluBackward(dh, da, h, M, F);
-  be.groupedGemmWeightGrad(xs, dh, dw.w13, st.sizes, { K: C, N: 2 * F, transW: true });
-  be.groupedGemm(dh, w.w13, dxs, st.sizes, { K: 2 * F, N: C, transW: false });
+  if (st.ep) st.ep.backward(be, st, dyo, M, C, F, w, dw, dxs);
+  else {
+    be.groupedGemmWeightGrad(act, dyo, dw.w2, st.sizes, { K: F, N: C, transW: true });
+    be.groupedGemm(dyo, w.w2, da, st.sizes, { K: C, N: F, transW: false });
+    be.swigluBackward(dh, da, h, M, F);
+    be.groupedGemmWeightGrad(xs, dh, dw.w13, st.sizes, { K: C, N: 2 * F, transW: true });
+    be.groupedGemm(dh, w.w13, dxs, st.sizes, { K: 2 * F, N: C, transW: false });
+  }
 
   // 4'. dispatch backward: gather's backward is scatter
   dxj.fill(0);

@@ -534,6 +534,17 @@ export function threadsWorld(): ProcessGroup {
   return new ThreadsGroup(ctx, "w", wd.rank, Array.from({ length: wd.size }, (_, i) => i), wd.sab, wd.slotBytes);
 }
 
+/**
+ * A collectives-only group over threads this process started itself rather than through
+ * runThreads (the inference engine's tensor-parallel ranks: the main thread and its workers).
+ * Every member calls it once with its rank and the same `sab` (allocGroupBuffer(size, slotBytes)).
+ * send/recv and split need the runThreads world and throw here.
+ */
+export function threadsGroupOver(rank: number, size: number, sab: SharedArrayBuffer, slotBytes = DEFAULT_SLOT_BYTES): ProcessGroup {
+  checkRank("threadsGroupOver", rank, size);
+  return new ThreadsGroup(new RankContext(rank, [], 0), "local", rank, Array.from({ length: size }, (_, i) => i), sab, slotBytes);
+}
+
 // ---- launcher side ---------------------------------------------------------------------------
 
 export interface ThreadsRunOptions {

@@ -1,6 +1,7 @@
 // The live routing dashboard, server side: the static page (src/serve/dashboard/, plain JS, no
 // build step, no CDN; uPlot served from node_modules) for any node:http server to mount, and the
-// expert-load JSON that the page reads in serving mode (`GET /v1/moe/expert-load`, also as SSE).
+// shape and statistics of the expert-load JSON that the page reads in serving mode
+// (`GET /v1/moe/expert-load`, also as SSE; built by serve/telemetry.ts).
 //
 // Expert-load JSON (one object, the same shape in the JSON response and in each SSE event):
 //   {"object":"moe.expert_load","timestamp":ms,"num_layers":L,"num_experts":E,
@@ -19,7 +20,6 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { EngineTotals } from "../infer/engine.js";
 
 export interface ExpertLoadLayer {
   layer: number;
@@ -48,25 +48,6 @@ export interface ExpertLoad {
   engine: ExpertLoadEngine;
 }
 
-/** The engine gauges the JSON reports besides the counters in EngineTotals. */
-export interface EngineGauges {
-  running: number;
-  waiting: number;
-  /** Fraction of KV blocks in use, 0..1. */
-  kvCacheUsage: number;
-  /** Recent time to first token in ms (e.g. the mean over the window); null: none finished yet. */
-  ttftMsRecent: number | null;
-}
-
-export interface ExpertLoadInput {
-  totals: Pick<EngineTotals, "steps" | "promptTokens" | "generatedTokens" | "tokensPerExpert">;
-  /** Per layer, tokens routed to each expert over the recent window (null: dense layer). Same length as totals.tokensPerExpert. */
-  window: readonly (ArrayLike<number> | null)[];
-  gauges: EngineGauges;
-  /** Milliseconds since the epoch. Default Date.now(). */
-  timestamp?: number;
-}
-
 export class DashboardError extends Error {
   override name = "DashboardError";
 }
@@ -93,80 +74,6 @@ export function normalizedEntropy(counts: ArrayLike<number>): number {
     if (p > 0) h -= p * Math.log(p);
   }
   return h / Math.log(E);
-}
-
-const nonNegative = (name: string, v: number) => {
-  if (!(Number.isFinite(v) && v >= 0)) throw new DashboardError(`expertLoadJson: ${name} must be a finite number ≥ 0, got ${v}`);
-  return v;
-};
-
-/** Builds the expert-load JSON object (pure: the same input gives the same output). */
-export function expertLoadJson(input: ExpertLoadInput): ExpertLoad {
-  const { totals, window, gauges } = input;
-  const tpe = totals.tokensPerExpert;
-  if (window.length !== tpe.length) throw new DashboardError(`expertLoadJson: window has ${window.length} layers, totals have ${tpe.length}`);
-  let numExperts = 0;
-  const layers: ExpertLoadLayer[] = [];
-  tpe.forEach((cum, l) => {
-    const win = window[l];
-    if (cum === null) {
-      if (win) throw new DashboardError(`expertLoadJson: layer ${l} is dense in totals but has window counts`);
-      return;
-    }
-    if (!win || win.length !== cum.length) throw new DashboardError(`expertLoadJson: layer ${l} has ${cum.length} experts in totals but ${win ? win.length : "no"} window counts`);
-    if (numExperts !== 0 && cum.length !== numExperts) throw new DashboardError(`expertLoadJson: layer ${l} has ${cum.length} experts, an earlier layer ${numExperts}`);
-    numExperts = cum.length;
-    const w = Array.from(win, (x, e) => nonNegative(`window[${l}][${e}]`, x));
-    layers.push({ layer: l, tokens_per_expert: Array.from(cum), window_tokens_per_expert: w, max_over_mean: maxOverMean(w), entropy: normalizedEntropy(w) });
-  });
-  const usage = nonNegative("gauges.kvCacheUsage", gauges.kvCacheUsage);
-  if (usage > 1) throw new DashboardError(`expertLoadJson: gauges.kvCacheUsage must be in [0, 1], got ${usage}`);
-  const ttft = gauges.ttftMsRecent;
-  return {
-    object: "moe.expert_load",
-    timestamp: input.timestamp ?? Date.now(),
-    num_layers: tpe.length,
-    num_experts: numExperts,
-    layers,
-    engine: {
-      running: nonNegative("gauges.running", gauges.running),
-      waiting: nonNegative("gauges.waiting", gauges.waiting),
-      steps: totals.steps,
-      prompt_tokens: totals.promptTokens,
-      generated_tokens: totals.generatedTokens,
-      kv_cache_usage: usage,
-      ttft_ms_recent: ttft === null ? null : nonNegative("gauges.ttftMsRecent", ttft),
-    },
-  };
-}
-
-/**
- * Window counts from the engine's cumulative counters: `observe` a snapshot of
- * totals.tokensPerExpert (e.g. once per engine step or per second); `counts` is the newest
- * snapshot minus the baseline, the newest snapshot taken at or before (newest time − windowMs),
- * or the oldest one kept while none is that old yet.
- */
-export class ExpertLoadWindow {
-  private readonly snaps: { t: number; tpe: (Float64Array | null)[] }[] = [];
-
-  /** windowMs: the window's length in ms (default 10 000). */
-  constructor(readonly windowMs = 10_000) {
-    if (!(Number.isFinite(windowMs) && windowMs > 0)) throw new DashboardError(`ExpertLoadWindow: windowMs must be > 0, got ${windowMs}`);
-  }
-
-  observe(tokensPerExpert: readonly (Float64Array | null)[], nowMs: number): void {
-    this.snaps.push({ t: nowMs, tpe: tokensPerExpert.map((x) => (x ? Float64Array.from(x) : null)) });
-    // keep one snapshot at or before the window's start as the baseline
-    while (this.snaps.length > 2 && this.snaps[1]!.t <= nowMs - this.windowMs) this.snaps.shift();
-  }
-
-  /** Per layer, tokens routed over the window (all zero until a second snapshot). Call observe() first. */
-  counts(): (Float64Array | null)[] {
-    const last = this.snaps[this.snaps.length - 1];
-    if (!last) throw new DashboardError("ExpertLoadWindow: counts() before any observe(); observe the engine's totals once at start");
-    const first = this.snaps[0]!;
-    return last.tpe.map((x, l) => (x ? x.map((v, e) => v - (first.tpe[l]?.[e] ?? 0)) : null));
-  }
 }
 
 // ---- static files ------------------------------------------------------------------------

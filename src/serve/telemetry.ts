@@ -7,43 +7,10 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Engine } from "../infer/engine.js";
 import type { StepStats } from "../infer/runner.js";
+import { maxOverMean, normalizedEntropy, type ExpertLoad } from "./dashboard.js";
 
 /** Steps kept in the routing window. */
 export const WINDOW_STEPS = 64;
-
-export interface LayerLoad {
-  layer: number;
-  tokens_per_expert: number[];
-  window_tokens_per_expert: number[];
-  max_over_mean: number;
-  entropy: number;
-}
-
-export interface ExpertLoadJson {
-  object: "moe.expert_load";
-  timestamp: number;
-  num_layers: number;
-  num_experts: number;
-  layers: LayerLoad[];
-  engine: { running: number; waiting: number; steps: number; prompt_tokens: number; generated_tokens: number; kv_cache_usage: number; ttft_ms_recent: number | null };
-}
-
-/** max/mean and normalised entropy (H / ln E, 1 = uniform) of one layer's counts. */
-export function loadBalance(counts: ArrayLike<number>): { maxOverMean: number; entropy: number } {
-  const E = counts.length;
-  let sum = 0, max = 0;
-  for (let e = 0; e < E; e++) {
-    sum += counts[e]!;
-    max = Math.max(max, counts[e]!);
-  }
-  if (sum === 0 || E < 2) return { maxOverMean: 0, entropy: 0 };
-  let h = 0;
-  for (let e = 0; e < E; e++) {
-    const p = counts[e]! / sum;
-    if (p > 0) h -= p * Math.log(p);
-  }
-  return { maxOverMean: max / (sum / E), entropy: h / Math.log(E) };
-}
 
 export class Telemetry {
   readonly registry = new Registry();
@@ -115,12 +82,12 @@ export class Telemetry {
         const c = step[l];
         if (c) for (let e = 0; e < E; e++) counts[e]! += c[e]!;
       }
-      out.push({ layer: l, counts, ...loadBalance(counts) });
+      out.push({ layer: l, counts, maxOverMean: maxOverMean(counts), entropy: normalizedEntropy(counts) });
     });
     return out;
   }
 
-  expertLoad(): ExpertLoadJson {
+  expertLoad(): ExpertLoad {
     const eng = this.engine, cfg = eng.weights.cfg;
     const layers = this.windowLoads().map((w) => ({
       layer: w.layer, tokens_per_expert: Array.from(eng.totals.tokensPerExpert[w.layer]!), window_tokens_per_expert: Array.from(w.counts),

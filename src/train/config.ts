@@ -99,6 +99,7 @@ export const TRAIN_SCHEMA = {
   parallel: {
     dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
+    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
   },
   log: {
     progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
@@ -238,6 +239,8 @@ function validate(c: TrainConfig): void {
   if (!(c.data.val_fraction > 0 && c.data.val_fraction < 1)) throw new TrainConfigError(`data.val_fraction must be in (0, 1)`);
   if (c.model.capacity_factor <= 0) throw new TrainConfigError(`model.capacity_factor must be positive`);
   pos("parallel.dp", c.parallel.dp);
+  pos("parallel.ep", c.parallel.ep);
+  if (c.parallel.dp % c.parallel.ep !== 0) throw new TrainConfigError(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert-parallel groups are folded into the data-parallel ranks`);
   if (c.parallel.zero !== 0 && c.parallel.zero !== 1) throw new TrainConfigError(`parallel.zero must be 0 or 1, got ${c.parallel.zero}`);
   if (c.train.grad_accum % c.parallel.dp !== 0) {
     throw new TrainConfigError(`train.grad_accum (${c.train.grad_accum}) must be a multiple of parallel.dp (${c.parallel.dp}): the global batch batch_size × grad_accum is split into whole micro-batches per rank`);

@@ -31,6 +31,8 @@ import { generate } from "../infer/generate.js";
 import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
+import type { Mesh } from "../parallel/mesh.js";
+import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -59,6 +61,8 @@ export interface StepReport {
   /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
   commHiddenShare: number;
   layers: LayerReport[];
+  /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
+  epCommMs?: number;
 }
 
 export interface LayerReport {
@@ -81,6 +85,8 @@ export interface TrainerOptions {
   overwrite?: boolean;
   /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
   group?: ProcessGroup | null;
+  /** Expert parallelism (parallel.ep > 1): the mesh of `group` (its ep, expDp and dp groups). */
+  mesh?: Mesh | null;
   /** Human-readable log lines (progress goes through onStep). */
   log: (line: string) => void;
 }
@@ -108,12 +114,15 @@ export class Trainer {
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
+  /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
+  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
       backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
     },
     group: ProcessGroup | null,
+    mesh: Mesh | null = null,
   ) {
     this.group = group;
     this.rank = group?.rank ?? 0;
@@ -122,6 +131,13 @@ export class Trainer {
     if (this.dp !== c.parallel.dp) throw new TrainingError(`parallel.dp=${c.parallel.dp} but the run has ${this.dp} rank(s); launch with moe launch --nproc ${c.parallel.dp} -- train …`);
     const size = args.model.params.length, chunk = Math.ceil(size / this.dp);
     this.zero = c.parallel.zero === 1 && this.dp > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    if (c.parallel.ep > 1) {
+      const E = args.cfg.moe.numExperts;
+      if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
+      if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
+      const expertTensors = args.model.names.layers.flatMap((l) => (l.w13 && l.w2 ? [l.w13, l.w2] : []));
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(epRanges(args.model.layout, expertTensors, E, c.parallel.ep), mesh) };
+    } else this.ep = null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -143,7 +159,7 @@ export class Trainer {
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
-    const t = new Trainer(c, run.outDir, run, group);
+    const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null);
     if (run.resumeFrom) {
       // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only
       const st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
@@ -171,7 +187,7 @@ export class Trainer {
 
   /** One optimizer step. */
   trainStep(): StepReport {
-    const t0 = performance.now();
+    const t0 = performance.now(), comm0 = this.ep?.ctx.commMs ?? 0;
     const c = this.c, A = c.train.grad_accum, L = this.cfg.numLayers;
     const coefs = this.coefs();
     const step = this.step + 1;
@@ -189,10 +205,11 @@ export class Trainer {
       if (a < first || a >= first + mine) continue;
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined) });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined), ep: this.ep?.ctx });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
-        if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;
+        // (under EP the other ranks wait in this layer's all-to-all: fail the run instead)
+        if (!(e instanceof MoeError && /NaN/.test(e.message)) || this.ep) throw e;
         loss = NaN;
         continue;
       }
@@ -246,6 +263,7 @@ export class Trainer {
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
+      ...(this.ep ? { epCommMs: this.ep.ctx.commMs - comm0 } : {}),
     };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
@@ -261,7 +279,8 @@ export class Trainer {
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     const g = this.group!;
-    g.allreduceSync(this.model.grads as Float32Array, "sum");
+    if (this.ep) this.ep.grads.reduce(this.model.grads);
+    else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
     pack[0] = loss;
@@ -286,7 +305,7 @@ export class Trainer {
     const A = this.c.train.grad_accum, E = this.cfg.moe.numExperts;
     const shape = this.cfg.moe.moeLayers.flatMap((m) => (m ? [E, 1] : []));
     return StepCounts.count(batches.length, shape, this.layerGroup, (m, group) => {
-      this.model.forward(batches[m]!.inputs, batches[m]!.targets, { train: true, seed: this.c.train.seed, step: (step - 1) * A + first + m, auxCoefs: coefs, group });
+      this.model.forward(batches[m]!.inputs, batches[m]!.targets, { train: true, seed: this.c.train.seed, step: (step - 1) * A + first + m, auxCoefs: coefs, group, ep: this.ep?.ctx });
     });
   }
 

@@ -1,0 +1,209 @@
+// Tensor-parallel inference inside one process: the engine's weights split over `size` ranks
+// (layout: tp-shard.ts), rank 0 the calling thread (the engine and its scheduler, unchanged) and
+// ranks 1..size−1 worker threads (tp-worker.ts), each holding its weight slice and its slice of
+// the KV cache (its kv heads; the same blocks and slots as rank 0's, which the scheduler owns).
+// The ranks form a `threads` process group (one SharedArrayBuffer); every collective is the
+// blocking form, since runStep is synchronous.
+//
+// One step, numbered:
+//  1. rank 0's runStep calls `begin`: a header (command, row and sequence counts, KV geometry)
+//     and the step's int arrays (tokens, positions, query starts, context lengths, slots, block
+//     tables) are broadcast to the workers, which wait for them in a blocking loop
+//  2. every rank runs runStep on its slice: q/k/v of its heads into its KV slice, attention, its
+//     o_proj columns → all-reduce; its FFN / expert columns → all-reduce (router logits are
+//     broadcast from rank 0 so every rank picks the same experts)
+//  3. rank 0 alone runs the final norm and LM head and samples
+// `close()` broadcasts the stop command and waits for the workers to exit.
+//
+// Limits: a worker that fails in the middle of a step cannot tell rank 0, which then waits in the
+// collective (a worker found dead between steps fails the next step with a clear error).
+// Not: multi-process or multi-machine TP (the MPI group would carry the same collectives), nor
+// training TP.
+import { Worker } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+import { allocGroupBuffer, DEFAULT_SLOT_BYTES, threadsGroupOver } from "../parallel/threads.js";
+import type { ProcessGroup } from "../parallel/process-group.js";
+import type { EngineWeights } from "./engine-weights.js";
+import type { KvCachePool } from "./kv-cache.js";
+import type { StepBatch } from "./runner.js";
+import { planTensorParallel, shardBuffers, shardEngineWeights, TensorParallelError, type TpPlan, type TpShard } from "./tp-shard.js";
+
+/** The flags a worker builds its own backend from (as `backendFromFlags`). */
+export interface TpBackendFlags {
+  backend?: string;
+  threads?: number;
+  gemm?: string;
+}
+
+export interface TensorParallelOptions {
+  /** Ranks: the calling thread and size−1 worker threads. Required, ≥ 1 (1: no split). */
+  size: number;
+  /** Backend of every worker rank (the caller's own backend is rank 0's). Default: native with the caller's defaults. */
+  backend?: TpBackendFlags;
+  /** Staging bytes per rank of the group's shared buffer. Default 4 MiB. */
+  slotBytes?: number;
+}
+
+/** Step header (Int32Array) broadcast by rank 0: command and sizes. */
+export const TP_HEADER = { cmd: 0, N: 1, S: 2, tables: 3, numBlocks: 4, blockSize: 5, maxBlocksPerSeq: 6, kvDtype: 7, maxRows: 8, length: 12 } as const;
+export const TP_CMD = { stop: 0, step: 1 } as const;
+
+/** What a worker receives (workerData). */
+export interface TpWorkerData {
+  rank: number;
+  size: number;
+  sab: SharedArrayBuffer;
+  slotBytes: number;
+  shard: EngineWeights;
+  backend: TpBackendFlags;
+  qNormWidth: number;
+  kNormWidth: number;
+}
+
+/** Per-rank backend threads when --threads is not given: the cores shared by the ranks (at least 1 each). */
+export function tpThreadsPerRank(size: number, cores = availableParallelism()): number {
+  return Math.max(1, Math.floor(cores / size));
+}
+
+/** The "full" q/k norm widths a rank's all-reduced sums of squares are divided by. */
+function normWidths(full: EngineWeights, plan: TpPlan): { qNormWidth: number; kNormWidth: number } {
+  const c = full.cfg;
+  return { qNormWidth: c.numHeads * c.headDim, kNormWidth: c.numKvHeads * c.headDim * plan.kvReplicas };
+}
+
+export class TensorParallel {
+  private failure: string | null = null;
+  private closed = false;
+
+  private constructor(
+    /** Rank 0's weights: pass these to the Engine. */
+    readonly weights: EngineWeights,
+    readonly plan: TpPlan,
+    private readonly group: ProcessGroup | null,
+    private readonly workers: Worker[],
+    private readonly exits: Promise<void>[],
+  ) {}
+
+  /**
+   * Splits `full` (the one-rank engine weights, any dtype) over opts.size ranks and starts the
+   * workers; resolves once every worker holds its slice. size 1 returns `full` unchanged.
+   */
+  static async start(full: EngineWeights, opts: TensorParallelOptions): Promise<TensorParallel> {
+    const size = opts.size;
+    if (full.tp) throw new TensorParallelError("tensor parallel: these weights are already one rank's slice");
+    const plan = planTensorParallel(full.cfg, size, full.dtype);
+    if (size === 1) return new TensorParallel(full, plan, null, [], []);
+    const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
+    if (!(Number.isInteger(slotBytes) && slotBytes >= 64 * size && slotBytes % 8 === 0)) throw new TensorParallelError(`tensor parallel: slotBytes must be a multiple of 8 and ≥ 64 × size, got ${slotBytes}`);
+    const sab = allocGroupBuffer(size, slotBytes);
+    const widths = normWidths(full, plan);
+    const url = new URL("./tp-worker.js", import.meta.url);
+    const workers: Worker[] = [], exits: Promise<void>[] = [], ready: Promise<void>[] = [];
+    let tp!: TensorParallel;
+    for (let r = 1; r < size; r++) {
+      const shard = shardEngineWeights(full, plan, r, true);
+      const data: TpWorkerData = { rank: r, size, sab, slotBytes, shard, backend: opts.backend ?? {}, ...widths };
+      const w = new Worker(url, { workerData: data, transferList: shardBuffers(shard) });
+      workers.push(w);
+      ready.push(new Promise<void>((resolve, reject) => {
+        w.once("message", (m: { ready?: true; error?: string }) => (m.ready ? resolve() : reject(new TensorParallelError(`tensor parallel: rank ${r} failed to start: ${m.error}`))));
+        w.once("error", (e) => reject(new TensorParallelError(`tensor parallel: rank ${r} failed to start: ${e.message}`)));
+        w.once("exit", (code) => reject(new TensorParallelError(`tensor parallel: rank ${r} exited with code ${code} while starting`)));
+      }));
+      exits.push(new Promise<void>((resolve) => w.once("exit", () => resolve())));
+      w.on("message", (m: { error?: string }) => m.error && tp?.fail(`rank ${r} failed: ${m.error.split("\n")[0]}`));
+      w.on("error", (e) => tp?.fail(`rank ${r} failed: ${e.message}`));
+      w.on("exit", (code) => tp?.fail(`rank ${r} exited (code ${code})`));
+    }
+    try {
+      await Promise.all(ready);
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw e;
+    }
+    // a process that ends without close() is not held open by workers waiting for a step
+    for (const w of workers) w.unref();
+    const group = threadsGroupOver(0, size, sab, slotBytes);
+    const rank0 = shardEngineWeights(full, plan, 0, false);
+    tp = new TensorParallel(rank0, plan, group, workers, exits);
+    rank0.tp = tp.shard(group, widths);
+    return tp;
+  }
+
+  private fail(msg: string): void {
+    if (!this.closed && this.failure === null) this.failure = msg;
+  }
+
+  private shard(g: ProcessGroup, widths: { qNormWidth: number; kNormWidth: number }): TpShard {
+    const hdr = new Int32Array(TP_HEADER.length);
+    return {
+      rank: 0, size: this.plan.size, ...widths,
+      allreduce: (b) => g.allreduceSync(b, "sum"),
+      broadcast: (b) => g.broadcastSync(b, 0),
+      begin: (b: StepBatch, kv: KvCachePool, maxRows: number) => {
+        if (this.closed) throw new TensorParallelError("tensor parallel: step after close()");
+        if (this.failure) throw new TensorParallelError(`tensor parallel: ${this.failure}; the engine cannot run`);
+        const N = b.tokens.length, S = b.contextLens.length;
+        hdr.fill(0);
+        hdr[TP_HEADER.cmd] = TP_CMD.step;
+        hdr[TP_HEADER.N] = N;
+        hdr[TP_HEADER.S] = S;
+        hdr[TP_HEADER.tables] = b.blockTables.length;
+        hdr[TP_HEADER.numBlocks] = kv.numBlocks;
+        hdr[TP_HEADER.blockSize] = kv.blockSize;
+        hdr[TP_HEADER.maxBlocksPerSeq] = kv.maxBlocksPerSeq;
+        hdr[TP_HEADER.kvDtype] = kv.dtype === "bf16" ? 1 : 0;
+        hdr[TP_HEADER.maxRows] = maxRows;
+        g.broadcastSync(hdr, 0);
+        g.broadcastSync(packBatch(b), 0);
+      },
+    };
+  }
+
+  /** Stops the workers (the engine must not step afterwards). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.group) {
+      for (const w of this.workers) w.ref(); // keep the event loop alive until they have exited
+      if (this.failure === null) {
+        const hdr = new Int32Array(TP_HEADER.length);
+        hdr[TP_HEADER.cmd] = TP_CMD.stop;
+        this.group.broadcastSync(hdr, 0);
+      } else await Promise.all(this.workers.map((w) => w.terminate()));
+      await Promise.all(this.exits);
+      await this.group.close();
+    }
+  }
+}
+
+/** tokens, positions, queryStart, contextLens, slots, blockTables in one Int32Array. */
+export function packBatch(b: StepBatch): Int32Array {
+  const N = b.tokens.length, S = b.contextLens.length;
+  const out = new Int32Array(3 * N + 2 * S + 1 + b.blockTables.length);
+  let o = 0;
+  for (const a of [b.tokens, b.positions, b.queryStart, b.contextLens, b.slots, b.blockTables]) {
+    out.set(a, o);
+    o += a.length;
+  }
+  return out;
+}
+
+/** The inverse of packBatch for N rows and S sequences (no logits rows: workers never compute logits). */
+export function unpackBatch(p: Int32Array, N: number, S: number): StepBatch {
+  let o = 0;
+  const take = (n: number) => p.subarray(o, (o += n));
+  return { tokens: take(N), positions: take(N), queryStart: take(S + 1), contextLens: take(S), slots: take(N), blockTables: take(p.length - o), logitRows: new Int32Array(0) };
+}
+
+/** `--tp N` of the CLI: undefined → 1; otherwise a positive integer. */
+export function parseTpFlag(cmd: string, v: number | undefined): number {
+  const n = v ?? 1;
+  if (!(Number.isInteger(n) && n >= 1)) throw new TensorParallelError(`${cmd}: --tp must be a positive integer (ranks), got ${v}`);
+  return n;
+}
+
+/** The backend flags of every rank under `--tp N`: without --threads, the cores are shared among the ranks. */
+export function tpBackendFlags<F extends TpBackendFlags>(flags: F, size: number): F {
+  return size > 1 && flags.threads === undefined ? { ...flags, threads: tpThreadsPerRank(size) } : flags;
+}
