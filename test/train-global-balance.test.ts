@@ -2,8 +2,9 @@
 // train/global-balance.ts) against the single-rank run: with the SparseMixer router and
 // balance.loss=global, dp=2 × 2 micro-batches per rank gives the balancing loss of dp=1 × 4
 // micro-batches (per layer, step 1 to 1e-12; every step to 1e-6 relative) and the total loss to
-// 1e-5, on threads and on MPI (skipped when the binding is absent). The default per-micro-batch
-// scope is shown not to have that property at these settings, so the comparison can fail.
+// 1e-5, on threads (also with expert parallelism, dp=2 × ep=2) and on MPI (skipped when the
+// binding is absent). The default per-micro-batch scope is shown not to have that property at
+// these settings, so the comparison can fail.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -57,6 +58,10 @@ test("global balance over the step: dp=2 × 2 micro-batches gives the dp=1 × 4 
   const oneMb = train(path.join(base, "one-mb"), []), twoMb = train(path.join(base, "two-mb"), [], 2);
   assert.ok(rel(twoMb[0]!.balanceLoss, oneMb[0]!.balanceLoss) > 1e-5, `micro_batch scope: dp=2 ${twoMb[0]!.balanceLoss} vs dp=1 ${oneMb[0]!.balanceLoss} should differ`);
   assert.ok(rel(oneMb[0]!.balanceLoss, one[0]!.balanceLoss) > 1e-5, "scope=step changes the single-rank loss at grad_accum 4");
+});
+
+test("global balance over the step with expert parallelism (dp=2 × ep=2, threads) gives the single-rank loss", () => {
+  sameBalance(train(path.join(base, "ep-step"), ["balance.global_scope=step", "parallel.ep=2"], 2), singleRun(), "dp=2 ep=2 scope=step");
 });
 
 test("global balance over the step on MPI gives the single-rank loss", (t) => {
