@@ -187,4 +187,8 @@ async function driver(): Promise<void> {
 }
 
 if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
-else await driver();
+else if (process.argv.includes("--pp")) {
+  // pipeline-parallel training rows (bench/pp-bench.ts): bench:parallel -- --pp
+  const { ppBench, formatPpRows } = await import("./pp-bench.js");
+  console.log(formatPpRows(ppBench({ steps: 8, micro: 8 })));
+} else await driver();

@@ -1,9 +1,10 @@
 // Files: --out naming a directory is refused before anything is written (export, logits,
-// tokenizer train); write errors name the path and the cause; NaN weights are refused at load
-// naming the tensor.
+// tokenizer train); write errors name the path and the cause, and so do directories that cannot
+// be created; NaN weights are refused at load naming the tensor.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, readdirSync, copyFileSync, chmodSync, existsSync, openSync, writeSync, closeSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readdirSync, copyFileSync, chmodSync, existsSync, openSync, writeSync, closeSync, writeFileSync, statSync } from "node:fs";
+import { makeDir, MakeDirError } from "../src/core/make-dir.js";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { atomicWrite, writeFileAtomic, WriteError } from "../src/core/fs.js";
@@ -94,3 +95,24 @@ test("NaN weights (lm_head, final norm) are refused at load naming the tensor; l
   }
 });
 
+
+test("a run or cache directory that cannot be created names the path and the cause (a file in the way; /proc, which hangs Node's recursive mkdir)", async () => {
+  const file = path.join(base, "afile");
+  writeFileSync(file, "x");
+  assert.throws(() => makeDir(path.join(file, "sub", "run"), "train.out_dir"), (e: unknown) => e instanceof MakeDirError && e.message === `cannot create ${path.join(file, "sub", "run")}: train.out_dir: ${file} is a file, not a directory (ENOTDIR)`);
+  // sibling: nested missing parents are made; an existing directory is fine
+  const deep = path.join(base, "a", "b", "c");
+  assert.equal(makeDir(deep, "x"), deep);
+  assert.ok(statSync(deep).isDirectory());
+  assert.equal(makeDir(deep, "x"), deep);
+  const r = await cli(["train", ...tinyArgs(base, "afile/run", data)]);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /cannot create .*afile\/run: train\.out_dir: .*afile is a file, not a directory \(ENOTDIR\)/);
+  if (existsSync("/proc/sys")) {
+    const t0 = Date.now();
+    const p = await cli(["train", ...tinyArgs(base, "procrun", data, ["data.cache_dir=/proc/sys/moe-cache"])]);
+    assert.equal(p.code, 1, p.err);
+    assert.match(p.err, /cannot create \/proc\/sys\/moe-cache: data\.cache_dir: the file system does not allow a directory here \(ENOENT\)/);
+    assert.ok(Date.now() - t0 < 30000);
+  }
+});

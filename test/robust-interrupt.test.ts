@@ -80,7 +80,7 @@ test("stale lock and temp folders are recovered; old runs need --resume or --ove
   const resumed = await cli(["train", ...tinyArgs(base, name, data, ["train.steps=6", "--resume"])]);
   assert.equal(resumed.code, 0, resumed.err);
   assert.match(resumed.out, /removing a stale lock .*not running/);
-  assert.match(resumed.out, /removed a stale checkpoint temp folder \.step-000005\.tmp-/);
+  assert.match(resumed.out, /removed a stale temp checkpoints\/\.step-000005\.tmp-/);
   assert.deepEqual(metricSteps(dir), [1, 2, 3, 4, 5, 6], "no duplicate or stale step");
   assert.deepEqual(readdirSync(path.join(dir, "checkpoints")).filter((d) => d.startsWith(".")), []);
   // --overwrite: the old run is replaced, metrics start again

@@ -84,7 +84,7 @@ test("a dp=2 ZeRO-1 checkpoint is sharded, resumes bit-exactly at dp=2 and resha
     "optim-00001-of-00002.safetensors", "optim-00002-of-00002.safetensors", "tokenizer.json", "trainer_state.json",
   ]);
   const st = JSON.parse(readFileSync(path.join(dir, "trainer_state.json"), "utf8"));
-  assert.equal(st.shards.layout.dp, 2);
+  assert.equal(st.shards.layout.ranks, 2);
   assert.equal(st.shards.optim[0].lo, 0);
   assert.equal(st.shards.optim[0].hi, st.shards.optim[1].lo);
   assert.equal(st.shards.optim[1].hi, st.shards.params);
@@ -169,7 +169,7 @@ test("loadOptimRange assembles any arena range from shards of another layout (in
     writeSafetensors(path.join(dir, file), { "optim.m": { dtype: "F32", shape: [hi - lo], data: m.slice(lo, hi) }, "optim.v": { dtype: "F32", shape: [hi - lo], data: v.slice(lo, hi) } });
     return { file, lo, hi };
   });
-  writeFileSync(path.join(dir, "trainer_state.json"), JSON.stringify({ version: 1, step: 5, optimStep: 5, shards: { version: 1, layout: { dp: 3, zero: 1 }, params: size, optim, model: [] } }));
+  writeFileSync(path.join(dir, "trainer_state.json"), JSON.stringify({ version: 1, step: 5, optimStep: 5, shards: { version: 1, layout: { ranks: 3, zero: 1 }, params: size, optim, model: [] } }));
   for (const dp of [1, 2, 4]) {
     for (let r = 0; r < dp; r++) {
       const { lo, hi } = zeroRange(size, dp, r);

@@ -9,6 +9,7 @@
 // The file is polled (stat every 250 ms, then read from the last offset); a partial last line
 // is held until its newline arrives; a line that is not JSON is skipped with one warning.
 // Not: the trainer (train/), the inference server (serve/server.ts), the page (serve/dashboard/).
+import { positionalProblem } from "./arg-problem.js";
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -177,6 +178,7 @@ export async function startTrainDashboard(opts: TrainDashboardOptions): Promise<
 export async function runDashboard(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe dashboard", argv, { port: "number", host: "string", help: "boolean" });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe dashboard", "RUN_DIR", positional));
     console.log("usage: moe dashboard RUN_DIR [--port 8001] [--host 127.0.0.1]\n" +
       "  serves the live routing dashboard of a training run (follows RUN_DIR/metrics.jsonl); port 0 picks a free port");
     return flags.help ? 0 : 2;

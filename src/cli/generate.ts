@@ -3,15 +3,18 @@
 // dashes). `--dtype` stores the weights compactly at load (bf16, f16, fp8_e4m3, fp8_e5m2, int8,
 // q8_0, q4_0, q4_k, q6_k); `MODEL` is an HF directory, a run directory or a .gguf file.
 // Not: the engine (infer/engine.ts) or the server (serve/).
+import { positionalProblem } from "./arg-problem.js";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel, type OpenedModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
+import { fitChat } from "../infer/chat-window.js";
 import type { Tokenizer } from "../data/types.js";
 import { parseFlags } from "./args.js";
 
@@ -47,10 +50,13 @@ async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dty
   if (!ENGINE_DTYPES.includes(dtype)) throw new Error(`${cmd}: --dtype must be one of ${ENGINE_DTYPES.join(", ")}, got '${f.dtype}'`);
   const kvDtype = f["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
+  const ml = f["max-model-len"];
+  if (ml !== undefined && !(Number.isInteger(ml) && ml >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${ml}`);
+  // weights + KV cache + workspaces, estimated from the config before anything is read
+  checkInferenceFits(cmd, model, (s) => ({ dtype, kvTokens: ml ?? Math.min(s.context, 4096), kvBytes: kvDtype === "f32" ? 4 : 2, rows: 256, context: ml ?? Math.min(s.context, 4096) }));
   const opened = openModel(model, be);
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
-  const maxModelLen = f["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  if (!(Number.isInteger(maxModelLen) && maxModelLen >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${maxModelLen}`);
+  const maxModelLen = ml ?? Math.min(opened.contextLength, 4096);
   const tp = await TensorParallel.start(engineWeights(opened.weights, { dtype }), { size: tpSize, backend: { backend: f.backend, threads: f.threads } });
   const engine = new Engine(be, tp.weights, opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
   return { opened, tokenizer: opened.tokenizer, engine, maxModelLen, tp };
@@ -59,6 +65,7 @@ async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dty
 export async function runGenerate(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe generate", argv, { prompt: "string", "prompt-file": "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe generate", "MODEL", positional));
     console.log("usage: moe generate MODEL [--prompt TEXT | --prompt-file FILE | (stdin)] [--max-tokens 64] [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--min-p 0]\n" +
       "  [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--min-tokens 0] [--seed 0] [--stop 'A|B'] [--ignore-eos]\n" +
       "  [--dtype f32|bf16|f16|fp8_e4m3|fp8_e5m2|int8|q8_0|q4_0|q4_k|q6_k] [--kv-dtype f32|bf16] [--max-model-len N] [--threads N] [--tp N]");
@@ -92,6 +99,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
 export async function runChat(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe chat", argv, { system: "string", ...SAMPLER_FLAGS, ...ENGINE_FLAGS });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe chat", "MODEL", positional));
     console.log("usage: moe chat MODEL [--system TEXT] [sampler and engine flags of moe generate]; /reset clears the conversation, /exit or Ctrl-D ends");
     return flags.help ? 0 : 2;
   }
@@ -119,9 +127,19 @@ export async function runChat(argv: string[]): Promise<number> {
       continue;
     }
     messages.push({ role: "user", content: text });
-    const rendered = renderChat(messages, { template: tpl.template, bosToken: tpl.bosToken, eosToken: tpl.eosToken, addGenerationPrompt: true });
-    let ids = L.tokenizer.encode(rendered);
-    if (ids.length >= L.maxModelLen) ids = ids.slice(-(L.maxModelLen - 1));
+    // over the context: drop the oldest turns whole (the system message stays), keeping room for a
+    // reply; a message too long alone is not sent (documented in the README, as llama.cpp refuses it)
+    const encode = (m: { role: string; content: string }[]) => L.tokenizer.encode(renderChat(m, { template: tpl.template, bosToken: tpl.bosToken, eosToken: tpl.eosToken, addGenerationPrompt: true }));
+    const fit = fitChat(messages, encode, L.maxModelLen, Math.min(params.max_tokens ?? 256, Math.floor(L.maxModelLen / 2)));
+    if (!fit.ok) {
+      console.error(`moe chat: the message is ${fit.tokens} tokens with the chat template, the context ${L.maxModelLen} (--max-model-len); not sent`);
+      messages.pop();
+      ask();
+      continue;
+    }
+    if (fit.dropped) console.error(`moe chat: the conversation is over the context ${L.maxModelLen} (--max-model-len) with room for the reply; dropped the oldest ${fit.dropped} turn(s)`);
+    messages = fit.messages;
+    const ids = fit.ids;
     let reply = "";
     for await (const ev of L.engine.submit(ids, { ...params, max_tokens: Math.min(params.max_tokens ?? L.maxModelLen, L.maxModelLen - ids.length) })) {
       reply += ev.text;

@@ -12,6 +12,7 @@ import { MoeModel } from "../model/model.js";
 import { Weights } from "../model/weights.js";
 import type { ModelShape } from "../model/forward.js";
 import { GgufFile } from "../io/gguf.js";
+import { estimateMemory } from "../train/memory.js";
 
 export const isGgufPath = (p: string): boolean => p.endsWith(".gguf");
 
@@ -45,5 +46,9 @@ export function inspectGguf(file: string): Record<string, unknown> {
     experts: cfg.moe.numExperts, topK: cfg.moe.topK, expertSize: cfg.moe.expertIntermediateSize, sharedExpertSize: cfg.moe.sharedExpertIntermediateSize,
     router: cfg.moe.router, norm: cfg.norm.kind, totalParams: counts.total, activeParams: counts.active,
     tensors: g.tensors.size, tensorTypes: types, tensorBytes: bytes, fileBytes: statSync(file).size, tokenizer: imp.tokenizer ? imp.tokenizer.model : null,
+    memory: (() => {
+      const e = estimateMemory(cfg);
+      return { weights: e.weights, trainingState: e.trainingState, activationsPerToken: e.activationsPerToken(128), activationsAtSeqLen: 128, kvCachePerToken: e.kvCachePerToken };
+    })(),
   };
 }

@@ -13,6 +13,7 @@ import { checkOutputFile } from "../core/fs.js";
 import { latestCheckpoint } from "../train/checkpoints.js";
 import { isGgufPath, loadGgufModel } from "./gguf-source.js";
 import { importModelGguf } from "../model/gguf-families.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 
 const USAGE = "usage: moe logits MODEL_DIR --ids 1,2,3 [--out FILE] [--backend native|ref] [--threads N]";
 
@@ -56,6 +57,7 @@ export async function runLogits(argv: string[]): Promise<number> {
   const name = be.name;
   const T = ids.length;
   const shape = { B: 1, T, dtype: name === "ref" ? ("f64" as const) : ("f32" as const) };
+  checkInferenceFits("moe logits", dir, () => ({ dtype: shape.dtype, kvTokens: 0, kvBytes: 4, rows: T, context: T, allLayers: true }));
   const { model, cfg } = gguf ? loadGgufModel(dir, be, shape) : loadHfModel(dir, be, shape);
   model.forward(ids, null, { train: false });
   const V = cfg.vocabSize;

@@ -1,5 +1,7 @@
 // `moe generate`, `moe eval`, `moe inspect`, `moe upcycle`: commands that open a model directory
 // (an HF-layout directory, or a run directory whose latest checkpoint is used).
+import { positionalProblem } from "./arg-problem.js";
+import { makeDir } from "../core/make-dir.js";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { backendFromFlags, createBackend } from "../backend/index.js";
@@ -20,6 +22,7 @@ import { parseFlags } from "./args.js";
 import { formatCount } from "./progress.js";
 import { inspectGguf, isGgufPath } from "./gguf-source.js";
 import { openModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { MoeModel } from "../model/model.js";
 
 function positiveInt(cmd: string, name: string, v: number | undefined, d: number): number {
@@ -33,9 +36,13 @@ export async function runEval(argv: string[]): Promise<number> {
     data: "string", "jsonl-field": "string", split: "string", batches: "number", "batch-size": "number", "seq-len": "number", "cache-dir": "string", backend: "string", threads: "number", help: "boolean",
   });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe eval", "MODEL", positional));
     console.log("usage: moe eval MODEL [--data moby-dick|PATHS] [--split val|train] [--batches 16] [--batch-size 8] [--seq-len 128]");
     return flags.help ? 0 : 2;
   }
+  const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
+  // weights + every layer's activations of B × T rows, from the config, before anything is read
+  checkInferenceFits("moe eval", positional[0]!, () => ({ dtype: "f32", kvTokens: 0, kvBytes: 4, rows: B * T, context: T, allLayers: true }));
   const gguf = isGgufPath(positional[0]!) ? openModel(positional[0]!, createBackend({ name: "ref" })) : null;
   if (gguf && !gguf.tokenizer) throw new Error(`moe eval: ${positional[0]} embeds no tokenizer`);
   const dir = gguf ? gguf.source : resolveModelDir(positional[0]!);
@@ -43,7 +50,6 @@ export async function runEval(argv: string[]): Promise<number> {
   const spec = parseCorpusSpec(flags.data ?? "moby-dick", flags["jsonl-field"] ?? "text");
   const split = flags.split ?? "val";
   if (split !== "val" && split !== "train") throw new Error(`moe eval: --split must be val or train, got '${split}'`);
-  const B = positiveInt("moe eval", "batch-size", flags["batch-size"], 8), T = positiveInt("moe eval", "seq-len", flags["seq-len"], 128);
   const batches = positiveInt("moe eval", "batches", flags.batches, 16);
   const th = tokenizerHash(tok);
   const cache = shardCacheDir(path.resolve(flags["cache-dir"] ?? "runs/cache"), spec, th);
@@ -60,6 +66,7 @@ export async function runEval(argv: string[]): Promise<number> {
 export async function runInspect(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags("moe inspect", argv, { json: "boolean", help: "boolean" });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe inspect", "MODEL", positional));
     console.log("usage: moe inspect MODEL [--json]");
     return flags.help ? 0 : 2;
   }
@@ -126,6 +133,7 @@ export async function runUpcycle(argv: string[]): Promise<number> {
     from: "string", experts: "number", "top-k": "number", granularity: "number", noise: "number", "router-std": "number", seed: "number", out: "string", help: "boolean",
   });
   if (flags.help || positional.length || !flags.from || !flags.out) {
+    if (!flags.help) console.error(`moe upcycle: ${positional.length ? `unexpected argument '${positional[0]}'` : !flags.from ? "--from is required" : "--out is required"}`);
     console.log("usage: moe upcycle --from DENSE_DIR --experts 8 --top-k 2 [--granularity 1] [--noise 0] [--router-std 0.01] [--seed 0] --out DIR");
     return flags.help ? 0 : 2;
   }
@@ -145,7 +153,7 @@ export async function runUpcycle(argv: string[]): Promise<number> {
   const up = upcycleWeights(weights, hf as LlamaHfConfig, upOpts);
   const out = path.resolve(flags.out);
   if (existsSync(path.join(out, "config.json"))) throw new Error(`moe upcycle: ${out} already holds a model; choose an empty --out`);
-  mkdirSync(out, { recursive: true });
+  makeDir(out, "--out");
   saveHfWeights(up.weights, be, up.hf, out);
   if (existsSync(path.join(src, "tokenizer.json"))) copyFileSync(path.join(src, "tokenizer.json"), path.join(out, "tokenizer.json"));
   const counts = parameterCounts(up.cfg);

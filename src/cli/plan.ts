@@ -1,5 +1,6 @@
 // `moe plan MODEL|CONFIG --cluster SPEC`: prints the fastest training layouts that fit, with the
 // reasons, and why the other shapes were rejected. Everything it computes is src/plan/.
+import { positionalProblem } from "./arg-problem.js";
 import { CLUSTER_KEYS, PlanError, parseClusterSpec, readClusterSpec, worldSize, type ClusterSpec } from "../plan/cluster.js";
 import { DEFAULT_COST, EXPERT_MODES, PRECISIONS, type CostOptions, type ExpertMode } from "../plan/cost.js";
 import { loadModelSource } from "../plan/model-source.js";
@@ -89,6 +90,7 @@ export async function runPlan(argv: string[]): Promise<number> {
     return 0;
   }
   if (positional.length !== 1) {
+    console.error(positionalProblem("moe plan", "MODEL or CONFIG", positional));
     console.error(USAGE);
     return 2;
   }

@@ -1,11 +1,13 @@
 // `moe serve MODEL`: the OpenAI-compatible server (serve/server.ts) on the engine. It listens
 // first (GET /health answers 503 while the model loads), then serves. SIGINT / SIGTERM drain:
 // stop accepting, give running requests --drain-timeout seconds, cancel the rest, exit 0.
+import { positionalProblem } from "./arg-problem.js";
 import path from "node:path";
 import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { ENGINE_DTYPES, engineWeights, type EngineDtype } from "../infer/engine-weights.js";
 import { openModel } from "../infer/open.js";
+import { checkInferenceFits } from "../infer/load-memory.js";
 import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
@@ -21,6 +23,7 @@ export async function runServe(argv: string[]): Promise<number> {
     "served-model-name": "string", dtype: "string", "kv-dtype": "string", backend: "string", threads: "number", tp: "number", "drain-timeout": "number", help: "boolean",
   });
   if (flags.help || positional.length !== 1) {
+    if (!flags.help) console.error(positionalProblem("moe serve", "MODEL", positional));
     console.log(USAGE);
     return flags.help ? 0 : 2;
   }
@@ -36,6 +39,11 @@ export async function runServe(argv: string[]): Promise<number> {
   const bf = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
   const be = backendFromFlags(bf, "moe serve");
   const model = positional[0]!;
+  // weights + KV cache (max-num-seqs × max-model-len tokens) + workspaces, from the config, before listening
+  checkInferenceFits("moe serve", model, (s) => {
+    const len = flags["max-model-len"] ?? Math.min(s.context, 4096);
+    return { dtype, kvTokens: (flags["max-num-seqs"] ?? 8) * len, seqs: flags["max-num-seqs"] ?? 8, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
+  });
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
   console.log(`moe serve: listening on http://${flags.host ?? "127.0.0.1"}:${bound} (loading ${model})`);

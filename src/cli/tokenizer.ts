@@ -21,6 +21,7 @@ const USAGE = `usage: moe tokenizer train --data PATH[,PATH...] [--vocab-size 40
 export async function runTokenizer(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {
+    if (sub === undefined) console.error("moe tokenizer: a subcommand is required (train)\n");
     console.log(USAGE);
     return sub === undefined ? 1 : 0;
   }

@@ -6,6 +6,7 @@ import { parameterCounts } from "../model/config.js";
 import { Progress, formatCount, formatDuration } from "./progress.js";
 import { initWorld } from "../parallel/world.js";
 import { createMesh } from "../parallel/mesh.js";
+import { createPipelineGroups } from "../parallel/pipeline.js";
 
 const USAGE = `usage: moe train [-c config.yaml] [--resume | --overwrite] [section.key=value ...]
 
@@ -37,18 +38,21 @@ export async function runTrain(argv: string[]): Promise<number> {
     else overrides.push(a);
   }
   const c = loadTrainConfig(yaml, overrides);
-  // data parallelism: this process is one rank of `moe launch --nproc N` / mpirun
-  const group = c.parallel.dp > 1 ? await initWorld() : null;
-  if (group && group.size !== c.parallel.dp) throw new Error(`moe train: parallel.dp=${c.parallel.dp} but ${group.size} rank(s) were launched`);
+  // data and pipeline parallelism: this process is one rank of `moe launch --nproc N` / mpirun
+  const ranks = c.parallel.dp * c.parallel.pp;
+  const group = ranks > 1 ? await initWorld() : null;
+  if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
+  if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`moe train: parallel.pp and parallel.ep cannot be combined yet`);
+  const pipeline = group && c.parallel.pp > 1 ? await createPipelineGroups(group, c.parallel.pp) : null;
   // expert parallelism: ep groups folded into the dp ranks (collective: every rank splits)
   const mesh = group && c.parallel.ep > 1 ? await createMesh(group, { dp: c.parallel.dp, ep: c.parallel.ep }) : null;
   const lead = !group || group.rank === 0;
   const progress = new Progress(lead && c.log.progress, c.log.every);
   const log = lead ? (s: string) => progress.line(s) : () => {};
   // rank 0 prepares the run directory, tokenizer and shards first; the others then read them
-  let t = lead ? Trainer.create(c, { resume, overwrite, log, group, mesh }) : null;
+  let t = lead ? Trainer.create(c, { resume, overwrite, log, group, mesh, pipeline }) : null;
   await group?.barrier();
-  t ??= Trainer.create(c, { resume, overwrite, log, group, mesh });
+  t ??= Trainer.create(c, { resume, overwrite, log, group, mesh, pipeline });
   const counts = parameterCounts(t.cfg);
   const N = c.train.batch_size * c.train.seq_len * c.train.grad_accum;
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);

@@ -36,6 +36,9 @@ export interface ModelShape {
   T: number;
   /** "f32" (default) or "f64" (ref backend only: finite-difference checks). */
   dtype?: "f32" | "f64";
+  /** Allocate the activations of layers [lo, hi) only (a pipeline stage); logits only when hi is
+   * the last layer. Default: every layer. */
+  layers?: { lo: number; hi: number };
 }
 
 /**
@@ -98,6 +101,9 @@ export class Workspace {
   readonly N: number;
   readonly B: number;
   readonly T: number;
+  /** The layers [lo, hi) whose activations this workspace holds (acts[l] is absent outside). */
+  readonly lo: number;
+  readonly hi: number;
   readonly Ctor: FCtor;
   readonly dtype: "f32" | "f64";
   readonly acts: LayerActs[];
@@ -141,23 +147,27 @@ export class Workspace {
     const spec0 = this.attnSpecs[0]!;
     const normSaved = (): NormSaved => ({ mean: new Ctor(N), rstd: new Ctor(N) });
     this.acts = [];
+    const { lo, hi } = shape.layers ?? { lo: 0, hi: cfg.numLayers };
+    if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo <= hi && hi <= cfg.numLayers)) throw new Error(`workspace layers [${lo}, ${hi}) must lie in [0, ${cfg.numLayers}]`);
+    this.lo = lo;
+    this.hi = hi;
     let anyMoe = false, anyDense = false;
-    for (let l = 0; l < cfg.numLayers; l++) {
+    for (let l = lo; l < hi; l++) {
       const isMoe = cfg.moe.moeLayers[l]!;
       anyMoe ||= isMoe;
       anyDense ||= !isMoe;
       const I = cfg.denseIntermediateSize;
-      this.acts.push({
+      this.acts[l] = {
         resid: new Ctor(N * C), ln1: new Ctor(N * C), ln1s: normSaved(), attn: new AttentionSaved(Ctor, this.attnSpecs[l]!),
         mid: new Ctor(N * C), ln2: new Ctor(N * C), ln2s: normSaved(),
         moe: isMoe ? new MoeLayerState(Ctor, N, C, cfg.moe) : undefined,
         ffn: isMoe ? undefined : { gu: new Ctor(N * 2 * I), a: new Ctor(N * I) },
-      });
+      };
     }
     this.residL = new Ctor(N * C);
     this.lnf = new Ctor(N * C);
     this.lnfs = normSaved();
-    this.logits = new Ctor(N * cfg.vocabSize);
+    this.logits = new Ctor(hi === cfg.numLayers ? N * cfg.vocabSize : 0);
     this.lse = new Ctor(N);
     this.losses = new Ctor(N);
     this.pos = Int32Array.from({ length: T }, (_, t) => t);
@@ -202,30 +212,61 @@ function checkPair(be: Backend, w: Weights, ws: Workspace): void {
 /**
  * Forward pass. ids (B·T) token ids; targets (B·T) with IGNORE_INDEX for positions without a
  * target, or null for logits only (then in ws.logits). Returns the loss and per-layer MoE statistics.
+ * The composition of embedForward, layersForward over every layer, and headForward (a pipeline
+ * stage calls the pieces it owns).
  */
 export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32Array, targets: Int32Array | null, opt: StepOptions): StepResult {
   checkPair(be, w, ws);
-  const cfg = ws.cfg, N = ws.N;
-  const C = cfg.hiddenSize, V = cfg.vocabSize;
+  const L = ws.cfg.numLayers;
+  if (ws.lo !== 0 || ws.hi !== L) throw new Error(`forward: the workspace holds layers [${ws.lo}, ${ws.hi}) only; the whole model needs [0, ${L})`);
+  embedForward(be, w, ws, ids);
+  if (targets) checkTargets(ws, targets);
+  const { moe, aux } = layersForward(be, w, ws, 0, L, opt);
+  const { ce, tokens } = headForward(be, w, ws, targets);
+  return { loss: ce + aux, ce, tokens, moe };
+}
+
+function checkTargets(ws: Workspace, targets: Int32Array): void {
+  if (targets.length !== ws.N) throw new Error(`forward: targets has ${targets.length} entries, expected ${ws.N}`);
+}
+
+/** The input of layer l in ws: acts[l].resid, or residL past the workspace's last layer. */
+export function layerInput(ws: Workspace, l: number): FArr {
+  return l < ws.hi ? ws.acts[l]!.resid : ws.residL;
+}
+
+/** Embedding lookup of ids (checked) into the input of the workspace's first layer; remembers ids. */
+export function embedForward(be: Backend, w: Weights, ws: Workspace, ids: Int32Array): void {
+  const N = ws.N, V = ws.cfg.vocabSize;
   if (ids.length !== N) throw new Error(`forward: ids has ${ids.length} tokens, the workspace was built for B·T = ${N}`);
   for (let i = 0; i < N; i++) {
     const t = ids[i]!;
     if (!(t >= 0 && t < V)) throw new Error(`forward: token id ${t} at position ${i} is out of range [0, ${V})`);
   }
-  if (targets && targets.length !== N) throw new Error(`forward: targets has ${targets.length} entries, expected ${N}`);
   ws.ids = ids;
-  ws.targets = targets;
+  be.embeddingForward(layerInput(ws, ws.lo), ids, w.views.embed, V, ws.cfg.hiddenSize);
+}
+
+/**
+ * Layers [lo, hi) (within the workspace's own): reads layerInput(lo), writes each layer's output
+ * into the next layer's input and the last one's into ws.residL. Returns the MoE statistics of
+ * layers lo..hi−1 (index 0 = layer lo) and their balancing loss Σ α_l·aux_l + c_z·Σ z_l.
+ */
+export function layersForward(be: Backend, w: Weights, ws: Workspace, lo: number, hi: number, opt: StepOptions): { moe: (MoeLayerStats | undefined)[]; aux: number } {
+  checkPair(be, w, ws);
+  if (lo < ws.lo || hi > ws.hi || lo > hi) throw new Error(`forward: layers [${lo}, ${hi}) are not within the workspace's [${ws.lo}, ${ws.hi})`);
+  const cfg = ws.cfg, N = ws.N;
+  const C = cfg.hiddenSize;
   const P = w.views;
-  be.embeddingForward(ws.acts[0]?.resid ?? ws.residL, ids, P.embed, V, C);
   const group = opt.group ?? singleProcessGroup();
   const bal = cfg.moe.balance ?? DEFAULT_BALANCE;
   const balance = opt.balance ?? bal.loss;
   const zCoef = opt.zCoef ?? bal.zCoef;
   const moeStats: (MoeLayerStats | undefined)[] = [];
   let auxTotal = 0;
-  for (let l = 0; l < cfg.numLayers; l++) {
+  for (let l = lo; l < hi; l++) {
     const a = ws.acts[l]!, lw = P.layers[l]!;
-    const next = l + 1 < cfg.numLayers ? ws.acts[l + 1]!.resid : ws.residL;
+    const next = l + 1 < hi ? ws.acts[l + 1]!.resid : ws.residL;
     normForward(be, ws.normSpec, a.ln1, a.ln1s, a.resid, lw.ln1, lw.ln1Bias, N, C);
     attentionForward(be, ws.attnSpecs[l]!, lw.attn, a.attn, a.mid, a.ln1, ws.pos);
     be.add(a.mid, a.mid, a.resid);
@@ -246,6 +287,17 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
     }
     be.add(next, a.mid, ws.ffnOut);
   }
+  return { moe: moeStats, aux: auxTotal };
+}
+
+/** Final norm, LM head and (with targets) the mean cross-entropy, from ws.residL; remembers targets. */
+export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int32Array | null): { ce: number; tokens: number } {
+  const cfg = ws.cfg, N = ws.N;
+  const C = cfg.hiddenSize, V = cfg.vocabSize;
+  if (ws.hi !== cfg.numLayers) throw new Error(`forward: the LM head follows layer ${cfg.numLayers - 1}; this workspace ends at layer ${ws.hi}`);
+  if (targets) checkTargets(ws, targets);
+  ws.targets = targets;
+  const P = w.views;
   normForward(be, ws.normSpec, ws.lnf, ws.lnfs, ws.residL, P.normF, P.normFBias, N, C);
   linearForward(be, ws.logits, ws.lnf, P.head, P.headBias, N, C, V);
   let ce = 0, tokens = 0;
@@ -260,20 +312,30 @@ export function modelForward(be: Backend, w: Weights, ws: Workspace, ids: Int32A
     ce = tokens > 0 ? ce / tokens : 0;
   }
   ws.validTokens = tokens;
-  return { loss: ce + auxTotal, ce, tokens, moe: moeStats };
+  return { ce, tokens };
 }
 
 /**
  * Backward of the workspace's last forward (which must have had targets). Gradients are
  * accumulated (+=) into g. gradScale multiplies the whole loss gradient (e.g. 1/micro-batches).
+ * The composition of headBackward, layersBackward over every layer, and embedBackward.
  */
 export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1): void {
+  checkPair(be, w, ws);
+  if (!ws.targets || !ws.ids) throw new Error("backward: call forward with targets first");
+  headBackward(be, w, g, ws, gradScale);
+  layersBackward(be, w, g, ws, 0, ws.cfg.numLayers, gradScale);
+  embedBackward(be, w, g, ws.dresid, ws.ids);
+}
+
+/** Loss → d(residL), written into ws.dresid; LM head and final-norm gradients accumulated. */
+export function headBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1): void {
   checkPair(be, w, ws);
   if (g.weights.layout !== w.layout) throw new Error("backward: gradients belong to other weights");
   const cfg = ws.cfg, N = ws.N;
   const C = cfg.hiddenSize, V = cfg.vocabSize;
-  const targets = ws.targets, ids = ws.ids;
-  if (!targets || !ids) throw new Error("backward: call forward with targets first");
+  const targets = ws.targets;
+  if (!targets) throw new Error("backward: call forward with targets first");
   const P = w.views, G = g.views;
   // loss → logits (dlogits overwrites logits in place)
   const scale = ws.validTokens > 0 ? gradScale / ws.validTokens : 0;
@@ -281,7 +343,20 @@ export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspa
   be.crossEntropyBackward(ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, V, IGNORE_INDEX);
   linearBackward(be, ws.dln, G.head, G.headBias, ws.logits, ws.lnf, P.head, N, C, V, false);
   normBackward(be, ws.normSpec, ws.dresid, G.normF, G.normFBias, ws.dln, ws.residL, P.normF, ws.lnfs, N, C);
-  for (let l = cfg.numLayers - 1; l >= 0; l--) {
+}
+
+/**
+ * Backward through layers hi−1 … lo of the workspace's last forward over them: ws.dresid holds
+ * d(output of layer hi−1) on entry and d(input of layer lo) on exit.
+ */
+export function layersBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, lo: number, hi: number, gradScale = 1): void {
+  checkPair(be, w, ws);
+  if (g.weights.layout !== w.layout) throw new Error("backward: gradients belong to other weights");
+  if (lo < ws.lo || hi > ws.hi || lo > hi) throw new Error(`backward: layers [${lo}, ${hi}) are not within the workspace's [${ws.lo}, ${ws.hi})`);
+  const cfg = ws.cfg, N = ws.N;
+  const C = cfg.hiddenSize;
+  const P = w.views, G = g.views;
+  for (let l = hi - 1; l >= lo; l--) {
     const a = ws.acts[l]!, lw = P.layers[l]!, dw = G.layers[l]!;
     // resid[l+1] = mid + f(ln2(mid)): dresid is both d(mid) (residual path) and d(f output)
     if (a.moe) {
@@ -296,5 +371,10 @@ export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspa
     normBackward(be, ws.normSpec, ws.dtmp, dw.ln1, dw.ln1Bias, ws.dln, a.resid, lw.ln1, a.ln1s, N, C);
     be.add(ws.dresid, ws.dresid, ws.dtmp);
   }
-  be.embeddingBackward(G.embed, ws.dresid, ids, V, C);
+}
+
+/** d(input of layer 0) → embedding gradients (accumulated) for the tokens ids. */
+export function embedBackward(be: Backend, w: Weights, g: Gradients, dx: FArr, ids: Int32Array): void {
+  if (g.weights.layout !== w.layout) throw new Error("backward: gradients belong to other weights");
+  be.embeddingBackward(g.views.embed, dx, ids, w.cfg.vocabSize, w.cfg.hiddenSize);
 }

@@ -23,6 +23,7 @@
 // Not: the container format (io/gguf.ts), the llama-arch tensor map (model/gguf-model.ts), a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type HfConfig, type ModelConfig } from "./config.js";
+import { checkFiniteTensor } from "./finite.js";
 import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput } from "../io/gguf.js";
 import {
   archMetadata, EXPORT_DTYPES, ggufTokenizer, importLlamaGguf, llamaIncompatibility, modelToGguf, shortestF32, tokenizerMetadata,
@@ -290,7 +291,7 @@ export function importModelGguf(file: string): ImportedGgufModel {
     if (!g.has(name)) fail(`missing tensor ${name}`);
     const info = g.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${name} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
-    return g.read(name);
+    return checkFiniteTensor(file, name, g.read(name));
   };
   const embed = read("token_embd.weight", [V, C]);
   const tied = !g.has("output.weight") || sameBits(read("output.weight", [V, C]), embed);

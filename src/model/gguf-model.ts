@@ -23,6 +23,7 @@
 // Not: the container format (io/gguf.ts), the HF checkpoint loader (model/), or a tokenizer.
 import { buildLayout, type ModelNames, type ParamLayout } from "./params.js";
 import { parseHfConfig, resolveConfig, type MixtralHfConfig, type ModelConfig } from "./config.js";
+import { checkFiniteTensor } from "./finite.js";
 import { GgufError, GgufFile, gv, writeGguf, type GgmlTypeName, type GgufTensorInput, type GgufValue } from "../io/gguf.js";
 
 export type ExportDtype = "f32" | "f16" | "q8_0";
@@ -402,7 +403,7 @@ export function importLlamaGguf(file: string): ImportedModel {
     const info = g.info(gname);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) fail(`tensor ${gname} has shape [${info.shape}] (ne [${info.ne}]), expected [${shape}]`);
     used.add(gname);
-    return g.read(gname);
+    return checkFiniteTensor(file, gname, g.read(gname));
   };
   const put = (storage: string, data: Float32Array, at = 0) => params.set(data, layout.byName.get(storage)!.offset + at);
   put(names.embed, take("token_embd.weight", [V, C]));

@@ -8,7 +8,8 @@
 //   <out>/checkpoints/LATEST          name of the newest complete checkpoint
 // A checkpoint is written into a hidden temp directory and renamed into place; LATEST is
 // replaced atomically after that; only then are checkpoints beyond keep_last deleted. A crash at
-// any point leaves the previous checkpoint (and LATEST naming it) intact.
+// any point leaves the previous checkpoint (and LATEST naming it) intact. Saving the step LATEST
+// already names (a resumed run that took no step) keeps that checkpoint as it is.
 //
 // Data-parallel runs write sharded checkpoints instead (shard-checkpoint.ts; same directory
 // names, LATEST and temp-folder rules). Not: the HF model writer itself (model/checkpoint.ts).
@@ -56,6 +57,10 @@ export function saveRunCheckpoint(
   const root = checkpointsDir(outDir);
   mkdirSync(root, { recursive: true });
   const name = stepName(state.step);
+  // LATEST already names this step: a run resumed from it took no step, so it holds this very
+  // state. Rewriting it would open a window (old folder removed, new one not yet renamed) in
+  // which a kill leaves LATEST naming nothing.
+  if (readLatestName(root) === name && existsSync(path.join(root, name, "trainer_state.json"))) return path.join(root, name);
   const tmp = path.join(root, `.${name}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
@@ -94,6 +99,12 @@ export function publishCheckpoint(root: string, tmp: string, name: string, keepL
     if (old !== name) rmSync(path.join(root, old), { recursive: true, force: true });
   }
   return path.join(root, name);
+}
+
+/** The name LATEST holds, or null when there is no LATEST. */
+function readLatestName(root: string): string | null {
+  const latest = path.join(root, LATEST);
+  return existsSync(latest) ? readFileSync(latest, "utf8").trim() : null;
 }
 
 /** The newest complete checkpoint of a run directory, or null when there is none. */

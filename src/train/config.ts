@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { closest } from "../core/suggest.js";
+import { parseStageList } from "../parallel/pipeline.js";
 
 type FieldType = "number" | "int" | "string" | "boolean" | readonly string[];
 
@@ -100,6 +101,9 @@ export const TRAIN_SCHEMA = {
     dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
     ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
+    pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
+    pp_layers: { type: "string", default: null, nullable: true, doc: "layers per stage, e.g. `3,1` (Skywork's non-uniform split; `moe plan` suggests one); null: even split, the first L mod pp stages one more" },
+    recompute: { type: "string", default: null, nullable: true, doc: "layers recomputed in the backward per stage (activation checkpointing of the stage's first layers), e.g. `1,0`; also works at pp=1. null: none" },
   },
   log: {
     progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
@@ -242,6 +246,13 @@ function validate(c: TrainConfig): void {
   pos("parallel.ep", c.parallel.ep);
   if (c.parallel.dp % c.parallel.ep !== 0) throw new TrainConfigError(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert-parallel groups are folded into the data-parallel ranks`);
   if (c.parallel.zero !== 0 && c.parallel.zero !== 1) throw new TrainConfigError(`parallel.zero must be 0 or 1, got ${c.parallel.zero}`);
+  pos("parallel.pp", c.parallel.pp);
+  try {
+    if (c.parallel.pp_layers !== null) parseStageList("parallel.pp_layers", c.parallel.pp_layers, c.parallel.pp, 1);
+    if (c.parallel.recompute !== null) parseStageList("parallel.recompute", c.parallel.recompute, c.parallel.pp, 0);
+  } catch (e) {
+    throw new TrainConfigError((e as Error).message);
+  }
   if (c.train.grad_accum % c.parallel.dp !== 0) {
     throw new TrainConfigError(`train.grad_accum (${c.train.grad_accum}) must be a multiple of parallel.dp (${c.parallel.dp}): the global batch batch_size × grad_accum is split into whole micro-batches per rank`);
   }

@@ -1,10 +1,11 @@
 // Memory estimates from a resolved model config, before anything is allocated: weights per dtype,
 // training state (gradients + AdamW moments), activations of a (B, T) step, KV cache per token;
-// and the check that refuses a run whose estimate exceeds the machine's memory.
+// and the check that refuses a run whose estimate exceeds the memory available now (MemAvailable).
 // The activation figure is an estimate (the main f32 buffers a forward + backward keeps per token:
 // residual stream, attention projections and probabilities, the routed experts' hidden rows,
 // logits and their gradient), not a measurement. Not: the allocation itself (model/params.ts).
 import os from "node:os";
+import { readFileSync } from "node:fs";
 import { parameterCounts, type ModelConfig } from "../model/config.js";
 
 export interface MemoryEstimate {
@@ -53,14 +54,50 @@ export class MemoryLimitError extends Error {
   override name = "MemoryLimitError";
 }
 
+/** The memory a new allocation can use: what the kernel reports available, and the machine's total. */
+export interface MemoryInfo {
+  /** Bytes available now (MemAvailable, capped by a cgroup limit; os.freemem() where /proc/meminfo is missing). */
+  available: number;
+  total: number;
+  /** Where `available` came from (named in messages). */
+  source: "MemAvailable" | "cgroup limit" | "os.freemem";
+}
+
+/** MemAvailable of /proc/meminfo (page cache and reclaimable memory count as available), else os.freemem(). */
+export function availableMemory(): MemoryInfo {
+  const total = os.totalmem();
+  let available = os.freemem(), source: MemoryInfo["source"] = "os.freemem";
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
+    if (m) {
+      available = Number(m[1]) * 1024;
+      source = "MemAvailable";
+    }
+  } catch {
+    /* not Linux: os.freemem() */
+  }
+  // a container's memory limit (cgroup v2) below what the machine has: its limit minus its usage
+  try {
+    const max = readFileSync("/sys/fs/cgroup/memory.max", "utf8").trim();
+    const cur = Number(readFileSync("/sys/fs/cgroup/memory.current", "utf8").trim());
+    if (/^\d+$/.test(max) && Number.isFinite(cur) && Number(max) - cur < available) {
+      available = Math.max(0, Number(max) - cur);
+      source = "cgroup limit";
+    }
+  } catch {
+    /* no cgroup v2 limit */
+  }
+  return { available, total, source };
+}
+
 /**
- * Refuses `bytes` (what `what` needs) when it exceeds the machine's total memory (os.totalmem),
- * or one typed array's limit for the weight arena; the message gives the figures.
+ * Refuses `bytes` (what `what` needs) when it exceeds the memory available now (`mem`, by default
+ * availableMemory(): MemAvailable, not the total), or one typed array's limit for the weight
+ * arena; the message gives the figure and the available memory.
  */
-export function checkFits(what: string, bytes: number, detail: string, arenaBytes?: number): void {
-  const total = os.totalmem(), free = os.freemem();
-  if (!(bytes <= total)) {
-    throw new MemoryLimitError(`${what} needs about ${formatBytes(bytes)} (${detail}); this machine has ${formatBytes(total)} of memory (${formatBytes(free)} free)`);
+export function checkFits(what: string, bytes: number, detail: string, arenaBytes?: number, mem: MemoryInfo = availableMemory()): void {
+  if (!(bytes <= mem.available)) {
+    throw new MemoryLimitError(`${what} needs about ${formatBytes(bytes)} (${detail}); this machine has ${formatBytes(mem.available)} of memory available (${mem.source}; ${formatBytes(mem.total)} in all)`);
   }
   // a Float32Array arena holds at most 2^32 − 1 elements on 64-bit V8
   if (arenaBytes !== undefined && arenaBytes / 4 > 2 ** 32 - 1) {

@@ -1,6 +1,7 @@
 // The run directory's housekeeping: one writer at a time (a lock file holding the writer's pid,
-// removed on exit, taken over when its pid is dead), stale checkpoint temp folders removed at
-// start, metrics.jsonl cut back to the step a run resumes from.
+// removed on exit, taken over when its pid is dead), the temp files and folders of killed writers
+// removed at start (run directory, checkpoints, data cache), metrics.jsonl cut back to the step a
+// run resumes from.
 // Not: checkpoint writing (checkpoints.ts) or the refusal to start over an old run (setup.ts).
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import path from "node:path";
@@ -75,18 +76,38 @@ export function acquireRunLock(outDir: string, log: (s: string) => void = () => 
   throw new RunLockError(`${file}: could not take the lock (another process keeps taking it)`);
 }
 
-/** Removes checkpoint temp folders (`.step-NNNNNN.tmp-PID`) left by killed writers; returns their names. */
-export function cleanStaleTemps(outDir: string): string[] {
-  const root = checkpointsDir(outDir);
-  if (!existsSync(root)) return [];
+/** The writer's pid in a temp name: `.NAME.tmp-PID` (checkpoint folders) or `.NAME.tmp-PID-MS` (atomic file writes). */
+const TEMP_NAME = /^\..+\.tmp-(\d+)(?:-\d+)?$/;
+
+/**
+ * Removes the temp files and folders of dead writers (a killed checkpoint write, a killed atomic
+ * file write) directly inside each of `dirs`; a temp whose pid is alive (another process writing
+ * now) is left alone. Returns the removed paths.
+ */
+export function removeDeadTemps(dirs: string[]): string[] {
   const removed: string[] = [];
-  for (const d of readdirSync(root)) {
-    const m = /^\.step-\d+\.tmp-(\d+)/.exec(d) ?? /^\.LATEST\.tmp-(\d+)/.exec(d);
-    if (!m || (Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
-    rmSync(path.join(root, d), { recursive: true, force: true });
-    removed.push(d);
+  for (const dir of dirs) {
+    if (!existsSync(dir)) continue;
+    for (const d of readdirSync(dir)) {
+      const m = TEMP_NAME.exec(d);
+      if (!m || (Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
+      rmSync(path.join(dir, d), { recursive: true, force: true });
+      removed.push(path.join(dir, d));
+    }
   }
   return removed;
+}
+
+/** Removes the temps of dead writers in a run directory and its checkpoints folder; returns their names. */
+export function cleanStaleTemps(outDir: string): string[] {
+  return removeDeadTemps([outDir, checkpointsDir(outDir)]).map((p) => path.relative(outDir, p));
+}
+
+/** The data cache (tokenizers, shard folders one level down): temps of dead writers removed. */
+export function cleanCacheTemps(cacheDir: string): string[] {
+  if (!existsSync(cacheDir)) return [];
+  const subdirs = readdirSync(cacheDir, { withFileTypes: true }).filter((e) => e.isDirectory() && !TEMP_NAME.test(e.name)).map((e) => path.join(cacheDir, e.name));
+  return removeDeadTemps([cacheDir, ...subdirs]);
 }
 
 /**

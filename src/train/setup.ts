@@ -25,7 +25,8 @@ import { ensureShards, shardCacheDir, tokenizerHash, type ShardSet } from "../da
 import { writeFileAtomic } from "../core/fs.js";
 import { defaultTrainConfig, type TrainConfig } from "./config.js";
 import { buildRunHfConfig } from "./model-config.js";
-import { acquireRunLock, cleanStaleTemps, truncateMetrics } from "./run-dir.js";
+import { makeDir } from "../core/make-dir.js";
+import { acquireRunLock, cleanCacheTemps, cleanStaleTemps, truncateMetrics } from "./run-dir.js";
 import { latestCheckpoint, resolveModelDir, type TrainerStateJson } from "./checkpoints.js";
 
 export class TrainingError extends Error {
@@ -58,11 +59,11 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   const outDir = path.resolve(c.train.out_dir);
   if (opts.resume && opts.overwrite) throw new TrainingError(`--resume and --overwrite contradict each other`);
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new TrainingError(`train.out_dir ${outDir} exists and is not a directory`);
-  mkdirSync(outDir, { recursive: true });
+  makeDir(outDir, "train.out_dir");
   // one writer per run directory (rank 0 of a data-parallel run); released on exit
   if (writer) {
     acquireRunLock(outDir, log);
-    for (const d of cleanStaleTemps(outDir)) log(`removed a stale checkpoint temp folder ${d}`);
+    for (const d of cleanStaleTemps(outDir)) log(`removed a stale temp ${d} (its writer was killed)`);
   }
   const resumeFrom = opts.resume ? latestCheckpoint(outDir) : null;
   if (opts.resume && !resumeFrom) throw new TrainingError(`--resume: ${outDir} has no checkpoint to resume from`);
@@ -75,7 +76,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   }
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
-    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero", "parallel.ep"]);
+    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "parallel.dp", "parallel.zero", "parallel.ep", "parallel.pp", "parallel.pp_layers", "parallel.recompute"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
   // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)
@@ -83,7 +84,8 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   // 2. tokenizer
   const spec = parseCorpusSpec(c.data.corpus, c.data.jsonl_field);
   const cacheDir = path.resolve(c.data.cache_dir);
-  mkdirSync(cacheDir, { recursive: true });
+  makeDir(cacheDir, "data.cache_dir");
+  if (writer) for (const d of cleanCacheTemps(cacheDir)) log(`removed a stale temp ${d} (its writer was killed)`);
   let tokenizer: Tokenizer;
   const tokenizerFile = path.join(outDir, "tokenizer.json");
   // a checkpoint's ids only make sense with its own tokenizer: take it unless one is named explicitly

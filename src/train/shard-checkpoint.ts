@@ -1,5 +1,7 @@
-// Sharded run checkpoints of a data-parallel run: every rank writes its own part, nothing is
-// gathered onto one rank, and the checkpoint loads at any other layout (resharding on read).
+// Sharded run checkpoints of a run on several ranks (data, expert or pipeline parallel: after
+// each step every rank holds the whole parameter arena, and ZeRO-1 splits the optimizer state
+// over all of them): every rank writes its own part, nothing is gathered onto one rank, and the
+// checkpoint loads at any other layout (resharding on read).
 //
 // Layout of checkpoints/step-N/ written by dp ranks:
 //   model-0000r-of-0000n.safetensors  the HF tensors rank r-1 owns (a contiguous, byte-balanced
@@ -37,8 +39,8 @@ import { checkpointsDir, publishCheckpoint, stepName, type TrainerStateJson } fr
 /** The `shards` entry of a sharded checkpoint's trainer_state.json (the index). */
 export interface ShardIndex {
   version: 1;
-  /** The layout that wrote it (informational: any layout can read it). */
-  layout: { dp: number; zero: number };
+  /** The layout that wrote it (informational: any layout can read it): ranks writing, ZeRO stage. */
+  layout: { ranks: number; zero: number };
   /** Elements of the parameter arena (= of optim.m and optim.v). */
   params: number;
   /** Optimizer shards, sorted by lo, covering [0, params) without gaps. */
@@ -173,7 +175,7 @@ export function saveShardedCheckpoint(a: ShardedSaveArgs): string {
       writeFileAtomic(path.join(tmp, CONFIG_FILE), hfConfigJson(a.hf, "f32"));
       copyFileSync(a.tokenizerFile, path.join(tmp, "tokenizer.json"));
       const shards: ShardIndex = {
-        version: 1, layout: { dp, zero: a.zero }, params: size,
+        version: 1, layout: { ranks: dp, zero: a.zero }, params: size,
         optim: ranges.map((x, j) => ({ file: optimFile(j), lo: x.lo, hi: x.hi })),
         model: parts.map((_, k) => modelFile(k)),
       };

@@ -33,6 +33,7 @@ import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
 import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
+import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -63,6 +64,8 @@ export interface StepReport {
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
   epCommMs?: number;
+  /** Pipeline runs: this rank's stage, its compute and its waiting in boundary exchanges (ms). */
+  pipeline?: { stage: number; busyMs: number; waitMs: number };
 }
 
 export interface LayerReport {
@@ -83,8 +86,10 @@ export interface TrainerOptions {
   resume: boolean;
   /** Replace an existing run in train.out_dir (a fresh run refuses one otherwise). */
   overwrite?: boolean;
-  /** Data-parallel group (parallel.dp ranks); null or absent: one rank. */
+  /** The world group (parallel.dp × parallel.pp ranks); null or absent: one rank. */
   group?: ProcessGroup | null;
+  /** Pipeline groups (createPipelineGroups) when parallel.pp > 1. */
+  pipeline?: PipelineGroups | null;
   /** Expert parallelism (parallel.ep > 1): the mesh of `group` (its ep, expDp and dp groups). */
   mesh?: Mesh | null;
   /** Human-readable log lines (progress goes through onStep). */
@@ -111,6 +116,9 @@ export class Trainer {
   readonly group: ProcessGroup | null;
   readonly rank: number;
   private readonly dp: number;
+  /** This rank's data-parallel replica, and its pipeline stage (pp > 1 or recompute; else null). */
+  private readonly dpRank: number;
+  private readonly stage: PipelineStage | null;
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
@@ -122,15 +130,21 @@ export class Trainer {
       backend: Backend; model: MoeModel; tokenizer: Tokenizer; tokenizerFile: string; hf: HfConfig; cfg: ModelConfig; shards: ShardSet;
     },
     group: ProcessGroup | null,
-    mesh: Mesh | null = null,
+    mesh: Mesh | null = null, pipeline: PipelineGroups | null = null,
   ) {
     this.group = group;
     this.rank = group?.rank ?? 0;
-    this.dp = group?.size ?? 1;
-    this.layerGroup = group ? layerGroup(group) : null;
-    if (this.dp !== c.parallel.dp) throw new TrainingError(`parallel.dp=${c.parallel.dp} but the run has ${this.dp} rank(s); launch with moe launch --nproc ${c.parallel.dp} -- train …`);
-    const size = args.model.params.length, chunk = Math.ceil(size / this.dp);
-    this.zero = c.parallel.zero === 1 && this.dp > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    const world = group?.size ?? 1, pp = c.parallel.pp;
+    this.dp = c.parallel.dp;
+    if (world !== this.dp * pp) throw new TrainingError(`parallel.dp=${c.parallel.dp} × parallel.pp=${pp} but the run has ${world} rank(s); launch with moe launch --nproc ${this.dp * pp} -- train …`);
+    if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
+    if (pp > 1 && c.parallel.ep > 1) throw new TrainingError(`parallel.pp=${pp} with parallel.ep=${c.parallel.ep}: pipeline and expert parallelism are not combined yet`);
+    this.dpRank = pipeline?.dpRank ?? this.rank;
+    // MoE global balancing sums expert counts over the replicas that run the same layers
+    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
+    // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
+    const size = args.model.params.length, chunk = Math.ceil(size / world);
+    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
     if (c.parallel.ep > 1) {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
@@ -149,6 +163,19 @@ export class Trainer {
     this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
     this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
     this.metricsFile = path.join(outDir, "metrics.jsonl");
+    this.stage = null;
+    if (pp > 1 || c.parallel.recompute !== null) {
+      if (this.ep) throw new TrainingError("parallel.recompute with parallel.ep: recompute runs through the pipeline stage, which does not take expert parallelism yet");
+      let layout;
+      try {
+        layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
+      } catch (e) {
+        throw new TrainingError((e as Error).message);
+      }
+      const m = this.model;
+      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+      if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
+    }
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -159,7 +186,7 @@ export class Trainer {
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
-    const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null);
+    const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
     if (run.resumeFrom) {
       // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only
       const st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
@@ -196,24 +223,8 @@ export class Trainer {
     const E = this.cfg.moe.numExperts;
     const acc = Array.from({ length: L }, () => ({ aux: 0, z: 0, drop: 0, vdrop: 0, entropy: 0, load: 0, tpe: new Array<number>(E).fill(0) }));
     // data parallelism: every rank reads the step's A micro-batches, runs its own A/dp of them
-    const mine = A / this.dp, first = this.rank * mine;
-    const batches = Array.from({ length: A }, () => this.train.next());
-    // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
-    const counts = c.balance.loss === "global" && c.balance.global_scope === "step" ? this.countExperts(batches.slice(first, first + mine), step, first, coefs) : null;
-    for (let a = 0; a < A; a++) {
-      const batch = batches[a]!;
-      if (a < first || a >= first + mine) continue;
-      let r: StepResult;
-      try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined), ep: this.ep?.ctx });
-      } catch (e) {
-        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
-        // (under EP the other ranks wait in this layer's all-to-all: fail the run instead)
-        if (!(e instanceof MoeError && /NaN/.test(e.message)) || this.ep) throw e;
-        loss = NaN;
-        continue;
-      }
-      this.model.backward(1 / A);
+    const mine = A / this.dp, first = this.dpRank * mine;
+    const add = (r: Pick<StepResult, "loss" | "ce" | "tokens" | "moe">) => {
       loss += r.loss / A;
       ce += r.ce / A;
       tokens += r.tokens;
@@ -228,6 +239,31 @@ export class Trainer {
         x.load += s.maxOverMeanLoad / A;
         s.tokensPerExpert.forEach((v, e) => (x.tpe[e] = (x.tpe[e] ?? 0) + v));
       });
+    };
+    if (this.stage) {
+      // pipeline (and/or recompute): this replica's micro-batches through this stage in 1F1B order
+      const batches = Array.from({ length: A }, () => this.train.next()).slice(first, first + mine);
+      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      this.stage.step(batches, opt, 1 / A).forEach(add);
+    }
+    // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
+    const batches = this.stage ? [] : Array.from({ length: A }, () => this.train.next());
+    const counts = !this.stage && c.balance.loss === "global" && c.balance.global_scope === "step" ? this.countExperts(batches.slice(first, first + mine), step, first, coefs) : null;
+    for (let a = 0; a < A && !this.stage; a++) {
+      const batch = batches[a]!;
+      if (a < first || a >= first + mine) continue;
+      let r: StepResult;
+      try {
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined), ep: this.ep?.ctx });
+      } catch (e) {
+        // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
+        // (under EP the other ranks wait in this layer's all-to-all: fail the run instead)
+        if (!(e instanceof MoeError && /NaN/.test(e.message)) || this.ep) throw e;
+        loss = NaN;
+        continue;
+      }
+      this.model.backward(1 / A);
+      add(r);
     }
     let commMs = performance.now();
     if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
@@ -265,6 +301,7 @@ export class Trainer {
       }] : [])),
       ...(this.ep ? { epCommMs: this.ep.ctx.commMs - comm0 } : {}),
     };
+    if (this.stage?.lastTiming && this.stage.groups.pp > 1) report.pipeline = { stage: this.stage.groups.stage, busyMs: +this.stage.lastTiming.busyMs.toFixed(2), waitMs: +this.stage.lastTiming.waitMs.toFixed(2) };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
     if (!finite && this.badSteps > c.train.nan_tolerance) {
       throw new TrainingError(`step ${step}: ${this.badSteps} consecutive non-finite steps (loss ${loss}, grad norm ${norm}); stopping. The last good checkpoint is ${latestCheckpoint(this.outDir) ?? "(none yet)"}`);
@@ -314,7 +351,7 @@ export class Trainer {
     const { chunk } = this.zero!;
     const send = new Float32Array(chunk);
     send.set(shard);
-    const recv = new Float32Array(chunk * this.dp);
+    const recv = new Float32Array(chunk * this.group!.size);
     this.group!.allgatherSync(send, recv);
     full.set(recv.subarray(0, full.length));
   }
@@ -368,8 +405,9 @@ export class Trainer {
       alpha: this.alpha ? ({ alpha: Array.from(this.alpha.alpha) } as unknown as AdaptiveAlphaState) : null,
       loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
     };
-    // data parallelism: every rank writes its shard (train/shard-checkpoint.ts); one rank: the gathered format
-    if (this.group && this.dp > 1) {
+    // several ranks (weights whole on each, ZeRO-1 over all of them): every rank writes its shard
+    // (train/shard-checkpoint.ts); one rank: the gathered format
+    if (this.group && this.group.size > 1) {
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group, weights: this.model.weights, hf: this.hf, tokenizerFile: this.tokenizerFile, optim: this.optim, zero: this.zero ? 1 : 0, state, keepLast: this.c.checkpoint.keep_last });
     }
     return saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, this.optim, state, this.c.checkpoint.keep_last);
