@@ -3,7 +3,9 @@
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
 // With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
-// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe).
+// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe),
+// with the DP communication ms per step and the share of it hidden behind compute (commMs,
+// commHiddenShare of metrics.jsonl).
 //
 // With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
 // interleaved rounds with each run's idle CPU share (bench/dp-scaling.ts).
@@ -120,6 +122,10 @@ interface TrainRow {
   speedup: number;
   /** EP layouts: rank 0's median ms per step in the MoE all-to-all-v calls (waiting for the peer included) */
   ep_comm_ms: number | null;
+  /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
+  comm_ms: number | null;
+  /** share of comm_ms hidden behind the backward (0: not overlapped yet) */
+  comm_hidden_share: number | null;
 }
 
 /** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
@@ -150,9 +156,9 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     const args = r.args.length ? [...r.args, ...common, `train.out_dir=${out}`] : ["train", ...common, `train.out_dir=${out}`];
     const p = spawnSync(process.execPath, [moe, ...args], { encoding: "utf8" });
     if (p.status !== 0) throw new Error(`${r.backend} ${r.layout} training run failed (exit ${p.status}):\n${p.stderr}`);
-    const ms = median(out, "ms")!, comm = median(out, "epCommMs");
+    const ms = median(out, "ms")!, comm = median(out, "epCommMs"), dpComm = r.ranks > 1 ? median(out, "commMs") : null, hidden = r.ranks > 1 ? median(out, "commHiddenShare") : null;
     if (i === 0) one = ms;
-    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1) });
+    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
   });
   notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
   return rows;
@@ -190,8 +196,8 @@ async function driver(): Promise<void> {
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms"].map((s) => s.padStart(12)).join(""));
-  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1)].map((s) => s.padStart(12)).join(""));
+  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
+  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);

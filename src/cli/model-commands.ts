@@ -89,7 +89,7 @@ export async function runInspect(argv: string[]): Promise<number> {
     bytes += i.byteLength;
   }
   const { layout } = buildLayout(cfg);
-  const fileSize = readdirSync(dir).filter((f) => f.endsWith(".safetensors") && !f.startsWith("trainer_state")).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
+  const fileSize = readdirSync(dir).filter((f) => f.endsWith(".safetensors") && !f.startsWith("trainer_state") && !f.startsWith("optim-")).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
   const moeLayers = cfg.moe.moeLayers.filter(Boolean).length;
   const info = {
     dir, family: hf.model_type, layers: cfg.numLayers, moeLayers, hiddenSize: cfg.hiddenSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,

@@ -11,7 +11,8 @@
 // any point leaves the previous checkpoint (and LATEST naming it) intact. Saving the step LATEST
 // already names (a resumed run that took no step) keeps that checkpoint as it is.
 //
-// Not: the HF model writer itself (model/checkpoint.ts).
+// Data-parallel runs write sharded checkpoints instead (shard-checkpoint.ts; same directory
+// names, LATEST and temp-folder rules). Not: the HF model writer itself (model/checkpoint.ts).
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, copyFileSync } from "node:fs";
 import path from "node:path";
 import { SafetensorsFile, writeFileAtomic, writeSafetensors } from "../io/safetensors.js";
@@ -41,7 +42,7 @@ export function checkpointsDir(outDir: string): string {
   return path.join(outDir, "checkpoints");
 }
 
-function stepName(step: number): string {
+export function stepName(step: number): string {
   return `step-${String(step).padStart(6, "0")}`;
 }
 
@@ -72,6 +73,19 @@ export function saveRunCheckpoint(
       "optim.v": { dtype: "F32", shape: [optim.v.length], data: f32(optim.v) },
     });
     writeFileAtomic(path.join(tmp, "trainer_state.json"), JSON.stringify({ ...state, optimStep: optim.step }, null, 1) + "\n");
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return publishCheckpoint(root, tmp, name, keepLast);
+}
+
+/**
+ * A complete checkpoint in the temp folder `tmp` becomes root/name (rename), LATEST names it,
+ * then all but the newest keepLast checkpoints are deleted. Also used by shard-checkpoint.ts.
+ */
+export function publishCheckpoint(root: string, tmp: string, name: string, keepLast: number): string {
+  try {
     const final = path.join(root, name);
     rmSync(final, { recursive: true, force: true });
     renameSync(tmp, final);

@@ -74,6 +74,7 @@ export const TRAIN_SCHEMA = {
   },
   balance: {
     loss: { type: ["skywork", "switch", "global", "none"], default: "skywork", doc: "load-balancing loss: Skywork eq.4, Switch f·P, GRIN global f·P, or none" },
+    global_scope: { type: ["micro_batch", "step"], default: "micro_batch", doc: "loss=global: expert counts summed over the DP ranks per micro-batch, or over the whole step (every micro-batch and rank: the loss is the same at any layout; costs a counting forward per micro-batch)" },
     adaptive: { type: "boolean", default: true, doc: "Skywork per-layer adaptive coefficient from the (virtual) drop rate" },
     coef: { type: "number", default: 0.01, doc: "fixed coefficient α when adaptive is false" },
     xi: { type: "number", default: 0.2, doc: "adaptive: ξ (α̂ = ξ·d)" },

@@ -24,7 +24,7 @@ import { trainBpe } from "../data/bpe-train.js";
 import { corpusFingerprint, iterateDocuments, parseCorpusSpec, type CorpusSpec } from "../data/corpus.js";
 import { ensureShards, shardCacheDir, tokenizerHash, type ShardSet } from "../data/shards.js";
 import { writeFileAtomic } from "../core/fs.js";
-import type { TrainConfig } from "./config.js";
+import { defaultTrainConfig, type TrainConfig } from "./config.js";
 import { buildRunHfConfig } from "./model-config.js";
 import { makeDir } from "../core/make-dir.js";
 import { acquireRunLock, cleanCacheTemps, cleanStaleTemps, truncateMetrics } from "./run-dir.js";
@@ -144,11 +144,14 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
 function configDiff(saved: unknown, now: TrainConfig, ignore: string[]): string[] {
   const out: string[] = [];
   const s = saved as Record<string, Record<string, unknown>>;
+  const defaults = defaultTrainConfig();
   for (const [sec, fields] of Object.entries(now as unknown as Record<string, Record<string, unknown>>)) {
     for (const [k, v] of Object.entries(fields)) {
       const key = `${sec}.${k}`;
       if (ignore.includes(key)) continue;
-      if (JSON.stringify(s?.[sec]?.[k]) !== JSON.stringify(v)) out.push(`${key} (saved ${JSON.stringify(s?.[sec]?.[k])}, now ${JSON.stringify(v)})`);
+      // a key added after the run was saved counts as its default
+      const was = s?.[sec] && k in s[sec]! ? s[sec]![k] : (defaults as unknown as Record<string, Record<string, unknown>>)[sec]?.[k];
+      if (JSON.stringify(was) !== JSON.stringify(v)) out.push(`${key} (saved ${JSON.stringify(was)}, now ${JSON.stringify(v)})`);
     }
   }
   return out;

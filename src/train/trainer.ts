@@ -38,7 +38,9 @@ import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
 import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, type OptimState, type ScheduleConfig } from "./optim.js";
-import { checkpointsDir, latestCheckpoint, loadTrainerState, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
+import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
+import { StepCounts } from "./global-balance.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -55,6 +57,10 @@ export interface StepReport {
   tokens: number;
   ms: number;
   tokensPerSec: number;
+  /** Data parallelism: ms in the step's collectives (gradient + statistics all-reduce, ZeRO-1 gather), including waits for the slowest rank; 0 on one rank. */
+  commMs: number;
+  /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
+  commHiddenShare: number;
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
   epCommMs?: number;
@@ -168,6 +174,7 @@ export class Trainer {
       }
       const m = this.model;
       this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+      if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
   }
 
@@ -181,14 +188,8 @@ export class Trainer {
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
     const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
     if (run.resumeFrom) {
-      // a checkpoint holds the whole optimizer state: a ZeRO-1 rank keeps its shard of it
-      const full = t.zero ? createOptimState(t.model.params) : t.optim;
-      const st = loadTrainerState(run.resumeFrom, full);
-      if (t.zero) {
-        t.optim.m.set(full.m.subarray(t.zero.lo, t.zero.hi));
-        t.optim.v.set(full.v.subarray(t.zero.lo, t.zero.hi));
-        t.optim.step = full.step;
-      }
+      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only
+      const st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
       t.tokensSeen = st.tokensSeen;
       t.badSteps = st.badSteps;
@@ -245,12 +246,15 @@ export class Trainer {
       const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
       this.stage.step(batches, opt, 1 / A).forEach(add);
     }
+    // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
+    const batches = this.stage ? [] : Array.from({ length: A }, () => this.train.next());
+    const counts = !this.stage && c.balance.loss === "global" && c.balance.global_scope === "step" ? this.countExperts(batches.slice(first, first + mine), step, first, coefs) : null;
     for (let a = 0; a < A && !this.stage; a++) {
-      const batch = this.train.next();
+      const batch = batches[a]!;
       if (a < first || a >= first + mine) continue;
       let r: StepResult;
       try {
-        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: this.layerGroup ?? undefined, ep: this.ep?.ctx });
+        r = this.model.forward(batch.inputs, batch.targets, { train: true, seed: c.train.seed, step: (step - 1) * A + a, auxCoefs: coefs, group: counts ? counts.group(a - first) : (this.layerGroup ?? undefined), ep: this.ep?.ctx });
       } catch (e) {
         // routing refuses NaN scores (it cannot rank them): that is a non-finite step, not a crash
         // (under EP the other ranks wait in this layer's all-to-all: fail the run instead)
@@ -261,7 +265,9 @@ export class Trainer {
       this.model.backward(1 / A);
       add(r);
     }
+    let commMs = performance.now();
     if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
+    commMs = performance.now() - commMs;
     const norm = gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
@@ -272,7 +278,9 @@ export class Trainer {
         // ZeRO-1: clip, update this rank's shard, then every rank gathers every shard
         if (adam.gradClip > 0 && norm > adam.gradClip) this.backend.scale(this.model.grads, this.model.grads, adam.gradClip / norm);
         optimStepRange(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, this.zero.lo, this.zero.hi);
+        const tg = performance.now();
         this.gatherShards(this.model.params as Float32Array);
+        commMs += performance.now() - tg;
       } else optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, norm);
       this.updateRouterBias(acc.map((x) => x.tpe));
       if (this.alpha) {
@@ -287,7 +295,7 @@ export class Trainer {
     this.tokensSeen += tokens;
     const ms = performance.now() - t0;
     const report: StepReport = {
-      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3),
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: 0,
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
@@ -327,6 +335,15 @@ export class Trainer {
       x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
     });
     return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+  }
+
+  /** balance.global_scope=step: expert counts of this rank's micro-batches, summed over them and the DP group. */
+  private countExperts(batches: { inputs: Int32Array; targets: Int32Array }[], step: number, first: number, coefs: number[]): StepCounts {
+    const A = this.c.train.grad_accum, E = this.cfg.moe.numExperts;
+    const shape = this.cfg.moe.moeLayers.flatMap((m) => (m ? [E, 1] : []));
+    return StepCounts.count(batches.length, shape, this.layerGroup, (m, group) => {
+      this.model.forward(batches[m]!.inputs, batches[m]!.targets, { train: true, seed: this.c.train.seed, step: (step - 1) * A + first + m, auxCoefs: coefs, group, ep: this.ep?.ctx });
+    });
   }
 
   /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank. */
@@ -388,19 +405,12 @@ export class Trainer {
       alpha: this.alpha ? ({ alpha: Array.from(this.alpha.alpha) } as unknown as AdaptiveAlphaState) : null,
       loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
     };
-    let optim = this.optim;
-    if (this.zero) {
-      // the checkpoint holds the whole optimizer state (so it loads at any layout)
-      const size = this.model.params.length;
-      const m = new Float32Array(size), v = new Float32Array(size);
-      this.gatherShards(m, this.optim.m as Float32Array);
-      this.gatherShards(v, this.optim.v as Float32Array);
-      optim = { m, v, step: this.optim.step };
+    // several ranks (weights whole on each, ZeRO-1 over all of them): every rank writes its shard
+    // (train/shard-checkpoint.ts); one rank: the gathered format
+    if (this.group && this.group.size > 1) {
+      return saveShardedCheckpoint({ outDir: this.outDir, group: this.group, weights: this.model.weights, hf: this.hf, tokenizerFile: this.tokenizerFile, optim: this.optim, zero: this.zero ? 1 : 0, state, keepLast: this.c.checkpoint.keep_last });
     }
-    const dir = path.join(checkpointsDir(this.outDir), `step-${String(this.step).padStart(6, "0")}`);
-    if (this.rank === 0) saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, optim, state, this.c.checkpoint.keep_last);
-    this.group?.barrierSync();
-    return dir;
+    return saveRunCheckpoint(this.outDir, this.model, this.hf, this.tokenizerFile, this.optim, state, this.c.checkpoint.keep_last);
   }
 }
 
