@@ -7,24 +7,16 @@
 // these settings, so the comparison can fail.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { mpiAvailable } from "../src/parallel/mpi.js";
+import { tinyCorpus } from "./train-cli-util.js";
 
 const CLI = path.join(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".."), "dist", "src", "cli", "main.js");
-const base = mkdtempSync(path.join(tmpdir(), "moe-grin-"));
-const corpus = path.join(base, "corpus");
-mkdirSync(corpus);
-for (let d = 0; d < 40; d++) writeFileSync(path.join(corpus, `doc${d}.txt`), Array.from({ length: 10 }, (_, i) => `the whale ${(i + d) % 7} and the sea ${(i * d) % 5}, a ship waits.`).join(" "));
-const COMMON = [
-  `data.corpus=${corpus}`, `data.cache_dir=${path.join(base, "cache")}`, "data.vocab_size=300", "data.val_fraction=0.1", "model.preset=tiny-mixtral",
-  "model.router=sparsemixer", "balance.loss=global", "balance.adaptive=false", "balance.coef=0.01",
-  "train.batch_size=2", "train.seq_len=32", "train.grad_accum=4", "train.steps=4", "train.threads=1", "log.progress=false",
-  "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
-];
+const { base, common } = tinyCorpus("moe-grin-");
+const COMMON = common({ grad_accum: 4, steps: 4 }, ["model.router=sparsemixer", "balance.loss=global", "balance.adaptive=false", "balance.coef=0.01"]);
 
 interface Rec { loss: number; balanceLoss: number; layers: { aux: number }[] }
 

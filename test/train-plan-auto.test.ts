@@ -3,23 +3,16 @@
 // planner's best executable one (test/plan.test.ts checks that choice against evaluateLayout).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
+import { losses, tinyCorpus } from "./train-cli-util.js";
 
 const CLI = path.join(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".."), "dist", "src", "cli", "main.js");
-const base = mkdtempSync(path.join(tmpdir(), "moe-plan-auto-"));
-const corpus = path.join(base, "corpus");
-mkdirSync(corpus);
-for (let d = 0; d < 40; d++) writeFileSync(path.join(corpus, `doc${d}.txt`), Array.from({ length: 10 }, (_, i) => `the whale ${(i + d) % 7} and the sea ${(i * d) % 5}, a ship waits.`).join(" "));
-const COMMON = [
-  `data.corpus=${corpus}`, `data.cache_dir=${path.join(base, "cache")}`, "data.vocab_size=300", "data.val_fraction=0.1", "model.preset=tiny-mixtral",
-  "train.batch_size=2", "train.seq_len=32", "train.grad_accum=4", "train.steps=6", "train.threads=1", "log.progress=false",
-  "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
-];
+const { base, common } = tinyCorpus("moe-plan-auto-");
+const COMMON = common({ grad_accum: 4, steps: 6 });
 
 function run(args: string[]): string {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 240_000 });
@@ -27,7 +20,6 @@ function run(args: string[]): string {
   return r.stdout + r.stderr;
 }
 
-const losses = (dir: string) => readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).loss as number);
 
 test("parallel.plan=auto on 2 ranks: a logged layout with reasons, the single-rank losses; a bad value is refused", () => {
   const one = path.join(base, "one"), auto = path.join(base, "auto");

@@ -11,8 +11,6 @@
 // 3. Bad pp_layers / recompute lists are refused with messages naming the option.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -21,6 +19,7 @@ import { runThreads } from "../src/parallel/threads.js";
 import { resolvePartition } from "../src/parallel/pipeline.js";
 import { loadTrainConfig } from "../src/train/config.js";
 import { reference, singleStage } from "./pp-rank-program.js";
+import { closeLosses, losses, runCli, tinyCorpus } from "./train-cli-util.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(HERE, "..", "src", "cli", "main.js");
@@ -79,29 +78,13 @@ test("pp_layers and recompute are validated with messages naming the option", ()
 
 // ---- end to end through `moe launch -- train` ------------------------------------------------
 
-const base = mkdtempSync(path.join(tmpdir(), "moe-pp-"));
-const corpus = path.join(base, "corpus");
-mkdirSync(corpus);
-for (let d = 0; d < 40; d++) writeFileSync(path.join(corpus, `doc${d}.txt`), Array.from({ length: 10 }, (_, i) => `the whale ${(i + d) % 7} and the sea ${(i * d) % 5}, a ship waits.`).join(" "));
-const COMMON = [
-  `data.corpus=${corpus}`, `data.cache_dir=${path.join(base, "cache")}`, "data.vocab_size=300", "data.val_fraction=0.1", "model.preset=tiny-mixtral", "model.num_layers=4",
-  "train.batch_size=2", "train.seq_len=32", "train.grad_accum=4", "train.steps=10", "train.threads=1", "log.progress=false",
-  "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
-];
+const { base, common } = tinyCorpus("moe-pp-");
+const COMMON = common({ grad_accum: 4, steps: 10 }, ["model.num_layers=4"]);
 
-function run(args: string[]): void {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 240_000 });
-  assert.equal(r.status, 0, `${args.join(" ")}\n${r.stdout}\n${r.stderr}`);
-}
+const run = runCli;
 
-function losses(dir: string): number[] {
-  return readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).loss as number);
-}
 
-function close(a: number[], b: number[], what: string): void {
-  assert.equal(a.length, b.length, `${what}: steps`);
-  a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) <= 1e-5 * Math.abs(b[i]!), `${what} step ${i + 1}: ${x} vs ${b[i]}`));
-}
+const close = closeLosses;
 
 let oneRank: number[] | null = null;
 function single(): number[] {
