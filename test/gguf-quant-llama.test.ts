@@ -22,31 +22,8 @@ import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import type { ExportDtype } from "../src/model/gguf-types.js";
 import { exportQuant } from "./gguf-quant-fixture.js";
 import { loadGgmlRef } from "./ggml-ref.js";
-import { loadNodeLlamaCpp } from "./node-llama.js";
+import { loadNodeLlamaCpp, type NodeLlamaCpp, type Token } from "./node-llama.js";
 
-type Token = number;
-type ControlledEvaluateInputItem = Token | [Token, { generateNext?: { probabilities?: boolean; token?: boolean; options?: { temperature?: number } } }];
-interface LlamaSequence {
-  controlledEvaluate(input: ControlledEvaluateInputItem[]): Promise<({ next: { token?: Token | null; probabilities?: Map<Token, number> } } | undefined)[]>;
-  clearHistory(): Promise<void>;
-  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
-}
-interface LlamaContext {
-  getSequence(): LlamaSequence;
-  dispose(): Promise<void>;
-}
-interface LlamaModel {
-  createContext(options: Record<string, unknown>): Promise<LlamaContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(options: { modelPath: string }): Promise<LlamaModel>;
-  dispose(): Promise<void>;
-}
-interface NodeLlamaCpp {
-  getLlama(options: Record<string, unknown>): Promise<Llama>;
-  LlamaLogLevel: { error: string };
-}
 
 const PROMPT = [84, 258, 32, 99, 97, 116, 259, 263, 17, 200, 5];
 const GEN = 16;

@@ -19,34 +19,8 @@ import { generate } from "../src/infer/generate.js";
 import { createBackend } from "../src/backend/index.js";
 import { importLlamaGguf } from "../src/model/gguf-model.js";
 import { writeTinyModelDir } from "./gguf-fixture.js";
-import { loadNodeLlamaCpp } from "./node-llama.js";
+import { loadNodeLlamaCpp, type ControlledEvaluateInputItem, type NodeLlamaCpp, type Token } from "./node-llama.js";
 
-// The slice of the node-llama-cpp 3.x API used here, typed locally so this file compiles
-// without the package (the import is by a non-literal specifier).
-type Token = number;
-type ControlledEvaluateInputItem = Token | [Token, { generateNext?: { probabilities?: boolean; token?: boolean; options?: { temperature?: number } } }];
-interface LlamaSequence {
-  controlledEvaluate(input: ControlledEvaluateInputItem[]): Promise<({ next: { token?: Token | null; probabilities?: Map<Token, number> } } | undefined)[]>;
-  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
-  clearHistory(): Promise<void>;
-}
-interface LlamaContext {
-  getSequence(): LlamaSequence;
-  dispose(): Promise<void>;
-}
-interface LlamaModel {
-  tokenize(text: string, specialTokens?: boolean): Token[];
-  createContext(options: Record<string, unknown>): Promise<LlamaContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(options: { modelPath: string }): Promise<LlamaModel>;
-  dispose(): Promise<void>;
-}
-interface NodeLlamaCpp {
-  getLlama(options: Record<string, unknown>): Promise<Llama>;
-  LlamaLogLevel: { error: string };
-}
 
 
 const PROMPT = [84, 258, 32, 99, 97, 116, 259, 263, 17, 200, 5];

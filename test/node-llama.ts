@@ -8,3 +8,30 @@ export async function loadNodeLlamaCpp<T>(): Promise<T | null> {
     return null;
   }
 }
+
+// The slice of the node-llama-cpp 3.x API the parity tests use, typed here so they compile
+// without the package (it is imported by a non-literal specifier).
+export type Token = number;
+export type ControlledEvaluateInputItem = Token | [Token, { generateNext?: { probabilities?: boolean; token?: boolean; options?: { temperature?: number } } }];
+export interface LlamaSequence {
+  controlledEvaluate(input: ControlledEvaluateInputItem[]): Promise<({ next: { token?: Token | null; probabilities?: Map<Token, number> } } | undefined)[]>;
+  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
+  clearHistory(): Promise<void>;
+}
+export interface LlamaContext {
+  getSequence(): LlamaSequence;
+  dispose(): Promise<void>;
+}
+export interface LlamaModel {
+  tokenize(text: string, specialTokens?: boolean): Token[];
+  createContext(options: Record<string, unknown>): Promise<LlamaContext>;
+  dispose(): Promise<void>;
+}
+export interface Llama {
+  loadModel(options: { modelPath: string }): Promise<LlamaModel>;
+  dispose(): Promise<void>;
+}
+export interface NodeLlamaCpp {
+  getLlama(options: Record<string, unknown>): Promise<Llama>;
+  LlamaLogLevel: { error: string };
+}
