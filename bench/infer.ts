@@ -44,33 +44,7 @@ import { Engine } from "../src/infer/engine.js";
 import { engineWeights, matBytes, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
 import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import { header, median, note, report, type BenchFlags } from "./common.js";
-
-// ---------------------------------------------------------------------------
-// node-llama-cpp, typed locally (imported by a non-literal specifier, as test/llama-parity.test.ts)
-
-type Token = number;
-interface LlamaSequence {
-  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
-  evaluateWithoutGeneratingNewTokens(tokens: Token[]): Promise<void>;
-  clearHistory(): Promise<void>;
-}
-interface LlamaContext {
-  getSequence(): LlamaSequence;
-  dispose(): Promise<void>;
-  readonly contextSize: number;
-}
-interface LlamaModel {
-  createContext(options: Record<string, unknown>): Promise<LlamaContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(options: { modelPath: string }): Promise<LlamaModel>;
-  dispose(): Promise<void>;
-}
-interface NodeLlamaCpp {
-  getLlama(options: Record<string, unknown>): Promise<Llama>;
-  LlamaLogLevel: { error: string };
-}
+import type { Llama, LlamaModel, LlamaSequence, NodeLlamaCpp } from "../test/node-llama.js";
 
 // ---------------------------------------------------------------------------
 // flags

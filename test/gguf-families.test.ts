@@ -29,7 +29,7 @@ import { runLogits } from "../src/cli/logits.js";
 import { runInspect } from "../src/cli/model-commands.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
 import { TINY_VOCAB, tinyHfConfig, tinyParams, tinyTokenizer } from "./gguf-fixture.js";
-import { loadNodeLlamaCpp } from "./node-llama.js";
+import { loadNodeLlamaCpp, type Llama, type NodeLlamaCpp, type Token } from "./node-llama.js";
 
 const tok = tinyTokenizer();
 const EOS = tok.eosId;
@@ -213,16 +213,6 @@ test("moe export picks the family's architecture; openModel opens the .gguf with
 
 // --- llama.cpp ---------------------------------------------------------------------------
 
-type Token = number;
-type EvalItem = Token | [Token, { generateNext?: { probabilities?: boolean } }];
-interface LlamaSequence {
-  evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
-  controlledEvaluate(input: EvalItem[]): Promise<({ next: { probabilities?: Map<Token, number> } } | undefined)[]>;
-}
-interface LlamaContext { getSequence(): LlamaSequence; dispose(): Promise<void> }
-interface LlamaModel { createContext(options: Record<string, unknown>): Promise<LlamaContext>; dispose(): Promise<void> }
-interface Llama { loadModel(options: { modelPath: string }): Promise<LlamaModel>; dispose(): Promise<void> }
-interface NodeLlamaCpp { getLlama(options: Record<string, unknown>): Promise<Llama>; LlamaLogLevel: { error: string } }
 
 
 const GEN = 20;

@@ -9,18 +9,20 @@ export async function loadNodeLlamaCpp<T>(): Promise<T | null> {
   }
 }
 
-// The slice of the node-llama-cpp 3.x API the parity tests use, typed here so they compile
+// The slice of the node-llama-cpp 3.x API the parity tests and bench/infer.ts use, typed here so they compile
 // without the package (it is imported by a non-literal specifier).
 export type Token = number;
 export type ControlledEvaluateInputItem = Token | [Token, { generateNext?: { probabilities?: boolean; token?: boolean; options?: { temperature?: number } } }];
 export interface LlamaSequence {
   controlledEvaluate(input: ControlledEvaluateInputItem[]): Promise<({ next: { token?: Token | null; probabilities?: Map<Token, number> } } | undefined)[]>;
   evaluate(tokens: Token[], options?: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<Token, void, void>;
+  evaluateWithoutGeneratingNewTokens(tokens: Token[]): Promise<void>;
   clearHistory(): Promise<void>;
 }
 export interface LlamaContext {
   getSequence(): LlamaSequence;
   dispose(): Promise<void>;
+  readonly contextSize: number;
 }
 export interface LlamaModel {
   tokenize(text: string, specialTokens?: boolean): Token[];
