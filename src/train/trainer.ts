@@ -41,6 +41,7 @@ import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, ty
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
+import { OverlappedGradReduce, planGradBuckets, type OverlapTiming } from "./grad-overlap.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -59,7 +60,7 @@ export interface StepReport {
   tokensPerSec: number;
   /** Data parallelism: ms in the step's collectives (gradient + statistics all-reduce, ZeRO-1 gather), including waits for the slowest rank; 0 on one rank. */
   commMs: number;
-  /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
+  /** Share of commMs that ran while this rank computed: the overlapped gradient all-reduce's transport time minus the time the step waited for it, over commMs (0 without overlap, and on the threads backend). */
   commHiddenShare: number;
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
@@ -124,6 +125,8 @@ export class Trainer {
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
   /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
   private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
+  /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
+  private readonly overlap: OverlappedGradReduce | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
@@ -176,6 +179,11 @@ export class Trainer {
       this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
       if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
+    // overlapped gradient reduction: plain data parallelism (EP and pipeline stages reduce their own way)
+    const m = this.model;
+    this.overlap = group && world > 1 && !this.ep && !this.stage && c.parallel.overlap_grad_reduce && m.grads instanceof Float32Array
+      ? new OverlappedGradReduce(group, m.grads, planGradBuckets(m.layout, m.names, 4, c.parallel.bucket_mb * 2 ** 20))
+      : null;
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -262,12 +270,19 @@ export class Trainer {
         loss = NaN;
         continue;
       }
-      this.model.backward(1 / A);
+      // the last micro-batch's backward starts each finished bucket's all-reduce (overlap)
+      const ov = a === first + mine - 1 ? this.overlap : null;
+      if (ov) this.model.backward(1 / A, (part) => ov.done(part));
+      else this.model.backward(1 / A);
       add(r);
     }
-    let commMs = performance.now();
-    if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
-    commMs = performance.now() - commMs;
+    let commMs = 0, hiddenMs = 0;
+    if (this.group) {
+      const red = this.reduceStep(loss, ce, tokens, acc);
+      ({ loss, ce, tokens } = red);
+      commMs = red.commMs;
+      hiddenMs = red.hiddenMs;
+    }
     const norm = gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
@@ -295,7 +310,7 @@ export class Trainer {
     this.tokensSeen += tokens;
     const ms = performance.now() - t0;
     const report: StepReport = {
-      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: 0,
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: commMs > 0 ? hiddenMs / commMs : 0,
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
@@ -312,12 +327,17 @@ export class Trainer {
   /**
    * Data parallelism: gradients summed over the ranks (each backward was scaled 1/A, so the sum is
    * the global mean), and the step's statistics summed the same way. Fixed rank order: every rank
-   * gets bit-identical values.
+   * gets bit-identical values. Also the step's communication time (ms) and the part of it that ran
+   * while this rank computed (the overlapped buckets' transport time minus the time waited for them).
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
-    const g = this.group!;
+    const g = this.group!, t0 = performance.now();
+    let grad: OverlapTiming | null = null, finishMs = 0;
     if (this.ep) this.ep.grads.reduce(this.model.grads);
-    else g.allreduceSync(this.model.grads as Float32Array, "sum");
+    else if (this.overlap) {
+      grad = this.overlap.finish();
+      finishMs = performance.now() - t0;
+    } else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
     pack[0] = loss;
@@ -334,7 +354,9 @@ export class Trainer {
       [x.aux, x.z, x.drop, x.vdrop, x.entropy, x.load] = Array.from(pack.subarray(o, o + 6));
       x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
     });
-    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+    // wall time here, where the overlapped buckets count their transport time instead of the wait
+    const wall = performance.now() - t0, hiddenMs = grad ? Math.max(0, grad.commMs - grad.exposedMs) : 0;
+    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]!, commMs: wall - finishMs + (grad?.commMs ?? 0), hiddenMs };
   }
 
   /** balance.global_scope=step: expert counts of this rank's micro-batches, summed over them and the DP group. */
