@@ -4,7 +4,8 @@
 // 2(p-1)/p of the buffer per rank).
 // With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
 // (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe),
-// with the DP communication ms per step and the share of it hidden behind compute (commMs,
+// dp=N also without the overlapped gradient all-reduce (parallel.overlap_grad_reduce=false), with
+// the DP communication ms per step and the share of it hidden behind compute (commMs,
 // commHiddenShare of metrics.jsonl).
 //
 // With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
@@ -124,7 +125,7 @@ interface TrainRow {
   ep_comm_ms: number | null;
   /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
   comm_ms: number | null;
-  /** share of comm_ms hidden behind the backward (0: not overlapped yet) */
+  /** share of comm_ms that ran while the rank computed (parallel.overlap_grad_reduce; 0 without it and on threads) */
   comm_hidden_share: number | null;
 }
 
@@ -147,6 +148,7 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     if (b === "mpi" && !mpiAvailable()) continue;
     const n = String(o.nproc);
     runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
+    runs.push({ backend: b, layout: `dp=${n} no-overlap`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, "parallel.overlap_grad_reduce=false"] });
     runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
   }
   const rows: TrainRow[] = [];
@@ -201,8 +203,8 @@ async function driver(): Promise<void> {
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
-    console.log(["round", "layout", "step ms", "tokens/s", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
-    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    console.log(["round", "layout", "step ms", "tokens/s", "comm ms", "hidden", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
+    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.comm_ms?.toFixed(1) ?? "-", r.hidden_share?.toFixed(2) ?? "-", r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
     for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
     for (const n of dp.notes) console.log(n);
   }

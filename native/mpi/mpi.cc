@@ -135,6 +135,19 @@ void Reduce(napi_typedarray_type t, void* acc, const void* x, size_t n, int op) 
 
 void Complete(Napi::Env env, Napi::Function, Job* job);
 
+// Completes a non-blocking request by testing it with short sleeps in between (10 µs doubling to
+// 500 µs). A thread blocked in Open MPI's MPI_Wait busy-polls a core; a started operation mostly
+// waits for the other ranks' backward, and on a machine without an idle core that spinning would
+// take the core from this rank's compute.
+std::string WaitPolling(MPI_Request* req, const char* what) {
+  int done = 0;
+  for (int us = 10;; us = us < 500 ? 2 * us : 500) {
+    MPI_TRY(MPI_Test(req, &done, MPI_STATUS_IGNORE), what);
+    if (done) return "";
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+}
+
 void Worker(Comm* c) {
   for (;;) {
     Job* j;
@@ -315,7 +328,8 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View b = GetView(info[1]);
   int op = info[2].As<Napi::Number>().Int32Value();
-  auto work = [c, b, op]() -> std::string {
+  const bool start = info.Length() > 3 && info[3].IsString() && info[3].As<Napi::String>().Utf8Value() == "start";
+  auto work = [c, b, op, start]() -> std::string {
     const int p = c->size, r = c->rank;
     if (p == 1 || b.n == 0) return "";
     const size_t es = Esz(b.type);
@@ -331,14 +345,27 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
     std::vector<uint8_t>& tmp = c->scratch;
     if (tmp.size() < static_cast<size_t>(p) * mine * es + 8) tmp.resize(static_cast<size_t>(p) * mine * es + 8);
     MPI_Datatype dt = Dt(b.type);
-    MPI_TRY(MPI_Alltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm), "allreduce (alltoallv)");
+    if (!start) {
+      MPI_TRY(MPI_Alltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm), "allreduce (alltoallv)");
+    } else {
+      MPI_Request req;
+      MPI_TRY(MPI_Ialltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm, &req), "allreduce (alltoallv)");
+      std::string e = WaitPolling(&req, "allreduce (alltoallv)");
+      if (!e.empty()) return e;
+    }
     uint8_t* acc = tmp.data();
     for (int i = 1; i < p; ++i) Reduce(b.type, acc, tmp.data() + static_cast<size_t>(i) * mine * es, mine, op);
     std::memcpy(static_cast<uint8_t*>(b.data) + static_cast<size_t>(off[r]) * es, acc, static_cast<size_t>(mine) * es);
-    MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm), "allreduce (allgatherv)");
+    if (!start) {
+      MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm), "allreduce (allgatherv)");
+    } else {
+      MPI_Request req;
+      MPI_TRY(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm, &req), "allreduce (allgatherv)");
+      return WaitPolling(&req, "allreduce (allgatherv)");
+    }
     return "";
   };
-  if (info.Length() > 3 && info[3].IsString() && info[3].As<Napi::String>().Utf8Value() == "start") return Start(info.Env(), c, {info[1]}, work);
+  if (start) return Start(info.Env(), c, {info[1]}, work);
   if (IsSync(info, 3)) return RunNow(info.Env(), c, "allreduceSync", work);
   return Submit(info.Env(), c, {info[1]}, work);
 }
