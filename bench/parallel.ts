@@ -198,13 +198,15 @@ async function driver(): Promise<void> {
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
-  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  const tcols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 18 : 12)).join("");
+  if (train.length) console.log(tcols(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"]));
+  for (const r of train) console.log(tcols([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)]));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
-    console.log(["round", "layout", "step ms", "tokens/s", "comm ms", "hidden", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
-    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.comm_ms?.toFixed(1) ?? "-", r.hidden_share?.toFixed(2) ?? "-", r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    const cols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 26 : 12)).join("");
+    console.log(cols(["round", "layout", "step ms", "tokens/s", "comm ms", "hidden", "idle share", "load1"]));
+    for (const r of dp.runs) console.log(cols([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.comm_ms?.toFixed(1) ?? "-", r.hidden_share?.toFixed(2) ?? "-", r.idle_share.toFixed(2), r.load1.toFixed(1)]));
     for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
     for (const n of dp.notes) console.log(n);
   }
