@@ -11,6 +11,7 @@ import { FAMILIES, parseHfConfig, resolveConfig, type Family } from "../src/mode
 import { MoeModel, initParams } from "../src/model/model.js";
 import type { ProcessGroup } from "../src/parallel/process-group.js";
 import { OverlappedGradReduce, planGradBuckets } from "../src/train/grad-overlap.js";
+import { loadTrainConfig, TrainConfigError } from "../src/train/config.js";
 import { tinyHfConfig, tokens } from "./model-util.js";
 
 const be = createBackend({ name: "native", threads: 1 });
@@ -76,4 +77,13 @@ for (const [fam, tied] of CASES) {
 test("gradient buckets: a non-positive bucket size is refused", () => {
   const m = model("mixtral", false);
   assert.throws(() => planGradBuckets(m.layout, m.names, 4, 0), /bucket size must be positive/);
+});
+
+test("parallel.overlap_grad_reduce (default true) and parallel.bucket_mb (default 4, positive) are validated", () => {
+  const c = loadTrainConfig(null, []);
+  assert.equal(c.parallel.overlap_grad_reduce, true);
+  assert.equal(c.parallel.bucket_mb, 4);
+  assert.equal(loadTrainConfig(null, ["parallel.overlap_grad_reduce=false"]).parallel.overlap_grad_reduce, false);
+  assert.throws(() => loadTrainConfig(null, ["parallel.bucket_mb=0"]), (e: unknown) => e instanceof TrainConfigError && /parallel\.bucket_mb must be positive, got 0/.test((e as Error).message));
+  assert.throws(() => loadTrainConfig(null, ["parallel.overlap_grad_reduce=maybe"]), /overlap_grad_reduce/);
 });
