@@ -16,7 +16,7 @@ import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import { TensorParallel } from "../src/infer/tp.js";
 import { planTensorParallel, TensorParallelError } from "../src/infer/tp-shard.js";
 import { tinyConfig } from "./model-util.js";
-import { BACKEND, be, GQA10, greedyDecode, maxRelErr, MHA5, MQA6, Q8, randomWeights } from "./tp-util.js";
+import { BACKEND, be, faulty, GQA10, greedyDecode, maxRelErr, MHA5, MQA6, Q8, randomWeights } from "./tp-util.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -138,6 +138,18 @@ test("tp failures: a rank that cannot start rejects start(); a rank found dead b
   await new Promise((r) => setImmediate(r));
   assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: rank 1 exited \(code \d+\); the engine cannot run/);
   await tp.close();
+});
+
+test("tp: a step that throws on rank 0 in the middle fails every later step with a message; close() still ends the workers", async () => {
+  const full = engineWeights(randomWeights(GQA10, 3));
+  const tp = await TensorParallel.start(full, { size: 2, backend: BACKEND });
+  try {
+    // the 20th kernel call of rank 0 is inside the first step, after the other rank joined it
+    assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1, { backend: faulty(be, 20, () => { throw new Error("injected on rank 0"); }) }), /injected on rank 0/);
+    assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: a step failed on rank 0 in the middle, so the ranks are out of step; the engine cannot run/);
+  } finally {
+    await tp.close();
+  }
 });
 
 test("moe generate --tp 2 prints the --tp 1 text; --tp that does not fit the heads and --tp 0 are refused", async () => {

@@ -5,12 +5,11 @@
 // threads run). MODE "cases": the TP_CASES in turn. MODE "throw" / "kill": rank 1's backend
 // throws / the process SIGKILLs itself at its FAULT_AT-th kernel call, in the middle of a step.
 // Imported outside an MPI rank it only exports the cases.
-import type { Backend } from "../src/backend/index.js";
 import type { ModelConfig } from "../src/model/config.js";
 import { engineWeights, type Activations, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
 import { runTpWorkerRank, TensorParallel } from "../src/infer/tp.js";
 import { detectBackend, initWorld } from "../src/parallel/world.js";
-import { be, GQA10, greedyDecode, Q8, randomWeights } from "./tp-util.js";
+import { be, faulty, GQA10, greedyDecode, Q8, randomWeights } from "./tp-util.js";
 
 export interface TpCase { name: string; cfg: ModelConfig; dtype: EngineDtype; activations: Activations }
 /** GQA 10/5 over 2 ranks: kv heads [3, 2], q heads [6, 4]; q8_0 with q8 activations: 3 heads of 32 → [2, 1]. */
@@ -24,23 +23,6 @@ export const FAULT_AT = 60;
 
 export function caseWeights(c: TpCase): EngineWeights {
   return engineWeights(randomWeights(c.cfg, 7), { dtype: c.dtype });
-}
-
-/** `be` whose fault() runs at its `at`-th kernel call (every step checked, so every call goes through it). */
-function faulty(k: Backend, at: number, fault: () => void): Backend {
-  let calls = 0;
-  // the backend object is frozen: the proxy's target is a fresh object, every read goes to k
-  return new Proxy({} as Backend, {
-    get(_, p) {
-      if (p === "unchecked") return undefined;
-      const v = Reflect.get(k, p) as unknown;
-      if (typeof v !== "function") return v;
-      return (...a: unknown[]) => {
-        if (++calls === at) fault();
-        return (v as (...x: unknown[]) => unknown).apply(k, a);
-      };
-    },
-  });
 }
 
 if (detectBackend() === "mpi") {

@@ -84,3 +84,19 @@ export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return e / m;
 }
 
+/** `be` whose fault() runs at its `at`-th kernel call (every step checked, so every call goes through it). */
+export function faulty(k: Backend, at: number, fault: () => void): Backend {
+  let calls = 0;
+  // the backend object is frozen: the proxy's target is a fresh object, every read goes to k
+  return new Proxy({} as Backend, {
+    get(_, p) {
+      if (p === "unchecked") return undefined;
+      const v = Reflect.get(k, p) as unknown;
+      if (typeof v !== "function") return v;
+      return (...a: unknown[]) => {
+        if (++calls === at) fault();
+        return (v as (...x: unknown[]) => unknown).apply(k, a);
+      };
+    },
+  });
+}

@@ -262,6 +262,7 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
   const k: Kernels = checked ? be : be.unchecked!;
   const stats = layers(k, w, ws, kv, b, N, R, rope, !checked);
+  w.tp?.end?.();
   if (checked) ws.validatedShapes.add(shape);
   return stats;
 }

@@ -42,6 +42,8 @@ export interface TpShard {
   broadcast(buf: Float32Array): void;
   /** Rank 0 only: has the other ranks run this step with it (runStep calls it before the layers, with its workspace's row count and activation mode). */
   begin?(b: StepBatch, kv: KvCachePool, ws: { maxRows: number; activations: Activations }): void;
+  /** Rank 0 only: the step's layers are done on every rank (not called when the step threw). */
+  end?(): void;
   /** "full" q/k norms: the width their mean of squares is over, after the all-reduce (k: × replicas). */
   qNormWidth: number;
   kNormWidth: number;

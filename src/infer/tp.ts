@@ -29,10 +29,9 @@ import { allocGroupBuffer, DEFAULT_SLOT_BYTES, threadsGroupOver } from "../paral
 import type { ProcessGroup } from "../parallel/process-group.js";
 import { detectBackend, initWorld } from "../parallel/world.js";
 import type { Backend } from "../backend/index.js";
-import type { EngineWeights } from "./engine-weights.js";
+import type { Activations, EngineWeights } from "./engine-weights.js";
 import { KvCachePool } from "./kv-cache.js";
 import { InferenceWorkspace, runStep, type StepBatch } from "./runner.js";
-import type { Activations } from "./engine-weights.js";
 import { planTensorParallel, shardBuffers, shardEngineWeights, TensorParallelError, type TpPlan, type TpShard } from "./tp-shard.js";
 
 /** The flags a worker builds its own backend from (as `backendFromFlags`). */
@@ -87,6 +86,8 @@ function normWidths(full: EngineWeights, plan: TpPlan): { qNormWidth: number; kN
 export class TensorParallel {
   private failure: string | null = null;
   private closed = false;
+  /** Between rank 0's begin and end of a step. */
+  private inStep = false;
 
   private constructor(
     /** Rank 0's weights: pass these to the Engine. */
@@ -170,7 +171,10 @@ export class TensorParallel {
       broadcast: (b) => g.broadcastSync(b, 0),
       begin: (b: StepBatch, kv: KvCachePool, ws: { maxRows: number; activations: Activations }) => {
         if (this.closed) throw new TensorParallelError("tensor parallel: step after close()");
+        // a step that threw on rank 0 after begin left the other ranks somewhere in its collectives
+        if (this.inStep) this.fail("a step failed on rank 0 in the middle, so the ranks are out of step");
         if (this.failure) throw new TensorParallelError(`tensor parallel: ${this.failure}; the engine cannot run`);
+        this.inStep = true;
         const N = b.tokens.length, S = b.contextLens.length;
         hdr.fill(0);
         hdr[TP_HEADER.cmd] = TP_CMD.step;
@@ -185,6 +189,9 @@ export class TensorParallel {
         hdr[TP_HEADER.activations] = ws.activations === "q8" ? 1 : 0;
         g.broadcastSync(hdr, 0);
         g.broadcastSync(packBatch(b), 0);
+      },
+      end: () => {
+        this.inStep = false;
       },
     };
   }
