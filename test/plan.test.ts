@@ -10,7 +10,7 @@ import path from "node:path";
 import { parameterCounts, parseHfConfig, resolveConfig } from "../src/model/config.js";
 import { PRESET_NAMES, preset } from "../src/model/presets.js";
 import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readClusterSpec, type ClusterSpec } from "../src/plan/cluster.js";
-import { LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
+import { DEFAULT_COST, LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
 import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
 import { loadModelSource } from "../src/plan/model-source.js";
@@ -138,7 +138,7 @@ const tinyHf = {
 };
 const tiny = planModelFromConfig(resolveConfig(parseHfConfig(tinyHf)), "tiny");
 const tinyRun: PlanRun = { seqLen: 4, microBatch: 1, globalBatch: 4 };
-const f32NoZero: CostOptions = { precision: PRECISIONS.f32!, zero1: false, flashAttention: true, expertImbalance: 1 };
+const f32NoZero: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS.f32!, zero1: false, flashAttention: true, expertImbalance: 1 };
 const bigCluster = (over: Record<string, unknown> = {}): ClusterSpec => parseClusterSpec({ devices_per_node: 8, memory: "1TB", flops: 1e12, ...over });
 
 test("memory of a tiny model on one rank equals the hand computation", () => {
@@ -349,7 +349,7 @@ test("parallel.plan=auto: the chosen layout is the fastest fitting executable on
   const model = planModelFromConfig(cfg, "run");
   const run = { seqLen: 64, microBatch: 2, globalBatch: 8 };
   const cluster: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 4e9, flops: 50e9, flopsSource: "stated", intraNode: BACKEND_LINKS.threads, interNode: BACKEND_LINKS.threads };
-  const cost: CostOptions = { precision: PRECISIONS["f32"]!, zero1: true, flashAttention: true, expertImbalance: 1 };
+  const cost: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, flashAttention: true, expertImbalance: 1 };
   const steps: number[] = [];
   for (const L of [
     { dp: 2, tp: 1, pp: 1, expert: "etp" as const, ep: 1, partition: [cfg.numLayers], recompute: [0] },
