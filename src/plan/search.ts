@@ -56,6 +56,8 @@ export interface Evaluation {
   commShare: number;
   /** Seconds of the simulated 1F1B schedule (forward, backward, transfers) within the step. */
   pipeline: number;
+  /** Busy seconds of each stage in the schedule (the rest of `pipeline` it waits). */
+  busy: number[];
   /** Seconds of the optimizer (update and gradient norm) on the slowest stage, within the step (0 when not modelled). */
   optimizer: number;
   /** Seconds per step of each kind of communication on the slowest stage. */
@@ -127,6 +129,7 @@ function evaluate(lc: LayoutCost, stages: StageCost[]): Evaluation {
     memory: stages.map((s) => s.memory),
     commShare: 1 - (bare.step + optimizer) / step,
     pipeline: sim.step,
+    busy: sim.busy,
     optimizer,
     comm: {
       tp: lc.m * stages[slow]!.tpComm,
