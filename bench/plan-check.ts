@@ -4,8 +4,10 @@
 // metrics.jsonl) next to the planner's prediction for that exact layout (plan/search.ts
 // evaluateLayout) with this machine's measured parameters:
 //   - compute: the layers' FLOP/s and the head's relative rate from forward + backward of the
-//     model at the run's micro-batch on one engine thread (train/machine-rates.ts), scaled by
-//     cores / (ranks × threads) when the ranks outnumber the cores (plan/auto.ts machineCluster);
+//     model at the run's micro-batch on one engine thread (train/machine-rates.ts): alone for one
+//     rank, and measured in one process per core at once for several ranks (two busy cores run
+//     slower than one), scaled by cores / (ranks × threads) when the ranks outnumber the cores
+//     (plan/auto.ts machineCluster); the optimizer's rates slow by the same factor;
 //   - optimizer: AdamW and gradient-norm seconds per parameter, measured on an arena of the
 //     model's size;
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
@@ -18,7 +20,7 @@
 // Nothing here is fitted per layout: the rates are measured once per model before the runs.
 //
 // Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide]
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
 import path from "node:path";
@@ -57,7 +59,8 @@ export interface PlanCheck {
   cpu: string;
   cores: number;
   backend: string;
-  rates: Record<string, ComputeRates & OptimizerRates>;
+  /** Per model: solo rates, and layerFlopsAllCores = the layers' rate per process with one process per core computing. */
+  rates: Record<string, ComputeRates & OptimizerRates & { layerFlopsAllCores: number }>;
   links: Record<string, Link>;
   rows: CheckRow[];
   /** pp=2 on the wide-vocabulary model: the planner's split against the even one. */
@@ -126,6 +129,18 @@ class Runner {
   }
 }
 
+/** Median layer FLOP/s of `n` processes measuring at once (this file with --calibrate). */
+async function concurrentLayerFlops(configDir: string, n: number): Promise<number> {
+  const self = fileURLToPath(import.meta.url);
+  const one = () => new Promise<number>((resolve, reject) => {
+    const c = spawn(process.execPath, [self, "--calibrate", configDir], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MOE_NUM_THREADS: "1" } });
+    let text = "";
+    c.stdout.on("data", (d: Buffer) => (text += d.toString()));
+    c.on("close", (code) => (code === 0 ? resolve((JSON.parse(text) as ComputeRates).layerFlops) : reject(new Error(`calibration process failed (exit ${code})`))));
+  });
+  return median(await Promise.all(Array.from({ length: n }, one)));
+}
+
 /** The HF config the run trained (its final checkpoint's config.json). */
 function runConfigDir(dir: string): string {
   const ck = path.join(dir, "checkpoints");
@@ -157,14 +172,22 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const prep = runner.run(`${m.name}-prep`, m.common.map((a) => (a.startsWith("train.steps=") ? "train.steps=1" : a)), null);
       const hf = readHfConfig(runConfigDir(prep.dir));
       const pm = planModelFromConfig(resolveConfig(hf), m.name);
-      const rates = { ...measureComputeRates(hf, B, T, 1), ...measureOptimizerRates(planParameterCounts(pm).total) };
+      const solo = measureComputeRates(hf, B, T, 1);
+      // the same measurement in one process per core at once: the rate a rank keeps when every core computes
+      const busy = await concurrentLayerFlops(runConfigDir(prep.dir), Math.min(cores, 4));
+      const rates = { ...solo, layerFlopsAllCores: busy, ...measureOptimizerRates(planParameterCounts(pm).total) };
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
-      const cost = (zero: boolean): CostOptions => ({
-        ...DEFAULT_COST, precision: PRECISIONS.f32!, zero1: zero, gradSync: "arena", headEfficiency: rates.headEfficiency,
-        optimizerSecondsPerParam: rates.optimizerSecondsPerParam, normSecondsPerParam: rates.normSecondsPerParam,
-      });
-      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
+      // one rank computes at the solo rate; several at the all-cores rate, shared when ranks > cores
+      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
+      // the optimizer is compute of the same rank: it slows by the same factor as the layers
+      const cost = (zero: boolean, ranks: number): CostOptions => {
+        const slow = rates.layerFlops / cluster(ranks).flops;
+        return {
+          ...DEFAULT_COST, precision: PRECISIONS.f32!, zero1: zero, gradSync: "arena", headEfficiency: rates.headEfficiency,
+          optimizerSecondsPerParam: rates.optimizerSecondsPerParam * slow, normSecondsPerParam: rates.normSecondsPerParam * slow,
+        };
+      };
       const L = pm.layers;
       let specs: Spec[];
       let gainPair: [Spec, Spec] | null = null;
@@ -175,7 +198,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
           spec("dp=4", L, { dp: 4 }), spec("pp=2 × dp=2", L, { dp: 2, partition: evenSplit(L, 2) }),
         ];
       } else {
-        const best = plan(pm, run, cluster(2), { cost: cost(false), maxTp: 1, expertModes: ["etp"], fix: { pp: 2, dp: 1 } }).layouts[0]!;
+        const best = plan(pm, run, cluster(2), { cost: cost(false, 2), maxTp: 1, expertModes: ["etp"], fix: { pp: 2, dp: 1 } }).layouts[0]!;
         const uni = spec(`pp=2 ${evenSplit(L, 2).join(",")} (even)`, L, { partition: evenSplit(L, 2) });
         const planned = spec(`pp=2 ${best.layout.partition.join(",")} (planner)`, L, { partition: best.layout.partition });
         specs = [spec("1 rank", L, {}), uni, planned];
@@ -185,7 +208,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       for (let round = 0; round < o.rounds; round++) {
         for (const s of specs) {
           const r = runner.run(`${m.name}-${s.name}-${round}`, m.common, s);
-          const e = evaluateLayout(pm, run, cluster(s.ranks), s.layout, cost(s.zero));
+          const e = evaluateLayout(pm, run, cluster(s.ranks), s.layout, cost(s.zero, s.ranks));
           const pred = e.step * 1e3;
           const row: CheckRow = {
             model: m.name, layout: s.name, ranks: s.ranks, measured_ms: +r.ms.toFixed(1), predicted_ms: +pred.toFixed(1), ratio: +(pred / r.ms).toFixed(3), within_20: Math.abs(pred / r.ms - 1) <= 0.2,
@@ -215,7 +238,7 @@ export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
   for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
   for (const [m, r] of Object.entries(c.rates)) {
-    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s, head ×${r.headEfficiency.toFixed(2)}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
+    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
   }
   const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];
   lines.push(head.map((s, i) => (i < 2 ? s.padEnd(i === 0 ? 12 : 24) : s.padStart(i === 7 ? 20 : 13))).join(""));
@@ -226,4 +249,9 @@ export function formatPlanCheck(c: PlanCheck): string {
   }
   if (c.gain) lines.push(`non-uniform pipeline (${c.gain.planned}) over the even split (${c.gain.uniform}): measured ${(100 * c.gain.measured).toFixed(1)}%, predicted ${(100 * c.gain.predicted).toFixed(1)}%`);
   return lines.join("\n");
+}
+
+// child of concurrentLayerFlops: more repetitions than the solo measurement, so that the processes overlap
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1]) && process.argv[2] === "--calibrate") {
+  console.log(JSON.stringify(measureComputeRates(readHfConfig(process.argv[3]!), B, T, 1, 15)));
 }
