@@ -163,16 +163,18 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       out.links[n] = fitLink(rows.map((r) => ({ ranks: r.ranks, bytes: r.bytes, seconds: r.us_median * 1e-6 })), "allreduce");
     }
     const small = ppCommon(path.join(base, "small"), { steps: o.steps, micro });
-    const wideDir = path.join(base, "wide");
-    wideCorpus(path.join(wideDir, "corpus"), 20000);
-    const wide = ppCommon(wideDir, { steps: o.steps, micro }).map((a) => (a.startsWith("data.vocab_size=") ? "data.vocab_size=16384" : a)).concat("model.num_layers=8");
+    const wideDir = path.join(base, "wide"), words = path.join(wideDir, "words");
+    wideCorpus(words, 20000);
+    const wideOpt = (a: string) => (a.startsWith("data.vocab_size=") ? "data.vocab_size=16384" : a.startsWith("data.corpus=") ? `data.corpus=${words}` : a);
+    const wide = ppCommon(wideDir, { steps: o.steps, micro }).map(wideOpt).concat("model.num_layers=8");
     const models: { name: string; common: string[] }[] = [{ name: "small-moe", common: small }, { name: "wide-vocab", common: wide }].filter((m) => !o.only || m.name.startsWith(o.only));
     for (const m of models) {
       // tokenizer and shards once, outside the timed runs; its checkpoint gives the model's config
       const prep = runner.run(`${m.name}-prep`, m.common.map((a) => (a.startsWith("train.steps=") ? "train.steps=1" : a)), null);
       const hf = readHfConfig(runConfigDir(prep.dir));
       const pm = planModelFromConfig(resolveConfig(hf), m.name);
-      const solo = measureComputeRates(hf, B, T, 1);
+      if (m.name === "wide-vocab" && pm.vocab < 16000) throw new Error(`wide-vocab: the tokenizer reached only ${pm.vocab} tokens`);
+      const solo = measureComputeRates(hf, B, T, 1, 9);
       // the same measurement in one process per core at once: the rate a rank keeps when every core computes
       const busy = await concurrentLayerFlops(runConfigDir(prep.dir), Math.min(cores, 4));
       const rates = { ...solo, layerFlopsAllCores: busy, ...measureOptimizerRates(planParameterCounts(pm).total) };
