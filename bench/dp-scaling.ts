@@ -38,7 +38,7 @@ export interface DpScaling {
   notes: string[];
 }
 
-function idleTimes(): { idle: number; total: number } {
+export function idleTimes(): { idle: number; total: number } {
   let idle = 0, total = 0;
   for (const c of cpus()) {
     idle += c.times.idle;
