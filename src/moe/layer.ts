@@ -24,6 +24,7 @@ import { capacityKeep, expertCapacity } from "./capacity.js";
 import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
 import type { ExpertParallel } from "../parallel/expert-parallel.js";
+import type { TensorParallelContext } from "../parallel/tp-ops.js";
 
 export type { BalanceLoss } from "./config.js";
 
@@ -46,6 +47,9 @@ export interface MoeForwardOptions {
   virtualCapacityFactor: number;
   /** Expert parallelism: this rank computes only its experts; rows travel by all-to-all-v. */
   ep?: ExpertParallel;
+  /** Expert tensor parallelism (ETP): every expert's intermediate columns are split over the TP
+   * group, so expert outputs are partial sums (the caller all-reduces the layer output). */
+  tp?: TensorParallelContext;
 }
 
 /** Per-step statistics of one MoE layer (returned, never accumulated globally). */
@@ -88,6 +92,8 @@ export class MoeLayerState {
   hasBalanceGrad = false;
   /** The expert-parallel context of the last forward (null: all experts computed here). */
   ep: ExpertParallel | null = null;
+  /** The tensor-parallel context of the last forward (null: whole experts here). */
+  tp: TensorParallelContext | null = null;
 
   constructor(readonly Ctor: FCtor, readonly N: number, readonly C: number, readonly cfg: MoeConfig) {
     const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
@@ -223,6 +229,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
 
   // 5. experts (EP: rows exchanged with the experts' owners, parallel/expert-parallel.ts)
   st.ep = opt.ep ?? null;
+  st.tp = opt.tp ?? null;
   if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
   else {
     be.groupedGemm(xs, w.w13, h, st.sizes, { K: C, N: 2 * F, transW: true });
@@ -310,6 +317,11 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
     const a = st.rowAssign[i]!;
     if (a >= 0) dWeights[a] = dRowW[i]!;
   }
+  // ETP: dot(dy, expert output) over partial outputs; the router needs the sum over the TP ranks
+  st.tp?.allreduce(dWeights);
+  // ETP: the router's and the shared gate's input gradients are replicated: one rank adds them
+  // (the caller all-reduces dx); the others write them into consumed scratch
+  const dxRep = st.tp && st.tp.rank !== 0 ? sc.dxs.subarray(0, N * C) : dxj;
 
   // 5'. experts backward
   if (st.ep) st.ep.backward(be, st, dyo, M, C, F, w, dw, dxs);
@@ -340,8 +352,9 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
       }
       dGate[n] = g * s * (1 - s);
     }
+    st.tp?.allreduce(dGate); // dot(dy, ys) over the partial shared-expert outputs (the sigmoid factor is replicated)
     ffnBackward(be, dxj, dw.sharedGateUp!, dw.sharedDown!, dsh.ys, xj, sh.ffn, w.sharedGateUp!, w.sharedDown!, { da: dsh.da, dgu: dsh.dgu }, N, C, S, true);
-    linearBackward(be, dxj, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true, "f32");
+    linearBackward(be, dxRep, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true, "f32");
   }
 
   // 2'. router backward (selected weights + balancing terms)
@@ -349,7 +362,7 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   if (st.hasBalanceGrad) be.scale(sc.dProbs, st.dProbs, gradScale);
   routerBackward(cfg.router, route, dWeights, st.hasBalanceGrad ? sc.dProbs : null, sc.dLogits);
   if (st.hasBalanceGrad) be.axpy(sc.dLogits, st.dLogitsBal, gradScale);
-  linearBackward(be, dxj, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true, "f32");
+  linearBackward(be, dxRep, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true, "f32");
 
   // 1'. jitter backward
   if (st.jitter) for (let i = 0; i < N * C; i++) dx[i] = dxj[i]! * st.jitter[i]!;
