@@ -1,7 +1,7 @@
 // The tensor-parallel case of test/train-tp.test.ts: a tiny model (config patch given as JSON)
 // with generic parameters and M micro-batches, its single-rank reference (plain MoeModel
 // forward/backward of the full model), and the program every threads rank runs: a tp × dp mesh,
-// this rank's slice of the same model (parallel/tensor-parallel.ts), its dp share of the
+// (third argument `edp`: experts whole, split over the TP ranks) this rank's slice of the same model (parallel/tensor-parallel.ts), its dp share of the
 // micro-batches, the TP gradient fix-ups, the DP sum, then the full gradients gathered from the
 // slices; rank 0 prints `RESULT {loss, grads, tpLosses}`. Imported outside a rank it only exports
 // the helpers.
@@ -51,12 +51,12 @@ export function reference(patch: CasePatch): { loss: number; grads: Float32Array
 }
 
 if (inThreadsWorker()) {
-  const [patchJson, tpArg] = process.argv.slice(2) as [string, string];
+  const [patchJson, tpArg, mode] = process.argv.slice(2) as [string, string, string | undefined];
   const patch = JSON.parse(patchJson) as CasePatch, tp = Number(tpArg);
   const world = await initWorld();
   const mesh = await createMesh(world, { tp });
   const { cfg, model: full, batches } = tpCase(patch);
-  const layout = new TensorParallelLayout(cfg, mesh.tp.rank, tp);
+  const layout = new TensorParallelLayout(cfg, mesh.tp.rank, tp, mode === "edp");
   const local = new MoeModel(layout.localCfg, full.be, { B, T, tp: layout.context(mesh.tp) });
   layout.slice(full.params, local.params);
   local.zeroGrad();

@@ -10,7 +10,9 @@
 //    at 2 ranks when the binding and mpirun exist) gives the per-step losses of a one-rank run of
 //    the same global batch to 1e-5 relative over 10 steps; a tp=2 checkpoint (gathered from the
 //    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses.
-// 4. parallel.tp / parallel.etp are validated.
+//    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
+//    end to end.
+// 4. parallel.tp / parallel.etp / parallel.edp are validated.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -34,7 +36,7 @@ function assertNear(a: ArrayLike<number>, b: ArrayLike<number>, what: string): v
   for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-6 * scale + 1e-5 * Math.abs(b[i]!), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
 }
 
-const CASES: { name: string; tp: number; world?: number; patch: CasePatch }[] = [
+const CASES: { name: string; tp: number; world?: number; edp?: boolean; patch: CasePatch }[] = [
   { name: "even heads (4 over 2), MoE layers", tp: 2, patch: { numHeads: 4, numKvHeads: 4 } },
   {
     name: "uneven heads (5 over 2), dense + MoE, q/k/v/o and head biases, uneven intermediate sizes", tp: 2,
@@ -50,13 +52,16 @@ const CASES: { name: string; tp: number; world?: number; patch: CasePatch }[] = 
   },
   { name: "GQA at tp=4: 4 kv heads split, capacity dispatch", tp: 4, patch: { numHeads: 8, numKvHeads: 4, qkvBias: true, moe: { dispatch: { kind: "capacity", capacityFactor: 1.0, policy: "probs", pad: false } } } },
   { name: "tp=2 × dp=2 at 4 ranks", tp: 2, world: 4, patch: { numHeads: 5, numKvHeads: 5, moe: { moeLayers: [true, false] } } },
+  { name: "EDP: 5 experts as [3,2], shared expert, dense + MoE", tp: 2, edp: true, patch: { numHeads: 4, numKvHeads: 2, moe: { numExperts: 5, moeLayers: [true, false], sharedExpertIntermediateSize: 3 } } },
+  { name: "EDP at tp=4: one expert per rank, capacity dispatch with padding", tp: 4, edp: true, patch: { numHeads: 4, numKvHeads: 4, moe: { dispatch: { kind: "capacity", capacityFactor: 1.0, policy: "probs", pad: true } } } },
+  { name: "EDP × dp=2 at 4 ranks", tp: 2, world: 4, edp: true, patch: { numHeads: 4, numKvHeads: 1 } },
 ];
 
 for (const c of CASES) {
-  test(`tp=${c.tp}${c.world ? ` world ${c.world}` : ""}: ${c.name}: single-rank loss and gradients`, async () => {
+  test(`tp=${c.tp}${c.world ? ` world ${c.world}` : ""}${c.edp ? " edp" : ""}: ${c.name}: single-rank loss and gradients`, async () => {
     const ref = reference(c.patch);
     assert.ok(ref.grads.some((g) => g !== 0));
-    const r = await runThreads(c.world ?? c.tp, PROGRAM, [JSON.stringify(c.patch), String(c.tp)], { timeoutMs: 60_000, output: "capture", report: false });
+    const r = await runThreads(c.world ?? c.tp, PROGRAM, [JSON.stringify(c.patch), String(c.tp), c.edp ? "edp" : "etp"], { timeoutMs: 60_000, output: "capture", report: false });
     assert.equal(r.code, 0, `${r.failure}\n${r.stderr.join("")}`);
     const line = r.stdout.join("").split("\n").find((l) => l.startsWith("RESULT "));
     assert.ok(line, r.stdout.join(""));
@@ -100,6 +105,8 @@ const RUNS: [string, number, string[]][] = [
   ["tp=2", 2, ["parallel.tp=2"]],
   ["tp=2 × dp=2", 4, ["parallel.tp=2", "parallel.dp=2"]],
   ["tp=4 (heads 4, vocab 300 as 75 each)", 4, ["parallel.tp=4", "parallel.etp=4"]],
+  ["tp=2 EDP (2 experts per rank)", 2, ["parallel.tp=2", "parallel.edp=true"]],
+  ["tp=2 EDP × dp=2", 4, ["parallel.tp=2", "parallel.edp=true", "parallel.dp=2"]],
 ];
 
 for (const backend of ["threads", "mpi"] as const) {
@@ -138,4 +145,6 @@ test("parallel.tp and parallel.etp are validated with messages naming the option
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]), /parallel\.tp=2 with parallel\.pp/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.zero=1"]), /parallel\.tp=2 with parallel\.zero/);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2"]).parallel.etp, null);
+  assert.throws(() => loadTrainConfig(null, ["parallel.edp=true"]), /parallel\.edp=true needs parallel\.tp > 1/);
+  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.edp=true", "parallel.etp=2"]), /under EDP experts are whole/);
 });

@@ -165,6 +165,24 @@ function maxDispatchRows(N: number, cfg: MoeConfig): number {
   return Math.max(N * cfg.topK, padded);
 }
 
+/**
+ * The experts this rank computes (all of them, or under EDP its range of the TP context): their
+ * weights, their groups' sizes, and their rows [r0, r0+R) of the expert-major dispatch.
+ */
+function localExperts(st: MoeLayerState, F: number, w: Pick<MoeWeights, "w13" | "w2">) {
+  const C = st.C, [e0, e1] = st.tp?.experts ?? [0, st.cfg.numExperts];
+  let r0 = 0, R = 0;
+  for (let e = 0; e < e1; e++) {
+    if (e < e0) r0 += st.sizes[e]!;
+    else R += st.sizes[e]!;
+  }
+  return {
+    R, sizes: st.sizes.subarray(e0, e1),
+    w13: w.w13.subarray(e0 * 2 * F * C, e1 * 2 * F * C), w2: w.w2.subarray(e0 * C * F, e1 * C * F),
+    rows: (a: FArr, width: number) => a.subarray(r0 * width, (r0 + R) * width),
+  };
+}
+
 function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
@@ -232,9 +250,12 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   st.tp = opt.tp ?? null;
   if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
   else {
-    be.groupedGemm(xs, w.w13, h, st.sizes, { K: C, N: 2 * F, transW: true });
-    be.swigluForward(act, h, M, F);
-    be.groupedGemm(act, w.w2, yo, st.sizes, { K: F, N: C, transW: true });
+    // EDP: only this rank's experts run (their rows are consecutive); the other rows' outputs are zero
+    const x = localExperts(st, F, w);
+    if (x.R < M) yo.fill(0);
+    be.groupedGemm(x.rows(xs, C), x.w13, x.rows(h, 2 * F), x.sizes, { K: C, N: 2 * F, transW: true });
+    be.swigluForward(x.rows(act, F), x.rows(h, 2 * F), x.R, F);
+    be.groupedGemm(x.rows(act, F), x.w2, x.rows(yo, C), x.sizes, { K: F, N: C, transW: true });
   }
 
   // 6. combine
@@ -326,11 +347,13 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   // 5'. experts backward
   if (st.ep) st.ep.backward(be, st, dyo, M, C, F, w, dw, dxs);
   else {
-    be.groupedGemmWeightGrad(act, dyo, dw.w2, st.sizes, { K: F, N: C, transW: true });
-    be.groupedGemm(dyo, w.w2, da, st.sizes, { K: C, N: F, transW: false });
-    be.swigluBackward(dh, da, h, M, F);
-    be.groupedGemmWeightGrad(xs, dh, dw.w13, st.sizes, { K: C, N: 2 * F, transW: true });
-    be.groupedGemm(dh, w.w13, dxs, st.sizes, { K: 2 * F, N: C, transW: false });
+    const x = localExperts(st, F, w), g = localExperts(st, F, dw);
+    if (x.R < M) dxs.fill(0);
+    be.groupedGemmWeightGrad(x.rows(act, F), x.rows(dyo, C), g.w2, x.sizes, { K: F, N: C, transW: true });
+    be.groupedGemm(x.rows(dyo, C), x.w2, x.rows(da, F), x.sizes, { K: C, N: F, transW: false });
+    be.swigluBackward(x.rows(dh, 2 * F), x.rows(da, F), x.rows(h, 2 * F), x.R, F);
+    be.groupedGemmWeightGrad(x.rows(xs, C), x.rows(dh, 2 * F), g.w13, x.sizes, { K: C, N: 2 * F, transW: true });
+    be.groupedGemm(x.rows(dh, 2 * F), x.w13, x.rows(dxs, C), x.sizes, { K: 2 * F, N: C, transW: false });
   }
 
   // 4'. dispatch backward: gather's backward is scatter

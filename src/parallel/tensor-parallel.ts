@@ -17,6 +17,11 @@
 //   kv        a kv head's rows; with fewer kv heads than ranks each is replicated on kvReplicas
 //             ranks, whose partial gradients are summed after the backward
 //   rank0     the row-parallel o_proj bias: held by TP rank 0 (zero elsewhere), added once
+// EDP (Skywork App. B.1, `edp`): experts are not column-split; the TP group doubles as the
+// expert group and rank r computes the whole experts [first, end) of an even split (`E mod tp`
+// ranks one more). Tokens are on every TP rank already, so dispatch is the local gather of the
+// rows routed to its experts and combine is the TP all-reduce after the MoE layer. Like EP here,
+// every rank allocates the whole expert arena; other ranks' experts stay zero and untouched.
 // A rank "owns" its shards, replicas only on TP rank 0, kv rows on the first of their replicas:
 // the gathered model, the gradient norm and checkpoints count each parameter once.
 //
@@ -51,20 +56,30 @@ export interface TrainingTpPlan {
   heads: TpPlan;
   /** Vocabulary rows per rank. */
   vocab: { offset: number; count: number }[];
+  /** EDP: the whole experts [first, end) of each rank (null: ETP, every expert's columns split). */
+  experts: [number, number][] | null;
 }
 
-/** The training layout of `cfg` over `size` TP ranks; refuses what the slices cannot express. */
-export function planTrainingTp(cfg: ModelConfig, size: number): TrainingTpPlan {
+/** The training layout of `cfg` over `size` TP ranks (EDP: experts whole, split over the ranks); refuses what the slices cannot express. */
+export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): TrainingTpPlan {
   if (cfg.qkNorm === "full") throw new TensorParallelError("tensor-parallel training: q/k norm over the whole projection (qk_norm 'full', OLMoE) is not split yet; use parallel.tp=1");
   const heads = planTensorParallel(cfg, size, "f32");
   if (cfg.vocabSize < size) throw new TensorParallelError(`tensor parallel: the vocabulary of ${cfg.vocabSize} is smaller than the ${size} ranks`);
   const { counts, offsets } = evenSplit(cfg.vocabSize, size);
-  return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })) };
+  let experts: [number, number][] | null = null;
+  if (edp) {
+    const E = cfg.moe.numExperts;
+    if (E < size) throw new TensorParallelError(`expert-data parallelism: ${size} ranks but only ${E} experts per layer (each rank needs at least one)`);
+    const ex = evenSplit(E, size);
+    experts = ex.counts.map((c, r) => [ex.offsets[r]!, ex.offsets[r]! + c]);
+  }
+  return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
-/** The model config one TP rank's weights describe. */
+/** The model config one TP rank's weights describe (EDP: every expert at full width; only the rank's own are computed). */
 export function trainingLocalConfig(cfg: ModelConfig, plan: TrainingTpPlan, rank: number): ModelConfig {
-  return { ...localConfig(cfg, plan.heads.ranks[rank]!), vocabSize: plan.vocab[rank]!.count };
+  const c = { ...localConfig(cfg, plan.heads.ranks[rank]!), vocabSize: plan.vocab[rank]!.count };
+  return plan.experts ? { ...c, moe: { ...c.moe, expertIntermediateSize: cfg.moe.expertIntermediateSize } } : c;
 }
 
 const rows = (first: number, count: number, width: number, local = 0): Segment => ({ full: first * width, local: local * width, len: count * width });
@@ -101,7 +116,11 @@ function tensorMaps(cfg: ModelConfig, plan: TrainingTpPlan, rank: number, local:
     else if (leaf === "o_proj.weight") add("shard", cols(C, cfg.numHeads * HS, p.qOffset * HS, p.qHeads * HS));
     else if (leaf === "o_proj.bias") add("rank0", whole);
     else if (leaf === "q_norm.weight" || leaf === "k_norm.weight") add("headNorm", whole);
-    else if (leaf === "experts.w13") add("shard", Array.from({ length: E }, (_, e) => gateUp(F, p.expert.offset, p.expert.count, C, e * 2 * F, e * 2 * p.expert.count)).flat());
+    else if (plan.experts && (leaf === "experts.w13" || leaf === "experts.w2")) {
+      // EDP: the rank's whole experts, at the same place as in the full tensor (the others stay zero here)
+      const [e0, e1] = plan.experts[rank]!, per = leaf === "experts.w13" ? 2 * F * C : C * F;
+      add("shard", [{ full: e0 * per, local: e0 * per, len: (e1 - e0) * per }]);
+    } else if (leaf === "experts.w13") add("shard", Array.from({ length: E }, (_, e) => gateUp(F, p.expert.offset, p.expert.count, C, e * 2 * F, e * 2 * p.expert.count)).flat());
     else if (leaf === "experts.w2") add("shard", Array.from({ length: E }, (_, e) => cols(C, F, p.expert.offset, p.expert.count, e * C).map((s) => ({ ...s, local: s.local + e * C * p.expert.count }))).flat());
     else if (leaf === "shared_expert.gate_up") add("shard", gateUp(S, p.shared.offset, p.shared.count, C));
     else if (leaf === "down_proj.weight" && n.includes("shared_expert")) add("shard", cols(C, S, p.shared.offset, p.shared.count));
@@ -125,9 +144,9 @@ export class TensorParallelLayout {
   private readonly maps: TensorMap[];
   private readonly owns: (kind: Kind) => boolean;
 
-  constructor(readonly fullCfg: ModelConfig, readonly rank: number, size: number) {
+  constructor(readonly fullCfg: ModelConfig, readonly rank: number, size: number, edp = false) {
     if (!(Number.isInteger(rank) && rank >= 0 && rank < size)) throw new TensorParallelError(`tensor parallel: rank ${rank} is not in a group of ${size}`);
-    this.plan = planTrainingTp(fullCfg, size);
+    this.plan = planTrainingTp(fullCfg, size, edp);
     this.localCfg = trainingLocalConfig(fullCfg, this.plan, rank);
     this.fullLayout = buildLayout(fullCfg).layout;
     this.localLayout = buildLayout(this.localCfg).layout;
@@ -140,7 +159,8 @@ export class TensorParallelLayout {
   context(group: ProcessGroup): TensorParallelContext {
     if (group.size !== this.plan.size || group.rank !== this.rank) throw new TensorParallelError(`tensor parallel: the group is rank ${group.rank} of ${group.size}, the layout rank ${this.rank} of ${this.plan.size}`);
     const v = this.plan.vocab[this.rank]!;
-    return { rank: this.rank, size: this.plan.size, allreduce: (b, op) => group.allreduceSync(b, op), vocab: { ...v, total: this.fullCfg.vocabSize } };
+    const experts = this.plan.experts?.[this.rank];
+    return { rank: this.rank, size: this.plan.size, allreduce: (b, op) => group.allreduceSync(b, op), vocab: { ...v, total: this.fullCfg.vocabSize }, ...(experts ? { experts } : {}) };
   }
 
   private each(fn: (m: TensorMap, s: Segment, fo: number, lo: number) => void): void {

@@ -22,6 +22,10 @@ export interface TensorParallelContext {
   allreduce(buf: Buf, op?: ReduceOp): void;
   /** This rank's rows of the embedding and LM head, and the full vocabulary size. */
   readonly vocab: { offset: number; count: number; total: number };
+  /** EDP (Skywork App. B.1): the whole experts [first, end) this rank computes; the MoE output of
+   * the others is zero here and comes from their owners through the TP all-reduce. Absent: ETP
+   * (every expert here, its intermediate columns split). */
+  readonly experts?: readonly [number, number];
 }
 
 /** out (N,C) = embedding rows of ids (global ids; the rows this rank owns), summed over the group. */

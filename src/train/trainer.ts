@@ -146,7 +146,7 @@ export class Trainer {
       if (!mesh || mesh.sizes.tp !== tp) throw new TrainingError(`parallel.tp=${tp} needs the tensor-parallel mesh: launch with moe launch --nproc ${this.dp * tp} -- train parallel.dp=${this.dp} parallel.tp=${tp} …`);
       let layout: TensorParallelLayout;
       try {
-        layout = new TensorParallelLayout(args.cfg, mesh.coord.tp, tp);
+        layout = new TensorParallelLayout(args.cfg, mesh.coord.tp, tp, c.parallel.edp);
       } catch (e) {
         throw new TrainingError((e as Error).message);
       }
