@@ -315,7 +315,7 @@ export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int
   linearForward(be, ws.logits, ws.lnf, P.head, P.headBias, N, C, V, "f32"); // the LM head stays f32 (GemmPrecision)
   let ce = 0, tokens = 0;
   if (targets) {
-    if (ws.tp) vocabCrossEntropyForward(ws.tp, ws.losses, ws.lse, ws.logits, targets, N, IGNORE_INDEX);
+    if (ws.tp) vocabCrossEntropyForward(be, ws.tp, ws.losses, ws.lse, ws.logits, targets, N, IGNORE_INDEX);
     else be.crossEntropyForward(ws.losses, ws.lse, ws.logits, targets, N, V, IGNORE_INDEX);
     for (let i = 0; i < N; i++) {
       if (targets[i] !== IGNORE_INDEX) {
@@ -354,7 +354,7 @@ export function headBackward(be: Backend, w: Weights, g: Gradients, ws: Workspac
   // loss → logits (dlogits overwrites logits in place)
   const scale = ws.validTokens > 0 ? gradScale / ws.validTokens : 0;
   for (let i = 0; i < N; i++) ws.dlosses[i] = targets[i] === IGNORE_INDEX ? 0 : scale;
-  if (ws.tp) vocabCrossEntropyBackward(ws.tp, ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, IGNORE_INDEX);
+  if (ws.tp) vocabCrossEntropyBackward(be, ws.tp, ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, IGNORE_INDEX);
   else be.crossEntropyBackward(ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, V, IGNORE_INDEX);
   linearBackward(be, ws.dln, G.head, G.headBias, ws.logits, ws.lnf, P.head, N, C, V, false, "f32");
   ws.tp?.allreduce(ws.dln); // vocabulary-parallel head: partial over the slices
