@@ -2,8 +2,9 @@
 // on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
-// With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
-// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe),
+// With --train: training step time (median over steps 2..6) of one rank, dp=N, dp=N × ep=N
+// (expert parallelism), tp=N (tensor parallelism, experts column-split: ETP) and tp=N with EDP
+// (whole experts per TP rank) on each backend, 1 engine thread per rank, preset --preset (small-moe),
 // dp=N also without the overlapped gradient all-reduce (parallel.overlap_grad_reduce=false), with
 // the DP communication ms per step and the share of it hidden behind compute (commMs,
 // commHiddenShare of metrics.jsonl).
@@ -71,7 +72,7 @@ interface TrainRow {
   comm_hidden_share: number | null;
 }
 
-/** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
+/** Training step time at 1 rank, dp=N, dp=N × ep=N, tp=N (ETP) and tp=N EDP (same global batch), from each run's metrics.jsonl. */
 function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): TrainRow[] {
   const dir = mkdtempSync(path.join(tmpdir(), "moe-bench-par-"));
   const B = 8, T = 128, A = o.nproc * 2, steps = 6;
@@ -92,6 +93,8 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
     runs.push({ backend: b, layout: `dp=${n} no-overlap`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, "parallel.overlap_grad_reduce=false"] });
     runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
+    runs.push({ backend: b, layout: `tp=${n} (ETP)`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`] });
+    runs.push({ backend: b, layout: `tp=${n} EDP`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`, "parallel.edp=true"] });
   }
   const rows: TrainRow[] = [];
   let one = NaN;
