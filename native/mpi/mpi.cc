@@ -277,8 +277,13 @@ Napi::Value Start(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::fun
   j->ticket = t;
   c->started++;
   Enqueue(c, j);
-  return Napi::External<std::shared_ptr<Ticket>>::New(env, new std::shared_ptr<Ticket>(t),
-                                                        [](Napi::Env, std::shared_ptr<Ticket>* p) { delete p; });
+  // A ticket collected without wait(): its buffers stay pinned (leaked) rather than released while
+  // the comm thread may still write them, and the ticket may then be destroyed on that thread
+  // holding no JS references.
+  return Napi::External<std::shared_ptr<Ticket>>::New(env, new std::shared_ptr<Ticket>(t), [](Napi::Env, std::shared_ptr<Ticket>* p) {
+    if (!(*p)->waited) (new std::vector<Napi::ObjectReference>())->swap((*p)->keep);
+    delete p;
+  });
 }
 
 void StopComm(Comm* c) {
