@@ -65,6 +65,8 @@ export async function runTrain(argv: string[]): Promise<number> {
   const N = c.train.batch_size * c.train.seq_len * c.train.grad_accum;
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
   log(`engine: ${t.backend.info().backend}, ${t.backend.info().threads} threads, gemm ${t.backend.info().gemm}; ${N} tokens/step, ${c.train.steps} steps → ${path.relative(process.cwd(), t.outDir) || "."}`);
+  const stored = t.storedParameters;
+  if (stored.local !== stored.full) log(`memory: this rank stores ${stored.local} of the model's ${stored.full} parameters (and as many gradients${c.parallel.zero === 1 ? "" : " and AdamW moments"})`);
   const baseline = t.unigramBaseline();
   log(`unigram baseline (val): ${baseline.toFixed(4)} nats/token; uniform: ${Math.log(t.tokenizer.vocabSize).toFixed(4)}`);
   const start = Date.now();
@@ -109,7 +111,7 @@ export async function runTrain(argv: string[]): Promise<number> {
         const sim = t.expertSimilarity().filter((x) => !Number.isNaN(x));
         log(`step ${t.step}: val loss ${ev.loss.toFixed(4)} (ppl ${ev.perplexity.toFixed(1)}), expert similarity ${sim.map((x) => x.toFixed(3)).join(" ")}`);
       }
-      if ((lead || t.tensorParallel) && c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
+      if ((lead || t.collective) && c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
       if (c.checkpoint.every > 0 && t.step % c.checkpoint.every === 0 && t.step < c.train.steps) t.save();
       if (c.train.max_minutes > 0 && elapsed / 60 >= c.train.max_minutes) {
         log(`train.max_minutes = ${c.train.max_minutes} reached at step ${t.step}`);
@@ -129,7 +131,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const secs = (Date.now() - start) / 1e3;
   log(`done: ${t.step - startStep} steps in ${formatDuration(secs)}; final train loss ${last ? last.ce.toFixed(4) : "-"}`);
   log(`validation loss ${ev.loss.toFixed(4)} nats/token (ppl ${ev.perplexity.toFixed(1)}) vs unigram baseline ${baseline.toFixed(4)}`);
-  if (lead || t.tensorParallel) log(`sample: ${JSON.stringify(t.sample())}`);
+  if (lead || t.collective) log(`sample: ${JSON.stringify(t.sample())}`);
   log(`checkpoint: ${path.relative(process.cwd(), dir)}`);
   log(`generate with: npx moe generate ${path.relative(process.cwd(), t.outDir) || "."} --prompt "${c.sample.prompt}"`);
   return 0;

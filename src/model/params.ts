@@ -69,8 +69,22 @@ function expertKeys(cfg: ModelConfig): [string, string, string] {
   return moeModuleName(cfg) === "block_sparse_moe" ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
 }
 
-export function buildLayout(cfg: ModelConfig): { layout: ParamLayout; names: ModelNames } {
+/**
+ * Expert parallelism with sharded memory: the experts [first, first + count) of every MoE layer
+ * are the only ones stored (w13 (count, 2F, C), w2 (count, C, F)); the HF views keep the global
+ * expert ids. Everything else (the router included, with all E outputs) is stored whole.
+ */
+export interface ExpertRange {
+  first: number;
+  count: number;
+}
+
+export function buildLayout(cfg: ModelConfig, experts?: ExpertRange): { layout: ParamLayout; names: ModelNames } {
   const { hiddenSize: C, numHeads: NH, numKvHeads: KVH, headDim: HS, vocabSize: V } = cfg;
+  if (experts) {
+    const { first, count } = experts, E = cfg.moe.numExperts;
+    if (!(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 1 && first + count <= E)) throw new RangeError(`expert range [${first}, ${first + count}) is not a non-empty range of the ${E} experts`);
+  }
   const tensors: StorageTensor[] = [];
   const hf: TensorSlot[] = [];
   let offset = 0;
@@ -106,20 +120,22 @@ export function buildLayout(cfg: ModelConfig): { layout: ParamLayout; names: Mod
     };
     if (cfg.moe.moeLayers[l]) {
       const E = cfg.moe.numExperts, F = cfg.moe.expertIntermediateSize;
+      // stored experts: all of them, or the rank's range (global ids first + e in the HF names)
+      const e0 = experts?.first ?? 0, El = experts?.count ?? E;
       const m = `${p}.${moeMod}`;
       n.router = add(`${m}.gate.weight`, [E, C], "normal", true);
       // DeepSeek-V3's name for the aux-free selection bias (a buffer, updated by the trainer)
       if (cfg.moe.router.kind === "sigmoid_bias") n.routerBias = add(`${m}.gate.e_score_correction_bias`, [E], "zeros", false, undefined, false);
       // fused expert storage with per-expert HF views
       const w13Off = offset;
-      n.w13 = add(`${m}.experts.w13`, [E, 2 * F, C], "normal", true, null);
-      for (let e = 0; e < E; e++) {
-        hf.push({ name: `${m}.experts.${e}.${gk}.weight`, shape: [F, C], offset: w13Off + e * 2 * F * C, size: F * C });
-        hf.push({ name: `${m}.experts.${e}.${uk}.weight`, shape: [F, C], offset: w13Off + e * 2 * F * C + F * C, size: F * C });
+      n.w13 = add(`${m}.experts.w13`, [El, 2 * F, C], "normal", true, null);
+      for (let e = 0; e < El; e++) {
+        hf.push({ name: `${m}.experts.${e0 + e}.${gk}.weight`, shape: [F, C], offset: w13Off + e * 2 * F * C, size: F * C });
+        hf.push({ name: `${m}.experts.${e0 + e}.${uk}.weight`, shape: [F, C], offset: w13Off + e * 2 * F * C + F * C, size: F * C });
       }
       const w2Off = offset;
-      n.w2 = add(`${m}.experts.w2`, [E, C, F], "normal", true, null);
-      for (let e = 0; e < E; e++) hf.push({ name: `${m}.experts.${e}.${dk}.weight`, shape: [C, F], offset: w2Off + e * C * F, size: C * F });
+      n.w2 = add(`${m}.experts.w2`, [El, C, F], "normal", true, null);
+      for (let e = 0; e < El; e++) hf.push({ name: `${m}.experts.${e0 + e}.${dk}.weight`, shape: [C, F], offset: w2Off + e * C * F, size: C * F });
       const S = cfg.moe.sharedExpertIntermediateSize;
       if (S > 0) {
         const guOff = offset;

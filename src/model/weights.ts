@@ -12,7 +12,7 @@ import type { FArr, FCtor } from "../nn/dims.js";
 import type { AttentionWeights } from "../nn/attention.js";
 import type { MoeWeights } from "../moe/layer.js";
 import type { ModelConfig } from "./config.js";
-import { buildLayout, view, type ModelNames, type ParamLayout } from "./params.js";
+import { buildLayout, view, type ExpertRange, type ModelNames, type ParamLayout } from "./params.js";
 import { createRng } from "../core/rng.js";
 
 export type ArenaDtype = "f32" | "f64";
@@ -94,9 +94,13 @@ export class Weights {
   readonly views: ArenaViews;
   readonly Ctor: FCtor;
 
-  /** A zero-filled arena for cfg, or `data` (of exactly the layout's size) adopted without copying. */
-  constructor(readonly cfg: ModelConfig, readonly dtype: ArenaDtype = "f32", data?: FArr) {
-    const { layout, names } = buildLayout(cfg);
+  /**
+   * A zero-filled arena for cfg, or `data` (of exactly the layout's size) adopted without copying.
+   * `experts`: store only those experts of every MoE layer (expert parallelism, sharded memory);
+   * such weights run the MoE layers only through the EP dispatch (parallel/expert-parallel.ts).
+   */
+  constructor(readonly cfg: ModelConfig, readonly dtype: ArenaDtype = "f32", data?: FArr, readonly experts: ExpertRange | null = null) {
+    const { layout, names } = buildLayout(cfg, experts ?? undefined);
     this.layout = layout;
     this.names = names;
     this.Ctor = arenaCtor(dtype);

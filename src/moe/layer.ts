@@ -21,6 +21,7 @@ import { ffnBackward, ffnForward, type FfnSaved } from "../nn/ffn.js";
 import type { BalanceLoss, MoeConfig } from "./config.js";
 import { routerBackward, routerEntropy, routerForward, type RouteResult, type RouterNoise } from "./router.js";
 import { capacityKeep, expertCapacity } from "./capacity.js";
+import { MoeError } from "./dims.js";
 import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
 import type { ExpertParallel } from "../parallel/expert-parallel.js";
@@ -250,6 +251,7 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   st.tp = opt.tp ?? null;
   if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
   else {
+    if (w.w13.length !== E * 2 * F * C) throw new MoeError(`moeForward: the weights hold ${w.w13.length / (2 * F * C)} of the ${E} experts (expert-parallel shard): run the layer with its ExpertParallel context`);
     // EDP: only this rank's experts run (their rows are consecutive); the other rows' outputs are zero
     const x = localExperts(st, F, w);
     if (x.R < M) yo.fill(0);

@@ -17,16 +17,21 @@
 // Any count may be zero: a rank that sends or receives no rows for some or all experts runs
 // grouped GEMMs with empty groups and still takes part in every collective (they must match).
 //
-// Memory: every rank keeps the whole parameter arena (all experts) and the same optimizer state;
-// only its own experts' rows are computed. After the backward, expert gradients are summed over
-// the expert-data-parallel group and the owners' slices all-gathered over the EP group, so every
-// rank holds the full gradient and the (replicated) optimizer step, clipping and checkpoints run
-// unchanged. Sharding the expert weights themselves is not done here.
+// Memory, two layouts:
+//  - sharded (ExpertShard): a rank's arena holds the dense parameters, the whole router and only
+//    its own experts (model/params.ts `ExpertRange`); its gradients and optimizer moments are the
+//    same size. Expert gradients are summed over the expert-data-parallel group only (no
+//    all-gather), the gradient norm counts each expert once (EpGradientReducer.sumSquares), and
+//    the full model is gathered over the EP group for checkpoints and sampling (ExpertShard.gather).
+//  - whole: every rank keeps the whole arena (all experts); after the backward the owners' expert
+//    slices are all-gathered over the EP group, so the optimizer step, clipping and checkpoints run
+//    unchanged (used with ZeRO-1, whose moment split is over the whole arena).
 //
 // Not: the mesh (mesh.ts), the router or the capacity rule (moe/), nor a transport.
 import type { Backend } from "../backend/spec.js";
 import type { FArr, FCtor } from "../nn/dims.js";
-import type { ParamLayout } from "../model/params.js";
+import { buildLayout, type ExpertRange, type ParamLayout } from "../model/params.js";
+import type { ModelConfig } from "../model/config.js";
 import type { ProcessGroup } from "./process-group.js";
 
 /** The collectives EP needs from its group (a ProcessGroup satisfies it). */
@@ -249,6 +254,8 @@ export class ExpertParallel {
   }
 
   private localWeights(w: EpExpertWeights, C: number, F: number): EpExpertWeights {
+    // sharded storage holds exactly this rank's experts
+    if (w.w13.length === this.localExperts * 2 * F * C && w.w2.length === this.localExperts * C * F) return w;
     const e0 = this.firstExpert, e1 = e0 + this.localExperts;
     return { w13: w.w13.subarray(e0 * 2 * F * C, e1 * 2 * F * C), w2: w.w2.subarray(e0 * C * F, e1 * C * F) };
   }
@@ -270,8 +277,13 @@ export type SyncGroup = Pick<ProcessGroup, "rank" | "size" | "allreduceSync" | "
 /** Element ranges [lo, hi) of the arena: dense (everything but expert FFN weights) and per-rank expert slices. */
 export interface EpRanges {
   dense: [number, number][];
-  /** experts[r]: the ranges of rank r's experts, in the same tensor order for every r. */
+  /** experts[r]: the ranges of rank r's experts, in the same tensor order for every r (one entry: a sharded arena holding only this rank's experts). */
   experts: [number, number][][];
+}
+
+/** The fused expert tensors (w13, w2) of every MoE layer of a layout's names. */
+export function expertTensorNames(names: { layers: readonly { w13?: string; w2?: string }[] }): string[] {
+  return names.layers.flatMap((l) => (l.w13 && l.w2 ? [l.w13, l.w2] : []));
 }
 
 /**
@@ -314,32 +326,126 @@ function unpack(dst: FArr, ranges: readonly [number, number][], src: FArr, at = 
 
 const total = (ranges: readonly [number, number][]) => ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
 
+/** dst's ranges ← src's ranges, paired in order (equal lengths). */
+function copyRanges(dst: FArr, dstRanges: readonly [number, number][], src: FArr, srcRanges: readonly [number, number][]): void {
+  srcRanges.forEach(([lo, hi], i) => dst.set(src.subarray(lo, hi), dstRanges[i]![0]));
+}
+
+function sumSquares(a: FArr, ranges: readonly [number, number][]): number {
+  let ss = 0;
+  for (const [lo, hi] of ranges) for (let i = lo; i < hi; i++) ss += a[i]! * a[i]!;
+  return ss;
+}
+
 /**
- * Gradient reduction of an EP step, in place on the whole arena: dense ranges summed over `dp`
- * (every rank of the data-parallel group); this rank's expert slices summed over `expDp` (the
- * ranks that own the same experts), then every owner's slices all-gathered over `ep`, so every
- * rank ends with the full, identical gradient. The slices of experts this rank does not own must
- * hold no contribution (they are overwritten). Packing buffers are kept between steps.
+ * One EP rank's sharded arena against the whole model's: rank r of `ep` stores experts
+ * [r·E/ep, (r+1)·E/ep) of every MoE layer and everything else whole. `slice` cuts a rank's arena
+ * (weights, gradients or moments) out of a full one; `gather` (collective over the EP group)
+ * assembles the full arena from every rank's experts.
+ */
+export class ExpertShard {
+  readonly experts: ExpertRange;
+  readonly fullLayout: ParamLayout;
+  readonly localLayout: ParamLayout;
+  /** Ranges of the full arena (experts[q]: rank q's) and of this rank's arena (experts[0]: its own). */
+  readonly fullRanges: EpRanges;
+  readonly localRanges: EpRanges;
+
+  constructor(readonly cfg: ModelConfig, readonly ep: number, readonly rank: number) {
+    const E = cfg.moe.numExperts;
+    if (!(Number.isInteger(ep) && ep >= 1 && E % ep === 0)) throw new RangeError(`expert parallelism: parallel.ep = ${ep} must divide the number of experts (${E})`);
+    if (!(Number.isInteger(rank) && rank >= 0 && rank < ep)) throw new RangeError(`expert parallelism: rank ${rank} is not in an EP group of ${ep}`);
+    this.experts = { first: rank * (E / ep), count: E / ep };
+    const full = buildLayout(cfg), local = buildLayout(cfg, this.experts);
+    this.fullLayout = full.layout;
+    this.localLayout = local.layout;
+    this.fullRanges = epRanges(full.layout, expertTensorNames(full.names), E, ep);
+    this.localRanges = epRanges(local.layout, expertTensorNames(local.names), E / ep, 1);
+  }
+
+  /** Elements of the full arena this rank does not store (the other ranks' experts). */
+  get savedElements(): number {
+    return this.fullLayout.size - this.localLayout.size;
+  }
+
+  /** This rank's arena from a full one. */
+  slice(full: FArr, local: FArr): void {
+    this.checkSizes(full, local);
+    copyRanges(local, this.localRanges.dense, full, this.fullRanges.dense);
+    copyRanges(local, this.localRanges.experts[0]!, full, this.fullRanges.experts[this.rank]!);
+  }
+
+  /** Collective over the EP group: the full arena (f32), dense parts from this rank, every rank's experts from their owner. */
+  gather(local: FArr, group: Pick<ProcessGroup, "rank" | "size" | "allgatherSync">): Float32Array {
+    if (group.size !== this.ep || group.rank !== this.rank) throw new RangeError(`expert parallelism: the group is rank ${group.rank} of ${group.size}, the shard rank ${this.rank} of ${this.ep}`);
+    const full = new Float32Array(this.fullLayout.size);
+    this.checkSizes(full, local);
+    copyRanges(full, this.fullRanges.dense, local, this.localRanges.dense);
+    const mine = this.localRanges.experts[0]!, n = total(mine);
+    const own = new Float32Array(n), all = new Float32Array(n * this.ep);
+    pack(local, mine, own);
+    group.allgatherSync(own, all);
+    for (let q = 0; q < this.ep; q++) unpack(full, this.fullRanges.experts[q]!, all, q * n);
+    return full;
+  }
+
+  private checkSizes(full: FArr, local: FArr): void {
+    if (full.length !== this.fullLayout.size || local.length !== this.localLayout.size) throw new RangeError(`expert parallelism: arenas of ${full.length} / ${local.length} values, the layouts need ${this.fullLayout.size} / ${this.localLayout.size}`);
+  }
+}
+
+/**
+ * Gradient reduction of an EP step, in place: dense ranges summed over `dp` (every rank of the
+ * data-parallel group); this rank's expert slices summed over `expDp` (the ranks that own the
+ * same experts). Whole arena (one expert range list per EP rank): every owner's slices are then
+ * all-gathered over `ep`, so every rank ends with the full, identical gradient (the slices of
+ * experts this rank does not own must hold no contribution: they are overwritten). Sharded arena
+ * (one expert range list, the rank's own): nothing is gathered. Packing buffers are kept between steps.
  */
 export class EpGradientReducer {
   private bufs: { Ctor: FCtor; dense: FArr; own: FArr; all: FArr } | null = null;
 
   constructor(readonly ranges: EpRanges, readonly groups: { dp: SyncGroup; ep: SyncGroup; expDp: SyncGroup }) {
-    if (ranges.experts.length !== groups.ep.size) throw new RangeError(`expert parallelism: ranges for ${ranges.experts.length} EP ranks, the EP group has ${groups.ep.size}`);
+    if (ranges.experts.length !== groups.ep.size && ranges.experts.length !== 1) throw new RangeError(`expert parallelism: ranges for ${ranges.experts.length} EP ranks, the EP group has ${groups.ep.size}`);
+  }
+
+  /** The arena holds only this rank's experts. */
+  get sharded(): boolean {
+    return this.ranges.experts.length === 1 && this.groups.ep.size > 1;
+  }
+
+  private own(): [number, number][] {
+    return this.ranges.experts[this.sharded ? 0 : this.groups.ep.rank]!;
   }
 
   reduce(grads: FArr): void {
     const { ranges: r, groups } = this;
     const Ctor = grads.constructor as FCtor;
-    const mine = r.experts[groups.ep.rank]!, n = total(mine);
-    if (!this.bufs || this.bufs.Ctor !== Ctor) this.bufs = { Ctor, dense: new Ctor(total(r.dense)), own: new Ctor(n), all: new Ctor(n * groups.ep.size) };
+    const mine = this.own(), n = total(mine);
+    if (!this.bufs || this.bufs.Ctor !== Ctor) this.bufs = { Ctor, dense: new Ctor(total(r.dense)), own: new Ctor(n), all: new Ctor(this.sharded ? 0 : n * groups.ep.size) };
     const { dense, own, all } = this.bufs;
     pack(grads, r.dense, dense);
     groups.dp.allreduceSync(dense, "sum");
     unpack(grads, r.dense, dense);
     pack(grads, mine, own);
     if (groups.expDp.size > 1) groups.expDp.allreduceSync(own, "sum");
+    if (this.sharded) {
+      unpack(grads, mine, own);
+      return;
+    }
     groups.ep.allgatherSync(own, all);
     for (let q = 0; q < groups.ep.size; q++) unpack(grads, r.experts[q]!, all, q * n);
+  }
+
+  /**
+   * Σ g² over the whole model after reduce(), each parameter counted once: the dense part here
+   * (identical on every rank) plus this rank's experts summed over the EP group (collective there
+   * on a sharded arena; a whole arena holds every expert already).
+   */
+  sumSquares(grads: FArr): number {
+    if (!this.sharded) return sumSquares(grads, [[0, grads.length]]);
+    const b = Float64Array.of(sumSquares(grads, this.own()));
+    this.groups.ep.allreduceSync(b, "sum");
+    return sumSquares(grads, this.ranges.dense) + b[0]!;
   }
 }

@@ -2,6 +2,7 @@
 // balancing terms, eval-mode routing). Used by the trainer's held-out evaluation and `moe eval`.
 // Not: a data loader (data/loader.ts gives the batches).
 import type { MoeModel } from "../model/model.js";
+import type { ExpertParallel } from "../parallel/expert-parallel.js";
 
 export interface EvalResult {
   /** Mean CE (nats/token) over every non-ignored target. */
@@ -11,10 +12,11 @@ export interface EvalResult {
   tokens: number;
 }
 
-export function evaluateLoss(model: MoeModel, batches: Iterable<{ inputs: Int32Array; targets: Int32Array }>): EvalResult {
+/** `ep`: a model whose weights hold only this rank's experts runs its MoE layers through the EP dispatch (collective: every rank of the group evaluates the same batches). */
+export function evaluateLoss(model: MoeModel, batches: Iterable<{ inputs: Int32Array; targets: Int32Array }>, ep?: ExpertParallel): EvalResult {
   let sum = 0, tokens = 0, n = 0;
   for (const b of batches) {
-    const r = model.forward(b.inputs, b.targets, { train: false });
+    const r = model.forward(b.inputs, b.targets, { train: false, ...(ep ? { ep } : {}) });
     sum += r.ce * r.tokens;
     tokens += r.tokens;
     n++;

@@ -32,10 +32,11 @@ import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
-import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
+import { EpGradientReducer, ExpertParallel, ExpertShard, epRanges, expertTensorNames } from "../parallel/expert-parallel.js";
 import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 import { TensorParallelLayout } from "../parallel/tensor-parallel.js";
 import { Weights } from "../model/weights.js";
+import type { FArr } from "../nn/dims.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -125,8 +126,8 @@ export class Trainer {
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
-  /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
-  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
+  /** Expert parallelism: the dispatch context of this rank's experts, the gradient reducer, the EP group, and (sharded memory, ZeRO-0) the map of this rank's arena into the full one (this.model holds only its experts). */
+  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer; group: ProcessGroup; shard: ExpertShard | null } | null;
   /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
   private readonly overlap: OverlappedGradReduce | null;
   /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
@@ -165,16 +166,25 @@ export class Trainer {
     this.dpRank = pipeline?.dpRank ?? (this.tp ? mesh!.coord.dp : this.rank);
     // MoE global balancing sums expert counts over the replicas that run the same layers
     this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : this.tp ? layerGroup(this.tp.dpGroup) : group ? layerGroup(group) : null;
-    // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
-    const size = args.model.params.length, chunk = Math.ceil(size / world);
-    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
     if (c.parallel.ep > 1) {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
       if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
-      const expertTensors = args.model.names.layers.flatMap((l) => (l.w13 && l.w2 ? [l.w13, l.w2] : []));
-      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(epRanges(args.model.layout, expertTensors, E, c.parallel.ep), mesh) };
+      // ZeRO-0: this rank stores only its experts (the full model it was given is dropped);
+      // ZeRO-1 splits the moments over the whole arena, so every rank keeps every expert there
+      const shard = c.parallel.zero === 1 ? null : new ExpertShard(args.cfg, c.parallel.ep, mesh.ep.rank);
+      if (shard) {
+        const full = args.model;
+        const local = new MoeModel(args.cfg, args.backend, full.shape, new Weights(args.cfg, full.weights.dtype, undefined, shard.experts));
+        shard.slice(full.params, local.params);
+        args = { ...args, model: local };
+      }
+      const ranges = shard ? shard.localRanges : epRanges(args.model.layout, expertTensorNames(args.model.names), E, c.parallel.ep);
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(ranges, mesh), group: mesh.ep, shard };
     } else this.ep = null;
+    // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
+    const size = args.model.params.length, chunk = Math.ceil(size / world);
+    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -216,13 +226,15 @@ export class Trainer {
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
     const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
     if (run.resumeFrom) {
-      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only, a TP rank its slice of the whole
+      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only, a TP
+      // rank its slice of the whole, an EP rank with sharded memory its experts (and the dense part)
       let st: TrainerStateJson;
-      if (t.tp) {
-        const size = t.tp.layout.fullLayout.size, full = createOptimState(new Float32Array(size));
+      const slicer = t.tp?.layout ?? t.ep?.shard;
+      if (slicer) {
+        const size = slicer.fullLayout.size, full = createOptimState(new Float32Array(size));
         st = loadOptimRange(run.resumeFrom, full, 0, size, size);
-        t.tp.layout.slice(full.m, t.optim.m);
-        t.tp.layout.slice(full.v, t.optim.v);
+        slicer.slice(full.m, t.optim.m);
+        slicer.slice(full.v, t.optim.v);
         t.optim.step = full.step;
       } else st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
@@ -314,8 +326,8 @@ export class Trainer {
       commMs += red.commMs;
       hiddenMs = red.hiddenMs;
     }
-    // TP: every parameter counted once (replicated ones on TP rank 0)
-    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : gradNorm(this.backend, this.model.grads);
+    // TP: every parameter counted once (replicated ones on TP rank 0); EP sharded: each expert once (its owners' sum over the EP group)
+    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : this.ep?.shard ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
@@ -425,7 +437,8 @@ export class Trainer {
 
   /** Mean CE over `batches` held-out batches (the same batches every call). */
   evaluate(batches = this.c.eval.batches): { loss: number; perplexity: number } {
-    const { loss, perplexity } = evaluateLoss(this.model, this.train.evalBatches(batches, "val"));
+    // EP with sharded memory: through the EP dispatch (collective: every rank evaluates the same batches)
+    const { loss, perplexity } = evaluateLoss(this.model, this.train.evalBatches(batches, "val"), this.ep?.shard ? this.ep.ctx : undefined);
     return { loss, perplexity };
   }
 
@@ -434,21 +447,32 @@ export class Trainer {
     return unigramBaseline(this.shards, this.tokenizer.vocabSize);
   }
 
-  /** Tensor parallelism: sample(), expertSimilarity() and save() are collective (every rank calls them). */
-  get tensorParallel(): boolean {
-    return this.tp !== null;
+  /** Tensor parallelism, or expert parallelism with sharded memory: sample(), evaluate(), expertSimilarity() and save() are collective (every rank calls them). */
+  get collective(): boolean {
+    return this.tp !== null || !!this.ep?.shard;
   }
 
-  /** TP: the whole model's weights gathered from the slices (collective over the TP group). */
+  /** Elements of this rank's parameter arena (= of its gradient arena and, without ZeRO, of each AdamW moment) and of the whole model's. */
+  get storedParameters(): { local: number; full: number } {
+    return { local: this.model.params.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard?.fullLayout.size ?? this.model.params.length };
+  }
+
+  /** An arena of this rank (weights or moments) made whole: gathered from the TP slices or the EP experts (collective). */
+  private gathered(local: FArr): Float32Array {
+    if (this.tp) return this.tp.layout.gather(local, this.tp.group);
+    return this.ep!.shard!.gather(local, this.ep!.group);
+  }
+
+  /** TP / EP sharded: the whole model's weights gathered from the ranks (collective). */
   private gatheredWeights(): Weights {
-    return new Weights(this.cfg, "f32", this.tp!.layout.gather(this.model.params, this.tp!.group));
+    return new Weights(this.cfg, "f32", this.gathered(this.model.params));
   }
 
   /** Text sampled from the current weights (collective under TP: the weights are gathered first). */
   sample(prompt = this.c.sample.prompt, tokens = this.c.sample.tokens, temperature = this.c.sample.temperature): string {
     const T = this.c.train.seq_len;
     // a (1, T) model over the trainer's own weights: nothing is copied (TP: over the gathered ones)
-    if (this.tp) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T }, this.gatheredWeights());
+    if (this.collective) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T }, this.gatheredWeights());
     this.sampler ??= new MoeModel(this.cfg, this.backend, { B: 1, T }, this.model.weights);
     let ids = this.tokenizer.encode(prompt);
     if (ids.length === 0 && this.tokenizer.eosId !== undefined) ids = [this.tokenizer.eosId];
@@ -461,7 +485,7 @@ export class Trainer {
   }
 
   expertSimilarity(): number[] {
-    return expertSimilarity(this.cfg, this.tp ? this.gatheredWeights().data : this.model.params);
+    return expertSimilarity(this.cfg, this.collective ? this.gatheredWeights().data : this.model.params);
   }
 
   /** Writes a checkpoint of the current state. */
@@ -473,10 +497,10 @@ export class Trainer {
     };
     // several ranks (weights whole on each, ZeRO-1 over all of them): every rank writes its shard
     // (train/shard-checkpoint.ts); one rank: the gathered format. TP: the slices (weights and
-    // moments) are gathered first, so the checkpoint is the one-model format any layout resumes
-    if (this.tp) {
-      const { layout, group } = this.tp;
-      const optim = { m: layout.gather(this.optim.m, group), v: layout.gather(this.optim.v, group), step: this.optim.step };
+    // moments) are gathered first, so the checkpoint is the one-model format any layout resumes;
+    // EP with sharded memory likewise (each rank's experts gathered over its EP group)
+    if (this.collective) {
+      const optim = { m: this.gathered(this.optim.m), v: this.gathered(this.optim.v), step: this.optim.step };
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group!, weights: this.gatheredWeights(), hf: this.hf, tokenizerFile: this.tokenizerFile, optim, zero: 0, state, keepLast: this.c.checkpoint.keep_last });
     }
     if (this.group && this.group.size > 1) {
