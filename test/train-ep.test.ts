@@ -16,6 +16,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import { runThreads } from "../src/parallel/threads.js";
+import { preset } from "../src/model/presets.js";
 import { closeLosses, losses, runCli, tinyCorpus } from "./train-cli-util.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -27,8 +28,8 @@ const COMMON = common({ grad_accum: 2, steps: 10 });
 
 const run = runCli;
 
-function launch(n: number, backend: "threads" | "mpi", args: string[]): void {
-  run(["launch", "--nproc", String(n), "--backend", backend, "--timeout", "200", "--", "train", ...COMMON, ...args]);
+function launch(n: number, backend: "threads" | "mpi", args: string[]): string {
+  return run(["launch", "--nproc", String(n), "--backend", backend, "--timeout", "200", "--", "train", ...COMMON, ...args]);
 }
 
 
@@ -83,8 +84,15 @@ for (const [name, extra] of CASES) {
   test(`ep=2 (threads) gives the single-rank losses: ${name}`, () => {
     const tag = name.replace(/\W+/g, "-");
     const one = single(extra), two = path.join(base, `${tag}-ep2`);
-    launch(2, "threads", [...extra, `train.out_dir=${two}`, "parallel.dp=2", "parallel.ep=2"]);
+    const out = launch(2, "threads", [...extra, `train.out_dir=${two}`, "parallel.dp=2", "parallel.ep=2"]);
     close(losses(two), losses(one), `${name} ep=2`);
+    // sharded memory: a rank's arena (and gradients, moments) lacks the other rank's experts,
+    // L MoE layers × (E − E/ep) experts × 3·C·F weights (closed form from the preset)
+    const hf = preset("tiny-mixtral") as unknown as Record<string, number>;
+    const missing = hf.num_hidden_layers! * (hf.num_local_experts! - hf.num_local_experts! / 2) * 3 * hf.hidden_size! * hf.intermediate_size!;
+    const m = /memory: this rank stores (\d+) of the model's (\d+) parameters \(and as many gradients and AdamW moments\)/.exec(out);
+    assert.ok(m, `no memory line in the output:\n${out}`);
+    assert.equal(Number(m[2]) - Number(m[1]), missing);
     if (name.startsWith("SparseMixer")) {
       if (!haveMpi()) return;
       const mpi = path.join(base, `${tag}-mpi`);
