@@ -33,7 +33,7 @@ import { SafetensorsCheckpoint, writeFileAtomic, writeCheckpointTensors, INDEX_F
 import { ConfigError, parseHfConfig, resolveConfig, type DispatchConfig, type Family, type HfConfig, type ModelConfig } from "./config.js";
 import { MoeModel, type ModelShape } from "./model.js";
 import { Weights, type ArenaDtype } from "./weights.js";
-import type { TensorSlot } from "./params.js";
+import { buildLayout, type ExpertRange, type TensorSlot } from "./params.js";
 
 export class CheckpointError extends Error {
   override name = "CheckpointError";
@@ -99,6 +99,11 @@ export function parseQuantization(q: unknown, source: string): Fp8Quantization |
 export interface LoadOptions {
   /** Token dispatch of the MoE layers (default dropless). */
   dispatch?: DispatchConfig;
+  /**
+   * Expert parallelism with sharded memory: load only experts [rank·E/ep, (rank+1)·E/ep) of every
+   * MoE layer into weights that store only those (the other experts' tensors are skipped). Default: all.
+   */
+  expertShard?: { ep: number; rank: number } | null;
 }
 
 export interface LoadedWeights {
@@ -176,7 +181,15 @@ export function loadHfWeights(dir: string, be: Backend, opts: LoadOptions & { dt
   const quant = parseQuantization((hf as unknown as Record<string, unknown>).quantization_config, cfgFile);
   const cfg = resolveConfig(hf, opts.dispatch ?? { kind: "dropless" }, cfgFile);
   const ck = SafetensorsCheckpoint.open(dir);
-  const model = new Weights(cfg, opts.dtype ?? "f32");
+  let experts: ExpertRange | null = null;
+  if (opts.expertShard) {
+    const { ep, rank } = opts.expertShard, E = cfg.moe.numExperts;
+    if (!(Number.isInteger(ep) && ep >= 1 && E % ep === 0 && Number.isInteger(rank) && rank >= 0 && rank < ep)) throw new CheckpointError(`${dir}: cannot load expert shard ${rank} of ${ep}: the model has ${E} experts per layer`);
+    experts = { first: rank * (E / ep), count: E / ep };
+  }
+  const model = new Weights(cfg, opts.dtype ?? "f32", undefined, experts);
+  // the other ranks' experts: present in the checkpoint, not loaded here
+  const otherExperts = experts ? new Set(buildLayout(cfg).layout.hfTensors.map((t) => t.name).filter((n) => !model.layout.hfTensors.some((t) => t.name === n))) : null;
 
   const used = new Set<string>();
   const missing: string[] = [];
@@ -236,7 +249,7 @@ export function loadHfWeights(dir: string, be: Backend, opts: LoadOptions & { dt
   let tiedHeadCopy = false;
   for (const name of ck.names()) {
     if (used.has(name)) continue;
-    if (/\.rotary_emb\.inv_freq$/.test(name)) used.add(name);
+    if (/\.rotary_emb\.inv_freq$/.test(name) || otherExperts?.has(name)) used.add(name);
     else if (name === "lm_head.weight" && cfg.tieEmbeddings && ck.has(model.names.embed)) {
       tiedHeadCopy = true;
       used.add(name);

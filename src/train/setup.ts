@@ -53,7 +53,8 @@ export function dispatchOf(c: TrainConfig): ModelConfig["moe"]["dispatch"] {
 }
 
 /** writer false: a data-parallel rank other than 0 (it reads what rank 0 wrote, writes nothing). */
-export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean; overwrite?: boolean }): RunSetup {
+/** `expertShard`: load a checkpoint's model with only this EP rank's experts (a fresh model is initialised whole, then sliced by the trainer). */
+export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: string) => void; writer?: boolean; overwrite?: boolean; expertShard?: { ep: number; rank: number } | null }): RunSetup {
   const writer = opts.writer ?? true;
   const log = opts.log;
   // 1. run directory
@@ -119,7 +120,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
     const ctx = Number((JSON.parse(readFileSync(path.join(from, "config.json"), "utf8")) as { max_position_embeddings?: unknown }).max_position_embeddings);
     if (Number.isFinite(ctx) && c.train.seq_len > ctx) throw new TrainingError(`train.seq_len ${c.train.seq_len} is above the context of ${from} (max_position_embeddings ${ctx})`);
     checkTrainingFits(resolveConfig(readHfConfig(from), dispatchOf(c), path.join(from, "config.json")), c.train.batch_size, c.train.seq_len, from);
-    ({ model, hf, cfg } = loadHfModel(from, modelBackend, shape, { dispatch: dispatchOf(c) }));
+    ({ model, hf, cfg } = loadHfModel(from, modelBackend, shape, { dispatch: dispatchOf(c), expertShard: opts.expertShard ?? null }));
     if (hf.vocab_size !== tokenizer.vocabSize) throw new TrainingError(`${from}: vocab_size ${hf.vocab_size} differs from the tokenizer's ${tokenizer.vocabSize}`);
   } else {
     hf = buildRunHfConfig(c, tokenizer.vocabSize);

@@ -173,7 +173,11 @@ export class Trainer {
       // ZeRO-0: this rank stores only its experts (the full model it was given is dropped);
       // ZeRO-1 splits the moments over the whole arena, so every rank keeps every expert there
       const shard = c.parallel.zero === 1 ? null : new ExpertShard(args.cfg, c.parallel.ep, mesh.ep.rank);
-      if (shard) {
+      const given = args.model.weights.experts;
+      if (shard && given && (given.first !== shard.experts.first || given.count !== shard.experts.count)) throw new TrainingError(`expert parallelism: the loaded weights hold experts [${given.first}, ${given.first + given.count}), this rank owns [${shard.experts.first}, ${shard.experts.first + shard.experts.count})`);
+      if (!shard && given) throw new TrainingError("expert parallelism: the loaded weights hold only some experts, but parallel.zero=1 keeps every expert on every rank");
+      if (shard && !given) {
+        // a fresh model is initialised whole (the same values at any layout), then cut to this rank's experts
         const full = args.model;
         const local = new MoeModel(args.cfg, args.backend, full.shape, new Weights(args.cfg, full.weights.dtype, undefined, shard.experts));
         shard.slice(full.params, local.params);
@@ -223,8 +227,11 @@ export class Trainer {
 
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
-    const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
-    const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
+    // EP with sharded memory (ZeRO-0): a checkpoint is read with this rank's experts only
+    const mesh = opts.mesh ?? null;
+    const expertShard = c.parallel.ep > 1 && c.parallel.zero !== 1 && mesh?.sizes.ep === c.parallel.ep ? { ep: c.parallel.ep, rank: mesh.ep.rank } : null;
+    const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0, expertShard });
+    const t = new Trainer(c, run.outDir, run, group, mesh, opts.pipeline ?? null);
     if (run.resumeFrom) {
       // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only, a TP
       // rank its slice of the whole, an EP rank with sharded memory its experts (and the dense part)
