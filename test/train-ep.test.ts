@@ -9,8 +9,8 @@
 // default (Skywork, dropless), capacity dispatch and the SparseMixer router; on the threads backend
 // and on MPI (skipped only when the binding or mpirun is absent), at 2 and 4 ranks on both. With
 // ZeRO-0 a rank stores only its experts: its arena is smaller by the closed-form count of the other
-// ranks' expert weights. An ep=2 checkpoint resumes on one rank, and that one back at ep=2 (each rank
-// loading its experts only), on the single-rank losses. Config errors are checked too.
+// ranks' expert weights. An ep=2 checkpoint resumes on one rank, and that one back at ep=2 with
+// ZeRO-1, then ZeRO-0 (each rank loading its experts only), on the single-rank losses. Config errors are checked too.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -129,13 +129,15 @@ test("dp=4 × ep=2 ZeRO-1 and dp=4 × ep=4 (MPI, 4 ranks oversubscribed) give th
   });
 });
 
-test("an ep=2 checkpoint (MPI when present, else threads) resumes on one rank, and a one-rank one at ep=2, on the single-rank losses", () => {
+test("an ep=2 checkpoint (MPI when present, else threads) resumes on one rank, a one-rank one at ep=2, ZeRO-1 and back, on the single-rank losses", () => {
   const one = single([]), dir = path.join(base, "ep-resume"), backend = haveMpi() ? "mpi" : "threads";
-  // sharded memory: the ep=2 ranks write the gathered model; resuming at ep=2 loads only each rank's experts
-  launch(2, backend, [`train.out_dir=${dir}`, "parallel.dp=2", "parallel.ep=2", "train.steps=6"]);
-  run(["train", ...COMMON.filter((a) => !a.startsWith("train.steps")), `train.out_dir=${dir}`, "train.steps=8", "parallel.dp=1", "parallel.ep=1", "--resume"]);
-  launch(2, backend, [`train.out_dir=${dir}`, "parallel.dp=2", "parallel.ep=2", "train.steps=10", "--resume"]);
-  close(losses(dir), losses(one), "ep=2 for 6 steps, one rank to 8, ep=2 to 10");
+  // the ep=2 ranks write the gathered model (and moments); resuming at ep=2 loads only each rank's experts
+  const ep2 = (steps: number, zero: number, resume: string[]) => launch(2, backend, [`train.out_dir=${dir}`, "parallel.dp=2", "parallel.ep=2", `parallel.zero=${zero}`, `train.steps=${steps}`, ...resume]);
+  ep2(4, 0, []);
+  run(["train", ...COMMON.filter((a) => !a.startsWith("train.steps")), `train.out_dir=${dir}`, "train.steps=6", "parallel.dp=1", "parallel.ep=1", "--resume"]);
+  ep2(8, 1, ["--resume"]);
+  ep2(10, 0, ["--resume"]);
+  close(losses(dir), losses(one), "ep=2 for 4 steps, one rank to 6, ep=2 ZeRO-1 to 8, ep=2 ZeRO-0 to 10");
 });
 
 test("parallel.ep is validated: it must divide parallel.dp and the number of experts", () => {

@@ -17,15 +17,13 @@
 // Any count may be zero: a rank that sends or receives no rows for some or all experts runs
 // grouped GEMMs with empty groups and still takes part in every collective (they must match).
 //
-// Memory, two layouts:
-//  - sharded (ExpertShard): a rank's arena holds the dense parameters, the whole router and only
-//    its own experts (model/params.ts `ExpertRange`); its gradients and optimizer moments are the
-//    same size. Expert gradients are summed over the expert-data-parallel group only (no
-//    all-gather), the gradient norm counts each expert once (EpGradientReducer.sumSquares), and
-//    the full model is gathered over the EP group for checkpoints and sampling (ExpertShard.gather).
-//  - whole: every rank keeps the whole arena (all experts); after the backward the owners' expert
-//    slices are all-gathered over the EP group, so the optimizer step, clipping and checkpoints run
-//    unchanged (used with ZeRO-1, whose moment split is over the whole arena).
+// Memory (ExpertShard): a rank's arena holds the dense parameters, the whole router and only its
+// own experts (model/params.ts `ExpertRange`); its gradients and optimizer moments are the same
+// size (ZeRO-1 splits them further: train/ep-zero.ts). Expert gradients are summed over the
+// expert-data-parallel group only (nothing is gathered), the gradient norm counts each expert
+// once (EpGradientReducer.sumSquares), and the full model is gathered over the EP group for
+// checkpoints and sampling (ExpertShard.gather). forward/backward also take whole-arena weights
+// (every expert stored; only this rank's are used).
 //
 // Not: the mesh (mesh.ts), the router or the capacity rule (moe/), nor a transport.
 import type { Backend } from "../backend/spec.js";
@@ -272,7 +270,7 @@ function unpermute(dst: FArr, src: FArr, perm: Int32Array, R: number, C: number)
 // ---- gradient reduction ----------------------------------------------------------------------
 
 /** The collectives the gradient reduction needs. */
-export type SyncGroup = Pick<ProcessGroup, "rank" | "size" | "allreduceSync" | "allgatherSync">;
+export type SyncGroup = Pick<ProcessGroup, "rank" | "size" | "allreduceSync">;
 
 /** Element ranges [lo, hi) of the arena: dense (everything but expert FFN weights) and per-rank expert slices. */
 export interface EpRanges {
@@ -308,7 +306,8 @@ export function epRanges(layout: ParamLayout, expertTensors: readonly string[], 
   return { dense, experts };
 }
 
-function pack(src: FArr, ranges: readonly [number, number][], dst: FArr, at = 0): number {
+/** Copies the ranges of src one after the other into dst from `at`; returns the end. */
+export function packRanges(src: FArr, ranges: readonly [number, number][], dst: FArr, at = 0): number {
   for (const [lo, hi] of ranges) {
     dst.set(src.subarray(lo, hi), at);
     at += hi - lo;
@@ -316,7 +315,8 @@ function pack(src: FArr, ranges: readonly [number, number][], dst: FArr, at = 0)
   return at;
 }
 
-function unpack(dst: FArr, ranges: readonly [number, number][], src: FArr, at = 0): number {
+/** The inverse of packRanges. */
+export function unpackRanges(dst: FArr, ranges: readonly [number, number][], src: FArr, at = 0): number {
   for (const [lo, hi] of ranges) {
     dst.set(src.subarray(at, at + hi - lo), lo);
     at += hi - lo;
@@ -324,7 +324,8 @@ function unpack(dst: FArr, ranges: readonly [number, number][], src: FArr, at = 
   return at;
 }
 
-const total = (ranges: readonly [number, number][]) => ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
+/** Elements in the ranges. */
+export const rangesSize = (ranges: readonly [number, number][]): number => ranges.reduce((s, [lo, hi]) => s + hi - lo, 0);
 
 /** dst's ranges ← src's ranges, paired in order (equal lengths). */
 function copyRanges(dst: FArr, dstRanges: readonly [number, number][], src: FArr, srcRanges: readonly [number, number][]): void {
@@ -381,11 +382,11 @@ export class ExpertShard {
     const full = new Float32Array(this.fullLayout.size);
     this.checkSizes(full, local);
     copyRanges(full, this.fullRanges.dense, local, this.localRanges.dense);
-    const mine = this.localRanges.experts[0]!, n = total(mine);
+    const mine = this.localRanges.experts[0]!, n = rangesSize(mine);
     const own = new Float32Array(n), all = new Float32Array(n * this.ep);
-    pack(local, mine, own);
+    packRanges(local, mine, own);
     group.allgatherSync(own, all);
-    for (let q = 0; q < this.ep; q++) unpack(full, this.fullRanges.experts[q]!, all, q * n);
+    for (let q = 0; q < this.ep; q++) unpackRanges(full, this.fullRanges.experts[q]!, all, q * n);
     return full;
   }
 
@@ -395,56 +396,41 @@ export class ExpertShard {
 }
 
 /**
- * Gradient reduction of an EP step, in place: dense ranges summed over `dp` (every rank of the
- * data-parallel group); this rank's expert slices summed over `expDp` (the ranks that own the
- * same experts). Whole arena (one expert range list per EP rank): every owner's slices are then
- * all-gathered over `ep`, so every rank ends with the full, identical gradient (the slices of
- * experts this rank does not own must hold no contribution: they are overwritten). Sharded arena
- * (one expert range list, the rank's own): nothing is gathered. Packing buffers are kept between steps.
+ * Gradient reduction of an EP step on a sharded arena (dense parameters and this rank's experts),
+ * in place: dense ranges summed over `dp` (every rank of the data-parallel group), this rank's
+ * experts over `expDp` (the ranks that hold the same experts); nothing is gathered. Packing
+ * buffers are kept between steps.
  */
 export class EpGradientReducer {
-  private bufs: { Ctor: FCtor; dense: FArr; own: FArr; all: FArr } | null = null;
+  private bufs: { Ctor: FCtor; dense: FArr; own: FArr } | null = null;
 
+  /** `ranges`: of the sharded arena (ExpertShard.localRanges: one expert range list, the rank's own). */
   constructor(readonly ranges: EpRanges, readonly groups: { dp: SyncGroup; ep: SyncGroup; expDp: SyncGroup }) {
-    if (ranges.experts.length !== groups.ep.size && ranges.experts.length !== 1) throw new RangeError(`expert parallelism: ranges for ${ranges.experts.length} EP ranks, the EP group has ${groups.ep.size}`);
-  }
-
-  /** The arena holds only this rank's experts. */
-  get sharded(): boolean {
-    return this.ranges.experts.length === 1 && this.groups.ep.size > 1;
-  }
-
-  private own(): [number, number][] {
-    return this.ranges.experts[this.sharded ? 0 : this.groups.ep.rank]!;
+    if (ranges.experts.length !== 1) throw new RangeError(`expert parallelism: the gradient reducer takes a sharded arena's ranges (one expert block), got ${ranges.experts.length}`);
   }
 
   reduce(grads: FArr): void {
     const { ranges: r, groups } = this;
     const Ctor = grads.constructor as FCtor;
-    const mine = this.own(), n = total(mine);
-    if (!this.bufs || this.bufs.Ctor !== Ctor) this.bufs = { Ctor, dense: new Ctor(total(r.dense)), own: new Ctor(n), all: new Ctor(this.sharded ? 0 : n * groups.ep.size) };
-    const { dense, own, all } = this.bufs;
-    pack(grads, r.dense, dense);
+    const mine = r.experts[0]!;
+    if (!this.bufs || this.bufs.Ctor !== Ctor) this.bufs = { Ctor, dense: new Ctor(rangesSize(r.dense)), own: new Ctor(rangesSize(mine)) };
+    const { dense, own } = this.bufs;
+    packRanges(grads, r.dense, dense);
     groups.dp.allreduceSync(dense, "sum");
-    unpack(grads, r.dense, dense);
-    pack(grads, mine, own);
-    if (groups.expDp.size > 1) groups.expDp.allreduceSync(own, "sum");
-    if (this.sharded) {
-      unpack(grads, mine, own);
-      return;
+    unpackRanges(grads, r.dense, dense);
+    if (groups.expDp.size > 1) {
+      packRanges(grads, mine, own);
+      groups.expDp.allreduceSync(own, "sum");
+      unpackRanges(grads, mine, own);
     }
-    groups.ep.allgatherSync(own, all);
-    for (let q = 0; q < groups.ep.size; q++) unpack(grads, r.experts[q]!, all, q * n);
   }
 
   /**
-   * Σ g² over the whole model after reduce(), each parameter counted once: the dense part here
-   * (identical on every rank) plus this rank's experts summed over the EP group (collective there
-   * on a sharded arena; a whole arena holds every expert already).
+   * Σ g² over the whole model after reduce(), each parameter counted once (collective over the EP
+   * group): the dense part here (identical on every rank) plus every rank's experts.
    */
   sumSquares(grads: FArr): number {
-    if (!this.sharded) return sumSquares(grads, [[0, grads.length]]);
-    const b = Float64Array.of(sumSquares(grads, this.own()));
+    const b = Float64Array.of(sumSquares(grads, this.ranges.experts[0]!));
     this.groups.ep.allreduceSync(b, "sum");
     return sumSquares(grads, this.ranges.dense) + b[0]!;
   }

@@ -88,15 +88,28 @@ export interface OptimStepResult {
  * (element lo at index 0). Gradients must already be clipped (scaled) by the caller.
  */
 export function optimStepRange(be: Backend, layout: ParamLayout, params: FArr, grads: FArr, st: OptimState, c: AdamWConfig, lr: number, lo: number, hi: number): void {
+  optimStepRanges(be, layout, params, grads, st, c, lr, [[lo, hi]]);
+}
+
+/**
+ * AdamW on several disjoint element ranges of the arena (ZeRO-1 under expert parallelism);
+ * st.m / st.v hold the ranges' elements one after the other, in the order given.
+ */
+export function optimStepRanges(be: Backend, layout: ParamLayout, params: FArr, grads: FArr, st: OptimState, c: AdamWConfig, lr: number, ranges: readonly [number, number][]): void {
   st.step++;
-  for (const t of layout.tensors) {
-    if (!t.trainable) continue;
-    const a = Math.max(lo, t.offset), b = Math.min(hi, t.offset + t.size);
-    if (a >= b) continue;
-    be.adamw(params.subarray(a, b), grads.subarray(a, b), st.m.subarray(a - lo, b - lo), st.v.subarray(a - lo, b - lo), {
-      lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: t.decay ? c.weightDecay : 0, step: st.step,
-    });
+  let at = 0;
+  for (const [lo, hi] of ranges) {
+    for (const t of layout.tensors) {
+      if (!t.trainable) continue;
+      const a = Math.max(lo, t.offset), b = Math.min(hi, t.offset + t.size);
+      if (a >= b) continue;
+      be.adamw(params.subarray(a, b), grads.subarray(a, b), st.m.subarray(at + a - lo, at + b - lo), st.v.subarray(at + a - lo, at + b - lo), {
+        lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: t.decay ? c.weightDecay : 0, step: st.step,
+      });
+    }
+    at += hi - lo;
   }
+  if (at !== st.m.length) throw new RangeError(`optimizer: the ranges cover ${at} elements, the state holds ${st.m.length}`);
 }
 
 export function optimStep(be: Backend, layout: ParamLayout, params: FArr, grads: FArr, st: OptimState, c: AdamWConfig, lr: number, norm: number): OptimStepResult {

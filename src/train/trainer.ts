@@ -32,7 +32,8 @@ import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
-import { EpGradientReducer, ExpertParallel, ExpertShard, epRanges, expertTensorNames } from "../parallel/expert-parallel.js";
+import { EpGradientReducer, ExpertParallel, ExpertShard } from "../parallel/expert-parallel.js";
+import { EpZero } from "./ep-zero.js";
 import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 import { TensorParallelLayout } from "../parallel/tensor-parallel.js";
 import { Weights } from "../model/weights.js";
@@ -40,7 +41,7 @@ import type { FArr } from "../nn/dims.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
-import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, type OptimState, type ScheduleConfig } from "./optim.js";
+import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, optimStepRanges, type OptimState, type ScheduleConfig } from "./optim.js";
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
@@ -126,8 +127,10 @@ export class Trainer {
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
-  /** Expert parallelism: the dispatch context of this rank's experts, the gradient reducer, the EP group, and (sharded memory, ZeRO-0) the map of this rank's arena into the full one (this.model holds only its experts). */
-  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer; group: ProcessGroup; shard: ExpertShard | null } | null;
+  /** Expert parallelism: the dispatch context of this rank's experts, the gradient reducer, the EP group, and the map of this rank's arena into the full one (this.model holds only its experts). */
+  private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer; group: ProcessGroup; shard: ExpertShard } | null;
+  /** ZeRO-1 under expert parallelism: the arena ranges whose moments this rank holds. */
+  private readonly epZero: EpZero | null;
   /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
   private readonly overlap: OverlappedGradReduce | null;
   /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
@@ -170,25 +173,24 @@ export class Trainer {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
       if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
-      // ZeRO-0: this rank stores only its experts (the full model it was given is dropped);
-      // ZeRO-1 splits the moments over the whole arena, so every rank keeps every expert there
-      const shard = c.parallel.zero === 1 ? null : new ExpertShard(args.cfg, c.parallel.ep, mesh.ep.rank);
+      // this rank stores only its experts (weights, gradients, moments)
+      const shard = new ExpertShard(args.cfg, c.parallel.ep, mesh.ep.rank);
       const given = args.model.weights.experts;
-      if (shard && given && (given.first !== shard.experts.first || given.count !== shard.experts.count)) throw new TrainingError(`expert parallelism: the loaded weights hold experts [${given.first}, ${given.first + given.count}), this rank owns [${shard.experts.first}, ${shard.experts.first + shard.experts.count})`);
-      if (!shard && given) throw new TrainingError("expert parallelism: the loaded weights hold only some experts, but parallel.zero=1 keeps every expert on every rank");
-      if (shard && !given) {
+      if (given && (given.first !== shard.experts.first || given.count !== shard.experts.count)) throw new TrainingError(`expert parallelism: the loaded weights hold experts [${given.first}, ${given.first + given.count}), this rank owns [${shard.experts.first}, ${shard.experts.first + shard.experts.count})`);
+      if (!given) {
         // a fresh model is initialised whole (the same values at any layout), then cut to this rank's experts
         const full = args.model;
         const local = new MoeModel(args.cfg, args.backend, full.shape, new Weights(args.cfg, full.weights.dtype, undefined, shard.experts));
         shard.slice(full.params, local.params);
         args = { ...args, model: local };
       }
-      const ranges = shard ? shard.localRanges : epRanges(args.model.layout, expertTensorNames(args.model.names), E, c.parallel.ep);
-      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(ranges, mesh), group: mesh.ep, shard };
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, mesh), group: mesh.ep, shard };
     } else this.ep = null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
+    // (EP: the dense part over every rank, the experts over the ranks holding the same ones)
     const size = args.model.params.length, chunk = Math.ceil(size / world);
-    this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    this.zero = c.parallel.zero === 1 && world > 1 && !this.ep ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    this.epZero = c.parallel.zero === 1 && this.ep ? new EpZero(this.ep.shard.localRanges, mesh!) : null;
     this.backend = args.backend;
     this.model = args.model;
     this.tokenizer = args.tokenizer;
@@ -196,7 +198,7 @@ export class Trainer {
     this.hf = args.hf;
     this.cfg = args.cfg;
     this.shards = args.shards;
-    this.optim = createOptimState(this.zero ? this.model.params.subarray(this.zero.lo, this.zero.hi) : this.model.params);
+    this.optim = createOptimState(this.zero ? this.model.params.subarray(this.zero.lo, this.zero.hi) : this.epZero ? new Float32Array(this.epZero.size) : this.model.params);
     this.alpha = c.balance.adaptive && c.balance.loss !== "none" ? adaptiveAlphaInit(this.alphaCfg(), this.cfg.numLayers) : null;
     this.train = new TokenLoader(this.shards, "train", c.train.batch_size, c.train.seq_len, c.train.seed);
     this.metricsFile = path.join(outDir, "metrics.jsonl");
@@ -227,21 +229,24 @@ export class Trainer {
 
   static create(c: TrainConfig, opts: TrainerOptions): Trainer {
     const group = opts.group ?? null;
-    // EP with sharded memory (ZeRO-0): a checkpoint is read with this rank's experts only
+    // expert parallelism: a checkpoint is read with this rank's experts only
     const mesh = opts.mesh ?? null;
-    const expertShard = c.parallel.ep > 1 && c.parallel.zero !== 1 && mesh?.sizes.ep === c.parallel.ep ? { ep: c.parallel.ep, rank: mesh.ep.rank } : null;
+    const expertShard = c.parallel.ep > 1 && mesh?.sizes.ep === c.parallel.ep ? { ep: c.parallel.ep, rank: mesh.ep.rank } : null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0, expertShard });
     const t = new Trainer(c, run.outDir, run, group, mesh, opts.pipeline ?? null);
     if (run.resumeFrom) {
       // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only, a TP
-      // rank its slice of the whole, an EP rank with sharded memory its experts (and the dense part)
+      // rank its slice of the whole, an EP rank its experts (and the dense part)
       let st: TrainerStateJson;
       const slicer = t.tp?.layout ?? t.ep?.shard;
       if (slicer) {
         const size = slicer.fullLayout.size, full = createOptimState(new Float32Array(size));
         st = loadOptimRange(run.resumeFrom, full, 0, size, size);
-        slicer.slice(full.m, t.optim.m);
-        slicer.slice(full.v, t.optim.v);
+        const local = t.epZero ? createOptimState(t.model.params) : t.optim;
+        slicer.slice(full.m, local.m);
+        slicer.slice(full.v, local.v);
+        t.epZero?.pick(local.m, t.optim.m);
+        t.epZero?.pick(local.v, t.optim.v);
         t.optim.step = full.step;
       } else st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
@@ -333,8 +338,8 @@ export class Trainer {
       commMs += red.commMs;
       hiddenMs = red.hiddenMs;
     }
-    // TP: every parameter counted once (replicated ones on TP rank 0); EP sharded: each expert once (its owners' sum over the EP group)
-    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : this.ep?.shard ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
+    // TP: every parameter counted once (replicated ones on TP rank 0); EP: each expert once (its owners' sum over the EP group)
+    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : this.ep ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
@@ -346,6 +351,13 @@ export class Trainer {
         optimStepRange(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, this.zero.lo, this.zero.hi);
         const tg = performance.now();
         this.gatherShards(this.model.params as Float32Array);
+        commMs += performance.now() - tg;
+      } else if (this.epZero) {
+        // ZeRO-1 under EP: the same, over this rank's dense and expert pieces
+        if (adam.gradClip > 0 && norm > adam.gradClip) this.backend.scale(this.model.grads, this.model.grads, adam.gradClip / norm);
+        optimStepRanges(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, this.epZero.ranges);
+        const tg = performance.now();
+        this.epZero.gather(this.model.params);
         commMs += performance.now() - tg;
       } else optimStep(this.backend, this.model.layout, this.model.params, this.model.grads, this.optim, adam, lr, norm);
       this.updateRouterBias(acc.map((x) => x.tpe));
@@ -444,8 +456,8 @@ export class Trainer {
 
   /** Mean CE over `batches` held-out batches (the same batches every call). */
   evaluate(batches = this.c.eval.batches): { loss: number; perplexity: number } {
-    // EP with sharded memory: through the EP dispatch (collective: every rank evaluates the same batches)
-    const { loss, perplexity } = evaluateLoss(this.model, this.train.evalBatches(batches, "val"), this.ep?.shard ? this.ep.ctx : undefined);
+    // EP: through the EP dispatch (collective: every rank evaluates the same batches)
+    const { loss, perplexity } = evaluateLoss(this.model, this.train.evalBatches(batches, "val"), this.ep?.ctx);
     return { loss, perplexity };
   }
 
@@ -454,20 +466,20 @@ export class Trainer {
     return unigramBaseline(this.shards, this.tokenizer.vocabSize);
   }
 
-  /** Tensor parallelism, or expert parallelism with sharded memory: sample(), evaluate(), expertSimilarity() and save() are collective (every rank calls them). */
+  /** Tensor or expert parallelism (the weights are split): sample(), evaluate(), expertSimilarity() and save() are collective (every rank calls them). */
   get collective(): boolean {
-    return this.tp !== null || !!this.ep?.shard;
+    return this.tp !== null || this.ep !== null;
   }
 
   /** Elements of this rank's parameter arena (= of its gradient arena and, without ZeRO, of each AdamW moment) and of the whole model's. */
   get storedParameters(): { local: number; full: number } {
-    return { local: this.model.params.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard?.fullLayout.size ?? this.model.params.length };
+    return { local: this.model.params.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard.fullLayout.size ?? this.model.params.length };
   }
 
   /** An arena of this rank (weights or moments) made whole: gathered from the TP slices or the EP experts (collective). */
   private gathered(local: FArr): Float32Array {
     if (this.tp) return this.tp.layout.gather(local, this.tp.group);
-    return this.ep!.shard!.gather(local, this.ep!.group);
+    return this.ep!.shard.gather(local, this.ep!.group);
   }
 
   /** TP / EP sharded: the whole model's weights gathered from the ranks (collective). */
@@ -507,7 +519,9 @@ export class Trainer {
     // moments) are gathered first, so the checkpoint is the one-model format any layout resumes;
     // EP with sharded memory likewise (each rank's experts gathered over its EP group)
     if (this.collective) {
-      const optim = { m: this.gathered(this.optim.m), v: this.gathered(this.optim.v), step: this.optim.step };
+      // ZeRO-1 under EP: this rank's moment pieces made whole over its groups first
+      const whole = (x: FArr) => this.gathered(this.epZero ? this.epZero.expand(x, this.model.params.length) : x);
+      const optim = { m: whole(this.optim.m), v: whole(this.optim.v), step: this.optim.step };
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group!, weights: this.gatheredWeights(), hf: this.hf, tokenizerFile: this.tokenizerFile, optim, zero: 0, state, keepLast: this.c.checkpoint.keep_last });
     }
     if (this.group && this.group.size > 1) {
