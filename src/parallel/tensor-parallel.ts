@@ -20,8 +20,9 @@
 // EDP (Skywork App. B.1, `edp`): experts are not column-split; the TP group doubles as the
 // expert group and rank r computes the whole experts [first, end) of an even split (`E mod tp`
 // ranks one more). Tokens are on every TP rank already, so dispatch is the local gather of the
-// rows routed to its experts and combine is the TP all-reduce after the MoE layer. Like EP here,
-// every rank allocates the whole expert arena; other ranks' experts stay zero and untouched.
+// rows routed to its experts and combine is the TP all-reduce after the MoE layer. Unlike EP
+// (parallel/expert-parallel.ts ExpertShard), every rank allocates the whole expert arena; other
+// ranks' experts stay zero and untouched.
 // A rank "owns" its shards, replicas only on TP rank 0, kv rows on the first of their replicas:
 // the gathered model, the gradient norm and checkpoints count each parameter once.
 //

@@ -1,7 +1,8 @@
-// Sharded run checkpoints of a run on several ranks (data, expert or pipeline parallel: after
-// each step every rank holds the whole parameter arena, and ZeRO-1 splits the optimizer state
-// over all of them): every rank writes its own part, nothing is gathered onto one rank, and the
-// checkpoint loads at any other layout (resharding on read).
+// Sharded run checkpoints of a run on several ranks (data or pipeline parallel: after each step
+// every rank holds the whole parameter arena, and ZeRO-1 splits the optimizer state over all of
+// them; tensor and expert parallel runs gather their slices into that form first): every rank
+// writes its own part, nothing is gathered onto one rank, and the checkpoint loads at any other
+// layout (resharding on read).
 //
 // Layout of checkpoints/step-N/ written by dp ranks:
 //   model-0000r-of-0000n.safetensors  the HF tensors rank r-1 owns (a contiguous, byte-balanced
