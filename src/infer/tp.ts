@@ -187,7 +187,7 @@ export class TensorParallel {
         hdr[TP_HEADER.kvDtype] = kv.dtype === "bf16" ? 1 : 0;
         hdr[TP_HEADER.maxRows] = ws.maxRows;
         hdr[TP_HEADER.activations] = ws.activations === "q8" ? 1 : 0;
-        g.broadcastSync(hdr, 0);
+        g.broadcastSync(hdr, 0, "sleep"); // a worker may wait long for the next step: no busy-polling core
         g.broadcastSync(packBatch(b), 0);
       },
       end: () => {
@@ -205,7 +205,7 @@ export class TensorParallel {
       if (this.failure === null) {
         const hdr = new Int32Array(TP_HEADER.length);
         hdr[TP_HEADER.cmd] = TP_CMD.stop;
-        this.group.broadcastSync(hdr, 0);
+        this.group.broadcastSync(hdr, 0, "sleep");
       } else await Promise.all(this.workers.map((w) => w.terminate()));
       await Promise.all(this.exits);
       if (this.ownsGroup) await this.group.close();
@@ -227,7 +227,7 @@ export function tpWorkerLoop(be: Backend, g: ProcessGroup, w: EngineWeights, wid
   let kv: KvCachePool | null = null;
   let ws: InferenceWorkspace | null = null;
   for (;;) {
-    g.broadcastSync(hdr, 0);
+    g.broadcastSync(hdr, 0, "sleep"); // a worker may wait long for the next step: no busy-polling core
     if (hdr[TP_HEADER.cmd] === TP_CMD.stop) return;
     const N = hdr[TP_HEADER.N]!, S = hdr[TP_HEADER.S]!;
     const payload = new Int32Array(3 * N + 2 * S + 1 + hdr[TP_HEADER.tables]!);
