@@ -3,14 +3,15 @@
 // with an uneven kv split and for q8_0 with q8 activations (test/tp-rank-program.ts, reference
 // computed here without TP); `moe generate --tp 2` under mpirun and under `moe launch --backend
 // mpi` prints the `--tp 1` text of a trained 6/3-head GQA model (kv heads split [2, 1]); `moe
-// serve --tp 2` under mpirun listens on rank 0 only and completes with the same text; a --tp
-// that is not the rank count is refused clearly; a rank ≥ 1 that throws or is killed in the
-// middle of a step ends the job non-zero with a message instead of leaving rank 0 waiting.
+// serve --tp 2` under mpirun listens on rank 0 only, completes with the same text and idles
+// without busy-polling a core; a --tp that is not the rank count is refused clearly; a rank ≥ 1
+// that throws or is killed in the middle of a step ends the job non-zero with a message instead
+// of leaving rank 0 waiting.
 // Skipped when mpirun or the MPI binding is absent (CI installs Open MPI).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { mpirunArgs } from "../src/cli/launch.js";
@@ -41,6 +42,28 @@ function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: Retur
     clearTimeout(kill);
     resolve({ code, out, err, ms: Date.now() - t0 });
   }));
+}
+
+/** CPU seconds (user + system) the children of `ppid` use over the next `ms` (Linux /proc; null elsewhere). */
+async function childrenCpuSeconds(ppid: number, ms: number): Promise<number | null> {
+  if (!existsSync("/proc/self/stat")) return null;
+  const ticks = () => {
+    let t = 0;
+    for (const d of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+      let st: string;
+      try {
+        st = readFileSync(`/proc/${d}/stat`, "utf8");
+      } catch {
+        continue; // ended meanwhile
+      }
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
+      if (Number(f[1]) === ppid) t += Number(f[11]) + Number(f[12]); // utime, stime
+    }
+    return t;
+  };
+  const t0 = ticks();
+  await new Promise((r) => setTimeout(r, ms));
+  return (ticks() - t0) / 100; // USER_HZ
 }
 
 /** What rank 0 printed, without mpirun's --tag-output prefixes. */
@@ -83,18 +106,23 @@ test("moe generate --tp 2 under mpirun and moe launch --backend mpi prints the -
   assert.equal(launched.code, 0, launched.err);
   assert.equal(rank0(launched.out), one.out);
 
-  // serve: rank 0 listens (one listening line), the completion is generate's text after the prompt
-  let completion: Promise<string> | null = null;
+  // serve: rank 0 listens (one listening line), the completion is generate's text after the prompt;
+  // then, idle, the ranks wait without busy-polling a core (Linux: their CPU time over 2 s)
+  type Served = { text: string; idleCpu: number | null };
+  let completion = null as Promise<Served> | null; // set by the output callback
   const served = await mpirun([CLI, "serve", model, "--tp", "2", "--port", "0"], 60_000, (out, p) => {
     const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1];
     if (completion || !port || !/ready/.test(out)) return;
     completion = fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "the whale", max_tokens: 16, temperature: 0, ignore_eos: true }) })
       .then((res) => res.json() as Promise<{ choices: { text: string }[] }>)
-      .then((j) => j.choices[0]!.text)
+      .then(async (j) => ({ text: j.choices[0]!.text, idleCpu: await childrenCpuSeconds(p.pid!, 2000) }))
       .finally(() => p.kill("SIGTERM"));
   });
   assert.ok(completion, `serve never became ready: ${served.out}\n${served.err}`);
-  assert.equal("the whale" + (await completion!) + "\n", one.out);
+  const { text, idleCpu }: Served = await completion!;
+  assert.equal("the whale" + text + "\n", one.out);
+  // a rank busy-polling in MPI_Bcast takes ≥ 0.25 core even on a loaded 2-core machine (0.5 s here)
+  if (idleCpu !== null) assert.ok(idleCpu < 0.3, `idle serve ranks used ${idleCpu.toFixed(2)} CPU seconds in 2 s`);
   assert.equal(served.out.match(/listening on/g)?.length, 1, served.out);
   assert.match(served.out, /\[\d+,0\]<stdout>:moe serve: ready .*\(rank 0 of tp 2, mpi ranks\)/);
 
