@@ -2,7 +2,8 @@
 // mpirun) against one rank: 2 ranks give the one-rank engine's greedy tokens and logits for GQA
 // with an uneven kv split and for q8_0 with q8 activations (test/tp-rank-program.ts, reference
 // computed here without TP); `moe generate --tp 2` under mpirun and under `moe launch --backend
-// mpi` prints the `--tp 1` text of a trained 6/3-head GQA model (kv heads split [2, 1]); `moe
+// mpi` prints the `--tp 1` text of a trained 6/3-head GQA model (kv heads split [2, 1]), and so
+// does `moe chat --tp 2` under mpirun; `moe
 // serve --tp 2` under mpirun listens on rank 0 only, completes with the same text and idles
 // without busy-polling a core; a --tp that is not the rank count is refused clearly; a rank ≥ 1
 // that throws or is killed in the middle of a step ends the job non-zero with a message instead
@@ -27,7 +28,7 @@ const ENV = { ...process.env, MOE_NUM_THREADS: "1" };
 interface Run { code: number | null; out: string; err: string; ms: number }
 
 /** `mpirun -n 2 node ARGS` (mpirun's --timeout and a kill after limitMs guard against a hang); `onOut` sees stdout as it comes. */
-function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: ReturnType<typeof spawn>) => void): Promise<Run> {
+function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: ReturnType<typeof spawn>) => void, stdin = ""): Promise<Run> {
   const t0 = Date.now();
   const p = spawn("mpirun", [...mpirunArgs({ nproc: 2, timeout: Math.ceil(limitMs / 1000) }), process.execPath, ...args], { cwd: ROOT, env: ENV });
   let out = "", err = "";
@@ -36,7 +37,7 @@ function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: Retur
     onOut?.(out, p);
   });
   p.stderr!.on("data", (d) => (err += d));
-  p.stdin!.end();
+  p.stdin!.end(stdin); // mpirun forwards it to rank 0
   const kill = setTimeout(() => p.kill("SIGKILL"), limitMs + 5000);
   return new Promise((resolve) => p.on("close", (code) => {
     clearTimeout(kill);
@@ -86,7 +87,7 @@ test("mpirun 2 ranks: GQA 10/5 (kv heads [3, 2]) and q8_0 with q8 activations gi
   });
 });
 
-test("moe generate --tp 2 under mpirun and moe launch --backend mpi prints the --tp 1 text (GQA 6/3, kv heads [2, 1]); serve listens on rank 0 only; a wrong --tp is refused", async (t) => {
+test("moe generate and chat --tp 2 under mpirun, and moe launch --backend mpi, print the --tp 1 text (GQA 6/3, kv heads [2, 1]); serve listens on rank 0 only; a wrong --tp is refused", async (t) => {
   if (MISSING) return t.skip(MISSING);
   const base = mkdtempSync(path.join(tmpdir(), "moe-tp-mpi-"));
   const tr = await cli(["train", ...tinyArgs(base, "run", corpus(20), ["train.steps=4", "model.hidden_size=36", "model.num_heads=6", "model.num_kv_heads=3"])]);
@@ -105,6 +106,15 @@ test("moe generate --tp 2 under mpirun and moe launch --backend mpi prints the -
   const launched = await cli(["launch", "--nproc", "2", "--backend", "mpi", "--timeout", "60", "--", ...gen, "--tp", "2"]);
   assert.equal(launched.code, 0, launched.err);
   assert.equal(rank0(launched.out), one.out);
+
+  // chat: rank 0 reads the conversation (mpirun passes stdin to rank 0)
+  const chat = ["chat", model, "--temperature", "0", "--max-tokens", "8"];
+  const chatOne = await cli(chat, { stdin: "the whale\n" });
+  assert.equal(chatOne.code, 0, chatOne.err);
+  const chatTwo = await mpirun([CLI, ...chat, "--tp", "2"], 60_000, undefined, "the whale\n");
+  assert.equal(chatTwo.code, 0, chatTwo.err);
+  assert.ok(chatOne.out.trim().length > 0, chatOne.out);
+  assert.equal(rank0(chatTwo.out), chatOne.out);
 
   // serve: rank 0 listens (one listening line), the completion is generate's text after the prompt;
   // then, idle, the ranks wait without busy-polling a core (Linux: their CPU time over 2 s)
