@@ -12,11 +12,13 @@
 // One step, numbered:
 //  1. rank 0's runStep calls `begin`: a header (command, row and sequence counts, KV geometry)
 //     and the step's int arrays (tokens, positions, query starts, context lengths, slots, block
-//     tables) are broadcast to the workers, which wait for them in a blocking loop
+//     tables) are broadcast to the workers, which wait for them in a blocking loop (the header
+//     with a sleeping wait, so an idle MPI worker leaves its core free)
 //  2. every rank runs runStep on its slice: q/k/v of its heads into its KV slice, attention, its
 //     o_proj columns → all-reduce; its FFN / expert columns → all-reduce (router logits are
 //     broadcast from rank 0 so every rank picks the same experts)
-//  3. rank 0 alone runs the final norm and LM head and samples
+//  3. rank 0 alone runs the final norm and LM head and samples (runStep calls `end`; a step that
+//     threw between begin and end leaves the ranks out of step, and later steps refuse to run)
 // `close()` broadcasts the stop command and waits for the workers to exit.
 //
 // Limits: a worker thread that fails in the middle of a step cannot tell rank 0, which then waits
