@@ -102,9 +102,13 @@ struct View {
   napi_typedarray_type type;
 };
 
+// Through napi_get_typedarray_info: also right for arrays over a SharedArrayBuffer (whose
+// ArrayBuffer().Data() is null).
 View GetView(const Napi::Value& v) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  return {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ElementLength(), ta.TypedArrayType()};
+  View out{nullptr, 0, napi_float32_array};
+  if (napi_get_typedarray_info(v.Env(), v, &out.type, &out.n, &out.data, nullptr, nullptr) != napi_ok)
+    Napi::Error::Fatal("moe_mpi", "a buffer argument is not a TypedArray (the TypeScript wrapper checks this)");
+  return out;
 }
 
 // acc[i] = acc[i] op x[i], in T (op: 0 sum, 1 max, 2 min; NaN propagates through max/min).
