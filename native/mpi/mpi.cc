@@ -102,9 +102,13 @@ struct View {
   napi_typedarray_type type;
 };
 
+// Through napi_get_typedarray_info: also right for arrays over a SharedArrayBuffer (whose
+// ArrayBuffer().Data() is null).
 View GetView(const Napi::Value& v) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  return {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ElementLength(), ta.TypedArrayType()};
+  View out{nullptr, 0, napi_float32_array};
+  if (napi_get_typedarray_info(v.Env(), v, &out.type, &out.n, &out.data, nullptr, nullptr) != napi_ok)
+    Napi::Error::Fatal("moe_mpi", "a buffer argument is not a TypedArray (the TypeScript wrapper checks this)");
+  return out;
 }
 
 // acc[i] = acc[i] op x[i], in T (op: 0 sum, 1 max, 2 min; NaN propagates through max/min).
@@ -277,8 +281,13 @@ Napi::Value Start(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::fun
   j->ticket = t;
   c->started++;
   Enqueue(c, j);
-  return Napi::External<std::shared_ptr<Ticket>>::New(env, new std::shared_ptr<Ticket>(t),
-                                                        [](Napi::Env, std::shared_ptr<Ticket>* p) { delete p; });
+  // A ticket collected without wait(): its buffers stay pinned (leaked) rather than released while
+  // the comm thread may still write them, and the ticket may then be destroyed on that thread
+  // holding no JS references.
+  return Napi::External<std::shared_ptr<Ticket>>::New(env, new std::shared_ptr<Ticket>(t), [](Napi::Env, std::shared_ptr<Ticket>* p) {
+    if (!(*p)->waited) (new std::vector<Napi::ObjectReference>())->swap((*p)->keep);
+    delete p;
+  });
 }
 
 void StopComm(Comm* c) {
