@@ -9,8 +9,8 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import {
-  type Buf, type ProcessGroup, type ReduceOp, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
-  displacements, dtypeOf, splitMembers, subgroupColorKey,
+  type Buf, type ProcessGroup, type ReduceOp, type StartedOp, type SyncWait, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
+  displacements, dtypeOf, splitMembers, startedOnce, subgroupColorKey,
 } from "./process-group.js";
 
 interface CommObj {
@@ -22,10 +22,12 @@ interface CommObj {
 interface MpiAddon {
   init(): { world: CommObj; version: string };
   allreduce(h: unknown, buf: Buf, op: number, sync?: boolean): Promise<void>;
+  allreduce(h: unknown, buf: Buf, op: number, mode: "start"): unknown;
+  wait(ticket: unknown): number;
   reduceScatter(h: unknown, send: Buf, recv: Buf, op: number, sync?: boolean): Promise<void>;
   allgather(h: unknown, send: Buf, recv: Buf, sync?: boolean): Promise<void>;
   alltoallv(h: unknown, send: Buf, sendCounts: Int32Array, recv: Buf, recvCounts: Int32Array, sync?: boolean): Promise<void>;
-  bcast(h: unknown, buf: Buf, root: number, sync?: boolean): Promise<void>;
+  bcast(h: unknown, buf: Buf, root: number, sync?: boolean, sleep?: boolean): Promise<void>;
   send(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
   recv(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
   barrier(h: unknown, sync?: boolean): Promise<void>;
@@ -85,6 +87,13 @@ class MpiGroup implements ProcessGroup {
   allreduceSync(buf: Buf, op: ReduceOp = "sum"): void {
     void this.allreduceCall(buf, op, true);
   }
+  allreduceStart(buf: Buf, op: ReduceOp = "sum"): StartedOp {
+    dtypeOf(buf);
+    checkOp("mpi allreduceStart", op);
+    this.live("allreduceStart");
+    const ticket = this.mpi.allreduce(this.c.handle, buf, OP_CODE[op], "start");
+    return startedOnce("mpi", () => this.mpi.wait(ticket));
+  }
 
   private reduceScatterCall(send: Buf, recv: Buf, op: ReduceOp, sync: boolean): Promise<void> {
     const what = "mpi reduceScatter";
@@ -130,17 +139,18 @@ class MpiGroup implements ProcessGroup {
     void this.alltoallvCall(send, sendCounts, recv, recvCounts, true);
   }
 
-  private broadcastCall(buf: Buf, root: number, sync: boolean): Promise<void> {
+  private broadcastCall(buf: Buf, root: number, sync: boolean, wait: SyncWait = "spin"): Promise<void> {
     dtypeOf(buf);
     checkRank("mpi broadcast", root, this.size, "root");
+    if (wait !== "spin" && wait !== "sleep") throw new Error(`mpi broadcast: wait must be 'spin' or 'sleep', got '${String(wait)}'`);
     this.live("broadcast");
-    return this.mpi.bcast(this.c.handle, buf, root, sync);
+    return this.mpi.bcast(this.c.handle, buf, root, sync, wait === "sleep");
   }
   async broadcast(buf: Buf, root: number): Promise<void> {
     return this.broadcastCall(buf, root, false);
   }
-  broadcastSync(buf: Buf, root: number): void {
-    void this.broadcastCall(buf, root, true);
+  broadcastSync(buf: Buf, root: number, wait?: SyncWait): void {
+    void this.broadcastCall(buf, root, true, wait);
   }
 
   async barrier(): Promise<void> {
