@@ -6,8 +6,9 @@
 //   - compute: the layers' FLOP/s and the head's relative rate from forward + backward of the
 //     model at the run's micro-batch on one engine thread (train/machine-rates.ts): alone for one
 //     rank, and measured in one process per core at once for several ranks (two busy cores run
-//     slower than one), scaled by cores / (ranks × threads) when the ranks outnumber the cores
-//     (plan/auto.ts machineCluster); the optimizer's rates slow by the same factor;
+//     slower than one); when the ranks outnumber the cores, the cost model shares the cores among
+//     the ranks computing at each moment (plan/auto.ts machineCluster, cluster.concurrency); the
+//     optimizer's rates slow by the same factor;
 //   - optimizer: AdamW and gradient-norm seconds per parameter, measured on an arena of the
 //     model's size;
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
@@ -181,9 +182,10 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const rates = { ...solo, layerFlopsAllCores: busy, ...measureOptimizerRates(planParameterCounts(pm).total) };
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
-      // one rank computes at the solo rate; several at the all-cores rate, shared when ranks > cores
+      // one rank computes at the solo rate; several at the all-cores rate (shared by the cost model when ranks > cores)
       const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
-      // the optimizer is compute of the same rank: it slows by the same factor as the layers
+      // the optimizer is compute of the same rank: it slows by the same factor as the layers (the
+      // cores' sharing among ranks is the cost model's, cluster.concurrency)
       const cost = (zero: boolean, ranks: number): CostOptions => {
         const slow = rates.layerFlops / cluster(ranks).flops;
         return {

@@ -37,6 +37,12 @@ export interface ClusterSpec {
   flopsSource: string;
   intraNode: Link;
   interNode: Link;
+  /**
+   * Ranks that compute at the full `flops` at once when the devices are CPU ranks sharing one
+   * machine's cores (cores / threads per rank); more running ranks share it (the 1F1B simulation's
+   * processor sharing, the optimizer's share). Absent: every device computes on its own.
+   */
+  concurrency?: number;
 }
 
 /** Keys of the spec file, with their meaning (also the `--help` text). */
