@@ -455,6 +455,9 @@ test("1F1B on shared cores: processor sharing against its closed forms and bound
     }
   }
   assert.throws(() => simulate1F1B(t, m, { cores: 0 }), /cores must be > 0/);
+  assert.equal(parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, concurrency: 2 }).concurrency, 2);
+  assert.equal(parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11 }).concurrency, undefined);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, concurrency: "two" }), /concurrency must be a number > 0/);
   // the optimizer, run by every rank at once, gets concurrency / ranks of the rate
   const link = { latency: 0, bandwidth: 1e9 };
   const cl = (concurrency?: number): ClusterSpec => ({ nodes: 1, devicesPerNode: 4, memoryBytes: 1e12, flops: 1e9, flopsSource: "stated", intraNode: link, interNode: link, ...(concurrency ? { concurrency } : {}) });
