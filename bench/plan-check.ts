@@ -246,7 +246,7 @@ export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
   for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
   for (const [m, r] of Object.entries(c.rates)) {
-    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
+    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
   }
   const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];
   lines.push(head.map((s, i) => (i < 2 ? s.padEnd(i === 0 ? 12 : 24) : s.padStart(i === 7 ? 20 : 13))).join(""));
