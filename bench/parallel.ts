@@ -2,9 +2,11 @@
 // on N ranks (default 2), plus alltoallv and broadcast at a few sizes. Times are medians over
 // iterations, each started after a barrier; bus bandwidth uses NCCL's convention (allreduce moves
 // 2(p-1)/p of the buffer per rank).
-// With --train: training step time (median over steps 2..6) of one rank, dp=N and dp=N × ep=N
-// (expert parallelism) on each backend, 1 engine thread per rank, preset --preset (small-moe),
-// with the DP communication ms per step and the share of it hidden behind compute (commMs,
+// With --train: training step time (median over steps 2..6) of one rank, dp=N, dp=N × ep=N
+// (expert parallelism), tp=N (tensor parallelism, experts column-split: ETP) and tp=N with EDP
+// (whole experts per TP rank) on each backend, 1 engine thread per rank, preset --preset (small-moe),
+// dp=N also without the overlapped gradient all-reduce (parallel.overlap_grad_reduce=false), with
+// the DP communication ms per step and the share of it hidden behind compute (commMs,
 // commHiddenShare of metrics.jsonl).
 //
 // With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
@@ -19,7 +21,7 @@
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { detectBackend } from "../src/parallel/world.js";
@@ -66,11 +68,11 @@ interface TrainRow {
   ep_comm_ms: number | null;
   /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
   comm_ms: number | null;
-  /** share of comm_ms hidden behind the backward (0: not overlapped yet) */
+  /** share of comm_ms that ran while the rank computed (parallel.overlap_grad_reduce; 0 without it and on threads) */
   comm_hidden_share: number | null;
 }
 
-/** Training step time at 1 rank, dp=N and dp=N × ep=N (same global batch), from each run's metrics.jsonl. */
+/** Training step time at 1 rank, dp=N, dp=N × ep=N, tp=N (ETP) and tp=N EDP (same global batch), from each run's metrics.jsonl. */
 function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): TrainRow[] {
   const dir = mkdtempSync(path.join(tmpdir(), "moe-bench-par-"));
   const B = 8, T = 128, A = o.nproc * 2, steps = 6;
@@ -89,9 +91,13 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     if (b === "mpi" && !mpiAvailable()) continue;
     const n = String(o.nproc);
     runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
+    runs.push({ backend: b, layout: `dp=${n} no-overlap`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, "parallel.overlap_grad_reduce=false"] });
     runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
+    runs.push({ backend: b, layout: `tp=${n} (ETP)`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`] });
+    runs.push({ backend: b, layout: `tp=${n} EDP`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`, "parallel.edp=true"] });
   }
   const rows: TrainRow[] = [];
+  const load0 = loadavg()[0]!;
   let one = NaN;
   runs.forEach((r, i) => {
     const out = path.join(dir, `run${i}`);
@@ -102,7 +108,7 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     if (i === 0) one = ms;
     rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
   });
-  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
+  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank; load (1 min) ${load0.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`);
   return rows;
 }
 
@@ -126,13 +132,15 @@ async function driver(): Promise<void> {
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
-  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  const tcols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 18 : 12)).join("");
+  if (train.length) console.log(tcols(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"]));
+  for (const r of train) console.log(tcols([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)]));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
-    console.log(["round", "layout", "step ms", "tokens/s", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
-    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    const cols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 26 : 12)).join("");
+    console.log(cols(["round", "layout", "step ms", "tokens/s", "comm ms", "hidden", "idle share", "load1"]));
+    for (const r of dp.runs) console.log(cols([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.comm_ms?.toFixed(1) ?? "-", r.hidden_share?.toFixed(2) ?? "-", r.idle_share.toFixed(2), r.load1.toFixed(1)]));
     for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
     for (const n of dp.notes) console.log(n);
   }

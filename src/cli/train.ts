@@ -47,13 +47,13 @@ export async function runTrain(argv: string[]): Promise<number> {
     applyAutoPlan(c, world.size > 1 ? world : null, world.rank === 0 ? (s) => console.error(s) : () => {});
     validate(c);
   }
-  const ranks = c.parallel.dp * c.parallel.pp;
+  const ranks = c.parallel.dp * c.parallel.pp * c.parallel.tp;
   const group = ranks > 1 ? world ?? (await initWorld()) : null;
-  if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
+  if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} × parallel.tp=${c.parallel.tp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
   if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`moe train: parallel.pp and parallel.ep cannot be combined yet`);
   const pipeline = group && c.parallel.pp > 1 ? await createPipelineGroups(group, c.parallel.pp) : null;
-  // expert parallelism: ep groups folded into the dp ranks (collective: every rank splits)
-  const mesh = group && c.parallel.ep > 1 ? await createMesh(group, { dp: c.parallel.dp, ep: c.parallel.ep }) : null;
+  // expert parallelism: ep groups folded into the dp ranks; tensor parallelism: tp groups inside each replica (collective: every rank splits)
+  const mesh = group && (c.parallel.ep > 1 || c.parallel.tp > 1) ? await createMesh(group, { dp: c.parallel.dp, ep: c.parallel.ep, tp: c.parallel.tp }) : null;
   const lead = !group || group.rank === 0;
   const progress = new Progress(lead && c.log.progress, c.log.every);
   const log = lead ? (s: string) => progress.line(s) : () => {};
@@ -109,7 +109,7 @@ export async function runTrain(argv: string[]): Promise<number> {
         const sim = t.expertSimilarity().filter((x) => !Number.isNaN(x));
         log(`step ${t.step}: val loss ${ev.loss.toFixed(4)} (ppl ${ev.perplexity.toFixed(1)}), expert similarity ${sim.map((x) => x.toFixed(3)).join(" ")}`);
       }
-      if (lead && c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
+      if ((lead || t.tensorParallel) && c.sample.every > 0 && t.step % c.sample.every === 0 && t.step < c.train.steps) log(`sample: ${JSON.stringify(t.sample())}`);
       if (c.checkpoint.every > 0 && t.step % c.checkpoint.every === 0 && t.step < c.train.steps) t.save();
       if (c.train.max_minutes > 0 && elapsed / 60 >= c.train.max_minutes) {
         log(`train.max_minutes = ${c.train.max_minutes} reached at step ${t.step}`);
@@ -129,7 +129,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const secs = (Date.now() - start) / 1e3;
   log(`done: ${t.step - startStep} steps in ${formatDuration(secs)}; final train loss ${last ? last.ce.toFixed(4) : "-"}`);
   log(`validation loss ${ev.loss.toFixed(4)} nats/token (ppl ${ev.perplexity.toFixed(1)}) vs unigram baseline ${baseline.toFixed(4)}`);
-  if (lead) log(`sample: ${JSON.stringify(t.sample())}`);
+  if (lead || t.tensorParallel) log(`sample: ${JSON.stringify(t.sample())}`);
   log(`checkpoint: ${path.relative(process.cwd(), dir)}`);
   log(`generate with: npx moe generate ${path.relative(process.cwd(), t.outDir) || "."} --prompt "${c.sample.prompt}"`);
   return 0;

@@ -28,6 +28,7 @@ import type { ExpertParallel } from "../parallel/expert-parallel.js";
 import { DEFAULT_BALANCE } from "../moe/config.js";
 import { ropeFrequencies } from "../nn/rope-scaling.js";
 import { inputJitter, sampleRouterNoise } from "../moe/noise.js";
+import { vocabCrossEntropyBackward, vocabCrossEntropyForward, vocabEmbedBackward, vocabEmbedForward, type TensorParallelContext } from "../parallel/tp-ops.js";
 
 export const IGNORE_INDEX = -100;
 
@@ -39,6 +40,10 @@ export interface ModelShape {
   /** Allocate the activations of layers [lo, hi) only (a pipeline stage); logits only when hi is
    * the last layer. Default: every layer. */
   layers?: { lo: number; hi: number };
+  /** Tensor-parallel training: this rank's group and vocabulary slice; the config is then the
+   * rank's slice (parallel/tensor-parallel.ts): sublayer outputs and input gradients are summed
+   * over the group, embedding and loss are vocabulary-parallel. Default: one rank. */
+  tp?: TensorParallelContext;
 }
 
 /**
@@ -130,11 +135,16 @@ export class Workspace {
   ids: Int32Array | null = null;
   targets: Int32Array | null = null;
   validTokens = 0;
+  readonly tp?: TensorParallelContext;
 
   constructor(readonly cfg: ModelConfig, shape: ModelShape) {
     const { B, T } = shape;
     if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new Error(`model shape B=${B}, T=${T} must be positive integers`);
     this.dtype = shape.dtype ?? "f32";
+    if (shape.tp) {
+      if (shape.tp.vocab.count !== cfg.vocabSize) throw new Error(`workspace: the tensor-parallel vocabulary slice has ${shape.tp.vocab.count} rows, the config ${cfg.vocabSize}`);
+      this.tp = shape.tp;
+    }
     const Ctor: FCtor = this.dtype === "f64" ? Float64Array : Float32Array;
     this.Ctor = Ctor;
     this.B = B;
@@ -237,14 +247,15 @@ export function layerInput(ws: Workspace, l: number): FArr {
 
 /** Embedding lookup of ids (checked) into the input of the workspace's first layer; remembers ids. */
 export function embedForward(be: Backend, w: Weights, ws: Workspace, ids: Int32Array): void {
-  const N = ws.N, V = ws.cfg.vocabSize;
+  const N = ws.N, V = ws.tp?.vocab.total ?? ws.cfg.vocabSize;
   if (ids.length !== N) throw new Error(`forward: ids has ${ids.length} tokens, the workspace was built for B·T = ${N}`);
   for (let i = 0; i < N; i++) {
     const t = ids[i]!;
     if (!(t >= 0 && t < V)) throw new Error(`forward: token id ${t} at position ${i} is out of range [0, ${V})`);
   }
   ws.ids = ids;
-  be.embeddingForward(layerInput(ws, ws.lo), ids, w.views.embed, V, ws.cfg.hiddenSize);
+  if (ws.tp) vocabEmbedForward(ws.tp, layerInput(ws, ws.lo), ids, w.views.embed, ws.cfg.hiddenSize);
+  else be.embeddingForward(layerInput(ws, ws.lo), ids, w.views.embed, V, ws.cfg.hiddenSize);
 }
 
 /**
@@ -269,6 +280,7 @@ export function layersForward(be: Backend, w: Weights, ws: Workspace, lo: number
     const next = l + 1 < hi ? ws.acts[l + 1]!.resid : ws.residL;
     normForward(be, ws.normSpec, a.ln1, a.ln1s, a.resid, lw.ln1, lw.ln1Bias, N, C);
     attentionForward(be, ws.attnSpecs[l]!, lw.attn, a.attn, a.mid, a.ln1, ws.pos);
+    ws.tp?.allreduce(a.mid); // row-parallel o_proj: partial sums over the TP ranks' heads
     be.add(a.mid, a.mid, a.resid);
     normForward(be, ws.normSpec, a.ln2, a.ln2s, a.mid, lw.ln2, lw.ln2Bias, N, C);
     if (a.moe) {
@@ -276,7 +288,7 @@ export function layersForward(be: Backend, w: Weights, ws: Workspace, lo: number
       const { noise, jitter } = stepRandomness(cfg, opt, l, N);
       const st = moeForward(be, a.moe, lw.moe!, ws.ffnOut, a.ln2, {
         train: opt.train, noise, jitter, bias: opt.bias?.[l] ?? lw.moe!.routerBias, balance,
-        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? bal.virtualCapacityFactor, ep: opt.ep,
+        auxCoef: coef, zCoef, group, virtualCapacityFactor: opt.virtualCapacityFactor ?? bal.virtualCapacityFactor, ep: opt.ep, tp: ws.tp,
       });
       moeStats.push(st);
       if (balance !== "none") auxTotal += coef * st.aux;
@@ -285,6 +297,7 @@ export function layersForward(be: Backend, w: Weights, ws: Workspace, lo: number
       ffnForward(be, ws.ffnOut, a.ffn!, a.ln2, lw.gateUp!, lw.down!, N, C, cfg.denseIntermediateSize);
       moeStats.push(undefined);
     }
+    ws.tp?.allreduce(ws.ffnOut); // row-parallel down projections: partial sums over the TP ranks' columns
     be.add(next, a.mid, ws.ffnOut);
   }
   return { moe: moeStats, aux: auxTotal };
@@ -302,7 +315,8 @@ export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int
   linearForward(be, ws.logits, ws.lnf, P.head, P.headBias, N, C, V, "f32"); // the LM head stays f32 (GemmPrecision)
   let ce = 0, tokens = 0;
   if (targets) {
-    be.crossEntropyForward(ws.losses, ws.lse, ws.logits, targets, N, V, IGNORE_INDEX);
+    if (ws.tp) vocabCrossEntropyForward(be, ws.tp, ws.losses, ws.lse, ws.logits, targets, N, IGNORE_INDEX);
+    else be.crossEntropyForward(ws.losses, ws.lse, ws.logits, targets, N, V, IGNORE_INDEX);
     for (let i = 0; i < N; i++) {
       if (targets[i] !== IGNORE_INDEX) {
         ce += ws.losses[i]!;
@@ -319,13 +333,25 @@ export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int
  * Backward of the workspace's last forward (which must have had targets). Gradients are
  * accumulated (+=) into g. gradScale multiplies the whole loss gradient (e.g. 1/micro-batches).
  * The composition of headBackward, layersBackward over every layer, and embedBackward.
+ * `done(part)`, when given, is called as each part's gradients are complete: part L (final norm
+ * and LM head), then each layer L−1 … 0, then −1 (the embedding; with tied embeddings the LM
+ * head's share of it too). Data parallelism starts reducing those gradients while the rest runs.
  */
-export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1): void {
+export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1, done?: (part: number) => void): void {
   checkPair(be, w, ws);
   if (!ws.targets || !ws.ids) throw new Error("backward: call forward with targets first");
+  const L = ws.cfg.numLayers;
   headBackward(be, w, g, ws, gradScale);
-  layersBackward(be, w, g, ws, 0, ws.cfg.numLayers, gradScale);
-  embedBackward(be, w, g, ws.dresid, ws.ids);
+  if (!done) layersBackward(be, w, g, ws, 0, L, gradScale);
+  else {
+    done(L);
+    for (let l = L - 1; l >= 0; l--) {
+      layersBackward(be, w, g, ws, l, l + 1, gradScale);
+      done(l);
+    }
+  }
+  embedBackward(be, w, g, ws.dresid, ws.ids, ws.tp);
+  done?.(-1);
 }
 
 /** Loss → d(residL), written into ws.dresid; LM head and final-norm gradients accumulated. */
@@ -340,8 +366,10 @@ export function headBackward(be: Backend, w: Weights, g: Gradients, ws: Workspac
   // loss → logits (dlogits overwrites logits in place)
   const scale = ws.validTokens > 0 ? gradScale / ws.validTokens : 0;
   for (let i = 0; i < N; i++) ws.dlosses[i] = targets[i] === IGNORE_INDEX ? 0 : scale;
-  be.crossEntropyBackward(ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, V, IGNORE_INDEX);
+  if (ws.tp) vocabCrossEntropyBackward(be, ws.tp, ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, IGNORE_INDEX);
+  else be.crossEntropyBackward(ws.logits, ws.logits, ws.lse, targets, ws.dlosses, N, V, IGNORE_INDEX);
   linearBackward(be, ws.dln, G.head, G.headBias, ws.logits, ws.lnf, P.head, N, C, V, false, "f32");
+  ws.tp?.allreduce(ws.dln); // vocabulary-parallel head: partial over the slices
   normBackward(be, ws.normSpec, ws.dresid, G.normF, G.normFBias, ws.dln, ws.residL, P.normF, ws.lnfs, N, C);
 }
 
@@ -364,17 +392,23 @@ export function layersBackward(be: Backend, w: Weights, g: Gradients, ws: Worksp
     } else {
       ffnBackward(be, ws.dln, dw.gateUp!, dw.down!, ws.dresid, a.ln2, a.ffn!, lw.gateUp!, lw.down!, ws.ffnScratch!, N, C, cfg.denseIntermediateSize, false);
     }
+    ws.tp?.allreduce(ws.dln); // column-parallel gate/up: partial input gradients
     normBackward(be, ws.normSpec, ws.dtmp, dw.ln2, dw.ln2Bias, ws.dln, a.mid, lw.ln2, a.ln2s, N, C);
     be.add(ws.dresid, ws.dresid, ws.dtmp);
     // mid = resid + attn(ln1(resid))
     attentionBackward(be, ws.attnSpecs[l]!, lw.attn, dw.attn, a.attn, ws.attnScratch, ws.dln, ws.dresid, a.ln1, ws.pos, false);
+    if (ws.tp) {
+      ws.tp.allreduce(ws.dln); // column-parallel q/k/v: partial input gradients
+      if (ws.tp.rank !== 0) dw.attn.oBias?.fill(0); // the row-parallel o bias lives on TP rank 0
+    }
     normBackward(be, ws.normSpec, ws.dtmp, dw.ln1, dw.ln1Bias, ws.dln, a.resid, lw.ln1, a.ln1s, N, C);
     be.add(ws.dresid, ws.dresid, ws.dtmp);
   }
 }
 
-/** d(input of layer 0) → embedding gradients (accumulated) for the tokens ids. */
-export function embedBackward(be: Backend, w: Weights, g: Gradients, dx: FArr, ids: Int32Array): void {
+/** d(input of layer 0) → embedding gradients (accumulated) for the tokens ids (under TP: the rows this rank owns). */
+export function embedBackward(be: Backend, w: Weights, g: Gradients, dx: FArr, ids: Int32Array, tp?: TensorParallelContext): void {
   if (g.weights.layout !== w.layout) throw new Error("backward: gradients belong to other weights");
-  be.embeddingBackward(g.views.embed, dx, ids, w.cfg.vocabSize, w.cfg.hiddenSize);
+  if (tp) vocabEmbedBackward(tp, g.views.embed, dx, ids, w.cfg.hiddenSize);
+  else be.embeddingBackward(g.views.embed, dx, ids, w.cfg.vocabSize, w.cfg.hiddenSize);
 }

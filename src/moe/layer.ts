@@ -24,6 +24,7 @@ import { capacityKeep, expertCapacity } from "./capacity.js";
 import { globalLoadBalancingLoss, loadStats, routerZLoss, skyworkAuxLoss, switchAuxLoss } from "./balance.js";
 import type { ProcessGroup } from "../parallel/group.js";
 import type { ExpertParallel } from "../parallel/expert-parallel.js";
+import type { TensorParallelContext } from "../parallel/tp-ops.js";
 
 export type { BalanceLoss } from "./config.js";
 
@@ -46,6 +47,9 @@ export interface MoeForwardOptions {
   virtualCapacityFactor: number;
   /** Expert parallelism: this rank computes only its experts; rows travel by all-to-all-v. */
   ep?: ExpertParallel;
+  /** Expert tensor parallelism (ETP): every expert's intermediate columns are split over the TP
+   * group, so expert outputs are partial sums (the caller all-reduces the layer output). */
+  tp?: TensorParallelContext;
 }
 
 /** Per-step statistics of one MoE layer (returned, never accumulated globally). */
@@ -88,6 +92,8 @@ export class MoeLayerState {
   hasBalanceGrad = false;
   /** The expert-parallel context of the last forward (null: all experts computed here). */
   ep: ExpertParallel | null = null;
+  /** The tensor-parallel context of the last forward (null: whole experts here). */
+  tp: TensorParallelContext | null = null;
 
   constructor(readonly Ctor: FCtor, readonly N: number, readonly C: number, readonly cfg: MoeConfig) {
     const E = cfg.numExperts, K = cfg.topK, F = cfg.expertIntermediateSize, NK = maxDispatchRows(N, cfg);
@@ -159,6 +165,24 @@ function maxDispatchRows(N: number, cfg: MoeConfig): number {
   return Math.max(N * cfg.topK, padded);
 }
 
+/**
+ * The experts this rank computes (all of them, or under EDP its range of the TP context): their
+ * weights, their groups' sizes, and their rows [r0, r0+R) of the expert-major dispatch.
+ */
+function localExperts(st: MoeLayerState, F: number, w: Pick<MoeWeights, "w13" | "w2">) {
+  const C = st.C, [e0, e1] = st.tp?.experts ?? [0, st.cfg.numExperts];
+  let r0 = 0, R = 0;
+  for (let e = 0; e < e1; e++) {
+    if (e < e0) r0 += st.sizes[e]!;
+    else R += st.sizes[e]!;
+  }
+  return {
+    R, sizes: st.sizes.subarray(e0, e1),
+    w13: w.w13.subarray(e0 * 2 * F * C, e1 * 2 * F * C), w2: w.w2.subarray(e0 * C * F, e1 * C * F),
+    rows: (a: FArr, width: number) => a.subarray(r0 * width, (r0 + R) * width),
+  };
+}
+
 function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
@@ -223,11 +247,15 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
 
   // 5. experts (EP: rows exchanged with the experts' owners, parallel/expert-parallel.ts)
   st.ep = opt.ep ?? null;
+  st.tp = opt.tp ?? null;
   if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
   else {
-    be.groupedGemm(xs, w.w13, h, st.sizes, { K: C, N: 2 * F, transW: true });
-    be.swigluForward(act, h, M, F);
-    be.groupedGemm(act, w.w2, yo, st.sizes, { K: F, N: C, transW: true });
+    // EDP: only this rank's experts run (their rows are consecutive); the other rows' outputs are zero
+    const x = localExperts(st, F, w);
+    if (x.R < M) yo.fill(0);
+    be.groupedGemm(x.rows(xs, C), x.w13, x.rows(h, 2 * F), x.sizes, { K: C, N: 2 * F, transW: true });
+    be.swigluForward(x.rows(act, F), x.rows(h, 2 * F), x.R, F);
+    be.groupedGemm(x.rows(act, F), x.w2, x.rows(yo, C), x.sizes, { K: F, N: C, transW: true });
   }
 
   // 6. combine
@@ -310,15 +338,22 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
     const a = st.rowAssign[i]!;
     if (a >= 0) dWeights[a] = dRowW[i]!;
   }
+  // ETP: dot(dy, expert output) over partial outputs; the router needs the sum over the TP ranks
+  st.tp?.allreduce(dWeights);
+  // ETP: the router's and the shared gate's input gradients are replicated: one rank adds them
+  // (the caller all-reduces dx); the others write them into consumed scratch
+  const dxRep = st.tp && st.tp.rank !== 0 ? sc.dxs.subarray(0, N * C) : dxj;
 
   // 5'. experts backward
   if (st.ep) st.ep.backward(be, st, dyo, M, C, F, w, dw, dxs);
   else {
-    be.groupedGemmWeightGrad(act, dyo, dw.w2, st.sizes, { K: F, N: C, transW: true });
-    be.groupedGemm(dyo, w.w2, da, st.sizes, { K: C, N: F, transW: false });
-    be.swigluBackward(dh, da, h, M, F);
-    be.groupedGemmWeightGrad(xs, dh, dw.w13, st.sizes, { K: C, N: 2 * F, transW: true });
-    be.groupedGemm(dh, w.w13, dxs, st.sizes, { K: 2 * F, N: C, transW: false });
+    const x = localExperts(st, F, w), g = localExperts(st, F, dw);
+    if (x.R < M) dxs.fill(0);
+    be.groupedGemmWeightGrad(x.rows(act, F), x.rows(dyo, C), g.w2, x.sizes, { K: F, N: C, transW: true });
+    be.groupedGemm(x.rows(dyo, C), x.w2, x.rows(da, F), x.sizes, { K: C, N: F, transW: false });
+    be.swigluBackward(x.rows(dh, 2 * F), x.rows(da, F), x.rows(h, 2 * F), x.R, F);
+    be.groupedGemmWeightGrad(x.rows(xs, C), x.rows(dh, 2 * F), g.w13, x.sizes, { K: C, N: 2 * F, transW: true });
+    be.groupedGemm(x.rows(dh, 2 * F), x.w13, x.rows(dxs, C), x.sizes, { K: 2 * F, N: C, transW: false });
   }
 
   // 4'. dispatch backward: gather's backward is scatter
@@ -340,8 +375,9 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
       }
       dGate[n] = g * s * (1 - s);
     }
+    st.tp?.allreduce(dGate); // dot(dy, ys) over the partial shared-expert outputs (the sigmoid factor is replicated)
     ffnBackward(be, dxj, dw.sharedGateUp!, dw.sharedDown!, dsh.ys, xj, sh.ffn, w.sharedGateUp!, w.sharedDown!, { da: dsh.da, dgu: dsh.dgu }, N, C, S, true);
-    linearBackward(be, dxj, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true, "f32");
+    linearBackward(be, dxRep, dw.sharedGate!, undefined, dGate, xj, w.sharedGate!, N, C, 1, true, "f32");
   }
 
   // 2'. router backward (selected weights + balancing terms)
@@ -349,7 +385,7 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
   if (st.hasBalanceGrad) be.scale(sc.dProbs, st.dProbs, gradScale);
   routerBackward(cfg.router, route, dWeights, st.hasBalanceGrad ? sc.dProbs : null, sc.dLogits);
   if (st.hasBalanceGrad) be.axpy(sc.dLogits, st.dLogitsBal, gradScale);
-  linearBackward(be, dxj, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true, "f32");
+  linearBackward(be, dxRep, dw.router, undefined, sc.dLogits, xj, w.router, N, C, E, true, "f32");
 
   // 1'. jitter backward
   if (st.jitter) for (let i = 0; i < N * C; i++) dx[i] = dxj[i]! * st.jitter[i]!;

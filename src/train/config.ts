@@ -103,9 +103,14 @@ export const TRAIN_SCHEMA = {
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
     ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
     pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
+    tp: { type: "int", default: 1, doc: "tensor-parallel ranks per replica (Megatron: heads, FFN and expert columns, vocabulary split unevenly where they do not divide); launch dp × tp ranks: `moe launch --nproc 4 -- train parallel.tp=2 parallel.dp=2`. Not combined with ep, pp, recompute, zero or plan=auto yet" },
+    etp: { type: "int", default: null, nullable: true, doc: "expert tensor-parallel ranks: every expert's intermediate columns split over them; null: parallel.tp (the only value supported: experts are split over the whole TP group)" },
+    edp: { type: "boolean", default: false, doc: "expert-data parallelism (Skywork App. B.1, needs parallel.tp > 1): the TP group doubles as the expert group, each rank computes num_experts/tp whole experts (uneven: the first E mod tp one more) instead of a column slice of every expert; expert gradients reduce over the DP ranks" },
     plan: { type: ["none", "auto"], default: "none", doc: "auto: the planner chooses dp, ep, pp, zero, pp_layers and recompute for the launched ranks from a measured GEMM rate, the available memory and the backend's link cost (overrides those keys; the choice and its reasons are logged)" },
     pp_layers: { type: "string", default: null, nullable: true, doc: "layers per stage, e.g. `3,1` (Skywork's non-uniform split; `moe plan` suggests one); null: even split, the first L mod pp stages one more" },
     recompute: { type: "string", default: null, nullable: true, doc: "layers recomputed in the backward per stage (activation checkpointing of the stage's first layers), e.g. `1,0`; also works at pp=1. null: none" },
+    overlap_grad_reduce: { type: "boolean", default: true, doc: "data parallelism (dp > 1, pp = 1, ep = 1): start each gradient bucket's all-reduce as soon as the last micro-batch's backward has finished the layers it covers, and wait for all after the backward (bit-identical to reducing after it; the overlap is real on the mpi backend, whose collectives run on a communication thread; threads ranks reduce on their own thread, so there it changes nothing)" },
+    bucket_mb: { type: "number", default: 4, doc: "overlapped gradient all-reduce: the least MiB per bucket (buckets are cut only between layers; the last may be smaller)" },
   },
   log: {
     progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
@@ -250,6 +255,16 @@ export function validate(c: TrainConfig): void {
   if (c.parallel.dp % c.parallel.ep !== 0) throw new TrainConfigError(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert-parallel groups are folded into the data-parallel ranks`);
   if (c.parallel.zero !== 0 && c.parallel.zero !== 1) throw new TrainConfigError(`parallel.zero must be 0 or 1, got ${c.parallel.zero}`);
   pos("parallel.pp", c.parallel.pp);
+  pos("parallel.bucket_mb", c.parallel.bucket_mb);
+  pos("parallel.tp", c.parallel.tp);
+  pos("parallel.etp", c.parallel.etp);
+  if (c.parallel.etp !== null && c.parallel.etp !== c.parallel.tp) throw new TrainConfigError(`parallel.etp (${c.parallel.etp}) must equal parallel.tp (${c.parallel.tp}) or be null: experts are split over the whole tensor-parallel group (other expert layouts: parallel.ep)`);
+  if (c.parallel.edp && c.parallel.tp === 1) throw new TrainConfigError("parallel.edp=true needs parallel.tp > 1: the tensor-parallel group is the expert group");
+  if (c.parallel.edp && c.parallel.etp !== null) throw new TrainConfigError(`parallel.edp=true with parallel.etp=${c.parallel.etp}: under EDP experts are whole on their rank, not column-split; leave parallel.etp unset`);
+  if (c.parallel.tp > 1) {
+    const other = c.parallel.ep > 1 ? "parallel.ep" : c.parallel.pp > 1 ? "parallel.pp" : c.parallel.recompute !== null ? "parallel.recompute" : c.parallel.zero !== 0 ? "parallel.zero" : c.parallel.plan !== "none" ? "parallel.plan" : null;
+    if (other) throw new TrainConfigError(`parallel.tp=${c.parallel.tp} with ${other}: tensor parallelism combines with data parallelism (parallel.dp) only, so far`);
+  }
   try {
     if (c.parallel.pp_layers !== null) parseStageList("parallel.pp_layers", c.parallel.pp_layers, c.parallel.pp, 1);
     if (c.parallel.recompute !== null) parseStageList("parallel.recompute", c.parallel.recompute, c.parallel.pp, 0);

@@ -34,6 +34,8 @@ import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
 import { EpGradientReducer, ExpertParallel, epRanges } from "../parallel/expert-parallel.js";
 import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
+import { TensorParallelLayout } from "../parallel/tensor-parallel.js";
+import { Weights } from "../model/weights.js";
 
 export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
@@ -41,6 +43,7 @@ import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, ty
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
+import { OverlappedGradReduce, planGradBuckets, type OverlapTiming } from "./grad-overlap.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -59,7 +62,7 @@ export interface StepReport {
   tokensPerSec: number;
   /** Data parallelism: ms in the step's collectives (gradient + statistics all-reduce, ZeRO-1 gather), including waits for the slowest rank; 0 on one rank. */
   commMs: number;
-  /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
+  /** Share of commMs that ran while this rank computed: the overlapped gradient all-reduce's transport time minus the time the step waited for it, over commMs (0 without overlap, and on the threads backend). */
   commHiddenShare: number;
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
@@ -90,7 +93,7 @@ export interface TrainerOptions {
   group?: ProcessGroup | null;
   /** Pipeline groups (createPipelineGroups) when parallel.pp > 1. */
   pipeline?: PipelineGroups | null;
-  /** Expert parallelism (parallel.ep > 1): the mesh of `group` (its ep, expDp and dp groups). */
+  /** Expert or tensor parallelism (parallel.ep > 1, parallel.tp > 1): the mesh of `group` (its ep, expDp, tp and dp groups). */
   mesh?: Mesh | null;
   /** Human-readable log lines (progress goes through onStep). */
   log: (line: string) => void;
@@ -124,6 +127,10 @@ export class Trainer {
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
   /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
   private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
+  /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
+  private readonly overlap: OverlappedGradReduce | null;
+  /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
+  private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
@@ -134,14 +141,30 @@ export class Trainer {
   ) {
     this.group = group;
     this.rank = group?.rank ?? 0;
-    const world = group?.size ?? 1, pp = c.parallel.pp;
+    const world = group?.size ?? 1, pp = c.parallel.pp, tp = c.parallel.tp;
     this.dp = c.parallel.dp;
-    if (world !== this.dp * pp) throw new TrainingError(`parallel.dp=${c.parallel.dp} × parallel.pp=${pp} but the run has ${world} rank(s); launch with moe launch --nproc ${this.dp * pp} -- train …`);
+    if (world !== this.dp * pp * tp) throw new TrainingError(`parallel.dp=${c.parallel.dp} × parallel.pp=${pp} × parallel.tp=${tp} but the run has ${world} rank(s); launch with moe launch --nproc ${this.dp * pp * tp} -- train …`);
+    this.tp = null;
+    if (tp > 1) {
+      if (!mesh || mesh.sizes.tp !== tp) throw new TrainingError(`parallel.tp=${tp} needs the tensor-parallel mesh: launch with moe launch --nproc ${this.dp * tp} -- train parallel.dp=${this.dp} parallel.tp=${tp} …`);
+      let layout: TensorParallelLayout;
+      try {
+        layout = new TensorParallelLayout(args.cfg, mesh.coord.tp, tp, c.parallel.edp);
+      } catch (e) {
+        throw new TrainingError((e as Error).message);
+      }
+      // this rank's slice of the (initialised or loaded) full model; the full copy is dropped
+      const full = args.model;
+      const local = new MoeModel(layout.localCfg, args.backend, { ...full.shape, tp: layout.context(mesh.tp) });
+      layout.slice(full.params, local.params);
+      args = { ...args, model: local };
+      this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp };
+    }
     if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
     if (pp > 1 && c.parallel.ep > 1) throw new TrainingError(`parallel.pp=${pp} with parallel.ep=${c.parallel.ep}: pipeline and expert parallelism are not combined yet`);
-    this.dpRank = pipeline?.dpRank ?? this.rank;
+    this.dpRank = pipeline?.dpRank ?? (this.tp ? mesh!.coord.dp : this.rank);
     // MoE global balancing sums expert counts over the replicas that run the same layers
-    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
+    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : this.tp ? layerGroup(this.tp.dpGroup) : group ? layerGroup(group) : null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
     const size = args.model.params.length, chunk = Math.ceil(size / world);
     this.zero = c.parallel.zero === 1 && world > 1 ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
@@ -176,6 +199,11 @@ export class Trainer {
       this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
       if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
+    // overlapped gradient reduction: plain data parallelism (EP, TP and pipeline stages reduce their own way)
+    const m = this.model;
+    this.overlap = group && world > 1 && !this.ep && !this.stage && !this.tp && c.parallel.overlap_grad_reduce && m.grads instanceof Float32Array
+      ? new OverlappedGradReduce(group, m.grads, planGradBuckets(m.layout, m.names, 4, c.parallel.bucket_mb * 2 ** 20))
+      : null;
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -188,8 +216,15 @@ export class Trainer {
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0 });
     const t = new Trainer(c, run.outDir, run, group, opts.mesh ?? null, opts.pipeline ?? null);
     if (run.resumeFrom) {
-      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only
-      const st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
+      // sharded or gathered, written at any layout: a ZeRO-1 rank reads its own range only, a TP rank its slice of the whole
+      let st: TrainerStateJson;
+      if (t.tp) {
+        const size = t.tp.layout.fullLayout.size, full = createOptimState(new Float32Array(size));
+        st = loadOptimRange(run.resumeFrom, full, 0, size, size);
+        t.tp.layout.slice(full.m, t.optim.m);
+        t.tp.layout.slice(full.v, t.optim.v);
+        t.optim.step = full.step;
+      } else st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
       t.tokensSeen = st.tokensSeen;
       t.badSteps = st.badSteps;
@@ -262,13 +297,25 @@ export class Trainer {
         loss = NaN;
         continue;
       }
-      this.model.backward(1 / A);
+      // the last micro-batch's backward starts each finished bucket's all-reduce (overlap)
+      const ov = a === first + mine - 1 ? this.overlap : null;
+      if (ov) this.model.backward(1 / A, (part) => ov.done(part));
+      else this.model.backward(1 / A);
       add(r);
     }
-    let commMs = performance.now();
-    if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
-    commMs = performance.now() - commMs;
-    const norm = gradNorm(this.backend, this.model.grads);
+    let commMs = 0, hiddenMs = 0;
+    // TP: partial gradients of replicated per-head norms and kv heads summed over the TP group
+    const tpStart = performance.now();
+    this.tp?.layout.finishGradients(this.model.grads, this.tp.group);
+    commMs += performance.now() - tpStart;
+    if (this.group) {
+      const red = this.reduceStep(loss, ce, tokens, acc);
+      ({ loss, ce, tokens } = red);
+      commMs += red.commMs;
+      hiddenMs = red.hiddenMs;
+    }
+    // TP: every parameter counted once (replicated ones on TP rank 0)
+    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
@@ -295,7 +342,7 @@ export class Trainer {
     this.tokensSeen += tokens;
     const ms = performance.now() - t0;
     const report: StepReport = {
-      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: 0,
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: commMs > 0 ? hiddenMs / commMs : 0,
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
@@ -312,12 +359,18 @@ export class Trainer {
   /**
    * Data parallelism: gradients summed over the ranks (each backward was scaled 1/A, so the sum is
    * the global mean), and the step's statistics summed the same way. Fixed rank order: every rank
-   * gets bit-identical values.
+   * gets bit-identical values. Also the step's communication time (ms) and the part of it that ran
+   * while this rank computed (the overlapped buckets' transport time minus the time waited for them).
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
-    const g = this.group!;
+    // TP: the ranks of a TP group hold different slices and the same statistics: reduce over the DP group
+    const g = this.tp ? this.tp.dpGroup : this.group!, t0 = performance.now();
+    let grad: OverlapTiming | null = null, finishMs = 0;
     if (this.ep) this.ep.grads.reduce(this.model.grads);
-    else g.allreduceSync(this.model.grads as Float32Array, "sum");
+    else if (this.overlap) {
+      grad = this.overlap.finish();
+      finishMs = performance.now() - t0;
+    } else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
     pack[0] = loss;
@@ -334,7 +387,9 @@ export class Trainer {
       [x.aux, x.z, x.drop, x.vdrop, x.entropy, x.load] = Array.from(pack.subarray(o, o + 6));
       x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
     });
-    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+    // wall time here, where the overlapped buckets count their transport time instead of the wait
+    const wall = performance.now() - t0, hiddenMs = grad ? Math.max(0, grad.commMs - grad.exposedMs) : 0;
+    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]!, commMs: wall - finishMs + (grad?.commMs ?? 0), hiddenMs };
   }
 
   /** balance.global_scope=step: expert counts of this rank's micro-batches, summed over them and the DP group. */
@@ -379,10 +434,21 @@ export class Trainer {
     return unigramBaseline(this.shards, this.tokenizer.vocabSize);
   }
 
-  /** Text sampled from the current weights. */
+  /** Tensor parallelism: sample(), expertSimilarity() and save() are collective (every rank calls them). */
+  get tensorParallel(): boolean {
+    return this.tp !== null;
+  }
+
+  /** TP: the whole model's weights gathered from the slices (collective over the TP group). */
+  private gatheredWeights(): Weights {
+    return new Weights(this.cfg, "f32", this.tp!.layout.gather(this.model.params, this.tp!.group));
+  }
+
+  /** Text sampled from the current weights (collective under TP: the weights are gathered first). */
   sample(prompt = this.c.sample.prompt, tokens = this.c.sample.tokens, temperature = this.c.sample.temperature): string {
     const T = this.c.train.seq_len;
-    // a (1, T) model over the trainer's own weights: nothing is copied
+    // a (1, T) model over the trainer's own weights: nothing is copied (TP: over the gathered ones)
+    if (this.tp) this.sampler = new MoeModel(this.cfg, this.backend, { B: 1, T }, this.gatheredWeights());
     this.sampler ??= new MoeModel(this.cfg, this.backend, { B: 1, T }, this.model.weights);
     let ids = this.tokenizer.encode(prompt);
     if (ids.length === 0 && this.tokenizer.eosId !== undefined) ids = [this.tokenizer.eosId];
@@ -395,7 +461,7 @@ export class Trainer {
   }
 
   expertSimilarity(): number[] {
-    return expertSimilarity(this.cfg, this.model.params);
+    return expertSimilarity(this.cfg, this.tp ? this.gatheredWeights().data : this.model.params);
   }
 
   /** Writes a checkpoint of the current state. */
@@ -406,7 +472,13 @@ export class Trainer {
       loader: this.train.state(), badSteps: this.badSteps, tokensSeen: this.tokensSeen, config: JSON.parse(JSON.stringify(this.c)),
     };
     // several ranks (weights whole on each, ZeRO-1 over all of them): every rank writes its shard
-    // (train/shard-checkpoint.ts); one rank: the gathered format
+    // (train/shard-checkpoint.ts); one rank: the gathered format. TP: the slices (weights and
+    // moments) are gathered first, so the checkpoint is the one-model format any layout resumes
+    if (this.tp) {
+      const { layout, group } = this.tp;
+      const optim = { m: layout.gather(this.optim.m, group), v: layout.gather(this.optim.v, group), step: this.optim.step };
+      return saveShardedCheckpoint({ outDir: this.outDir, group: this.group!, weights: this.gatheredWeights(), hf: this.hf, tokenizerFile: this.tokenizerFile, optim, zero: 0, state, keepLast: this.c.checkpoint.keep_last });
+    }
     if (this.group && this.group.size > 1) {
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group, weights: this.model.weights, hf: this.hf, tokenizerFile: this.tokenizerFile, optim: this.optim, zero: this.zero ? 1 : 0, state, keepLast: this.c.checkpoint.keep_last });
     }
