@@ -132,13 +132,14 @@ class Runner {
 
 /**
  * Layer FLOP/s of one of `n` processes measuring at once (this file with --calibrate): the median
- * over the processes, the best of `rounds` rounds (a round that another job's burst hit reads
- * low: one measured 26 GFLOP/s where the others read 101–108).
+ * over the processes, then over `rounds` rounds (a round that another job's burst hit reads low:
+ * one measured 26 GFLOP/s where others read 101–108; the best round reads high, its processes
+ * having overlapped least).
  */
 async function concurrentLayerFlops(configDir: string, n: number, rounds = 3): Promise<number> {
-  let best = 0;
-  for (let r = 0; r < rounds; r++) best = Math.max(best, await concurrentRound(configDir, n));
-  return best;
+  const got: number[] = [];
+  for (let r = 0; r < rounds; r++) got.push(await concurrentRound(configDir, n));
+  return median(got);
 }
 
 async function concurrentRound(configDir: string, n: number): Promise<number> {
