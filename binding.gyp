@@ -7,6 +7,7 @@
         "native/addon.cc",
         "native/pool.cc",
         "native/gemm.cc",
+        "native/gemm_driver.cc",
         "native/gemm_kernel_scalar.cc",
         "native/gemm_kernel_avx2.cc",
         "native/gemm_kernel_avx512.cc",

@@ -5,82 +5,29 @@
 // With --train: training step time (median over steps 2..6) of one rank, dp=N, dp=N × ep=N
 // (expert parallelism), tp=N (tensor parallelism, experts column-split: ETP) and tp=N with EDP
 // (whole experts per TP rank) on each backend, 1 engine thread per rank, preset --preset (small-moe),
-// with the DP communication ms per step and the share of it hidden behind compute (commMs,
+// dp=N also without the overlapped gradient all-reduce (parallel.overlap_grad_reduce=false), with
+// the DP communication ms per step and the share of it hidden behind compute (commMs,
 // commHiddenShare of metrics.jsonl).
 //
 // With --dp: DP scaling efficiency of training steps, 1 rank vs parallel.dp=2 on each backend, in
 // interleaved rounds with each run's idle CPU share (bench/dp-scaling.ts).
 //
+// With --plan-check: the planner's predicted step time against the measured one for each layout
+// the trainer runs here, and the non-uniform vs even pipeline row (bench/plan-check.ts).
+//
 // Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
 //                                  [--dp [--dp-steps 10] [--dp-rounds 3]]
+//        npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { detectBackend, initWorld } from "../src/parallel/world.js";
-import { runThreads } from "../src/parallel/threads.js";
+import { detectBackend } from "../src/parallel/world.js";
 import { mpiAvailable } from "../src/parallel/mpi.js";
-import type { ProcessGroup } from "../src/parallel/process-group.js";
+import { measureCollectives, rankMain, type Row } from "./collectives.js";
 import { dpScaling, type DpScaling } from "./dp-scaling.js";
-
-interface Row {
-  backend: string;
-  op: string;
-  ranks: number;
-  bytes: number;
-  us_median: number;
-  /** bytes / time, GB/s */
-  algbw_gbs: number;
-  /** allreduce: algbw × 2(p-1)/p; others: algbw × (p-1)/p */
-  busbw_gbs: number;
-}
-
-function sizes(maxMb: number): number[] {
-  const s: number[] = [];
-  for (let b = 1024; b <= maxMb * 1024 * 1024; b *= 4) s.push(b);
-  return s;
-}
-
-async function timeOp(g: ProcessGroup, bytes: number, op: () => Promise<void>): Promise<number> {
-  const warm = 3;
-  const iters = Math.max(5, Math.min(200, Math.floor((64 << 20) / Math.max(bytes, 1))));
-  const t: number[] = [];
-  for (let i = 0; i < warm + iters; i++) {
-    await g.barrier();
-    const t0 = performance.now();
-    await op();
-    if (i >= warm) t.push(performance.now() - t0);
-  }
-  // Every rank's median, then the slowest rank's (a collective ends when its last rank does).
-  t.sort((a, b) => a - b);
-  const med = Float64Array.of(t[t.length >> 1]!);
-  await g.allreduce(med, "max");
-  return med[0]! * 1e3;
-}
-
-async function rankMain(maxMb: number): Promise<void> {
-  const g = await initWorld();
-  const p = g.size, rows: Row[] = [];
-  const row = (op: string, bytes: number, us: number, factor: number) => {
-    const alg = bytes / (us * 1e-6) / 1e9;
-    rows.push({ backend: g.backend, op, ranks: p, bytes, us_median: +us.toFixed(2), algbw_gbs: +alg.toFixed(3), busbw_gbs: +(alg * factor).toFixed(3) });
-  };
-  for (const bytes of sizes(maxMb)) {
-    const buf = new Float32Array(bytes / 4).fill(g.rank + 1);
-    row("allreduce", bytes, await timeOp(g, bytes, () => g.allreduce(buf)), (2 * (p - 1)) / p);
-  }
-  for (const bytes of [4096, 1 << 20, 16 << 20].filter((b) => b <= maxMb * 1024 * 1024)) {
-    const n = bytes / 4, per = Math.floor(n / p);
-    const send = new Float32Array(per * p), recv = new Float32Array(per * p), counts = new Array(p).fill(per);
-    row("alltoallv", bytes, await timeOp(g, bytes, () => g.alltoallv(send, counts, recv, counts)), (p - 1) / p);
-    const b = new Float32Array(n);
-    row("broadcast", bytes, await timeOp(g, bytes, () => g.broadcast(b, 0)), 1);
-  }
-  if (g.rank === 0) for (const r of rows) console.log(`ROW ${JSON.stringify(r)}`);
-  await g.close();
-}
 
 function parse(argv: string[]) {
   const o = { json: false, nproc: 2, backends: ["threads", "mpi"], maxMb: 16, train: false, preset: "small-moe", dp: false, dpSteps: 10, dpRounds: 3 };
@@ -109,10 +56,6 @@ function parse(argv: string[]) {
   return o;
 }
 
-function rowsOf(out: string): Row[] {
-  return [...out.matchAll(/ROW (\{.*\})/g)].map((m) => JSON.parse(m[1]!) as Row);
-}
-
 interface TrainRow {
   backend: string;
   layout: string;
@@ -125,7 +68,7 @@ interface TrainRow {
   ep_comm_ms: number | null;
   /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
   comm_ms: number | null;
-  /** share of comm_ms hidden behind the backward (0: not overlapped yet) */
+  /** share of comm_ms that ran while the rank computed (parallel.overlap_grad_reduce; 0 without it and on threads) */
   comm_hidden_share: number | null;
 }
 
@@ -148,6 +91,7 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     if (b === "mpi" && !mpiAvailable()) continue;
     const n = String(o.nproc);
     runs.push({ backend: b, layout: `dp=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`] });
+    runs.push({ backend: b, layout: `dp=${n} no-overlap`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, "parallel.overlap_grad_reduce=false"] });
     runs.push({ backend: b, layout: `dp=${n} ep=${n}`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.dp=${n}`, `parallel.ep=${n}`] });
     runs.push({ backend: b, layout: `tp=${n} (ETP)`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`] });
     runs.push({ backend: b, layout: `tp=${n} EDP`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`, "parallel.edp=true"] });
@@ -172,19 +116,7 @@ async function driver(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const rows: Row[] = [];
   const notes: string[] = [];
-  for (const b of o.backends) {
-    if (b === "threads") {
-      const r = await runThreads(o.nproc, self, ["--rank", String(o.maxMb)], { timeoutMs: 300_000, output: "capture", report: false });
-      if (r.code !== 0) throw new Error(`threads run failed: ${r.failure}\n${r.stderr.join("")}`);
-      rows.push(...rowsOf(r.stdout.join("")));
-    } else if (!mpiAvailable()) notes.push("mpi: skipped (MPI binding not built)");
-    else {
-      const moe = path.resolve(path.dirname(self), "..", "..", "bin", "moe.js");
-      const r = spawnSync(process.execPath, [moe, "launch", "--nproc", String(o.nproc), "--backend", "mpi", "--timeout", "300", "--module", self, "--", "--rank", String(o.maxMb)], { encoding: "utf8" });
-      if (r.status !== 0) throw new Error(`mpi run failed (exit ${r.status}):\n${r.stderr}`);
-      rows.push(...rowsOf(r.stdout));
-    }
-  }
+  rows.push(...(await measureCollectives(o.backends, o.nproc, o.maxMb, self, notes)));
   const train = o.train ? trainRows(o, path.resolve(path.dirname(self), "..", "..", "bin", "moe.js"), notes) : [];
   let dp: DpScaling | null = null;
   if (o.dp) {
@@ -199,13 +131,15 @@ async function driver(): Promise<void> {
   console.log(`collectives, ${o.nproc} ranks, ${cpu} (${cpus().length} cores)`);
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
-  if (train.length) console.log(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"].map((s) => s.padStart(12)).join(""));
-  for (const r of train) console.log([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)].map((s) => s.padStart(12)).join(""));
+  const tcols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 18 : 12)).join("");
+  if (train.length) console.log(tcols(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"]));
+  for (const r of train) console.log(tcols([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)]));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
-    console.log(["round", "layout", "step ms", "tokens/s", "idle share", "load1"].map((s) => s.padStart(14)).join(""));
-    for (const r of dp.runs) console.log([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.idle_share.toFixed(2), r.load1.toFixed(1)].map((s) => s.padStart(14)).join(""));
+    const cols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 26 : 12)).join("");
+    console.log(cols(["round", "layout", "step ms", "tokens/s", "comm ms", "hidden", "idle share", "load1"]));
+    for (const r of dp.runs) console.log(cols([String(r.round), r.layout, r.step_ms.toFixed(0), String(r.tokens_per_s), r.comm_ms?.toFixed(1) ?? "-", r.hidden_share?.toFixed(2) ?? "-", r.idle_share.toFixed(2), r.load1.toFixed(1)]));
     for (const [b, e] of Object.entries(dp.efficiency)) console.log(`DP scaling efficiency, 2 ranks over ${b}: ${e.toFixed(2)} (median over rounds)`);
     for (const n of dp.notes) console.log(n);
   }
@@ -216,4 +150,17 @@ else if (process.argv.includes("--pp")) {
   // pipeline-parallel training rows (bench/pp-bench.ts): bench:parallel -- --pp
   const { ppBench, formatPpRows } = await import("./pp-bench.js");
   console.log(formatPpRows(ppBench({ steps: 8, micro: 8 })));
+} else if (process.argv.includes("--plan-check")) {
+  // the planner's predicted step against the measured one per layout (bench/plan-check.ts)
+  const { planCheck, formatPlanCheck } = await import("./plan-check.js");
+  const argv = process.argv.slice(2), val = (f: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1] : undefined);
+  const int = (f: string, d: number) => {
+    const v = Number(val(f) ?? d);
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${f} must be a positive integer, got ${val(f)}`);
+    return v;
+  };
+  const only = val("--only") ?? null;
+  if (only !== null && only !== "small" && only !== "wide") throw new Error(`--only must be small or wide, got ${only}`);
+  const r = await planCheck({ steps: int("--steps", 8), rounds: int("--rounds", 1), only, rankModule: fileURLToPath(import.meta.url) });
+  console.log(argv.includes("--json") ? JSON.stringify(r) : formatPlanCheck(r));
 } else await driver();

@@ -43,16 +43,21 @@ export function ppBackend(): "mpi" | "threads" {
   return mpiAvailable() && !spawnSync("mpirun", ["--version"]).error ? "mpi" : "threads";
 }
 
-export function ppBench(o: { steps: number; micro: number }): PpRow[] {
-  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
-  const base = mkdtempSync(path.join(tmpdir(), "moe-ppbench-"));
+/** The pipeline benches' corpus (a small generated text under base/corpus) and train options: small-moe, micro-batches of 4×64 tokens. */
+export function ppCommon(base: string, o: { steps: number; micro: number }): string[] {
   const corpus = path.join(base, "corpus");
-  mkdirSync(corpus);
+  mkdirSync(corpus, { recursive: true });
   for (let d = 0; d < 60; d++) writeFileSync(path.join(corpus, `doc${d}.txt`), Array.from({ length: 40 }, (_, i) => `the whale ${(i + d) % 13} and the sea ${(i * d) % 11}, a ship ${i % 5} waits by the shore ${d % 7}.`).join(" "));
-  const common = [
+  return [
     `data.corpus=${corpus}`, `data.cache_dir=${path.join(base, "cache")}`, "data.vocab_size=1024", "model.preset=small-moe", "train.batch_size=4", "train.seq_len=64",
     `train.grad_accum=${o.micro}`, `train.steps=${o.steps + 2}`, "train.threads=1", "log.progress=false", "eval.every=0", "sample.every=0", "checkpoint.every=0", "eval.batches=1",
   ];
+}
+
+export function ppBench(o: { steps: number; micro: number }): PpRow[] {
+  const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
+  const base = mkdtempSync(path.join(tmpdir(), "moe-ppbench-"));
+  const common = ppCommon(base, o);
   const rows: PpRow[] = [];
   let oneMs = 0;
   for (const [layout, ranks, extra] of LAYOUTS) {

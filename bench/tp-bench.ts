@@ -7,6 +7,9 @@
 // model's shape (preset small-moe), `mid` a mixtral-shaped MoE (V 8192, C 768, 6 layers, 12 heads
 // MHA, 8 experts top-2, expert size 1024: 0.14B parameters).
 // Also checks that every configuration produced the same greedy tokens.
+// Under mpirun (`mpirun -n N node dist/bench/tp-bench.js …`) it measures tp N over the MPI ranks
+// instead (1 engine thread per rank unless MOE_NUM_THREADS), rank 0 printing, and checks its
+// tokens against a tp 1 engine on rank 0.
 // Not: a test (no assertion on speed), nor a peer comparison.
 import { loadavg } from "node:os";
 import { createBackend } from "../src/backend/index.js";
@@ -17,7 +20,9 @@ import type { Tokenizer } from "../src/data/types.js";
 import { Engine } from "../src/infer/engine.js";
 import { engineWeights, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
 import { validateSamplingParams } from "../src/infer/sampling-params.js";
-import { TensorParallel } from "../src/infer/tp.js";
+import { runTpWorkerRank, TensorParallel } from "../src/infer/tp.js";
+import type { ProcessGroup } from "../src/parallel/process-group.js";
+import { detectBackend, initWorld } from "../src/parallel/world.js";
 import { median } from "./common.js";
 import { tinyConfig } from "../test/model-util.js";
 
@@ -50,11 +55,11 @@ interface Setup {
   tp: TensorParallel;
 }
 
-async function setup(full: EngineWeights, size: number, threads: number): Promise<Setup> {
+async function setup(full: EngineWeights, size: number, threads: number, group?: ProcessGroup): Promise<Setup> {
   const be = createBackend({ name: "native", threads, gemm: "builtin" });
-  const tp = await TensorParallel.start(full, { size, backend: { backend: "native", threads, gemm: "builtin" } });
+  const tp = await TensorParallel.start(full, { size, backend: { backend: "native", threads, gemm: "builtin" }, group });
   const engine = new Engine(be, tp.weights, tok(full.cfg.vocabSize), { maxModelLen: 512, maxNumSeqs: 1, maxNumBatchedTokens: PREFILL, kvDtype: "bf16", prefixCaching: false });
-  return { label: `tp ${size} × ${threads} thread${threads > 1 ? "s" : ""}`, engine, tp };
+  return { label: `tp ${size} × ${threads} thread${threads > 1 ? "s" : ""}${group ? ` (${group.backend} ranks)` : ""}`, engine, tp };
 }
 
 async function decode(e: Engine, V: number): Promise<{ tps: number; ids: number[] }> {
@@ -78,6 +83,36 @@ async function prefill(e: Engine, V: number): Promise<number> {
 }
 
 const load = () => loadavg()[0]!.toFixed(1);
+const world = detectBackend() === "single" ? null : await initWorld();
+const threads = Number(process.env.MOE_NUM_THREADS ?? 1);
+if (world) {
+  // tp = world size over the launched ranks: rank 0 measures, the others run their slices
+  if (world.rank === 0) console.log(`tp bench over ${world.size} ${world.backend} ranks: ${DECODE}-token decode after ${PROMPT}, ${PREFILL}-token prefill, median of ${REPS}; load ${load()}`);
+  for (const name of MODELS) {
+    const w = new Weights(config(name), "f32").init(1234, 0.02);
+    for (const dtype of DTYPES) {
+      const V = w.cfg.vocabSize;
+      if (world.rank > 0) {
+        await runTpWorkerRank(() => engineWeights(w, { dtype }), world, createBackend({ name: "native", threads, gemm: "builtin" }));
+        continue;
+      }
+      const full = engineWeights(w, { dtype });
+      const ref = (await decode((await setup(full, 1, threads)).engine, V)).ids;
+      const s = await setup(full, world.size, threads, world);
+      const dec: number[] = [], pre: number[] = [];
+      let same = true;
+      for (let r = 0; r < REPS; r++) {
+        const d = await decode(s.engine, V);
+        dec.push(d.tps);
+        same &&= d.ids.join() === ref.join();
+        pre.push(await prefill(s.engine, V));
+      }
+      await s.tp.close();
+      console.log(`${name} ${dtype} ${s.label}: decode ${median(dec).toFixed(1)} tok/s, prefill ${median(pre).toFixed(0)} tok/s; the tp 1 greedy tokens: ${same}; load ${load()}`);
+    }
+  }
+  process.exit(0);
+}
 console.log(`tp bench: ${DECODE}-token decode after ${PROMPT}, ${PREFILL}-token prefill, median of ${REPS}; load ${load()}`);
 for (const name of MODELS) {
   const cfg = config(name);

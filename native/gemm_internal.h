@@ -1,7 +1,7 @@
 // Internal interface of the built-in GEMM: the register micro-kernels (one per ISA, each in
 // its own file and compiled with a function-level target attribute) and their blocking.
-// Not: a public API. Only native/gemm.cc includes this; the packing, cache blocking and
-// threading live there and are shared by every micro-kernel.
+// Not: a public API. Only native/gemm.cc includes this; the packing lives there, and the cache
+// blocking, loop nest and threading in the driver shared with the bf16 GEMM (native/gemm_driver.h).
 #pragma once
 #include <cstdint>
 

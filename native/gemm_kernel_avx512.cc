@@ -9,6 +9,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "gemm_avx512.h"
+
 // GCC 12's avx512fintrin.h trips -Wmaybe-uninitialized on _mm512_undefined_ps (a known false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -21,12 +23,7 @@ constexpr int MR = 14, NR = 32;
 __attribute__((target("avx512f"))) void MicroAvx512(int64_t kc, const float* pa, const float* pb, float* c, int64_t ldc,
                                                       float alpha, float beta) {
   __m512 c0[MR], c1[MR];
-  // Touch the C tile now so its lines arrive during the k loop (a group's fresh output rows are
-  // 4 KB+ apart and otherwise miss at the stores).
-  for (int i = 0; i < MR; ++i) {
-    __builtin_prefetch(c + i * ldc, 1, 3);
-    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
-  }
+  PrefetchTile32(c, ldc, MR);
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k) {
@@ -39,46 +36,7 @@ __attribute__((target("avx512f"))) void MicroAvx512(int64_t kc, const float* pa,
     pa += MR;
     pb += NR;
   }
-  const __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-    for (int i = 0; i < MR; ++i) {
-      _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c0[i]));
-      _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c1[i]));
-    }
-  } else {
-    const __m512 vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < MR; ++i) {
-      float* ci = c + i * ldc;
-      _mm512_storeu_ps(ci, _mm512_fmadd_ps(va, c0[i], _mm512_mul_ps(vb, _mm512_loadu_ps(ci))));
-      _mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(va, c1[i], _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16))));
-    }
-  }
-}
-
-// In-register 16×16 transpose: r[i] holds row i on entry and column i on return.
-__attribute__((target("avx512f"))) inline void Transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  // r[4q + m] now holds, in 128-bit lane L, element m of column 4L.. of rows 4q..4q+3
-  for (int q = 0; q < 2; ++q) {
-    for (int m = 0; m < 4; ++m) {
-      t[8 * q + m] = _mm512_shuffle_f32x4(r[8 * q + m], r[8 * q + 4 + m], 0x88);
-      t[8 * q + 4 + m] = _mm512_shuffle_f32x4(r[8 * q + m], r[8 * q + 4 + m], 0xdd);
-    }
-  }
-  for (int m = 0; m < 8; ++m) {
-    r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
-    r[8 + m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
-  }
+  StoreTile32(c, ldc, c0, c1, MR, alpha, beta);
 }
 
 // Packs a full 32-wide panel from B stored (N,K): two 16-row halves, 16×16 blocks along k.

@@ -6,9 +6,7 @@
 // blocks), through runStep directly and through the Engine's scheduler.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createBackend } from "../src/backend/index.js";
 import type { ModelConfig } from "../src/model/config.js";
-import { Weights } from "../src/model/weights.js";
 import type { Tokenizer } from "../src/data/types.js";
 import { Engine, type TokenEvent } from "../src/infer/engine.js";
 import { engineWeights, type EngineDtype, type EngineWeights } from "../src/infer/engine-weights.js";
@@ -18,83 +16,11 @@ import { validateSamplingParams } from "../src/infer/sampling-params.js";
 import { TensorParallel } from "../src/infer/tp.js";
 import { planTensorParallel, TensorParallelError } from "../src/infer/tp-shard.js";
 import { tinyConfig } from "./model-util.js";
-import { rng } from "./util.js";
+import { BACKEND, be, faulty, GQA10, greedyDecode, maxRelErr, MHA5, MQA6, Q8, randomWeights } from "./tp-util.js";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { cli, corpus, tinyArgs } from "./robust-util.js";
-
-const BACKEND = { backend: "native", threads: 1, gemm: "builtin" } as const;
-const be = createBackend({ name: "native", threads: 1, gemm: "builtin" });
-
-/** Weights with generic values: matrices N(0, std), norm weights 1 + 0.2·N, biases 0.2·N. */
-function randomWeights(cfg: ModelConfig, seed: number, std = 0.35): Weights {
-  const w = new Weights(cfg, "f32");
-  const r = rng(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r());
-  for (const t of w.layout.tensors) {
-    const a = w.data.subarray(t.offset, t.offset + t.size);
-    for (let i = 0; i < t.size; i++) a[i] = t.init === "ones" ? 1 + 0.2 * normal() : t.init === "zeros" ? 0.2 * normal() : std * normal();
-  }
-  return w;
-}
-
-/** MHA, 5 heads (uneven over 2 and 3), "full" q/k norm (OLMoE), biases, shared expert, a dense layer. */
-const MHA5 = tinyConfig({
-  family: "qwen2_moe", vocabSize: 40, hiddenSize: 24, numLayers: 2, numHeads: 5, numKvHeads: 5, headDim: 8, rope: { theta: 10000, rotaryDim: 8 },
-  qkvBias: true, oBias: true, qkNorm: "full", denseIntermediateSize: 14,
-  moe: { numExperts: 4, topK: 2, expertIntermediateSize: 12, sharedExpertIntermediateSize: 10, moeLayers: [true, false] },
-});
-/** GQA 10 q heads over 5 kv heads (uneven kv split over 2 and 3), per-head q/k norm (Qwen3). */
-const GQA10 = tinyConfig({
-  family: "qwen3_moe", vocabSize: 40, hiddenSize: 24, numLayers: 2, numHeads: 10, numKvHeads: 5, headDim: 4, rope: { theta: 10000, rotaryDim: 4 },
-  qkNorm: "head", moe: { numExperts: 4, topK: 2, expertIntermediateSize: 9 },
-});
-/** One kv head replicated on every rank, 6 q heads split among them, "full" k norm over the replicas. */
-const MQA6 = tinyConfig({
-  family: "olmoe", vocabSize: 40, hiddenSize: 24, numLayers: 2, numHeads: 6, numKvHeads: 1, headDim: 4, rope: { theta: 10000, rotaryDim: 4 },
-  qkNorm: "full", moe: { numExperts: 4, topK: 2, expertIntermediateSize: 8 },
-});
-/** q8_0: every split falls on blocks of 32 (heads of 32, expert columns 96 = 3 blocks). */
-const Q8 = tinyConfig({
-  family: "mixtral", vocabSize: 48, hiddenSize: 64, numLayers: 2, numHeads: 3, numKvHeads: 3, headDim: 32, rope: { theta: 10000, rotaryDim: 32 },
-  moe: { numExperts: 4, topK: 2, expertIntermediateSize: 96 },
-});
-
-/** Greedy decode by runStep: chunked prefill (≤ 4 rows), then one row per step; the logits of every step. */
-function greedyDecode(w: EngineWeights, prompt: number[], n: number): { ids: number[]; logits: Float32Array[] } {
-  const cfg = w.cfg;
-  const kv = new KvCachePool({ numLayers: cfg.numLayers, numKvHeads: cfg.numKvHeads, headSize: cfg.headDim, numBlocks: 16, blockSize: 4, maxSeqLen: 64 });
-  const ws = new InferenceWorkspace(cfg, 8, 1);
-  kv.allocate("s", prompt);
-  const ids = [...prompt], logits: Float32Array[] = [];
-  let computed = 0;
-  for (let step = 0; step < n; step++) {
-    while (computed < ids.length) {
-      const take = Math.min(4, ids.length - computed);
-      const slots = kv.append("s", ids.slice(computed, computed + take));
-      runStep(be, w, ws, kv, {
-        tokens: Int32Array.from(ids.slice(computed, computed + take)), positions: Int32Array.from({ length: take }, (_, i) => computed + i),
-        queryStart: Int32Array.from([0, take]), contextLens: Int32Array.from([computed + take]), slots, blockTables: kv.fillBlockTables(["s"]),
-        logitRows: computed + take === ids.length ? Int32Array.from([take - 1]) : new Int32Array(0),
-      });
-      computed += take;
-    }
-    const row = Float32Array.from(ws.logits.subarray(0, cfg.vocabSize));
-    logits.push(row);
-    let best = 0;
-    for (let j = 1; j < row.length; j++) if (row[j]! > row[best]!) best = j;
-    ids.push(best);
-  }
-  return { ids: ids.slice(prompt.length), logits };
-}
-
-function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0, e = 0;
-  for (let i = 0; i < b.length; i++) m = Math.max(m, Math.abs(b[i]!));
-  for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i]! - b[i]!));
-  return e / m;
-}
 
 const CASES: { name: string; cfg: ModelConfig; dtype: EngineDtype; sizes: number[] }[] = [
   { name: "MHA 5 heads, full q/k norm, biases, shared expert, dense layer", cfg: MHA5, dtype: "f32", sizes: [2, 3] },
@@ -126,6 +52,29 @@ for (const c of CASES) {
     }
   });
 }
+
+test("q8 activations (q8_0, ≤ 8 rows) reach every rank: tp 2 and 3 give one rank's q8-activation logits and tokens", async () => {
+  const full = engineWeights(randomWeights(Q8, 5), { dtype: "q8_0" });
+  const prompt = [3, 17, 5, 9, 30, 2, 11, 8, 21];
+  const f32 = greedyDecode(full, prompt, 8);
+  const ref = greedyDecode(full, prompt, 8, { activations: "q8" });
+  // the mode matters here (the first step: the same context either way): a rank left on f32 activations would be off
+  const gap = maxRelErr(ref.logits[0]!, f32.logits[0]!);
+  assert.ok(gap > 1e-3, `q8 and f32 activations differ by only ${gap.toExponential(2)}`);
+  for (const size of [2, 3]) {
+    const tp = await TensorParallel.start(full, { size, backend: BACKEND });
+    try {
+      const got = greedyDecode(tp.weights, prompt, 8, { activations: "q8" });
+      got.logits.forEach((row, i) => {
+        const err = maxRelErr(row, ref.logits[i]!);
+        assert.ok(err < 1e-4, `tp ${size} step ${i}: q8-activation logits differ from one rank by ${err.toExponential(2)} (f32/q8 gap ${gap.toExponential(2)})`);
+      });
+      assert.deepEqual(got.ids, ref.ids, `tp ${size}: greedy tokens`);
+    } finally {
+      await tp.close();
+    }
+  }
+});
 
 test("tp 3 through the Engine: concurrent requests of different lengths give one rank's tokens", async () => {
   const full = engineWeights(randomWeights(GQA10, 11));
@@ -189,6 +138,18 @@ test("tp failures: a rank that cannot start rejects start(); a rank found dead b
   await new Promise((r) => setImmediate(r));
   assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: rank 1 exited \(code \d+\); the engine cannot run/);
   await tp.close();
+});
+
+test("tp: a step that throws on rank 0 in the middle fails every later step with a message; close() still ends the workers", async () => {
+  const full = engineWeights(randomWeights(GQA10, 3));
+  const tp = await TensorParallel.start(full, { size: 2, backend: BACKEND });
+  try {
+    // the 20th kernel call of rank 0 is inside the first step, after the other rank joined it
+    assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1, { backend: faulty(be, 20, () => { throw new Error("injected on rank 0"); }) }), /injected on rank 0/);
+    assert.throws(() => greedyDecode(tp.weights, [1, 2, 3], 1), /tensor parallel: a step failed on rank 0 in the middle, so the ranks are out of step; the engine cannot run/);
+  } finally {
+    await tp.close();
+  }
 });
 
 test("moe generate --tp 2 prints the --tp 1 text; --tp that does not fit the heads and --tp 0 are refused", async () => {

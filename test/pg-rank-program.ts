@@ -2,7 +2,7 @@
 // Each rank generates every rank's inputs from a seed, runs a collective and compares its result
 // bit for bit against a sequential computation in rank order done here with plain loops (not the
 // library's reduction helper). It prints `RESULT <rank> <sha256 of all results>` at the end.
-// Scenarios (argv[2]): all | throw | exit | hang | kill. Run directly (not as a rank) it does nothing,
+// Scenarios (argv[2]): all | overlap | throw | exit | hang | kill. Run directly (not as a rank) it does nothing,
 // so `node --test dist/test/` may load it harmlessly.
 import { createHash } from "node:crypto";
 import { detectBackend, initWorld } from "../src/parallel/world.js";
@@ -217,6 +217,55 @@ async function blocking(g: ProcessGroup, hash: ReturnType<typeof createHash>, bi
   await g.barrier();
 }
 
+/** allreduceStart: each started allreduce gives the allreduce's bits whatever the wait order; other
+ * operations are refused until every started one is waited for; a second wait is an error. */
+async function started(g: ProcessGroup, hash: ReturnType<typeof createHash>, big: number): Promise<void> {
+  const r = g.rank, all = Array.from({ length: g.size }, (_, i) => i);
+  const spec: [Kind, number, number][] = [["f32", 7001, big], ["f64", 7002, 13], ["f32", 7003, 1]];
+  const bufs = spec.map(([k, seed, n]) => gen(k, seed, r, n));
+  const ops = bufs.map((b) => g.allreduceStart(b));
+  let msg = "";
+  try {
+    g.allreduceSync(new Float32Array(2));
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/waited for|still in flight/.test(msg)) throw new Error(`allreduceSync between allreduceStart and wait: expected a refusal, got '${msg}'`);
+  for (const i of [2, 0, 1]) {
+    const ms = ops[i]!.wait();
+    if (!(ms >= 0)) throw new Error(`allreduceStart: wait() returned ${ms} ms`);
+  }
+  spec.forEach(([k, seed, n], i) => {
+    sameBits(`allreduceStart ${k} n=${n}`, bufs[i]!, Array.from({ length: n }, (_, e) => seqReduce(k, "sum", seed, all, e)));
+    hash.update(new Uint8Array(bufs[i]!.buffer));
+  });
+  let twice = "";
+  try {
+    ops[0]!.wait();
+  } catch (e) {
+    twice = (e as Error).message;
+  }
+  if (!/twice/.test(twice)) throw new Error(`a second wait() on one started operation: expected an error, got '${twice}'`);
+  await g.barrier();
+}
+
+/** Overlap: rank 0 computes synchronously for 1 s right after starting a 4 MB allreduce; every
+ * rank prints how long its wait() took from the start (MPI: the others finish while rank 0 computes). */
+function overlap(g: ProcessGroup): void {
+  const b = new Float32Array(1 << 20).fill(g.rank + 1);
+  g.barrierSync();
+  const t0 = performance.now();
+  const op = g.allreduceStart(b);
+  if (g.rank === 0) {
+    const end = t0 + 1000;
+    while (performance.now() < end);
+  }
+  const ms = op.wait();
+  const waited = performance.now() - t0;
+  sameBits("overlapped allreduce", b.subarray(0, 5), new Array(5).fill((g.size * (g.size + 1)) / 2));
+  console.log(`OVERLAP ${g.rank} ${waited.toFixed(1)} ${ms.toFixed(1)}`);
+}
+
 async function groups(world: ProcessGroup, hash: ReturnType<typeof createHash>): Promise<void> {
   const p = world.size, r = world.rank;
   // split by parity, reversed order by key.
@@ -283,8 +332,14 @@ async function main(): Promise<void> {
     await eventLoopStaysFree(world);
     await collectives(world, hash, big);
     await blocking(world, hash, big);
+    await started(world, hash, big);
     await groups(world, hash);
     console.log(`RESULT ${r} ${hash.digest("hex")}`);
+    await world.close();
+    return;
+  }
+  if (scenario === "overlap") {
+    overlap(world);
     await world.close();
     return;
   }

@@ -10,12 +10,12 @@ import path from "node:path";
 import { parameterCounts, parseHfConfig, resolveConfig } from "../src/model/config.js";
 import { PRESET_NAMES, preset } from "../src/model/presets.js";
 import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readClusterSpec, type ClusterSpec } from "../src/plan/cluster.js";
-import { LayoutCost, PRECISIONS, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
+import { DEFAULT_COST, LayoutCost, PRECISIONS, collective, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
 import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
 import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
-import { BACKEND_LINKS, autoLayout } from "../src/plan/auto.js";
+import { BACKEND_LINKS, autoLayout, fitLink, machineCluster } from "../src/plan/auto.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -138,7 +138,7 @@ const tinyHf = {
 };
 const tiny = planModelFromConfig(resolveConfig(parseHfConfig(tinyHf)), "tiny");
 const tinyRun: PlanRun = { seqLen: 4, microBatch: 1, globalBatch: 4 };
-const f32NoZero: CostOptions = { precision: PRECISIONS.f32!, zero1: false, flashAttention: true, expertImbalance: 1 };
+const f32NoZero: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS.f32!, zero1: false, flashAttention: true, expertImbalance: 1 };
 const bigCluster = (over: Record<string, unknown> = {}): ClusterSpec => parseClusterSpec({ devices_per_node: 8, memory: "1TB", flops: 1e12, ...over });
 
 test("memory of a tiny model on one rank equals the hand computation", () => {
@@ -349,7 +349,7 @@ test("parallel.plan=auto: the chosen layout is the fastest fitting executable on
   const model = planModelFromConfig(cfg, "run");
   const run = { seqLen: 64, microBatch: 2, globalBatch: 8 };
   const cluster: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 4e9, flops: 50e9, flopsSource: "stated", intraNode: BACKEND_LINKS.threads, interNode: BACKEND_LINKS.threads };
-  const cost: CostOptions = { precision: PRECISIONS["f32"]!, zero1: true, flashAttention: true, expertImbalance: 1 };
+  const cost: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, gradSync: "arena" };
   const steps: number[] = [];
   for (const L of [
     { dp: 2, tp: 1, pp: 1, expert: "etp" as const, ep: 1, partition: [cfg.numLayers], recompute: [0] },
@@ -365,4 +365,68 @@ test("parallel.plan=auto: the chosen layout is the fastest fitting executable on
   // grad_accum that does not split over 2 ranks, and a model that cannot fit: named errors
   assert.throws(() => autoLayout({ ...base, ranks: 2, gradAccum: 3, supports: { ep: false, pp: false } }), /no executable layout of 2 rank\(s\)/);
   assert.throws(() => autoLayout({ ...base, ranks: 1, availableMemory: 1e3, supports: { ep: false, pp: false } }), /no executable layout of 1 rank\(s\) fits/);
+});
+
+test("fitLink recovers α and β from exact ring all-reduce and all-gather times; machineCluster shares the cores", () => {
+  const link = { latency: 7e-6, bandwidth: 2.5e9 };
+  for (const kind of ["allreduce", "gather"] as const) {
+    const samples = [2, 4].flatMap((p) => [1024, 65536, 1 << 20, 16 << 20].map((bytes) => ({ ranks: p, bytes, seconds: collective(kind, bytes, p, link) })));
+    const fit = fitLink(samples, kind);
+    near(fit.latency, link.latency, 1e-9);
+    near(fit.bandwidth, link.bandwidth, 1e-9);
+  }
+  // no latency in the samples: α = 0, β exact
+  const flat = fitLink([1e3, 1e6].map((bytes) => ({ ranks: 2, bytes, seconds: bytes / 1e9 })), "allreduce");
+  near(flat.latency, 0);
+  near(flat.bandwidth, 1e9, 1e-9);
+  assert.throws(() => fitLink([{ ranks: 2, bytes: 1024, seconds: 1e-5 }], "allreduce"), /need ≥ 2 samples/);
+  const c = (ranks: number, threads = 1) => machineCluster({ ranks, cores: 2, threads, flopsPerRank: 8e10, memory: 8e9, link, source: "test" });
+  assert.equal(c(2).flops, 8e10);
+  assert.equal(c(4).flops, 4e10); // 4 ranks on 2 cores: half a core each
+  assert.equal(c(2, 2).flops, 4e10);
+  assert.equal(c(4).memoryBytes, 2e9);
+  assert.throws(() => machineCluster({ ranks: 2, cores: 0, threads: 1, flopsPerRank: 1, memory: 1, link, source: "x" }), /cores must be a positive integer/);
+});
+
+test("the engine's whole-arena gradient sync and the optimizer term match their closed forms", () => {
+  const link = { latency: 5e-6, bandwidth: 2e9 };
+  const cl: ClusterSpec = { nodes: 1, devicesPerNode: 4, memoryBytes: 1e12, flops: 1e9, flopsSource: "stated", intraNode: link, interNode: link };
+  const u = 3e-9, n = 1e-9;
+  const arena = (zero1: boolean): CostOptions => ({ ...f32NoZero, zero1, gradSync: "arena", optimizerSecondsPerParam: u, normSecondsPerParam: n });
+  const P = planParameterCounts(tiny).total;
+  const run = { ...tinyRun, globalBatch: 8 };
+  // one rank: step = m (f + b) + P (u + n), no communication
+  const one = new LayoutCost(tiny, run, cl, { dp: 1, tp: 1, pp: 1, expert: "etp", ep: 1 }, arena(false));
+  const s1 = one.stage(0, 0, 2, 0);
+  near(one.dpSync(s1), 0);
+  near(one.optimizerTime(s1), P * (u + n));
+  const e1 = evaluateLayout(tiny, run, cl, { dp: 1, tp: 1, pp: 1, expert: "etp", ep: 1, partition: [2], recompute: [0] }, arena(false));
+  near(e1.step, 8 * (s1.fwd + s1.bwd) + P * (u + n), 1e-12);
+  near(e1.optimizer, P * (u + n));
+  // pp = 2, dp = 1: the whole arena is all-reduced over both ranks, 2α + P·4/β; Megatron's stage sync has no DP group
+  const pp = new LayoutCost(tiny, run, cl, { dp: 1, tp: 1, pp: 2, expert: "etp", ep: 1 }, arena(false));
+  const s0 = pp.stage(0, 0, 1, 0);
+  near(pp.dpSync(s0), 2 * link.latency + (P * 4) / link.bandwidth, 1e-12);
+  near(new LayoutCost(tiny, run, cl, { dp: 1, tp: 1, pp: 2, expert: "etp", ep: 1 }, { ...arena(false), gradSync: "stage" }).dpSync(s0), 0);
+  // ZeRO-1 on 4 ranks (pp 2 × dp 2): all-reduce 6α + 1.5·4P/β, all-gather of parameters 3α + 0.75·4P/β; AdamW on P/4
+  const z = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 2, expert: "etp", ep: 1 }, arena(true));
+  near(z.dpSync(z.stage(1, 1, 2, 0)), 9 * link.latency + (2.25 * 4 * P) / link.bandwidth, 1e-12);
+  near(z.optimizerTime(z.stage(1, 1, 2, 0)), (P / 4) * u + P * n);
+  // EP 2 over dp 2: dense all-reduced over dp, the owned half of the experts over expDp = 1 (free), then all-gathered over ep
+  const ep = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 1, expert: "ep", ep: 2 }, arena(false));
+  const a = ep.arenaParams();
+  assert.equal(a.dense + a.expertAll, P);
+  assert.equal(a.expertAll, 2 * a.expertHeld);
+  near(ep.dpSync(ep.stage(0, 0, 2, 0)), 2 * link.latency + (a.dense * 4) / link.bandwidth + link.latency + (0.5 * a.expertAll * 4) / link.bandwidth, 1e-12);
+});
+
+test("headEfficiency moves only the head's time: halving it adds head FLOPs / rate to the last stage's forward", () => {
+  const cl: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 1e12, flops: 1e9, flopsSource: "stated", intraNode: { bandwidth: 1e9, latency: 0 }, interNode: { bandwidth: 1e9, latency: 0 } };
+  const shape = { dp: 1, tp: 1, pp: 2, expert: "etp" as const, ep: 1 };
+  const full = new LayoutCost(tiny, tinyRun, cl, shape, f32NoZero), half = new LayoutCost(tiny, tinyRun, cl, shape, { ...f32NoZero, headEfficiency: 0.5 });
+  near(half.stage(1, 1, 2, 0).fwdCompute - full.stage(1, 1, 2, 0).fwdCompute, full.headFlops() / 1e9);
+  near(half.stage(1, 1, 2, 0).bwdCompute - full.stage(1, 1, 2, 0).bwdCompute, (2 * full.headFlops()) / 1e9);
+  near(half.stage(0, 0, 1, 0).fwd, full.stage(0, 0, 1, 0).fwd);
+  assert.throws(() => new LayoutCost(tiny, tinyRun, cl, shape, { ...f32NoZero, headEfficiency: 0 }), /headEfficiency must be a finite number > 0/);
+  assert.throws(() => new LayoutCost(tiny, tinyRun, cl, shape, { ...f32NoZero, gradSync: "all" as never }), /gradSync must be "stage" or "arena"/);
 });

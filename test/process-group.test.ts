@@ -105,6 +105,30 @@ for (const n of [2, 4]) {
   });
 }
 
+/** OVERLAP lines → [ms from start to the end of wait(), ms the transport reported] per rank. */
+function overlapTimes(out: string, n: number): [number, number][] {
+  const t: [number, number][] = [];
+  for (const m of out.matchAll(/OVERLAP (\d+) ([\d.]+) ([\d.]+)/g)) t[Number(m[1])] = [Number(m[2]), Number(m[3])];
+  assert.equal(t.filter(Boolean).length, n, out);
+  return t;
+}
+
+test("mpi backend: a started allreduce completes while its rank's JS thread computes (allreduceStart/wait)", { skip: mpiSkip }, () => {
+  // rank 0 spins synchronously for 1 s right after starting; rank 1's wait ends long before that
+  const r = launchMpi(2, ["overlap"], 30);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const t = overlapTimes(r.stdout, 2);
+  assert.ok(t[1]![0] < 500, `rank 1 waited ${t[1]![0]} ms (rank 0 was computing for 1000 ms): the allreduce did not progress in the background`);
+  assert.ok(t[0]![0] >= 1000 && t[0]![1] < 500, `rank 0: ${t[0]} (its wait follows its 1 s of compute; the transport itself took less)`);
+});
+
+test("threads backend: a started allreduce runs inside wait() (the rank's thread does the reduction)", async () => {
+  const r = await runThreads(2, program, ["overlap"], { timeoutMs: 30_000, output: "capture", report: false });
+  assert.equal(r.code, 0, r.failure ?? r.stderr.join(""));
+  const t = overlapTimes(r.stdout.join(""), 2);
+  assert.ok(t[1]![0] >= 900, `rank 1 waited ${t[1]![0]} ms: it can finish only once rank 0 stops computing and waits`);
+});
+
 // Open MPI 4.1 sometimes loses its own notices while a job is torn down ("ORTE_ERROR_LOG: Data
 // unpack would read past end of buffer … show_help.c"); only the killed-rank case relies on one.
 const ORTE_HELP_LOST = /ORTE_ERROR_LOG: Data unpack would read past end of buffer in file .*show_help\.c/;

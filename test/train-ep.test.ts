@@ -7,7 +7,7 @@
 // dp=4 × ep=2 (expert gradients reduced over the 2-rank expert-data-parallel group, ZeRO-0/1 on
 // top) give the losses of a one-rank run with the same global batch to 1e-5 relative, for the
 // default (Skywork, dropless), capacity dispatch and the SparseMixer router; on the threads backend
-// and on MPI (skipped only when the binding or mpirun is absent). An ep=2 checkpoint resumes on one
+// and on MPI (skipped only when the binding or mpirun is absent), at 2 and 4 ranks on both. An ep=2 checkpoint resumes on one
 // rank on the single-rank losses. Config errors are checked too.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -60,16 +60,18 @@ for (const n of [2, 4]) {
   });
 }
 
-test("EP layer at 2 ranks (MPI)", (t) => {
-  if (!haveMpi()) {
-    t.skip("Open MPI binding or mpirun not available");
-    return;
-  }
-  const moe = path.resolve(here, "..", "..", "bin", "moe.js");
-  const r = spawnSync(process.execPath, [moe, "launch", "--nproc", "2", "--backend", "mpi", "--timeout", "120", "--module", program, "--"], { encoding: "utf8", timeout: 180_000 });
-  assert.equal(r.status, 0, r.stdout + r.stderr);
-  layerChecks(r.stdout, 2);
-});
+for (const n of [2, 4]) {
+  test(`EP layer at ${n} ranks (MPI${n > 2 ? ", oversubscribed" : ""})`, (t) => {
+    if (!haveMpi()) {
+      t.skip("Open MPI binding or mpirun not available");
+      return;
+    }
+    const moe = path.resolve(here, "..", "..", "bin", "moe.js");
+    const r = spawnSync(process.execPath, [moe, "launch", "--nproc", String(n), "--backend", "mpi", "--timeout", "120", "--module", program, "--"], { encoding: "utf8", timeout: 180_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    layerChecks(r.stdout, n);
+  });
+}
 
 const CASES: [string, string[]][] = [
   ["skywork router, dropless", []],
@@ -98,6 +100,22 @@ CASES.forEach(([name, extra], i) => {
     const four = path.join(base, `fold-${i}`);
     launch(4, "threads", [...extra, "train.grad_accum=4", `train.out_dir=${four}`, "parallel.dp=4", "parallel.ep=2", `parallel.zero=${zero}`]);
     close(losses(four), losses(single([...extra, "train.grad_accum=4"])), `${name} dp=4 ep=2`);
+  });
+});
+
+test("dp=4 × ep=2 ZeRO-1 and dp=4 × ep=4 (MPI, 4 ranks oversubscribed) give the single-rank losses: capacity dispatch, SparseMixer", (t) => {
+  if (!haveMpi()) {
+    t.skip("Open MPI binding or mpirun not available");
+    return;
+  }
+  const cases: [string, string[], string[]][] = [
+    ["capacity dispatch, dp=4 ep=2 ZeRO-1", CASES[1]![1], ["parallel.ep=2", "parallel.zero=1"]],
+    ["SparseMixer, dp=4 ep=4", CASES[2]![1], ["parallel.ep=4"]],
+  ];
+  cases.forEach(([name, extra, layout], i) => {
+    const dir = path.join(base, `mpi4-${i}`);
+    launch(4, "mpi", [...extra, "train.grad_accum=4", `train.out_dir=${dir}`, "parallel.dp=4", ...layout]);
+    close(losses(dir), losses(single([...extra, "train.grad_accum=4"])), `${name} over MPI`);
   });
 });
 

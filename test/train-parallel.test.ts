@@ -2,11 +2,15 @@
 // losses of a one-rank run with the same global batch (batch_size × grad_accum) to 1e-5
 // relative — Skywork router (dropless), capacity dispatch, SparseMixer (counter-based noise),
 // ZeRO-1 — on the threads backend and on MPI (skipped only when the binding is absent); and a
-// ZeRO-1 checkpoint written at dp=2 resumes at dp=1 on the uninterrupted run's losses.
+// ZeRO-1 checkpoint written at dp=2 resumes at dp=1 on the uninterrupted run's losses. The gradient
+// all-reduce overlapped with the backward (parallel.overlap_grad_reduce, one bucket per layer here)
+// gives bit for bit the losses and gradient norms of the non-overlapped path, ZeRO-0 and ZeRO-1, on
+// both backends.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import { closeLosses, losses, runCli, tinyCorpus } from "./train-cli-util.js";
@@ -53,3 +57,31 @@ test("dp=2 over MPI with ZeRO-1 gives the single-rank losses; its checkpoint res
   assert.equal(r.status, 0, r.stdout + r.stderr);
   close(losses(two), losses(one), "mpi dp=2 zero=1 then dp=1");
 });
+
+/** metrics.jsonl records. */
+function records(dir: string): { loss: number; gradNorm: number; commMs: number; commHiddenShare: number }[] {
+  return readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+}
+
+for (const backend of ["threads", "mpi"] as const) {
+  test(`dp=2 (${backend}): the overlapped gradient all-reduce gives the bits of the non-overlapped one (ZeRO-0 and 1) and the single-rank losses`, (t) => {
+    if (backend === "mpi" && (!mpiAvailable() || spawnSync("mpirun", ["--version"]).error)) {
+      t.skip("Open MPI binding or mpirun not available");
+      return;
+    }
+    const short = [...COMMON.filter((a) => !a.startsWith("train.steps")), "train.steps=6"];
+    const one = path.join(base, `ov-${backend}-1`);
+    run(["train", ...short, `train.out_dir=${one}`]);
+    for (const zero of [0, 1]) {
+      const dirs = ["on", "off"].map((o) => path.join(base, `ov-${backend}-z${zero}-${o}`));
+      const opts = [["parallel.bucket_mb=0.001"], ["parallel.overlap_grad_reduce=false"]];
+      dirs.forEach((dir, i) => run(["launch", "--nproc", "2", "--backend", backend, "--timeout", "200", "--", "train", ...short, `train.out_dir=${dir}`, "parallel.dp=2", `parallel.zero=${zero}`, ...opts[i]!]));
+      const [on, off] = dirs.map(records) as [ReturnType<typeof records>, ReturnType<typeof records>];
+      assert.deepEqual(on.map((r) => [r.loss, r.gradNorm]), off.map((r) => [r.loss, r.gradNorm]), `${backend} zero=${zero}: overlap on and off give the same bits`);
+      close(losses(dirs[0]!), losses(one), `${backend} zero=${zero} overlapped vs one rank`);
+      for (const r of [...on, ...off]) assert.ok(r.commMs > 0 && r.commHiddenShare >= 0 && r.commHiddenShare <= 1, `comm ${r.commMs} ms, hidden ${r.commHiddenShare}`);
+      assert.ok(off.every((r) => r.commHiddenShare === 0), "nothing is hidden without overlap");
+      if (backend === "threads") assert.ok(on.every((r) => r.commHiddenShare === 0), "threads ranks reduce on their own thread: nothing is hidden");
+    }
+  });
+}

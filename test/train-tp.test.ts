@@ -1,5 +1,5 @@
 // Tensor-parallel training against a single rank.
-// 1. In process (threads ranks, test/tp-rank-program.ts): a tiny model sliced over tp = 2 and 4
+// 1. In process (threads ranks, test/tp-train-rank-program.ts): a tiny model sliced over tp = 2 and 4
 //    ranks (even and uneven heads, GQA with kv heads split and replicated, dense FFN and MoE
 //    layers with ETP, a shared expert, q/k/v and o biases, per-head q/k norm, tied embeddings,
 //    a vocabulary that does not divide), and tp × dp at 4 ranks: the loss of two micro-batches
@@ -22,12 +22,12 @@ import { mpiAvailable } from "../src/parallel/mpi.js";
 import { loadTrainConfig } from "../src/train/config.js";
 import { runThreads } from "../src/parallel/threads.js";
 import { planTrainingTp, TensorParallelLayout } from "../src/parallel/tensor-parallel.js";
-import { reference, type CasePatch } from "./tp-rank-program.js";
+import { reference, type CasePatch } from "./tp-train-rank-program.js";
 import { tinyConfig } from "./model-util.js";
 import { closeLosses, losses, runCli, tinyCorpus } from "./train-cli-util.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const PROGRAM = path.join(HERE, "tp-rank-program.js");
+const PROGRAM = path.join(HERE, "tp-train-rank-program.js");
 
 function assertNear(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   assert.equal(a.length, b.length, `${what}: length`);

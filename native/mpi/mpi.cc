@@ -3,6 +3,9 @@
 // submission order and resolves a Promise on the JS thread, so the event loop never blocks and
 // un-awaited operations stay ordered (MPI requires the same collective order on every rank).
 // Open MPI's non-blocking collectives make no background progress, hence blocking calls on a thread.
+// allreduce(…, "start") queues the same work without a Promise and returns a ticket; wait(ticket)
+// blocks the JS thread until the comm thread has finished it (no event-loop turn needed), so a
+// synchronous training step can overlap gradient reduction with its backward.
 // Not: argument validation (src/parallel/mpi.ts checks shapes and counts before calling in).
 //
 // Reductions are deterministic: allreduce = alltoallv of near-equal chunks (rank r gathers chunk r
@@ -11,12 +14,15 @@
 #include <napi.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,14 +30,27 @@
 namespace {
 
 struct Comm;
+
+// A started operation (allreduceStart): completed on the comm thread, observed by a blocking
+// wait() on the JS thread without returning to the event loop.
+struct Ticket {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false, waited = false;
+  std::string err;
+  double busyMs = 0;                          // time the comm thread spent in the operation's MPI calls
+  std::vector<Napi::ObjectReference> keep;    // buffers pinned until wait() (released on the JS thread)
+  Comm* comm = nullptr;
+};
+
 struct Job {
   Comm* comm = nullptr;
   std::function<std::string()> work;                           // runs on the comm thread; "" = success
   std::function<Napi::Value(Napi::Env)> result;                 // builds the resolved value (JS thread)
-  Napi::Promise::Deferred deferred;
+  std::optional<Napi::Promise::Deferred> deferred;              // promise jobs
+  std::shared_ptr<Ticket> ticket;                               // started jobs (no promise, no event loop)
   std::vector<Napi::ObjectReference> keep;                      // buffers pinned until completion
   std::string err;
-  explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
 
 struct Comm {
@@ -41,8 +60,9 @@ struct Comm {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Job*> q;
-  bool stop = false, started = false, closed = false;
-  int pending = 0;  // JS-thread counter: jobs submitted and not completed
+  bool stop = false, running = false, closed = false;
+  int pending = 0;  // JS-thread counter: promise jobs submitted and not completed
+  int started = 0;  // JS-thread counter: started jobs (tickets) not yet waited for
   std::vector<uint8_t> scratch;  // reduction staging, kept between calls (used by whichever thread runs the op; never both at once)
   Napi::ThreadSafeFunction tsfn;
 };
@@ -115,6 +135,19 @@ void Reduce(napi_typedarray_type t, void* acc, const void* x, size_t n, int op) 
 
 void Complete(Napi::Env env, Napi::Function, Job* job);
 
+// Completes a non-blocking request by testing it with short sleeps in between (10 µs doubling to
+// 500 µs). A thread blocked in Open MPI's MPI_Wait busy-polls a core; a started operation mostly
+// waits for the other ranks' backward, and on a machine without an idle core that spinning would
+// take the core from this rank's compute.
+std::string WaitPolling(MPI_Request* req, const char* what) {
+  int done = 0;
+  for (int us = 10;; us = us < 500 ? 2 * us : 500) {
+    MPI_TRY(MPI_Test(req, &done, MPI_STATUS_IGNORE), what);
+    if (done) return "";
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+}
+
 void Worker(Comm* c) {
   for (;;) {
     Job* j;
@@ -125,7 +158,20 @@ void Worker(Comm* c) {
       j = c->q.front();
       c->q.pop_front();
     }
+    const auto t0 = std::chrono::steady_clock::now();
     j->err = j->work();
+    if (j->ticket) {
+      const std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - t0;
+      std::shared_ptr<Ticket> t = std::move(j->ticket);
+      std::string err = std::move(j->err);
+      delete j;  // holds no JS references (they are on the ticket)
+      std::lock_guard<std::mutex> lk(t->mu);
+      t->err = std::move(err);
+      t->busyMs = ms.count();
+      t->done = true;
+      t->cv.notify_all();
+      continue;
+    }
     c->tsfn.BlockingCall(j, Complete);
   }
 }
@@ -134,9 +180,9 @@ void Complete(Napi::Env env, Napi::Function, Job* job) {
   Comm* c = job->comm;
   if (--c->pending == 0) c->tsfn.Unref(env);
   if (!job->err.empty()) {
-    job->deferred.Reject(Napi::Error::New(env, job->err).Value());
+    job->deferred->Reject(Napi::Error::New(env, job->err).Value());
   } else {
-    job->deferred.Resolve(job->result ? job->result(env) : env.Undefined());
+    job->deferred->Resolve(job->result ? job->result(env) : env.Undefined());
   }
   delete job;
 }
@@ -172,9 +218,9 @@ Napi::Value RunNow(Napi::Env env, Comm* c, const char* what, const std::function
     Napi::Error::New(env, "MPI: communicator used after close()").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (c->pending > 0) {
-    Napi::Error::New(env, std::string(what) + ": " + std::to_string(c->pending) +
-                              " asynchronous operation(s) on this group are still in flight; await them before a blocking collective")
+  if (c->pending > 0 || c->started > 0) {
+    Napi::Error::New(env, std::string(what) + ": " + std::to_string(c->pending + c->started) +
+                              " asynchronous or started operation(s) on this group are still in flight; await (or wait for) them before a blocking collective")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -183,31 +229,56 @@ Napi::Value RunNow(Napi::Env env, Comm* c, const char* what, const std::function
   return env.Undefined();
 }
 
-// Queues work on the comm's thread; returns the Promise. `pin` lists JS buffers to keep alive.
-Napi::Value Submit(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::function<std::string()> work,
-                   std::function<Napi::Value(Napi::Env)> result = nullptr) {
-  Job* j = new Job(env);
-  j->comm = c;
-  j->work = std::move(work);
-  j->result = std::move(result);
-  for (auto& v : pin) j->keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
-  Napi::Promise p = j->deferred.Promise();
-  if (c->closed) {
-    j->deferred.Reject(Napi::Error::New(env, "MPI: communicator used after close()").Value());
-    delete j;
-    return p;
-  }
-  if (c->pending++ == 0) c->tsfn.Ref(env);
+void Enqueue(Comm* c, Job* j) {
   {
     std::lock_guard<std::mutex> lk(c->mu);
-    if (!c->started) {
-      c->started = true;
+    if (!c->running) {
+      c->running = true;
       c->th = std::thread(Worker, c);
     }
     c->q.push_back(j);
   }
   c->cv.notify_one();
+}
+
+// Queues work on the comm's thread; returns the Promise. `pin` lists JS buffers to keep alive.
+Napi::Value Submit(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::function<std::string()> work,
+                   std::function<Napi::Value(Napi::Env)> result = nullptr) {
+  Job* j = new Job();
+  j->deferred.emplace(Napi::Promise::Deferred::New(env));
+  j->comm = c;
+  j->work = std::move(work);
+  j->result = std::move(result);
+  for (auto& v : pin) j->keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  Napi::Promise p = j->deferred->Promise();
+  if (c->closed) {
+    j->deferred->Reject(Napi::Error::New(env, "MPI: communicator used after close()").Value());
+    delete j;
+    return p;
+  }
+  if (c->pending++ == 0) c->tsfn.Ref(env);
+  Enqueue(c, j);
   return p;
+}
+
+// Queues work on the comm's thread like Submit, without a Promise: returns a ticket that wait()
+// blocks on. The operation runs while the JS thread goes on computing.
+Napi::Value Start(Napi::Env env, Comm* c, std::vector<Napi::Value> pin, std::function<std::string()> work) {
+  if (c->closed) {
+    Napi::Error::New(env, "MPI: communicator used after close()").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto t = std::make_shared<Ticket>();
+  t->comm = c;
+  for (auto& v : pin) t->keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  Job* j = new Job();
+  j->comm = c;
+  j->work = std::move(work);
+  j->ticket = t;
+  c->started++;
+  Enqueue(c, j);
+  return Napi::External<std::shared_ptr<Ticket>>::New(env, new std::shared_ptr<Ticket>(t),
+                                                        [](Napi::Env, std::shared_ptr<Ticket>* p) { delete p; });
 }
 
 void StopComm(Comm* c) {
@@ -257,7 +328,8 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View b = GetView(info[1]);
   int op = info[2].As<Napi::Number>().Int32Value();
-  auto work = [c, b, op]() -> std::string {
+  const bool start = info.Length() > 3 && info[3].IsString() && info[3].As<Napi::String>().Utf8Value() == "start";
+  auto work = [c, b, op, start]() -> std::string {
     const int p = c->size, r = c->rank;
     if (p == 1 || b.n == 0) return "";
     const size_t es = Esz(b.type);
@@ -273,15 +345,52 @@ Napi::Value Allreduce(const Napi::CallbackInfo& info) {
     std::vector<uint8_t>& tmp = c->scratch;
     if (tmp.size() < static_cast<size_t>(p) * mine * es + 8) tmp.resize(static_cast<size_t>(p) * mine * es + 8);
     MPI_Datatype dt = Dt(b.type);
-    MPI_TRY(MPI_Alltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm), "allreduce (alltoallv)");
+    if (!start) {
+      MPI_TRY(MPI_Alltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm), "allreduce (alltoallv)");
+    } else {
+      MPI_Request req;
+      MPI_TRY(MPI_Ialltoallv(b.data, cnt.data(), off.data(), dt, tmp.data(), rc.data(), rd.data(), dt, c->comm, &req), "allreduce (alltoallv)");
+      std::string e = WaitPolling(&req, "allreduce (alltoallv)");
+      if (!e.empty()) return e;
+    }
     uint8_t* acc = tmp.data();
     for (int i = 1; i < p; ++i) Reduce(b.type, acc, tmp.data() + static_cast<size_t>(i) * mine * es, mine, op);
     std::memcpy(static_cast<uint8_t*>(b.data) + static_cast<size_t>(off[r]) * es, acc, static_cast<size_t>(mine) * es);
-    MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm), "allreduce (allgatherv)");
+    if (!start) {
+      MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm), "allreduce (allgatherv)");
+    } else {
+      MPI_Request req;
+      MPI_TRY(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b.data, cnt.data(), off.data(), dt, c->comm, &req), "allreduce (allgatherv)");
+      return WaitPolling(&req, "allreduce (allgatherv)");
+    }
     return "";
   };
+  if (start) return Start(info.Env(), c, {info[1]}, work);
   if (IsSync(info, 3)) return RunNow(info.Env(), c, "allreduceSync", work);
   return Submit(info.Env(), c, {info[1]}, work);
+}
+
+// wait(ticket) -> ms the comm thread spent on the operation; blocks this thread until it is done
+// (throws its error). A ticket is waited for once.
+Napi::Value Wait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Ticket> t = *info[0].As<Napi::External<std::shared_ptr<Ticket>>>().Data();
+  if (t->waited) {
+    Napi::Error::New(env, "MPI: wait() called twice on one started operation").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  {
+    std::unique_lock<std::mutex> lk(t->mu);
+    t->cv.wait(lk, [&t] { return t->done; });
+  }
+  t->waited = true;
+  t->comm->started--;
+  t->keep.clear();
+  if (!t->err.empty()) {
+    Napi::Error::New(env, t->err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, t->busyMs);
 }
 
 // reduceScatter(h, send, recv, op): send = p blocks of recv.length
@@ -432,7 +541,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 // pending() -> number of operations submitted and not yet completed, over all communicators
 Napi::Value Pending(const Napi::CallbackInfo& info) {
   int n = 0;
-  for (Comm* c : St(info.Env())->comms) n += c->pending;
+  for (Comm* c : St(info.Env())->comms) n += c->pending + c->started;
   return Napi::Number::New(info.Env(), n);
 }
 
@@ -462,6 +571,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<State>(new State());
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("allreduce", Napi::Function::New(env, Allreduce));
+  exports.Set("wait", Napi::Function::New(env, Wait));
   exports.Set("reduceScatter", Napi::Function::New(env, ReduceScatter));
   exports.Set("allgather", Napi::Function::New(env, Allgather));
   exports.Set("alltoallv", Napi::Function::New(env, Alltoallv));

@@ -10,7 +10,7 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { engineDtypeFor, engineLoadWeightBytes, openEngineModel, type OpenedEngineModel } from "../infer/open.js";
 import { checkInferenceFits } from "../infer/load-memory.js";
-import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
+import { runTpWorkerRank, TensorParallel, tpLaunch } from "../infer/tp.js";
 import { validateSamplingParams, type SamplingParams } from "../infer/sampling-params.js";
 import { DEFAULT_CHAT_STOP, renderChat } from "../infer/chat.js";
 import { fitChat } from "../infer/chat-window.js";
@@ -41,9 +41,11 @@ interface Loaded {
   tp: TensorParallel;
 }
 
-async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number; tp?: number }): Promise<Loaded> {
-  const tpSize = parseTpFlag(cmd, flags.tp);
-  const f = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
+/** The engine on rank 0; null on a tensor-parallel rank ≥ 1 (launched by mpirun / moe launch) once rank 0 has closed it. */
+async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dtype"?: string; "max-model-len"?: number; backend?: string; threads?: number; tp?: number }): Promise<Loaded | null> {
+  // --tp N: the engine split over N ranks (threads of this process, or the launched ranks), same tokens
+  const tpl = await tpLaunch(cmd, flags);
+  const f = tpl.flags;
   const be = backendFromFlags(f, cmd);
   const kvDtype = f["kv-dtype"] ?? "f32";
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`${cmd}: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
@@ -52,10 +54,14 @@ async function load(cmd: string, model: string, flags: { dtype?: string; "kv-dty
   if (ml !== undefined && !(Number.isInteger(ml) && ml >= 2)) throw new Error(`${cmd}: --max-model-len must be an integer ≥ 2, got ${ml}`);
   // weights + KV cache + workspaces, estimated from the config before anything is read
   checkInferenceFits(cmd, model, (s) => ({ dtype, weightBytes: engineLoadWeightBytes(model, dtype, s.parameters), kvTokens: ml ?? Math.min(s.context, 4096), kvBytes: kvDtype === "f32" ? 4 : 2, rows: 256, context: ml ?? Math.min(s.context, 4096) }));
+  if (tpl.group && tpl.group.rank > 0) {
+    await runTpWorkerRank(() => openEngineModel(model, be, dtype, cmd).engineWeights, tpl.group, be);
+    return null;
+  }
   const opened = openEngineModel(model, be, dtype, cmd);
   if (!opened.tokenizer) throw new Error(`${cmd}: ${opened.source} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)`);
   const maxModelLen = ml ?? Math.min(opened.contextLength, 4096);
-  const tp = await TensorParallel.start(opened.engineWeights, { size: tpSize, backend: { backend: f.backend, threads: f.threads } });
+  const tp = await TensorParallel.start(opened.engineWeights, { size: tpl.size, backend: { backend: f.backend, threads: f.threads }, group: tpl.group ?? undefined });
   const engine = new Engine(be, tp.weights, opened.tokenizer, { maxModelLen, maxNumSeqs: 1, kvDtype, maxNumBatchedTokens: 256 });
   return { opened, tokenizer: opened.tokenizer, engine, maxModelLen, tp };
 }
@@ -71,6 +77,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   }
   if (flags.prompt !== undefined && flags["prompt-file"] !== undefined) throw new Error("moe generate: give --prompt or --prompt-file, not both");
   const L = await load("moe generate", positional[0]!, flags);
+  if (!L) return 0; // a tensor-parallel rank ≥ 1: rank 0 reads the prompt and prints
   const prompt = flags.prompt ?? (flags["prompt-file"] !== undefined ? readFileSync(flags["prompt-file"], "utf8") : process.stdin.isTTY ? "" : readFileSync(0, "utf8"));
   let ids = L.tokenizer.encode(prompt);
   if (ids.length === 0 && L.tokenizer.eosId !== undefined) ids = [L.tokenizer.eosId];
@@ -102,6 +109,7 @@ export async function runChat(argv: string[]): Promise<number> {
     return flags.help ? 0 : 2;
   }
   const L = await load("moe chat", positional[0]!, flags);
+  if (!L) return 0; // a tensor-parallel rank ≥ 1: rank 0 holds the conversation
   const tpl = L.opened.chatTemplate;
   const stop = tpl.isDefault ? DEFAULT_CHAT_STOP : [];
   const params = samplingParams(flags, L.opened.cfg.vocabSize, L.maxModelLen, { maxTokens: 256, stop });

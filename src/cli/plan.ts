@@ -121,7 +121,7 @@ export async function runPlan(argv: string[]): Promise<number> {
   if (!precision) throw new PlanError(`--precision must be one of ${Object.keys(PRECISIONS).join(", ")}, got '${flags.precision}'`);
   const imbalance = flags["expert-imbalance"] ?? DEFAULT_COST.expertImbalance;
   if (!(imbalance >= 1)) throw new PlanError(`--expert-imbalance must be ≥ 1, got ${imbalance}`);
-  const cost: CostOptions = { precision, zero1: !flags["no-zero1"], flashAttention: !flags["no-flash"], expertImbalance: imbalance };
+  const cost: CostOptions = { ...DEFAULT_COST, precision, zero1: !flags["no-zero1"], flashAttention: !flags["no-flash"], expertImbalance: imbalance };
   let expertModes: ExpertMode[] | undefined;
   if (flags["expert-modes"] !== undefined) {
     expertModes = flags["expert-modes"].split(",").map((s) => s.trim()) as ExpertMode[];

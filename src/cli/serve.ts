@@ -7,7 +7,7 @@ import { backendFromFlags } from "../backend/index.js";
 import { Engine } from "../infer/engine.js";
 import { engineDtypeFor, engineLoadWeightBytes, openEngineModel } from "../infer/open.js";
 import { checkInferenceFits } from "../infer/load-memory.js";
-import { parseTpFlag, tpBackendFlags, TensorParallel } from "../infer/tp.js";
+import { runTpWorkerRank, TensorParallel, tpLaunch } from "../infer/tp.js";
 import { DEFAULT_CHAT_STOP } from "../infer/chat.js";
 import { MoeServer } from "../serve/server.js";
 import { serveDashboardFile } from "../serve/dashboard.js";
@@ -33,8 +33,9 @@ export async function runServe(argv: string[]): Promise<number> {
   if (kvDtype !== "f32" && kvDtype !== "bf16") throw new Error(`moe serve: --kv-dtype must be f32 or bf16, got '${kvDtype}'`);
   const drain = flags["drain-timeout"] ?? 10;
   if (!(drain >= 0)) throw new Error(`moe serve: --drain-timeout must be ≥ 0 seconds, got ${drain}`);
-  const tpSize = parseTpFlag("moe serve", flags.tp);
-  const bf = tpBackendFlags(flags, tpSize); // --tp N: the engine split over N ranks (threads of this process), same tokens
+  // --tp N: the engine split over N ranks (threads of this process, or the launched ranks), same tokens
+  const tpl = await tpLaunch("moe serve", flags);
+  const bf = tpl.flags;
   const be = backendFromFlags(bf, "moe serve");
   const model = positional[0]!;
   // weights + KV cache (max-num-seqs × max-model-len tokens) + workspaces, from the config, before listening
@@ -42,6 +43,11 @@ export async function runServe(argv: string[]): Promise<number> {
     const len = flags["max-model-len"] ?? Math.min(s.context, 4096);
     return { dtype, weightBytes: engineLoadWeightBytes(model, dtype, s.parameters), kvTokens: (flags["max-num-seqs"] ?? 8) * len, seqs: flags["max-num-seqs"] ?? 8, kvBytes: kvDtype === "f32" ? 4 : 2, rows: flags["max-num-batched-tokens"] ?? 512, context: len };
   });
+  if (tpl.group && tpl.group.rank > 0) {
+    // only rank 0 listens; this rank runs its slice of every step until rank 0 closes the engine
+    await runTpWorkerRank(() => openEngineModel(model, be, dtype, "moe serve").engineWeights, tpl.group, be);
+    return 0;
+  }
   const server = new MoeServer({ host: flags.host, port, apiKey: flags["api-key"] ?? null, servedModelName: flags["served-model-name"] ?? path.basename(path.resolve(model)), staticHandler: serveDashboardFile });
   const bound = await server.listen();
   console.log(`moe serve: listening on http://${flags.host ?? "127.0.0.1"}:${bound} (loading ${model})`);
@@ -59,12 +65,12 @@ export async function runServe(argv: string[]): Promise<number> {
   const opened = openEngineModel(model, be, dtype, "moe serve");
   if (!opened.tokenizer) throw new Error(`moe serve: ${opened.source} has no tokenizer`);
   const maxModelLen = flags["max-model-len"] ?? Math.min(opened.contextLength, 4096);
-  const tp = await TensorParallel.start(opened.engineWeights, { size: tpSize, backend: { backend: bf.backend, threads: bf.threads } });
+  const tp = await TensorParallel.start(opened.engineWeights, { size: tpl.size, backend: { backend: bf.backend, threads: bf.threads }, group: tpl.group ?? undefined });
   const engine = new Engine(be, tp.weights, opened.tokenizer, {
     maxModelLen, maxNumSeqs: flags["max-num-seqs"] ?? 8, maxNumBatchedTokens: flags["max-num-batched-tokens"] ?? 512, kvDtype,
   });
   server.setModel({ engine, tokenizer: opened.tokenizer, chatTemplate: opened.chatTemplate, chatStop: opened.chatTemplate.isDefault ? DEFAULT_CHAT_STOP : [] });
-  console.log(`moe serve: ready — ${opened.cfg.family}, ${opened.engineWeights.dtype}${dtype === "auto" ? " (the file's types)" : ""} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB${tpSize > 1 ? ` (rank 0 of tp ${tpSize})` : ""}`);
+  console.log(`moe serve: ready — ${opened.cfg.family}, ${opened.engineWeights.dtype}${dtype === "auto" ? " (the file's types)" : ""} weights (${(engine.weights.bytes / 1e6).toFixed(1)} MB), context ${maxModelLen}, KV ${(engine.kv.stats().totalBytes / 1e6).toFixed(1)} MB${tpl.size > 1 ? ` (rank 0 of tp ${tpl.size}${tpl.group ? `, ${tpl.group.backend} ranks` : ""})` : ""}`);
   await done;
   await tp.close();
   return 0;

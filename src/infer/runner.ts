@@ -258,10 +258,11 @@ export function runStep(be: Backend, w: EngineWeights, ws: InferenceWorkspace, k
   }
   const checked = be.unchecked === undefined || !ws.validatedShapes.has(shape);
   if (!checked) checkStepData(cfg, ws, kv, b, N); // before tp.begin: a bad batch never engages other ranks
-  w.tp?.begin?.(b, kv, ws.maxRows); // tensor parallel, rank 0: the other ranks run this step too
+  w.tp?.begin?.(b, kv, ws); // tensor parallel, rank 0: the other ranks run this step too
   const rope = ropeFrequencies(cfg.rope.theta, cfg.rope.rotaryDim, cfg.rope.scaling, maxLen);
   const k: Kernels = checked ? be : be.unchecked!;
   const stats = layers(k, w, ws, kv, b, N, R, rope, !checked);
+  w.tp?.end?.();
   if (checked) ws.validatedShapes.add(shape);
   return stats;
 }

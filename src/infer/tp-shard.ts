@@ -24,7 +24,7 @@
 import type { ModelConfig } from "../model/config.js";
 import { evenSplit } from "../parallel/process-group.js";
 import { BLOCK_FORMATS, BLOCK_LAYOUT, type BlockFormat } from "../core/quant-blocks.js";
-import { matBytes, type EngineDtype, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
+import { matBytes, type Activations, type EngineDtype, type EngineLayer, type EngineWeights, type Mat } from "./engine-weights.js";
 import type { StepBatch } from "./runner.js";
 import type { KvCachePool } from "./kv-cache.js";
 
@@ -40,8 +40,10 @@ export interface TpShard {
   allreduce(buf: Float32Array): void;
   /** In place: every rank's buf becomes rank 0's (blocking). */
   broadcast(buf: Float32Array): void;
-  /** Rank 0 only: has the other ranks run this step with it (runStep calls it before the layers). */
-  begin?(b: StepBatch, kv: KvCachePool, maxRows: number): void;
+  /** Rank 0 only: has the other ranks run this step with it (runStep calls it before the layers, with its workspace's row count and activation mode). */
+  begin?(b: StepBatch, kv: KvCachePool, ws: { maxRows: number; activations: Activations }): void;
+  /** Rank 0 only: the step's layers are done on every rank (not called when the step threw). */
+  end?(): void;
   /** "full" q/k norms: the width their mean of squares is over, after the all-reduce (k: × replicas). */
   qNormWidth: number;
   kNormWidth: number;

@@ -1,9 +1,13 @@
-// Tensor-parallel inference inside one process: the engine's weights split over `size` ranks
-// (layout: tp-shard.ts), rank 0 the calling thread (the engine and its scheduler, unchanged) and
-// ranks 1..size−1 worker threads (tp-worker.ts), each holding its weight slice and its slice of
-// the KV cache (its kv heads; the same blocks and slots as rank 0's, which the scheduler owns).
-// The ranks form a `threads` process group (one SharedArrayBuffer); every collective is the
-// blocking form, since runStep is synchronous.
+// Tensor-parallel inference: the engine's weights split over `size` ranks (layout: tp-shard.ts),
+// rank 0 the engine and its scheduler (unchanged) and ranks 1..size−1 running the step loop
+// (tpWorkerLoop), each holding its weight slice and its slice of the KV cache (its kv heads; the
+// same blocks and slots as rank 0's, which the scheduler owns). The ranks are either
+//  - worker threads of this process (TensorParallel.start without a group; tp-worker.ts), in a
+//    `threads` process group over one SharedArrayBuffer, or
+//  - the ranks of a process group the caller gives (`group`: the MPI world under mpirun, or the
+//    threads world of `moe launch`): rank 0 calls TensorParallel.start, the others
+//    runTpWorkerRank; each rank opens the model itself and keeps only its slice.
+// Every collective is the blocking form, since runStep is synchronous.
 //
 // One step, numbered:
 //  1. rank 0's runStep calls `begin`: a header (command, row and sequence counts, KV geometry)
@@ -15,17 +19,19 @@
 //  3. rank 0 alone runs the final norm and LM head and samples
 // `close()` broadcasts the stop command and waits for the workers to exit.
 //
-// Limits: a worker that fails in the middle of a step cannot tell rank 0, which then waits in the
-// collective (a worker found dead between steps fails the next step with a clear error).
-// Not: multi-process or multi-machine TP (the MPI group would carry the same collectives), nor
-// training TP.
+// Limits: a worker thread that fails in the middle of a step cannot tell rank 0, which then waits
+// in the collective (one found dead between steps fails the next step with a clear error). Over
+// MPI a failing rank exits non-zero, and the MPI exit hook (parallel/mpi.ts) aborts the whole job.
+// Not: training TP.
 import { Worker } from "node:worker_threads";
 import { availableParallelism } from "node:os";
 import { allocGroupBuffer, DEFAULT_SLOT_BYTES, threadsGroupOver } from "../parallel/threads.js";
 import type { ProcessGroup } from "../parallel/process-group.js";
-import type { EngineWeights } from "./engine-weights.js";
-import type { KvCachePool } from "./kv-cache.js";
-import type { StepBatch } from "./runner.js";
+import { detectBackend, initWorld } from "../parallel/world.js";
+import type { Backend } from "../backend/index.js";
+import type { Activations, EngineWeights } from "./engine-weights.js";
+import { KvCachePool } from "./kv-cache.js";
+import { InferenceWorkspace, runStep, type StepBatch } from "./runner.js";
 import { planTensorParallel, shardBuffers, shardEngineWeights, TensorParallelError, type TpPlan, type TpShard } from "./tp-shard.js";
 
 /** The flags a worker builds its own backend from (as `backendFromFlags`). */
@@ -36,8 +42,14 @@ export interface TpBackendFlags {
 }
 
 export interface TensorParallelOptions {
-  /** Ranks: the calling thread and size−1 worker threads. Required, ≥ 1 (1: no split). */
+  /** Ranks: the calling thread and size−1 worker threads, or the ranks of `group`. Required, ≥ 1 (1: no split). */
   size: number;
+  /**
+   * Split over the ranks of this group instead of worker threads (e.g. the MPI world): size must
+   * equal group.size, this call runs on group rank 0, every other rank calls runTpWorkerRank. The
+   * group stays open (the caller's). Default: none (worker threads).
+   */
+  group?: ProcessGroup;
   /** Backend of every worker rank (the caller's own backend is rank 0's). Default: native with the caller's defaults. */
   backend?: TpBackendFlags;
   /** Staging bytes per rank of the group's shared buffer. Default 4 MiB. */
@@ -45,7 +57,7 @@ export interface TensorParallelOptions {
 }
 
 /** Step header (Int32Array) broadcast by rank 0: command and sizes. */
-export const TP_HEADER = { cmd: 0, N: 1, S: 2, tables: 3, numBlocks: 4, blockSize: 5, maxBlocksPerSeq: 6, kvDtype: 7, maxRows: 8, length: 12 } as const;
+export const TP_HEADER = { cmd: 0, N: 1, S: 2, tables: 3, numBlocks: 4, blockSize: 5, maxBlocksPerSeq: 6, kvDtype: 7, maxRows: 8, activations: 9, length: 12 } as const;
 export const TP_CMD = { stop: 0, step: 1 } as const;
 
 /** What a worker receives (workerData). */
@@ -74,6 +86,8 @@ function normWidths(full: EngineWeights, plan: TpPlan): { qNormWidth: number; kN
 export class TensorParallel {
   private failure: string | null = null;
   private closed = false;
+  /** Between rank 0's begin and end of a step. */
+  private inStep = false;
 
   private constructor(
     /** Rank 0's weights: pass these to the Engine. */
@@ -82,6 +96,8 @@ export class TensorParallel {
     private readonly group: ProcessGroup | null,
     private readonly workers: Worker[],
     private readonly exits: Promise<void>[],
+    /** Whether close() closes the group (the workers' one; a caller's group stays open). */
+    private readonly ownsGroup: boolean,
   ) {}
 
   /**
@@ -92,7 +108,8 @@ export class TensorParallel {
     const size = opts.size;
     if (full.tp) throw new TensorParallelError("tensor parallel: these weights are already one rank's slice");
     const plan = planTensorParallel(full.cfg, size, full.dtype);
-    if (size === 1) return new TensorParallel(full, plan, null, [], []);
+    if (opts.group) return TensorParallel.overGroup(full, plan, opts.group);
+    if (size === 1) return new TensorParallel(full, plan, null, [], [], false);
     const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
     if (!(Number.isInteger(slotBytes) && slotBytes >= 64 * size && slotBytes % 8 === 0)) throw new TensorParallelError(`tensor parallel: slotBytes must be a multiple of 8 and ≥ 64 × size, got ${slotBytes}`);
     const sab = allocGroupBuffer(size, slotBytes);
@@ -125,8 +142,20 @@ export class TensorParallel {
     for (const w of workers) w.unref();
     const group = threadsGroupOver(0, size, sab, slotBytes);
     const rank0 = shardEngineWeights(full, plan, 0, false);
-    tp = new TensorParallel(rank0, plan, group, workers, exits);
+    tp = new TensorParallel(rank0, plan, group, workers, exits, true);
     rank0.tp = tp.shard(group, widths);
+    return tp;
+  }
+
+  /** Rank 0 of TP over the ranks of `g` (the others run runTpWorkerRank). */
+  private static async overGroup(full: EngineWeights, plan: TpPlan, g: ProcessGroup): Promise<TensorParallel> {
+    if (g.size !== plan.size) throw new TensorParallelError(`tensor parallel: ${plan.size} ranks asked for, but the group has ${g.size}`);
+    if (g.rank !== 0) throw new TensorParallelError(`tensor parallel: TensorParallel.start runs on rank 0 of the group; rank ${g.rank} runs runTpWorkerRank`);
+    if (plan.size === 1) return new TensorParallel(full, plan, null, [], [], false);
+    const rank0 = shardEngineWeights(full, plan, 0, false);
+    await g.barrier(); // every rank holds its slice
+    const tp = new TensorParallel(rank0, plan, g, [], [], false);
+    rank0.tp = tp.shard(g, normWidths(full, plan));
     return tp;
   }
 
@@ -140,9 +169,12 @@ export class TensorParallel {
       rank: 0, size: this.plan.size, ...widths,
       allreduce: (b) => g.allreduceSync(b, "sum"),
       broadcast: (b) => g.broadcastSync(b, 0),
-      begin: (b: StepBatch, kv: KvCachePool, maxRows: number) => {
+      begin: (b: StepBatch, kv: KvCachePool, ws: { maxRows: number; activations: Activations }) => {
         if (this.closed) throw new TensorParallelError("tensor parallel: step after close()");
+        // a step that threw on rank 0 after begin left the other ranks somewhere in its collectives
+        if (this.inStep) this.fail("a step failed on rank 0 in the middle, so the ranks are out of step");
         if (this.failure) throw new TensorParallelError(`tensor parallel: ${this.failure}; the engine cannot run`);
+        this.inStep = true;
         const N = b.tokens.length, S = b.contextLens.length;
         hdr.fill(0);
         hdr[TP_HEADER.cmd] = TP_CMD.step;
@@ -153,9 +185,13 @@ export class TensorParallel {
         hdr[TP_HEADER.blockSize] = kv.blockSize;
         hdr[TP_HEADER.maxBlocksPerSeq] = kv.maxBlocksPerSeq;
         hdr[TP_HEADER.kvDtype] = kv.dtype === "bf16" ? 1 : 0;
-        hdr[TP_HEADER.maxRows] = maxRows;
+        hdr[TP_HEADER.maxRows] = ws.maxRows;
+        hdr[TP_HEADER.activations] = ws.activations === "q8" ? 1 : 0;
         g.broadcastSync(hdr, 0);
         g.broadcastSync(packBatch(b), 0);
+      },
+      end: () => {
+        this.inStep = false;
       },
     };
   }
@@ -172,9 +208,60 @@ export class TensorParallel {
         this.group.broadcastSync(hdr, 0);
       } else await Promise.all(this.workers.map((w) => w.terminate()));
       await Promise.all(this.exits);
-      await this.group.close();
+      if (this.ownsGroup) await this.group.close();
     }
   }
+}
+
+/**
+ * The step loop of a rank ≥ 1 (a worker thread or a process of the group): attaches the group's
+ * collectives to `w` (this rank's slice), then waits for rank 0's step header and batch (blocking
+ * broadcasts) and runs runStep on the slice and its own KV cache, until the stop command. Its KV
+ * cache has rank 0's geometry (blocks, block size, table width) and its own kv heads; rank 0's
+ * scheduler owns the block allocation, so this rank only stores. Throws what a step throws.
+ */
+export function tpWorkerLoop(be: Backend, g: ProcessGroup, w: EngineWeights, widths: { qNormWidth: number; kNormWidth: number }): void {
+  w.tp = { rank: g.rank, size: g.size, qNormWidth: widths.qNormWidth, kNormWidth: widths.kNormWidth, allreduce: (b) => g.allreduceSync(b, "sum"), broadcast: (b) => g.broadcastSync(b, 0) };
+  const cfg = w.cfg;
+  const hdr = new Int32Array(TP_HEADER.length);
+  let kv: KvCachePool | null = null;
+  let ws: InferenceWorkspace | null = null;
+  for (;;) {
+    g.broadcastSync(hdr, 0);
+    if (hdr[TP_HEADER.cmd] === TP_CMD.stop) return;
+    const N = hdr[TP_HEADER.N]!, S = hdr[TP_HEADER.S]!;
+    const payload = new Int32Array(3 * N + 2 * S + 1 + hdr[TP_HEADER.tables]!);
+    g.broadcastSync(payload, 0);
+    const numBlocks = hdr[TP_HEADER.numBlocks]!, blockSize = hdr[TP_HEADER.blockSize]!, mbs = hdr[TP_HEADER.maxBlocksPerSeq]!;
+    const dtype = hdr[TP_HEADER.kvDtype] === 1 ? "bf16" : "f32";
+    if (!kv || kv.numBlocks !== numBlocks || kv.blockSize !== blockSize || kv.maxBlocksPerSeq !== mbs || kv.dtype !== dtype) {
+      kv = new KvCachePool({ numLayers: cfg.numLayers, numKvHeads: cfg.numKvHeads, headSize: cfg.headDim, numBlocks, blockSize, dtype, prefixCaching: false, maxSeqLen: mbs * blockSize });
+    }
+    const maxRows = hdr[TP_HEADER.maxRows]!;
+    const activations: Activations = hdr[TP_HEADER.activations] === 1 ? "q8" : "f32";
+    if (!ws || ws.maxRows < maxRows || ws.activations !== activations) ws = new InferenceWorkspace(cfg, maxRows, 0, { activations });
+    runStep(be, w, ws, kv, unpackBatch(payload, N, S));
+  }
+}
+
+/** Rank r's slice of the weights `load` opens, with nothing else of them kept (the full weights are garbage on return). */
+function ownSlice(load: () => EngineWeights, g: ProcessGroup): { w: EngineWeights; widths: { qNormWidth: number; kNormWidth: number } } {
+  const full = load();
+  if (full.tp) throw new TensorParallelError("tensor parallel: these weights are already one rank's slice");
+  const plan = planTensorParallel(full.cfg, g.size, full.dtype);
+  return { w: shardEngineWeights(full, plan, g.rank, true), widths: normWidths(full, plan) };
+}
+
+/**
+ * Rank ≥ 1 of tensor-parallel inference over the ranks of `g` (rank 0 runs TensorParallel.start
+ * with `group: g`): opens the one-rank engine weights with `load`, keeps its slice only, and runs
+ * the step loop with rank 0 until rank 0 closes; then returns. `be`: this rank's backend.
+ */
+export async function runTpWorkerRank(load: () => EngineWeights, g: ProcessGroup, be: Backend): Promise<void> {
+  if (g.rank === 0) throw new TensorParallelError("tensor parallel: runTpWorkerRank is for ranks ≥ 1; rank 0 runs TensorParallel.start with the group");
+  const { w, widths } = ownSlice(load, g);
+  await g.barrier(); // rank 0 reports ready once every rank holds its slice
+  tpWorkerLoop(be, g, w, widths);
 }
 
 /** tokens, positions, queryStart, contextLens, slots, blockTables in one Int32Array. */
@@ -206,4 +293,31 @@ export function parseTpFlag(cmd: string, v: number | undefined): number {
 /** The backend flags of every rank under `--tp N`: without --threads, the cores are shared among the ranks. */
 export function tpBackendFlags<F extends TpBackendFlags>(flags: F, size: number): F {
   return size > 1 && flags.threads === undefined ? { ...flags, threads: tpThreadsPerRank(size) } : flags;
+}
+
+/** How the CLI's `--tp N` runs in this process. */
+export interface TpLaunch<F extends TpBackendFlags> {
+  /** Ranks of the split (1: none). */
+  size: number;
+  /** The launched ranks (mpirun, srun, moe launch) when this process is one of several; null: worker threads of this process. */
+  group: ProcessGroup | null;
+  /** This rank's backend flags (--threads defaulted to the cores shared by the ranks on this machine). */
+  flags: F;
+}
+
+/**
+ * `--tp N` of generate, chat and serve: in a plain process, N ranks as worker threads; in a process
+ * launched as one of several ranks (mpirun -n N, moe launch --nproc N), the launched ranks, and
+ * then --tp must equal their number. Collective when launched (every rank calls it).
+ */
+export async function tpLaunch<F extends TpBackendFlags & { tp?: number }>(cmd: string, flags: F, env: NodeJS.ProcessEnv = process.env): Promise<TpLaunch<F>> {
+  const size = parseTpFlag(cmd, flags.tp);
+  const world = detectBackend(env) === "single" ? null : await initWorld();
+  if (!world || world.size === 1) return { size, group: null, flags: tpBackendFlags(flags, size) };
+  if (flags.tp === undefined) throw new TensorParallelError(`${cmd}: this process is one of ${world.size} launched ranks (mpirun / moe launch); pass --tp ${world.size} to split the engine over them, or run one process`);
+  if (size !== world.size) throw new TensorParallelError(`${cmd}: --tp ${size} but ${world.size} ranks were launched; under mpirun / moe launch --tp must equal the number of ranks (or run one process for --tp ${size} worker threads)`);
+  // ranks on this machine: Open MPI says; a threads launch puts them all here; otherwise unknown (MOE_NUM_THREADS or every core)
+  const local = Number(env.OMPI_COMM_WORLD_LOCAL_SIZE ?? (world.backend === "threads" ? world.size : 1));
+  const shared = flags.threads === undefined && env.MOE_NUM_THREADS === undefined && Number.isInteger(local) && local > 1;
+  return { size, group: world, flags: shared ? { ...flags, threads: tpThreadsPerRank(local) } : flags };
 }

@@ -333,13 +333,25 @@ export function headForward(be: Backend, w: Weights, ws: Workspace, targets: Int
  * Backward of the workspace's last forward (which must have had targets). Gradients are
  * accumulated (+=) into g. gradScale multiplies the whole loss gradient (e.g. 1/micro-batches).
  * The composition of headBackward, layersBackward over every layer, and embedBackward.
+ * `done(part)`, when given, is called as each part's gradients are complete: part L (final norm
+ * and LM head), then each layer L−1 … 0, then −1 (the embedding; with tied embeddings the LM
+ * head's share of it too). Data parallelism starts reducing those gradients while the rest runs.
  */
-export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1): void {
+export function modelBackward(be: Backend, w: Weights, g: Gradients, ws: Workspace, gradScale = 1, done?: (part: number) => void): void {
   checkPair(be, w, ws);
   if (!ws.targets || !ws.ids) throw new Error("backward: call forward with targets first");
+  const L = ws.cfg.numLayers;
   headBackward(be, w, g, ws, gradScale);
-  layersBackward(be, w, g, ws, 0, ws.cfg.numLayers, gradScale);
+  if (!done) layersBackward(be, w, g, ws, 0, L, gradScale);
+  else {
+    done(L);
+    for (let l = L - 1; l >= 0; l--) {
+      layersBackward(be, w, g, ws, l, l + 1, gradScale);
+      done(l);
+    }
+  }
   embedBackward(be, w, g, ws.dresid, ws.ids, ws.tp);
+  done?.(-1);
 }
 
 /** Loss → d(residL), written into ws.dresid; LM head and final-norm gradients accumulated. */

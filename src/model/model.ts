@@ -70,8 +70,9 @@ export class MoeModel {
     return modelForward(this.be, this.weights, this.workspace, ids, targets, opt);
   }
 
-  backward(gradScale = 1): void {
-    modelBackward(this.be, this.weights, this.gradients, this.workspace, gradScale);
+  /** `done(part)`: see modelBackward (called as each part's gradients are complete). */
+  backward(gradScale = 1, done?: (part: number) => void): void {
+    modelBackward(this.be, this.weights, this.gradients, this.workspace, gradScale, done);
   }
 }
 

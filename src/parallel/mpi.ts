@@ -9,8 +9,8 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import {
-  type Buf, type ProcessGroup, type ReduceOp, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
-  displacements, dtypeOf, splitMembers, subgroupColorKey,
+  type Buf, type ProcessGroup, type ReduceOp, type StartedOp, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
+  displacements, dtypeOf, splitMembers, startedOnce, subgroupColorKey,
 } from "./process-group.js";
 
 interface CommObj {
@@ -22,6 +22,8 @@ interface CommObj {
 interface MpiAddon {
   init(): { world: CommObj; version: string };
   allreduce(h: unknown, buf: Buf, op: number, sync?: boolean): Promise<void>;
+  allreduce(h: unknown, buf: Buf, op: number, mode: "start"): unknown;
+  wait(ticket: unknown): number;
   reduceScatter(h: unknown, send: Buf, recv: Buf, op: number, sync?: boolean): Promise<void>;
   allgather(h: unknown, send: Buf, recv: Buf, sync?: boolean): Promise<void>;
   alltoallv(h: unknown, send: Buf, sendCounts: Int32Array, recv: Buf, recvCounts: Int32Array, sync?: boolean): Promise<void>;
@@ -84,6 +86,13 @@ class MpiGroup implements ProcessGroup {
   }
   allreduceSync(buf: Buf, op: ReduceOp = "sum"): void {
     void this.allreduceCall(buf, op, true);
+  }
+  allreduceStart(buf: Buf, op: ReduceOp = "sum"): StartedOp {
+    dtypeOf(buf);
+    checkOp("mpi allreduceStart", op);
+    this.live("allreduceStart");
+    const ticket = this.mpi.allreduce(this.c.handle, buf, OP_CODE[op], "start");
+    return startedOnce("mpi", () => this.mpi.wait(ticket));
   }
 
   private reduceScatterCall(send: Buf, recv: Buf, op: ReduceOp, sync: boolean): Promise<void> {

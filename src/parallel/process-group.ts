@@ -55,6 +55,16 @@ export interface ProcessGroup {
   /** Releases the group's resources; no operation may follow. Not collective. */
   close(): Promise<void>;
 
+  /**
+   * Starts an in-place allreduce (same result as allreduce) that goes on while this thread does
+   * synchronous work; the handle's wait() blocks until it is done, without an event-loop turn.
+   * Started operations run in start order; no other operation may be issued on the group until
+   * every started one has been waited for (checked). mpi: it runs on the group's communication
+   * thread, concurrently with this thread's compute. threads and single: it runs inside wait()
+   * (the threads backend reduces on the rank's own JS thread, so nothing overlaps).
+   */
+  allreduceStart(buf: Buf, op?: ReduceOp): StartedOp;
+
   // Blocking forms, for synchronous compute paths (e.g. the MoE layer's global expert counts):
   // the same results, order and checks, but this thread (and its event loop) waits until every
   // rank arrives. They throw when asynchronous operations on the group are still in flight.
@@ -65,6 +75,14 @@ export interface ProcessGroup {
   alltoallvSync(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): void;
   broadcastSync(buf: Buf, root: number): void;
   barrierSync(): void;
+}
+
+/** A started operation (ProcessGroup.allreduceStart). */
+export interface StartedOp {
+  /** Blocks until the operation is done (throws its error); returns the ms the transport worked
+   * on it (mpi: the communication thread inside its MPI calls; otherwise the time wait() ran it).
+   * Once per operation. */
+  wait(): number;
 }
 
 /** Largest tag a caller may pass to send/recv (MPI guarantees at least 32767). */
@@ -262,6 +280,10 @@ export function singleGroup(): ProcessGroup {
       checkRank(`${what} broadcast`, root, 1, "root");
     },
     barrierSync() {},
+    allreduceStart(buf, op = "sum") {
+      g.allreduceSync(buf, op);
+      return startedOnce("single-rank group", () => 0);
+    },
     rank: 0,
     size: 1,
     backend: "single",
@@ -299,6 +321,18 @@ export function singleGroup(): ProcessGroup {
     async close() {},
   };
   return g;
+}
+
+/** A StartedOp whose wait() runs `finish` once (a second wait is an error). */
+export function startedOnce(what: string, finish: () => number): StartedOp {
+  let done = false;
+  return {
+    wait() {
+      if (done) throw new Error(`${what}: wait() called twice on one started operation`);
+      done = true;
+      return finish();
+    },
+  };
 }
 
 /** The synchronous group the MoE layer takes (group.ts) over a process group: allreduceSum is allreduceSync(x, "sum"). */

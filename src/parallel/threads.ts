@@ -17,8 +17,8 @@ import { MessageChannel, type MessagePort, Worker, isMainThread, workerData } fr
 import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
 import {
-  type Buf, type DType, type ProcessGroup, type ReduceOp, DTYPE_CODE, OP_CODE, OpQueue, checkColorKey, checkOp, checkRank,
-  checkSameDtype, checkTag, displacements, dtypeOf, evenSplit, reduceInto, splitMembers, subgroupColorKey,
+  type Buf, type DType, type ProcessGroup, type ReduceOp, type StartedOp, DTYPE_CODE, OP_CODE, OpQueue, checkColorKey, checkOp, checkRank,
+  checkSameDtype, checkTag, displacements, dtypeOf, evenSplit, reduceInto, splitMembers, startedOnce, subgroupColorKey,
 } from "./process-group.js";
 
 /** Default bytes of one rank's staging slot (a larger message takes several rounds). */
@@ -149,6 +149,9 @@ class ThreadsGroup implements ProcessGroup {
   private smallLast = false;
   private splits = 0;
   private closed = false;
+  /** allreduceStart: operations started and not yet run (they run inside wait(), in start order). */
+  private readonly started: { run: () => void; ms: number }[] = [];
+  private runningStarted = false;
 
   constructor(
     private readonly ctx: RankContext,
@@ -170,6 +173,7 @@ class ThreadsGroup implements ProcessGroup {
 
   private run<T>(what: string, op: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new Error(`threads group: ${what} after close()`));
+    if (this.started.length > 0) return Promise.reject(this.startedError(what));
     this.inflight++;
     const done = () => void this.inflight--;
     const p = this.ctx.hold(this.queue.run(op));
@@ -248,7 +252,37 @@ class ThreadsGroup implements ProcessGroup {
   private driveSync(what: string, steps: Steps): void {
     if (this.closed) throw new Error(`threads group: ${what} after close()`);
     if (this.inflight > 0) throw new Error(`${what}: ${this.inflight} asynchronous operation(s) on this group are still in flight; await them before a blocking collective`);
+    if (this.started.length > 0 && !this.runningStarted) throw this.startedError(what);
     for (let r = steps.next(); !r.done; r = steps.next()) this.barrierWait();
+  }
+
+  private startedError(what: string): Error {
+    return new Error(`${what}: ${this.started.length} started operation(s) on this group have not been waited for; wait() for them first`);
+  }
+
+  /** Starts nothing yet: the threads backend reduces on this thread, so the work happens in wait(). */
+  allreduceStart(buf: Buf, op: ReduceOp = "sum"): StartedOp {
+    const what = "threads allreduceStart";
+    dtypeOf(buf);
+    checkOp(what, op);
+    if (this.closed) throw new Error(`threads group: allreduceStart after close()`);
+    if (this.inflight > 0) throw new Error(`${what}: ${this.inflight} asynchronous operation(s) on this group are still in flight; await them first`);
+    const entry = { run: () => this.driveSync(what, this.allreduceSteps(buf, op)), ms: -1 };
+    this.started.push(entry);
+    return startedOnce("threads", () => {
+      // run every operation started before this one, then this one, in start order
+      while (entry.ms < 0) {
+        const e = this.started.shift()!, t0 = performance.now();
+        this.runningStarted = true;
+        try {
+          e.run();
+        } finally {
+          this.runningStarted = false;
+          e.ms = performance.now() - t0;
+        }
+      }
+      return entry.ms;
+    });
   }
 
   private barrierWait(): void {

@@ -22,6 +22,60 @@ export const BACKEND_LINKS: Readonly<Record<"threads" | "mpi", Link>> = {
   mpi: { bandwidth: 1.6e9, latency: 2.5e-6 },
 };
 
+/** One measured collective: `ranks` ranks, `bytes` per rank's buffer, median seconds. */
+export interface LinkSample {
+  ranks: number;
+  bytes: number;
+  seconds: number;
+}
+
+/**
+ * α–β of a link from measured collectives of one kind ("allreduce": the ring's 2(p−1)α +
+ * 2(p−1)/p·n/β; "gather": (p−1)α + (p−1)/p·n/β), by least squares on the relative error (each
+ * sample weighted 1/t², so microsecond latencies count as much as millisecond transfers).
+ * α is clamped at 0; throws when the samples cannot give a positive bandwidth.
+ */
+export function fitLink(samples: readonly LinkSample[], kind: "allreduce" | "gather"): Link {
+  const k = kind === "allreduce" ? 2 : 1;
+  const pts = samples.filter((s) => s.ranks > 1 && s.bytes > 0 && s.seconds > 0);
+  if (pts.length < 2 || new Set(pts.map((s) => s.bytes)).size < 2) throw new PlanError(`fitLink: need ≥ 2 samples of different sizes on > 1 rank (got ${pts.length})`);
+  // t = x1·α + x2·(1/β), x1 = k(p−1), x2 = k(p−1)/p·n; weighted normal equations
+  let a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
+  for (const s of pts) {
+    const x1 = k * (s.ranks - 1), x2 = ((k * (s.ranks - 1)) / s.ranks) * s.bytes, w = 1 / (s.seconds * s.seconds);
+    a11 += w * x1 * x1;
+    a12 += w * x1 * x2;
+    a22 += w * x2 * x2;
+    b1 += w * x1 * s.seconds;
+    b2 += w * x2 * s.seconds;
+  }
+  const det = a11 * a22 - a12 * a12;
+  let alpha = (b1 * a22 - b2 * a12) / det, invBeta = (a11 * b2 - a12 * b1) / det;
+  if (!(alpha >= 0)) {
+    // no latency term: refit the bandwidth alone
+    alpha = 0;
+    invBeta = b2 / a22;
+  }
+  if (!(invBeta > 0) || !Number.isFinite(invBeta)) throw new PlanError("fitLink: the samples give no positive bandwidth (times do not grow with size)");
+  return { latency: alpha, bandwidth: 1 / invBeta };
+}
+
+/**
+ * One machine as a cluster of `ranks` devices: the memory divided over the ranks, and each rank's
+ * measured rate (on `threads` engine threads) scaled by the share of the `cores` it gets when
+ * ranks × threads exceed them (cores / (ranks · threads); 4 one-thread ranks on 2 cores: half).
+ */
+export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string }): ClusterSpec {
+  for (const k of ["ranks", "cores", "threads"] as const) if (!Number.isInteger(i[k]) || i[k] < 1) throw new PlanError(`machineCluster: ${k} must be a positive integer, got ${i[k]}`);
+  if (!(i.flopsPerRank > 0) || !(i.memory > 0)) throw new PlanError(`machineCluster: rate and memory must be > 0 (got ${i.flopsPerRank}, ${i.memory})`);
+  const share = Math.min(1, i.cores / (i.ranks * i.threads));
+  return {
+    nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.memory / i.ranks, flops: i.flopsPerRank * share,
+    flopsSource: share < 1 ? `${i.source}, × ${share.toFixed(2)} (${i.ranks} rank(s) × ${i.threads} thread(s) on ${i.cores} core(s))` : i.source,
+    intraNode: i.link, interNode: i.link,
+  };
+}
+
 export interface AutoPlanInput {
   cfg: ModelConfig;
   /** Ranks launched (the world size). */
@@ -38,6 +92,9 @@ export interface AutoPlanInput {
   flopsPerRank: number;
   /** Layouts the trainer executes besides plain data parallelism. */
   supports: { ep: boolean; pp: boolean };
+  /** CPU cores the ranks share and engine threads per rank; default: a core per thread (no sharing). */
+  cores?: number;
+  threads?: number;
 }
 
 export interface AutoLayout {
@@ -74,14 +131,13 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const model = planModelFromConfig(i.cfg, "run");
   const run = { seqLen: i.seqLen, microBatch: i.microBatch, globalBatch: i.microBatch * i.gradAccum };
   const link = BACKEND_LINKS[i.backend];
-  const cluster: ClusterSpec = {
-    nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.availableMemory / i.ranks, flops: i.flopsPerRank,
-    flopsSource: "the engine's GEMM calibration", intraNode: link, interNode: link,
-  };
+  const threads = i.threads ?? 1;
+  const cluster = machineCluster({ ranks: i.ranks, cores: i.cores ?? i.ranks * threads, threads, flopsPerRank: i.flopsPerRank, memory: i.availableMemory, link, source: "the engine's GEMM calibration" });
   const expertModes: ExpertMode[] = i.supports.ep ? ["etp", "ep"] : ["etp"];
   const fix = i.supports.pp ? {} : { pp: 1 };
-  // the trainer keeps f32 weights, gradients and AdamW state; ZeRO-1 is decided below
-  const cost = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true };
+  // the trainer keeps f32 weights, gradients and AdamW state of the whole model on every rank and
+  // all-reduces the whole gradient arena (gradSync "arena"); ZeRO-1 is decided below
+  const cost = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, gradSync: "arena" as const };
   const report = plan(model, run, cluster, { cost, maxTp: 1, expertModes, fix });
   // grad_accum micro-batches must split evenly over dp (each rank runs whole micro-batches)
   // pipeline stages with expert parallelism are not executed by the trainer yet

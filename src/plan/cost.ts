@@ -23,14 +23,24 @@
 //   two in backward (Megatron without sequence parallelism); EP: all-to-all dispatch and combine
 //   of a·S·C each way; PP: a·N·C per boundary per micro-batch each way; DP: gradients once per
 //   step, all-reduce, or with ZeRO-1 reduce-scatter of gradients + all-gather of parameters.
+//   After the pipeline, once per step (`tail`): gradient synchronisation plus, when
+//   `optimizerSecondsPerParam` > 0, the optimizer: AdamW over the parameters the rank updates
+//   (its share under ZeRO-1) plus the gradient-norm pass over the gradients it holds
+//   (`normSecondsPerParam`). gradSync "stage" is Megatron's (each stage reduces its own
+//   parameters over its DP group); "arena" is this engine's trainer: every rank holds the whole
+//   model, gradients are all-reduced over all dp·pp ranks (EP: dense over dp, expert slices over
+//   the ranks owning them, then all-gathered over ep), ZeRO-1 then all-gathers the parameters over
+//   all ranks, and the norm runs over the whole arena.
+//   LM head, loss and embedding run at cluster.flops × headEfficiency (their kernels are not the
+//   layers': a (N × C)·(C × V) product plus a softmax over V per token).
 //   Memory: weights + gradients + optimizer state (ZeRO-1 divides it by the group that reduces
 //   those gradients) + activations of the micro-batches 1F1B holds in flight on the stage
 //   (min(pp−i, m) on stage i; full per-layer activations, or only the layer input when the layer
 //   is recomputed) + transients (one rematerialised layer; fp32 logits and their gradient).
 //
-// Not: a kernel-efficiency model (one sustained FLOP/s for every GEMM), overlap of communication
-// with compute (all communication is on the critical path), the optimizer step's time, or
-// sequence/context parallelism.
+// Not: a kernel-efficiency model by shape (one sustained FLOP/s for the layers, one factor for
+// the head), overlap of communication
+// with compute (all communication is on the critical path), or sequence/context parallelism.
 import type { ClusterSpec, Link } from "./cluster.js";
 import { PlanError } from "./cluster.js";
 import type { PlanModel, PlanRun } from "./plan-model.js";
@@ -78,9 +88,32 @@ export interface CostOptions {
   flashAttention: boolean;
   /** Busiest rank's expert tokens over the mean (≥ 1), for ep and edp, where a rank owns whole experts. Default 1. */
   expertImbalance: number;
+  /** Seconds per parameter of one AdamW update on a rank (measured); 0 leaves the optimizer out. Default 0. */
+  optimizerSecondsPerParam: number;
+  /** Seconds per gradient element of the gradient-norm pass (measured); default 0. */
+  normSecondsPerParam: number;
+  /** "stage" (Megatron: a stage reduces and steps its own parameters) or "arena" (this engine: the whole model on every rank). Default "stage". */
+  gradSync: GradSync;
+  /** Rate of LM head, loss and embedding relative to `cluster.flops` (> 0). Default 1. */
+  headEfficiency: number;
 }
 
-export const DEFAULT_COST: CostOptions = { precision: PRECISIONS["bf16-mixed"]!, zero1: true, flashAttention: true, expertImbalance: 1 };
+export type GradSync = "stage" | "arena";
+
+export const DEFAULT_COST: CostOptions = {
+  precision: PRECISIONS["bf16-mixed"]!, zero1: true, flashAttention: true, expertImbalance: 1, optimizerSecondsPerParam: 0, normSecondsPerParam: 0, gradSync: "stage", headEfficiency: 1,
+};
+
+/** Checks the options a caller built (clear errors instead of NaN step times). */
+export function validateCost(o: CostOptions): CostOptions {
+  for (const k of ["optimizerSecondsPerParam", "normSecondsPerParam"] as const) {
+    if (!(o[k] >= 0) || !Number.isFinite(o[k])) throw new PlanError(`cost option ${k} must be a finite number ≥ 0, got ${o[k]}`);
+  }
+  if (!(o.headEfficiency > 0) || !Number.isFinite(o.headEfficiency)) throw new PlanError(`cost option headEfficiency must be a finite number > 0, got ${o.headEfficiency}`);
+  if (!(o.expertImbalance >= 1)) throw new PlanError(`cost option expertImbalance must be ≥ 1, got ${o.expertImbalance}`);
+  if (o.gradSync !== "stage" && o.gradSync !== "arena") throw new PlanError(`cost option gradSync must be "stage" or "arena", got ${String(o.gradSync)}`);
+  return o;
+}
 
 const cdiv = (a: number, b: number) => Math.ceil(a / b);
 
@@ -173,6 +206,7 @@ export class LayoutCost {
     readonly shape: Omit<Layout, "partition" | "recompute">,
     readonly opts: CostOptions,
   ) {
+    validateCost(opts);
     const { dp, tp, pp, ep, expert } = shape;
     this.N = run.microBatch * run.seqLen;
     this.world = dp * tp * pp;
@@ -293,7 +327,10 @@ export class LayoutCost {
     const activations = inFlight * actStored;
     const memory = { weights, grads, optimizer, activations, transient, total: weights + grads + optimizer + activations + transient };
     const rate = cluster.flops;
-    const fwdCompute = flops / rate, bwdCompute = (2 * flops + reFlops) / rate;
+    // the head's FLOPs run at their own rate (headEfficiency); the layers' at cluster.flops
+    const head = last ? this.headFlops() : 0;
+    const fwdCompute = (flops - head) / rate + head / (rate * opts.headEfficiency);
+    const bwdCompute = 2 * fwdCompute + reFlops / rate;
     const fwdComm = comm, bwdComm = comm + reComm;
     return {
       layers: hi - lo, recompute: r, fwd: fwdCompute + fwdComm, bwd: bwdCompute + bwdComm, fwdCompute, bwdCompute, fwdComm, bwdComm,
@@ -331,10 +368,46 @@ export class LayoutCost {
     return out;
   }
 
+  /** Parameters of the whole model on one rank of this layout: dense (embedding, head, norms included), experts held, experts of all ranks. */
+  arenaParams(): { dense: number; expertHeld: number; expertAll: number } {
+    const M = this.model, L = M.layers;
+    const embed = this.vocabShard * M.hidden * (M.tiedEmbeddings ? 1 : 2);
+    const dense = this.pre.dense[L]! + embed + M.normParams + (M.lmHeadBias ? this.vocabShard : 0);
+    const expertHeld = this.pre.expert[L]!;
+    return { dense, expertHeld, expertAll: this.shape.expert === "ep" ? expertHeld * this.shape.ep : expertHeld };
+  }
+
+  /** Seconds once per step after the pipeline on stage s: gradient synchronisation plus the optimizer. */
+  tail(s: StageCost): number {
+    return this.dpSync(s) + this.optimizerTime(s);
+  }
+
+  /** AdamW over the parameters the rank updates plus the gradient norm over those it holds (0 when not modelled). */
+  optimizerTime(s: StageCost): number {
+    const o = this.opts, { dp } = this.shape;
+    if (o.gradSync === "arena") {
+      const a = this.arenaParams(), all = a.dense + a.expertAll;
+      return (o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * o.normSecondsPerParam;
+    }
+    const updated = o.zero1 ? s.denseParams / dp + s.expertParams / this.expertDp : s.denseParams + s.expertParams;
+    return updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * o.normSecondsPerParam;
+  }
+
   /** Gradient synchronisation of one stage once per step (seconds). */
   dpSync(s: StageCost): number {
     const p = this.opts.precision;
     const { dp } = this.shape;
+    if (this.opts.gradSync === "arena") {
+      // this engine: all-reduce of the whole gradient arena over every rank (EP: dense over dp,
+      // owned expert slices over the ranks owning them, then all-gathered over ep); ZeRO-1 then
+      // all-gathers the updated parameters over every rank
+      const a = this.arenaParams(), w = this.world, link = this.linkDp;
+      const ep = this.shape.expert === "ep" ? this.shape.ep : 1;
+      const grads = ep > 1
+        ? ring("allreduce", a.dense * p.gradBytes, dp, link) + ring("allreduce", a.expertHeld * p.gradBytes, this.expertDp, this.linkExpertDp) + ring("gather", a.expertAll * p.gradBytes, ep, this.linkEp)
+        : ring("allreduce", (a.dense + a.expertAll) * p.gradBytes, w, link);
+      return grads + (this.opts.zero1 ? ring("gather", (a.dense + a.expertAll) * p.paramBytes, w, link) : 0);
+    }
     const part = (params: number, size: number, link: Link) =>
       this.opts.zero1 ? ring("gather", params * p.gradBytes, size, link) + ring("gather", params * p.paramBytes, size, link) : ring("allreduce", params * p.gradBytes, size, link);
     return part(s.denseParams, dp, this.linkDp) + part(s.expertParams, this.expertDp, this.linkExpertDp);

@@ -54,6 +54,12 @@ export interface Evaluation {
   memory: MemoryBreakdown[];
   /** 1 − (step without any communication) / step. */
   commShare: number;
+  /** Seconds of the simulated 1F1B schedule (forward, backward, transfers) within the step. */
+  pipeline: number;
+  /** Busy seconds of each stage in the schedule (the rest of `pipeline` it waits). */
+  busy: number[];
+  /** Seconds of the optimizer (update and gradient norm) on the slowest stage, within the step (0 when not modelled). */
+  optimizer: number;
   /** Seconds per step of each kind of communication on the slowest stage. */
   comm: { tp: number; ep: number; pp: number; dp: number };
 }
@@ -99,16 +105,16 @@ function divisors(n: number): number[] {
 
 /** Simulated step (pipeline + gradient synchronisation) only: the search's inner objective. */
 function stepTime(lc: LayoutCost, stages: StageCost[]): number {
-  return simulate1F1B(lc.stageTimes(stages), lc.m, { record: false }).step + Math.max(...stages.map((s) => lc.dpSync(s)));
+  return simulate1F1B(lc.stageTimes(stages), lc.m, { record: false }).step + Math.max(...stages.map((s) => lc.tail(s)));
 }
 
 /** Simulates a layout whose per-stage costs are known. */
 function evaluate(lc: LayoutCost, stages: StageCost[]): Evaluation {
   const sim = simulate1F1B(lc.stageTimes(stages), lc.m, { record: false });
   const bare = simulate1F1B(lc.stageTimes(stages, false), lc.m, { record: false });
-  const syncs = stages.map((s) => lc.dpSync(s));
-  const dp = Math.max(...syncs);
-  const step = sim.step + dp;
+  const dp = Math.max(...stages.map((s) => lc.dpSync(s)));
+  const optimizer = Math.max(...stages.map((s) => lc.optimizerTime(s)));
+  const step = sim.step + Math.max(...stages.map((s) => lc.tail(s)));
   const tokens = lc.run.globalBatch * lc.run.seqLen;
   const slow = stages.reduce((bi, s, i) => (s.fwd + s.bwd > stages[bi]!.fwd + stages[bi]!.bwd ? i : bi), 0);
   const p2p = lc.p2pTimes();
@@ -121,7 +127,10 @@ function evaluate(lc: LayoutCost, stages: StageCost[]): Evaluation {
     tokensPerDeviceSec: tokens / step / lc.world,
     mfu: lc.modelFlopsPerStep() / (lc.world * lc.cluster.flops * step),
     memory: stages.map((s) => s.memory),
-    commShare: 1 - bare.step / step,
+    commShare: 1 - (bare.step + optimizer) / step,
+    pipeline: sim.step,
+    busy: sim.busy,
+    optimizer,
     comm: {
       tp: lc.m * stages[slow]!.tpComm,
       ep: lc.m * stages[slow]!.epComm,

@@ -5,6 +5,7 @@
 // ranks: each measuring for itself could pick different layouts.
 //
 // Not: the planner's cost model (plan/), nor a way to change the rank count.
+import { availableParallelism } from "node:os";
 import { createBackend } from "../backend/index.js";
 import { resolveConfig, type ModelConfig } from "../model/config.js";
 import { readHfConfig } from "../model/checkpoint.js";
@@ -48,7 +49,7 @@ export function applyAutoPlan(c: TrainConfig, group: ProcessGroup | null, log: (
     const flopsPerRank = measureRankFlops(cfg, c.train.batch_size * c.train.seq_len, threads);
     chosen = autoLayout({
       cfg, ranks, backend: group?.backend === "mpi" ? "mpi" : "threads", seqLen: c.train.seq_len, microBatch: c.train.batch_size, gradAccum: c.train.grad_accum,
-      availableMemory: availableMemory().available, flopsPerRank, supports: { ep: true, pp: true },
+      availableMemory: availableMemory().available, flopsPerRank, supports: { ep: true, pp: true }, cores: availableParallelism(), threads: threads ?? 1,
     });
     buf.set([chosen.dp, chosen.ep, chosen.pp, chosen.zero]);
     chosen.ppLayers.forEach((n, i) => (buf[4 + i] = n));

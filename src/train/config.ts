@@ -109,6 +109,8 @@ export const TRAIN_SCHEMA = {
     plan: { type: ["none", "auto"], default: "none", doc: "auto: the planner chooses dp, ep, pp, zero, pp_layers and recompute for the launched ranks from a measured GEMM rate, the available memory and the backend's link cost (overrides those keys; the choice and its reasons are logged)" },
     pp_layers: { type: "string", default: null, nullable: true, doc: "layers per stage, e.g. `3,1` (Skywork's non-uniform split; `moe plan` suggests one); null: even split, the first L mod pp stages one more" },
     recompute: { type: "string", default: null, nullable: true, doc: "layers recomputed in the backward per stage (activation checkpointing of the stage's first layers), e.g. `1,0`; also works at pp=1. null: none" },
+    overlap_grad_reduce: { type: "boolean", default: true, doc: "data parallelism (dp > 1, pp = 1, ep = 1): start each gradient bucket's all-reduce as soon as the last micro-batch's backward has finished the layers it covers, and wait for all after the backward (bit-identical to reducing after it; the overlap is real on the mpi backend, whose collectives run on a communication thread; threads ranks reduce on their own thread, so there it changes nothing)" },
+    bucket_mb: { type: "number", default: 4, doc: "overlapped gradient all-reduce: the least MiB per bucket (buckets are cut only between layers; the last may be smaller)" },
   },
   log: {
     progress: { type: "boolean", default: true, doc: "progress bar on stderr (off when not a TTY unless forced)" },
@@ -253,6 +255,7 @@ export function validate(c: TrainConfig): void {
   if (c.parallel.dp % c.parallel.ep !== 0) throw new TrainConfigError(`parallel.ep (${c.parallel.ep}) must divide parallel.dp (${c.parallel.dp}): expert-parallel groups are folded into the data-parallel ranks`);
   if (c.parallel.zero !== 0 && c.parallel.zero !== 1) throw new TrainConfigError(`parallel.zero must be 0 or 1, got ${c.parallel.zero}`);
   pos("parallel.pp", c.parallel.pp);
+  pos("parallel.bucket_mb", c.parallel.bucket_mb);
   pos("parallel.tp", c.parallel.tp);
   pos("parallel.etp", c.parallel.etp);
   if (c.parallel.etp !== null && c.parallel.etp !== c.parallel.tp) throw new TrainConfigError(`parallel.etp (${c.parallel.etp}) must equal parallel.tp (${c.parallel.tp}) or be null: experts are split over the whole tensor-parallel group (other expert layouts: parallel.ep)`);

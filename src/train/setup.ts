@@ -77,7 +77,7 @@ export function setupRun(c: TrainConfig, opts: { resume: boolean; log: (line: st
   }
   if (resumeFrom) {
     const saved = (JSON.parse(readFileSync(path.join(resumeFrom, "trainer_state.json"), "utf8")) as TrainerStateJson).config;
-    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "train.gemm_dtype", "parallel.dp", "parallel.zero", "parallel.ep", "parallel.pp", "parallel.pp_layers", "parallel.recompute", "parallel.plan", "parallel.tp", "parallel.etp", "parallel.edp"]);
+    const diff = configDiff(saved, c, ["train.steps", "train.max_minutes", "log.progress", "log.every", "eval.every", "sample.every", "checkpoint.every", "checkpoint.keep_last", "train.threads", "train.gemm_dtype", "parallel.dp", "parallel.zero", "parallel.ep", "parallel.pp", "parallel.pp_layers", "parallel.recompute", "parallel.plan", "parallel.overlap_grad_reduce", "parallel.bucket_mb", "parallel.tp", "parallel.etp", "parallel.edp"]);
     if (diff.length) throw new TrainingError(`--resume: the config differs from the saved run in ${diff.join(", ")}`);
   }
   // memory: a fresh preset run is estimated before the tokenizer is trained (data.vocab_size stands for its vocabulary)

@@ -43,6 +43,7 @@ import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, ty
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
 import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
+import { OverlappedGradReduce, planGradBuckets, type OverlapTiming } from "./grad-overlap.js";
 
 export { TrainingError } from "./setup.js";
 
@@ -61,7 +62,7 @@ export interface StepReport {
   tokensPerSec: number;
   /** Data parallelism: ms in the step's collectives (gradient + statistics all-reduce, ZeRO-1 gather), including waits for the slowest rank; 0 on one rank. */
   commMs: number;
-  /** Share of commMs hidden behind compute: 0 today (the all-reduce follows the whole backward; see README "Sharded checkpoints"). */
+  /** Share of commMs that ran while this rank computed: the overlapped gradient all-reduce's transport time minus the time the step waited for it, over commMs (0 without overlap, and on the threads backend). */
   commHiddenShare: number;
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
@@ -126,6 +127,8 @@ export class Trainer {
   private readonly zero: { lo: number; hi: number; chunk: number } | null;
   /** Expert parallelism: the dispatch context of this rank's experts and the gradient reducer. */
   private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer } | null;
+  /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
+  private readonly overlap: OverlappedGradReduce | null;
   /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
   private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup } | null;
 
@@ -196,6 +199,11 @@ export class Trainer {
       this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
       if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
+    // overlapped gradient reduction: plain data parallelism (EP, TP and pipeline stages reduce their own way)
+    const m = this.model;
+    this.overlap = group && world > 1 && !this.ep && !this.stage && !this.tp && c.parallel.overlap_grad_reduce && m.grads instanceof Float32Array
+      ? new OverlappedGradReduce(group, m.grads, planGradBuckets(m.layout, m.names, 4, c.parallel.bucket_mb * 2 ** 20))
+      : null;
   }
 
   private alphaCfg(): AdaptiveAlphaConfig {
@@ -289,14 +297,23 @@ export class Trainer {
         loss = NaN;
         continue;
       }
-      this.model.backward(1 / A);
+      // the last micro-batch's backward starts each finished bucket's all-reduce (overlap)
+      const ov = a === first + mine - 1 ? this.overlap : null;
+      if (ov) this.model.backward(1 / A, (part) => ov.done(part));
+      else this.model.backward(1 / A);
       add(r);
     }
-    let commMs = performance.now();
+    let commMs = 0, hiddenMs = 0;
     // TP: partial gradients of replicated per-head norms and kv heads summed over the TP group
+    const tpStart = performance.now();
     this.tp?.layout.finishGradients(this.model.grads, this.tp.group);
-    if (this.group) ({ loss, ce, tokens } = this.reduceStep(loss, ce, tokens, acc));
-    commMs = performance.now() - commMs;
+    commMs += performance.now() - tpStart;
+    if (this.group) {
+      const red = this.reduceStep(loss, ce, tokens, acc);
+      ({ loss, ce, tokens } = red);
+      commMs += red.commMs;
+      hiddenMs = red.hiddenMs;
+    }
     // TP: every parameter counted once (replicated ones on TP rank 0)
     const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
@@ -325,7 +342,7 @@ export class Trainer {
     this.tokensSeen += tokens;
     const ms = performance.now() - t0;
     const report: StepReport = {
-      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: 0,
+      step, loss, ce, balanceLoss: loss - ce, lr, gradNorm: norm, skipped: !finite, tokens, ms, tokensPerSec: (this.model.N * A) / (ms / 1e3), commMs, commHiddenShare: commMs > 0 ? hiddenMs / commMs : 0,
       layers: acc.flatMap((x, l) => (this.cfg.moe.moeLayers[l] ? [{
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
@@ -342,13 +359,18 @@ export class Trainer {
   /**
    * Data parallelism: gradients summed over the ranks (each backward was scaled 1/A, so the sum is
    * the global mean), and the step's statistics summed the same way. Fixed rank order: every rank
-   * gets bit-identical values.
+   * gets bit-identical values. Also the step's communication time (ms) and the part of it that ran
+   * while this rank computed (the overlapped buckets' transport time minus the time waited for them).
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     // TP: the ranks of a TP group hold different slices and the same statistics: reduce over the DP group
-    const g = this.tp ? this.tp.dpGroup : this.group!;
+    const g = this.tp ? this.tp.dpGroup : this.group!, t0 = performance.now();
+    let grad: OverlapTiming | null = null, finishMs = 0;
     if (this.ep) this.ep.grads.reduce(this.model.grads);
-    else g.allreduceSync(this.model.grads as Float32Array, "sum");
+    else if (this.overlap) {
+      grad = this.overlap.finish();
+      finishMs = performance.now() - t0;
+    } else g.allreduceSync(this.model.grads as Float32Array, "sum");
     const E = this.cfg.moe.numExperts;
     const pack = new Float64Array(3 + acc.length * (6 + E));
     pack[0] = loss;
@@ -365,7 +387,9 @@ export class Trainer {
       [x.aux, x.z, x.drop, x.vdrop, x.entropy, x.load] = Array.from(pack.subarray(o, o + 6));
       x.tpe = Array.from(pack.subarray(o + 6, o + 6 + E));
     });
-    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]! };
+    // wall time here, where the overlapped buckets count their transport time instead of the wait
+    const wall = performance.now() - t0, hiddenMs = grad ? Math.max(0, grad.commMs - grad.exposedMs) : 0;
+    return { loss: pack[0]!, ce: pack[1]!, tokens: pack[2]!, commMs: wall - finishMs + (grad?.commMs ?? 0), hiddenMs };
   }
 
   /** balance.global_scope=step: expert counts of this rank's micro-batches, summed over them and the DP group. */
