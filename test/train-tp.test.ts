@@ -16,15 +16,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { mpiAvailable } from "../src/parallel/mpi.js";
 import { loadTrainConfig } from "../src/train/config.js";
 import { runThreads } from "../src/parallel/threads.js";
 import { planTrainingTp, TensorParallelLayout } from "../src/parallel/tensor-parallel.js";
 import { reference, type CasePatch } from "./tp-train-rank-program.js";
 import { tinyConfig } from "./model-util.js";
-import { closeLosses, losses, runCli, tinyCorpus } from "./train-cli-util.js";
+import { closeLosses, launchTrain, losses, runCli, skipLaunch, tinyCorpus } from "./train-cli-util.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PROGRAM = path.join(HERE, "tp-train-rank-program.js");
@@ -112,16 +110,9 @@ const RUNS: [string, number, string[]][] = [
 for (const backend of ["threads", "mpi"] as const) {
   for (const [name, nproc, extra] of RUNS) {
     test(`${backend}: moe launch --nproc ${nproc} -- train ${name} gives the single-rank losses over 10 steps`, (t) => {
-      if (backend === "mpi" && (!mpiAvailable() || spawnSync("mpirun", ["--version"]).error)) {
-        t.skip("Open MPI binding or mpirun not available");
-        return;
-      }
-      if (backend === "mpi" && nproc > 2) {
-        t.skip("covered on threads; MPI runs the 2-rank layout only (runtime)");
-        return;
-      }
+      if (skipLaunch(t, backend, nproc)) return;
       const dir = path.join(base, `${backend}-${name.replace(/\W+/g, "-")}`);
-      runCli(["launch", "--nproc", String(nproc), "--backend", backend, "--timeout", "200", "--", "train", ...COMMON, ...extra, `train.out_dir=${dir}`]);
+      launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
       closeLosses(losses(dir), single(), `${backend} ${name}`);
     });
   }
@@ -130,11 +121,11 @@ for (const backend of ["threads", "mpi"] as const) {
 test("a tp=2 checkpoint resumes at tp=1, and a tp=1 one at tp=2, on the uninterrupted single-rank losses", () => {
   const args = COMMON.filter((a) => !a.startsWith("train.steps"));
   const a = path.join(base, "resume-a"), b = path.join(base, "resume-b");
-  runCli(["launch", "--nproc", "2", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=5", "parallel.tp=2", `train.out_dir=${a}`]);
+  launchTrain("threads", 2, [...args, "train.steps=5", "parallel.tp=2", `train.out_dir=${a}`]);
   runCli(["train", ...args, "train.steps=10", `train.out_dir=${a}`, "--resume"]);
   closeLosses(losses(a), single(), "tp=2 then tp=1");
   runCli(["train", ...args, "train.steps=5", `train.out_dir=${b}`]);
-  runCli(["launch", "--nproc", "2", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=10", "parallel.tp=2", `train.out_dir=${b}`, "--resume"]);
+  launchTrain("threads", 2, [...args, "train.steps=10", "parallel.tp=2", `train.out_dir=${b}`, "--resume"]);
   closeLosses(losses(b), single(), "tp=1 then tp=2");
 });
 
