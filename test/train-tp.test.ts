@@ -7,7 +7,7 @@
 //    1e-5 relative; every TP rank reports the same loss; slicing then gathering gives the model back.
 // 2. The layout refuses what it cannot split, with messages naming the cause.
 // 3. End to end: `moe launch -- train parallel.tp=…` (tp=2, tp=2 × dp=2, tp=4; threads, and MPI
-//    at 2 ranks when the binding and mpirun exist) gives the per-step losses of a one-rank run of
+//    at tp=2 when the binding and mpirun exist) gives the per-step losses of a one-rank run of
 //    the same global batch to 1e-5 relative over 10 steps; a tp=2 checkpoint (gathered from the
 //    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
@@ -111,6 +111,8 @@ for (const backend of ["threads", "mpi"] as const) {
   for (const [name, nproc, extra] of RUNS) {
     test(`${backend}: moe launch --nproc ${nproc} -- train ${name} gives the single-rank losses over 10 steps`, (t) => {
       if (skipLaunch(t, backend, nproc)) return;
+      // an MPI launch costs ~35 s of mpirun start-up here: one MPI layout (tp=2), the rest on threads
+      if (backend === "mpi" && name !== "tp=2") return t.skip("covered on threads; MPI runs tp=2 only (runtime)");
       const dir = path.join(base, `${backend}-${name.replace(/\W+/g, "-")}`);
       launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
       closeLosses(losses(dir), single(), `${backend} ${name}`);
