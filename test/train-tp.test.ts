@@ -8,7 +8,7 @@
 // 2. The layout refuses what it cannot split, with messages naming the cause.
 // 3. End to end: `moe launch -- train parallel.tp=…` (tp=2, tp=2 × dp=2, tp=4; threads, and MPI
 //    at tp=2 when the binding and mpirun exist) gives the per-step losses of a one-rank run of
-//    the same global batch to 1e-5 relative over 10 steps; a tp=2 checkpoint (gathered from the
+//    the same global batch to 1e-5 relative over 10 steps, and its clipped gradient norms; a tp=2 checkpoint (gathered from the
 //    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
 //    end to end.
@@ -16,6 +16,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { loadTrainConfig } from "../src/train/config.js";
 import { runThreads } from "../src/parallel/threads.js";
@@ -89,6 +90,10 @@ const { base, common } = tinyCorpus("moe-tp-");
 // tiny-mixtral (4 heads) with one kv head: replicated on the TP ranks; samples are collective under TP
 const COMMON = common({ grad_accum: 2, steps: 10 }, ["model.num_kv_heads=1", "sample.every=5"]);
 
+function gradNorms(dir: string): number[] {
+  return readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).gradNorm as number);
+}
+
 let oneRank: number[] | null = null;
 function single(): number[] {
   if (!oneRank) {
@@ -116,6 +121,8 @@ for (const backend of ["threads", "mpi"] as const) {
       const dir = path.join(base, `${backend}-${name.replace(/\W+/g, "-")}`);
       launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
       closeLosses(losses(dir), single(), `${backend} ${name}`);
+      // the clipped gradient norm (≈ 2 > optim.grad_clip = 1 here) counts every parameter once
+      closeLosses(gradNorms(dir), gradNorms(path.join(base, "one")), `${backend} ${name} gradient norm`);
     });
   }
 }
