@@ -121,6 +121,8 @@ for (const backend of ["threads", "mpi"] as const) {
       closeLosses(losses(dir), single(), `${backend} ${name}`);
       // the clipped gradient norm (≈ 2 > optim.grad_clip = 1 here) counts every parameter once
       closeLosses(gradNorms(dir), gradNorms(path.join(base, "one")), `${backend} ${name} gradient norm`);
+      const tpComm = readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).tpCommMs as number);
+      assert.ok(tpComm.every((ms) => ms > 0), `tpCommMs recorded every step: ${tpComm.join(", ")}`);
     });
   }
 }
