@@ -21,7 +21,7 @@
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { detectBackend } from "../src/parallel/world.js";
@@ -99,6 +99,7 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     runs.push({ backend: b, layout: `tp=${n} EDP`, ranks: o.nproc, args: ["launch", "--nproc", n, "--backend", b, "--timeout", "900", "--", "train", `parallel.tp=${n}`, "parallel.edp=true"] });
   }
   const rows: TrainRow[] = [];
+  const load0 = loadavg()[0]!;
   let one = NaN;
   runs.forEach((r, i) => {
     const out = path.join(dir, `run${i}`);
@@ -109,7 +110,7 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     if (i === 0) one = ms;
     rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), tp_comm_ms: tpComm === null ? null : +tpComm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
   });
-  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank`);
+  notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank; load (1 min) ${load0.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`);
   return rows;
 }
 

@@ -4,8 +4,8 @@
 // ZeRO-1 — on the threads backend and on MPI (skipped only when the binding is absent); and a
 // ZeRO-1 checkpoint written at dp=2 resumes at dp=1 on the uninterrupted run's losses. The gradient
 // all-reduce overlapped with the backward (parallel.overlap_grad_reduce, one bucket per layer here)
-// gives bit for bit the losses and gradient norms of the non-overlapped path, ZeRO-0 and ZeRO-1, on
-// both backends.
+// gives bit for bit the losses and gradient norms of the non-overlapped path, ZeRO-0 and ZeRO-1, at
+// 2 and 4 ranks (oversubscribed) on both backends, and the single-rank losses.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -64,24 +64,29 @@ function records(dir: string): { loss: number; gradNorm: number; commMs: number;
 }
 
 for (const backend of ["threads", "mpi"] as const) {
-  test(`dp=2 (${backend}): the overlapped gradient all-reduce gives the bits of the non-overlapped one (ZeRO-0 and 1) and the single-rank losses`, (t) => {
+  test(`dp=2 and dp=4 (${backend}): the overlapped gradient all-reduce gives the bits of the non-overlapped one (ZeRO-0 and 1) and the single-rank losses`, (t) => {
     if (backend === "mpi" && (!mpiAvailable() || spawnSync("mpirun", ["--version"]).error)) {
       t.skip("Open MPI binding or mpirun not available");
       return;
     }
-    const short = [...COMMON.filter((a) => !a.startsWith("train.steps")), "train.steps=6"];
-    const one = path.join(base, `ov-${backend}-1`);
-    run(["train", ...short, `train.out_dir=${one}`]);
-    for (const zero of [0, 1]) {
-      const dirs = ["on", "off"].map((o) => path.join(base, `ov-${backend}-z${zero}-${o}`));
+    const short = (A: number) => [...COMMON.filter((a) => !a.startsWith("train.steps") && !a.startsWith("train.grad_accum")), "train.steps=6", `train.grad_accum=${A}`];
+    const singles = new Map<number, string>();
+    for (const [n, zero] of [[2, 0], [2, 1], [4, 1]] as const) {
+      const A = n === 4 ? 4 : 2;
+      if (!singles.has(A)) {
+        singles.set(A, path.join(base, `ov-${backend}-single-${A}`));
+        run(["train", ...short(A), `train.out_dir=${singles.get(A)}`]);
+      }
+      const dirs = ["on", "off"].map((o) => path.join(base, `ov-${backend}-dp${n}-z${zero}-${o}`));
       const opts = [["parallel.bucket_mb=0.001"], ["parallel.overlap_grad_reduce=false"]];
-      dirs.forEach((dir, i) => run(["launch", "--nproc", "2", "--backend", backend, "--timeout", "200", "--", "train", ...short, `train.out_dir=${dir}`, "parallel.dp=2", `parallel.zero=${zero}`, ...opts[i]!]));
+      dirs.forEach((dir, i) => run(["launch", "--nproc", String(n), "--backend", backend, "--timeout", "200", "--", "train", ...short(A), `train.out_dir=${dir}`, `parallel.dp=${n}`, `parallel.zero=${zero}`, ...opts[i]!]));
       const [on, off] = dirs.map(records) as [ReturnType<typeof records>, ReturnType<typeof records>];
-      assert.deepEqual(on.map((r) => [r.loss, r.gradNorm]), off.map((r) => [r.loss, r.gradNorm]), `${backend} zero=${zero}: overlap on and off give the same bits`);
-      close(losses(dirs[0]!), losses(one), `${backend} zero=${zero} overlapped vs one rank`);
-      for (const r of [...on, ...off]) assert.ok(r.commMs > 0 && r.commHiddenShare >= 0 && r.commHiddenShare <= 1, `comm ${r.commMs} ms, hidden ${r.commHiddenShare}`);
-      assert.ok(off.every((r) => r.commHiddenShare === 0), "nothing is hidden without overlap");
-      if (backend === "threads") assert.ok(on.every((r) => r.commHiddenShare === 0), "threads ranks reduce on their own thread: nothing is hidden");
+      const what = `${backend} dp=${n} zero=${zero}`;
+      assert.deepEqual(on.map((r) => [r.loss, r.gradNorm]), off.map((r) => [r.loss, r.gradNorm]), `${what}: overlap on and off give the same bits`);
+      close(losses(dirs[0]!), losses(singles.get(A)!), `${what} overlapped vs one rank`);
+      for (const r of [...on, ...off]) assert.ok(r.commMs > 0 && r.commHiddenShare >= 0 && r.commHiddenShare <= 1, `${what}: comm ${r.commMs} ms, hidden ${r.commHiddenShare}`);
+      assert.ok(off.every((r) => r.commHiddenShare === 0), `${what}: nothing is hidden without overlap`);
+      if (backend === "threads") assert.ok(on.every((r) => r.commHiddenShare === 0), `${what}: threads ranks reduce on their own thread, nothing is hidden`);
     }
   });
 }
