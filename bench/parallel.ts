@@ -17,7 +17,7 @@
 //
 // Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
 //                                  [--dp [--dp-steps 10] [--dp-rounds 3]]
-//        npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide]
+//        npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -66,6 +66,8 @@ interface TrainRow {
   speedup: number;
   /** EP layouts: rank 0's median ms per step in the MoE all-to-all-v calls (waiting for the peer included) */
   ep_comm_ms: number | null;
+  /** TP layouts: rank 0's median ms per step in the TP all-reduces of forward and backward (waits included) */
+  tp_comm_ms: number | null;
   /** rank 0's median ms per step in the gradient/statistics all-reduce (and ZeRO-1 gather), waits included; null on one rank */
   comm_ms: number | null;
   /** share of comm_ms that ran while the rank computed (parallel.overlap_grad_reduce; 0 without it and on threads) */
@@ -104,9 +106,9 @@ function trainRows(o: ReturnType<typeof parse>, moe: string, notes: string[]): T
     const args = r.args.length ? [...r.args, ...common, `train.out_dir=${out}`] : ["train", ...common, `train.out_dir=${out}`];
     const p = spawnSync(process.execPath, [moe, ...args], { encoding: "utf8" });
     if (p.status !== 0) throw new Error(`${r.backend} ${r.layout} training run failed (exit ${p.status}):\n${p.stderr}`);
-    const ms = median(out, "ms")!, comm = median(out, "epCommMs"), dpComm = r.ranks > 1 ? median(out, "commMs") : null, hidden = r.ranks > 1 ? median(out, "commHiddenShare") : null;
+    const ms = median(out, "ms")!, comm = median(out, "epCommMs"), tpComm = median(out, "tpCommMs"), dpComm = r.ranks > 1 ? median(out, "commMs") : null, hidden = r.ranks > 1 ? median(out, "commHiddenShare") : null;
     if (i === 0) one = ms;
-    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
+    rows.push({ backend: r.backend, layout: r.layout, ranks: r.ranks, step_ms_median: +ms.toFixed(1), tokens_per_s: +((B * T * A) / (ms / 1e3)).toFixed(0), speedup: +(one / ms).toFixed(3), ep_comm_ms: comm === null ? null : +comm.toFixed(1), tp_comm_ms: tpComm === null ? null : +tpComm.toFixed(1), comm_ms: dpComm === null ? null : +dpComm.toFixed(1), comm_hidden_share: hidden });
   });
   notes.push(`train: preset ${o.preset}, global batch ${B}×${T}×${A} tokens, median of steps 2..${steps}, 1 engine thread per rank; load (1 min) ${load0.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after`);
   return rows;
@@ -133,8 +135,8 @@ async function driver(): Promise<void> {
   console.log(["backend", "op", "bytes", "µs (median)", "algbw GB/s", "busbw GB/s"].map((s) => s.padStart(12)).join(""));
   for (const r of rows) console.log([r.backend, r.op, String(r.bytes), r.us_median.toFixed(1), r.algbw_gbs.toFixed(2), r.busbw_gbs.toFixed(2)].map((s) => s.padStart(12)).join(""));
   const tcols = (xs: string[]) => xs.map((s, i) => s.padStart(i === 1 ? 18 : 12)).join("");
-  if (train.length) console.log(tcols(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "comm ms", "hidden"]));
-  for (const r of train) console.log(tcols([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)]));
+  if (train.length) console.log(tcols(["backend", "layout", "step ms", "tokens/s", "speedup", "EP a2a ms", "TP ar ms", "comm ms", "hidden"]));
+  for (const r of train) console.log(tcols([r.backend, r.layout, r.step_ms_median.toFixed(1), String(r.tokens_per_s), r.speedup.toFixed(3), r.ep_comm_ms === null ? "-" : r.ep_comm_ms.toFixed(1), r.tp_comm_ms === null ? "-" : r.tp_comm_ms.toFixed(1), r.comm_ms === null ? "-" : r.comm_ms.toFixed(1), r.comm_hidden_share === null ? "-" : r.comm_hidden_share.toFixed(2)]));
   for (const n of notes) console.log(n);
   if (dp !== null) {
     console.log(`\nDP scaling (default model, train.grad_accum=2, 1 engine thread per rank, median step of ${o.dpSteps - 1})`);
@@ -162,6 +164,8 @@ else if (process.argv.includes("--pp")) {
   };
   const only = val("--only") ?? null;
   if (only !== null && only !== "small" && only !== "wide") throw new Error(`--only must be small or wide, got ${only}`);
-  const r = await planCheck({ steps: int("--steps", 8), rounds: int("--rounds", 1), only, rankModule: fileURLToPath(import.meta.url) });
+  const wideStages = (val("--wide-pp") ?? "2").split(",").map(Number);
+  if (wideStages.some((p) => p !== 2 && p !== 4)) throw new Error(`--wide-pp: pipeline depths 2 and/or 4 (the rank counts whose links are measured), e.g. 2,4; got ${val("--wide-pp")}`);
+  const r = await planCheck({ steps: int("--steps", 8), rounds: int("--rounds", 1), only, rankModule: fileURLToPath(import.meta.url), wideStages });
   console.log(argv.includes("--json") ? JSON.stringify(r) : formatPlanCheck(r));
 } else await driver();

@@ -6,8 +6,9 @@
 //   - compute: the layers' FLOP/s and the head's relative rate from forward + backward of the
 //     model at the run's micro-batch on one engine thread (train/machine-rates.ts): alone for one
 //     rank, and measured in one process per core at once for several ranks (two busy cores run
-//     slower than one), scaled by cores / (ranks × threads) when the ranks outnumber the cores
-//     (plan/auto.ts machineCluster); the optimizer's rates slow by the same factor;
+//     slower than one); when the ranks outnumber the cores, the cost model shares the cores among
+//     the ranks computing at each moment (plan/auto.ts machineCluster, cluster.concurrency); the
+//     optimizer's rates slow by the same factor;
 //   - optimizer: AdamW and gradient-norm seconds per parameter, measured on an arena of the
 //     model's size;
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
@@ -15,11 +16,11 @@
 //   - the engine's own execution: every rank holds and steps the whole arena, gradients are
 //     all-reduced over all ranks (CostOptions.gradSync = "arena").
 // Then the wide-vocabulary model (small-moe at 8 layers, V = 16384: the LM head weighs about six
-// layers, so the last stage is heavy): pp=2 with the even split against the planner's split,
-// measured and predicted gain side by side.
+// layers, so the last stage is heavy): pp=2 (and pp=4 with --wide-pp 2,4) with the even split
+// against the planner's split, measured and predicted gain side by side.
 // Nothing here is fitted per layout: the rates are measured once per model before the runs.
 //
-// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide]
+// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4]
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
@@ -63,8 +64,8 @@ export interface PlanCheck {
   rates: Record<string, ComputeRates & OptimizerRates & { layerFlopsAllCores: number }>;
   links: Record<string, Link>;
   rows: CheckRow[];
-  /** pp=2 on the wide-vocabulary model: the planner's split against the even one. */
-  gain: { uniform: string; planned: string; measured: number; predicted: number } | null;
+  /** pp on the wide-vocabulary model: the planner's split against the even one, per depth. */
+  gains: { uniform: string; planned: string; measured: number; predicted: number }[];
 }
 
 interface Spec {
@@ -129,8 +130,19 @@ class Runner {
   }
 }
 
-/** Median layer FLOP/s of `n` processes measuring at once (this file with --calibrate). */
-async function concurrentLayerFlops(configDir: string, n: number): Promise<number> {
+/**
+ * Layer FLOP/s of one of `n` processes measuring at once (this file with --calibrate): the median
+ * over the processes, then over `rounds` rounds (a round that another job's burst hit reads low:
+ * one measured 26 GFLOP/s where others read 101–108; the best round reads high, its processes
+ * having overlapped least).
+ */
+async function concurrentLayerFlops(configDir: string, n: number, rounds = 3): Promise<number> {
+  const got: number[] = [];
+  for (let r = 0; r < rounds; r++) got.push(await concurrentRound(configDir, n));
+  return median(got);
+}
+
+async function concurrentRound(configDir: string, n: number): Promise<number> {
   const self = fileURLToPath(import.meta.url);
   const one = () => new Promise<number>((resolve, reject) => {
     const c = spawn(process.execPath, [self, "--calibrate", configDir], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MOE_NUM_THREADS: "1" } });
@@ -149,12 +161,13 @@ function runConfigDir(dir: string): string {
   return path.join(ck, last);
 }
 
-export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string }): Promise<PlanCheck> {
+/** wideStages: pipeline depths of the wide-vocabulary rows (2; 4 runs 4 ranks on the shared cores). */
+export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string; wideStages: number[] }): Promise<PlanCheck> {
   const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
   const base = mkdtempSync(path.join(tmpdir(), "moe-plancheck-"));
   const backend = ppBackend(), cores = availableParallelism(), micro = 8;
   const runner = new Runner(cli, base, backend);
-  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, rows: [], gain: null };
+  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, rows: [], gains: [] };
   const notes: string[] = [];
   try {
     // links: α–β of the backend's all-reduce on 2 and 4 ranks
@@ -180,9 +193,10 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const rates = { ...solo, layerFlopsAllCores: busy, ...measureOptimizerRates(planParameterCounts(pm).total) };
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
-      // one rank computes at the solo rate; several at the all-cores rate, shared when ranks > cores
+      // one rank computes at the solo rate; several at the all-cores rate (shared by the cost model when ranks > cores)
       const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
-      // the optimizer is compute of the same rank: it slows by the same factor as the layers
+      // the optimizer is compute of the same rank: it slows by the same factor as the layers (the
+      // cores' sharing among ranks is the cost model's, cluster.concurrency)
       const cost = (zero: boolean, ranks: number): CostOptions => {
         const slow = rates.layerFlops / cluster(ranks).flops;
         return {
@@ -192,7 +206,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       };
       const L = pm.layers;
       let specs: Spec[];
-      let gainPair: [Spec, Spec] | null = null;
+      const gainPairs: [Spec, Spec][] = [];
       if (m.name === "small-moe") {
         specs = [
           spec("1 rank", L, {}), spec("dp=2", L, { dp: 2 }), spec("dp=2 zero=1", L, { dp: 2, zero: true }), spec("dp=2 ep=2", L, { dp: 2, ep: 2 }),
@@ -200,11 +214,14 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
           spec("dp=4", L, { dp: 4 }), spec("pp=2 × dp=2", L, { dp: 2, partition: evenSplit(L, 2) }),
         ];
       } else {
-        const best = plan(pm, run, cluster(2), { cost: cost(false, 2), maxTp: 1, expertModes: ["etp"], fix: { pp: 2, dp: 1 } }).layouts[0]!;
-        const uni = spec(`pp=2 ${evenSplit(L, 2).join(",")} (even)`, L, { partition: evenSplit(L, 2) });
-        const planned = spec(`pp=2 ${best.layout.partition.join(",")} (planner)`, L, { partition: best.layout.partition });
-        specs = [spec("1 rank", L, {}), uni, planned];
-        gainPair = [uni, planned];
+        specs = [spec("1 rank", L, {})];
+        for (const pp of o.wideStages) {
+          const best = plan(pm, run, cluster(pp), { cost: cost(false, pp), maxTp: 1, expertModes: ["etp"], fix: { pp, dp: 1 } }).layouts[0]!;
+          const uni = spec(`pp=${pp} ${evenSplit(L, pp).join(",")} (even)`, L, { partition: evenSplit(L, pp) });
+          const planned = spec(`pp=${pp} ${best.layout.partition.join(",")} (planner)`, L, { partition: best.layout.partition });
+          specs.push(uni, planned);
+          gainPairs.push([uni, planned]);
+        }
       }
       const got = new Map<string, CheckRow[]>();
       for (let round = 0; round < o.rounds; round++) {
@@ -225,9 +242,9 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
         const rs = got.get(s.name)!.sort((a, b) => a.measured_ms - b.measured_ms);
         out.rows.push(rs[rs.length >> 1]!);
       }
-      if (gainPair) {
-        const [u, p] = gainPair.map((s) => out.rows.find((r) => r.model === m.name && r.layout === s.name)!);
-        out.gain = { uniform: u!.layout, planned: p!.layout, measured: +(u!.measured_ms / p!.measured_ms - 1).toFixed(3), predicted: +(u!.predicted_ms / p!.predicted_ms - 1).toFixed(3) };
+      for (const pair of gainPairs) {
+        const [u, p] = pair.map((s) => out.rows.find((r) => r.model === m.name && r.layout === s.name)!);
+        out.gains.push({ uniform: u!.layout, planned: p!.layout, measured: +(u!.measured_ms / p!.measured_ms - 1).toFixed(3), predicted: +(u!.predicted_ms / p!.predicted_ms - 1).toFixed(3) });
       }
     }
   } finally {
@@ -240,7 +257,7 @@ export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
   for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
   for (const [m, r] of Object.entries(c.rates)) {
-    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
+    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
   }
   const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];
   lines.push(head.map((s, i) => (i < 2 ? s.padEnd(i === 0 ? 12 : 24) : s.padStart(i === 7 ? 20 : 13))).join(""));
@@ -249,7 +266,7 @@ export function formatPlanCheck(c: PlanCheck): string {
     lines.push([r.model.padEnd(12), r.layout.padEnd(24), ...[String(r.ranks), r.measured_ms.toFixed(1), r.predicted_ms.toFixed(1), r.ratio.toFixed(2), r.within_20 ? "yes" : "no"].map((s) => s.padStart(13)),
       `${p.pipeline_ms.toFixed(0)}|${p.sync_ms.toFixed(0)}|${p.optimizer_ms.toFixed(0)}`.padStart(20), (r.stage0 ? `${r.stage0.busy_ms.toFixed(0)}/${r.stage0.wait_ms.toFixed(0)}` : "-").padStart(13), r.idle_share.toFixed(2).padStart(13), r.load1.toFixed(1).padStart(13)].join(""));
   }
-  if (c.gain) lines.push(`non-uniform pipeline (${c.gain.planned}) over the even split (${c.gain.uniform}): measured ${(100 * c.gain.measured).toFixed(1)}%, predicted ${(100 * c.gain.predicted).toFixed(1)}%`);
+  for (const g of c.gains) lines.push(`non-uniform pipeline (${g.planned}) over the even split (${g.uniform}): measured ${(100 * g.measured).toFixed(1)}%, predicted ${(100 * g.predicted).toFixed(1)}%`);
   return lines.join("\n");
 }
 

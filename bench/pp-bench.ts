@@ -4,7 +4,7 @@
 // step time over the measured steps (the first two are warm-up) and the speedup over one rank next
 // to the 1F1B bound for equal stages, p·m / (m + p − 1), and stage 0's measured share of the step
 // spent waiting in boundary exchanges (metrics.jsonl `pipeline`) next to the equal-stage bubble.
-// Not: the planner's prediction (moe plan), nor a collective benchmark (bench/parallel.ts).
+// Not: the planner's prediction (bench/plan-check.ts, `bench:parallel -- --plan-check`), nor a collective benchmark (bench/collectives.ts).
 //
 // Usage: node dist/bench/pp-bench.js [--json] [--steps 8] [--micro 8]   (or bench:parallel -- --pp)
 import { spawnSync } from "node:child_process";

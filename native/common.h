@@ -42,11 +42,15 @@ inline Engine* GetEngine(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::External<Engine>>().Data();
 }
 
-// Raw data pointer of a TypedArray argument (no copy).
+// Raw data pointer of a TypedArray argument (no copy), byte offset applied. Taken from
+// napi_get_typedarray_info, which also serves arrays over a SharedArrayBuffer (the ArrayBuffer()
+// route gives a null pointer for those: a crash, not an error).
 template <class T>
 inline T* Ptr(const Napi::Value& v) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  void* data = nullptr;
+  napi_status st = napi_get_typedarray_info(v.Env(), v, nullptr, nullptr, &data, nullptr, nullptr);
+  if (st != napi_ok) Napi::Error::Fatal("moe_native", "a kernel argument is not a TypedArray (the TypeScript wrapper checks this)");
+  return static_cast<T*>(data);
 }
 // Pointer or nullptr when the argument is null/undefined.
 template <class T>

@@ -1,5 +1,11 @@
 #include "pool.h"
 
+#include <chrono>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -7,11 +13,12 @@
 namespace moe {
 namespace {
 
-// Spin this many pause iterations (~20-50 µs) before sleeping on a condition variable: kernels
-// called back to back (a layer's GEMMs, then its elementwise ops) find the workers awake, while
-// an idle pool still sleeps soon and leaves the cores to OpenBLAS and the event loop.
-// Measured: a 2-thread 512³ GEMM waited ~0.2 ms per call for a sleeping worker to wake.
-constexpr int kSpinIters = 1 << 12;
+// Spin this long before sleeping on a condition variable: kernels called back to back (a layer's
+// GEMMs, then its elementwise ops) find the workers awake, while an idle pool still sleeps soon
+// and leaves the cores to OpenBLAS and the event loop. Measured: a 2-thread 512³ GEMM waited
+// ~0.2 ms per call for a sleeping worker to wake. Timed by the clock, not by a count of PAUSE
+// instructions, whose latency differs ~10× between CPUs (4096 of them took 104 µs on Zen 5).
+constexpr int64_t kSpinMicros = 100;
 
 constexpr uint64_t kClosed = uint64_t(1) << 31;  // run_dynamic: no more workers may join
 constexpr uint64_t kJoinedMask = kClosed - 1;
@@ -19,6 +26,46 @@ constexpr uint64_t kJoinedMask = kClosed - 1;
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
+#endif
+}
+
+// Spins until done() or kSpinMicros have passed; returns done().
+template <class Done>
+bool SpinUntil(const Done& done) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() >= end) return done();
+  }
+}
+
+// The CPU the calling thread runs on, or -1 where the OS does not say.
+int CurrentCpu() {
+#ifdef __linux__
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+// Moves the calling thread off `cpu` when its affinity allows another CPU: narrows its affinity
+// to exclude `cpu` (the kernel migrates it at once) and restores the former mask (it stays where
+// it now is). False when it could not move.
+bool LeaveCpu(int cpu) {
+#ifdef __linux__
+  cpu_set_t allowed;
+  if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0) return false;
+  cpu_set_t others = allowed;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) == 0 || sched_setaffinity(0, sizeof others, &others) != 0) return false;
+  sched_setaffinity(0, sizeof allowed, &allowed);
+  return true;
+#else
+  (void)cpu;
+  return false;
 #endif
 }
 
@@ -40,9 +87,10 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int tid) {
   uint64_t seen = 0;
   for (;;) {
-    for (int i = 0; i < kSpinIters && generation_.load(std::memory_order_acquire) == seen; ++i) CpuRelax();
+    SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; });
     const std::function<void(int)>* job;
     bool dynamic;
+    int callerCpu;
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
@@ -50,7 +98,15 @@ void ThreadPool::worker(int tid) {
       seen = generation_.load(std::memory_order_relaxed);
       job = job_;
       dynamic = dynamic_;
+      callerCpu = caller_cpu_;
     }
+    // A worker woken onto the CPU of the thread that published the job shares that CPU with it
+    // while another may idle: measured with two 2-thread engines called alternately (the bench
+    // times `auto` against the built-in path that way), the scheduler kept one engine's worker on
+    // the caller's CPU call after call (the wake-up finds the other CPU still busy with the other
+    // engine's worker, and no idle balancing moves it within a ~1 ms call), so that engine's
+    // 512³ GEMM ran at its 1-thread speed. Such a worker moves itself to another allowed CPU.
+    if (callerCpu >= 0 && CurrentCpu() == callerCpu) LeaveCpu(callerCpu);
     if (job == nullptr) continue;  // a run_dynamic job that finished before this worker woke
     if (dynamic) {
       // Join unless the caller has closed this job (or already started a newer one).
@@ -87,12 +143,13 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;
     dynamic_ = false;
+    caller_cpu_ = CurrentCpu();
     pending_.store(threads_ - 1, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   fn(0);
-  for (int i = 0; i < kSpinIters && pending_.load(std::memory_order_acquire) != 0; ++i) CpuRelax();
+  SpinUntil([&] { return pending_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
   job_ = nullptr;
@@ -108,6 +165,7 @@ void ThreadPool::run_dynamic(const std::function<void(int)>& fn) {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &fn;
     dynamic_ = true;
+    caller_cpu_ = CurrentCpu();
     finished_.store(0, std::memory_order_relaxed);
     const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
     slot_.store((gen & 0xffffffffu) << 32, std::memory_order_release);
@@ -116,7 +174,7 @@ void ThreadPool::run_dynamic(const std::function<void(int)>& fn) {
   cv_.notify_all();
   fn(0);
   const int joined = static_cast<int>(slot_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
-  for (int i = 0; i < kSpinIters && finished_.load(std::memory_order_acquire) != joined; ++i) CpuRelax();
+  SpinUntil([&] { return finished_.load(std::memory_order_acquire) == joined; });
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return finished_.load(std::memory_order_acquire) == joined; });
   job_ = nullptr;

@@ -1,7 +1,8 @@
 // Thread pool owned by one Engine. Not a global: each engine (created from TS) has its own.
 // parallel_for splits [0, n) into contiguous chunks, one per worker (the caller runs chunk 0),
-// and returns when all are done. Workers sleep on a condition variable between jobs (short spin
-// first), so an idle pool does not steal cycles from OpenBLAS or the event loop.
+// and returns when all are done. Workers sleep on a condition variable between jobs (after a
+// 100 µs spin), so an idle pool does not steal cycles from OpenBLAS or the event loop. On Linux a
+// worker that wakes on the CPU of the thread that published the job moves to another CPU.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -50,6 +51,7 @@ class ThreadPool {
   // run_dynamic: job kind (read under mu_), join slot (generation << 32 | kClosed | joined
   // workers) and the number of joined workers that have returned.
   bool dynamic_ = false;
+  int caller_cpu_ = -1;  // CPU of the thread that published the current job (-1: unknown)
   std::atomic<uint64_t> slot_{0};
   std::atomic<int> finished_{0};
   std::mutex run_mu_;  // serialises callers of run_on_all

@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createBackend } from "../src/backend/index.js";
+import { loadAddon } from "../src/backend/native/addon.js";
 import type { Backend, FArr, GemmParams } from "../src/backend/spec.js";
 import { assertClose, assertExact, assertKernelError, backends, dot, f32, numericGrad, randn, TOL } from "./util.js";
 
@@ -344,5 +345,34 @@ test("every built-in micro-kernel (MOE_GEMM_ISA caps the ISA) matches ref", () =
   } finally {
     if (saved === undefined) delete process.env.MOE_GEMM_ISA;
     else process.env.MOE_GEMM_ISA = saved;
+  }
+});
+
+test("a GEMM cut into several pieces per thread equals the 1-thread result bit for bit and ref (f32 and bf16)", () => {
+  // Shapes large enough for up to 4 pieces per thread (native/gemm_driver.cc): 512³ split along M
+  // (each thread packs B once and reuses it), 160×512×2048 split along N, and K above one K block
+  // (B more than one packed block: at most one row piece per thread). Each element of C is one
+  // task's full-K sum, so the split must not change a bit.
+  const bf16 = loadAddon().bf16GemmAvailable!() as boolean;
+  const one = createBackend({ name: "native", threads: 1, gemm: "builtin" });
+  const many = [2, 3].map((t) => createBackend({ name: "native", threads: t, gemm: "builtin" }));
+  let seed = 900;
+  for (const [M, K, N] of [[512, 512, 512], [160, 512, 2048], [600, 1600, 300]] as [number, number, number][]) {
+    const a = randn(Float32Array, M * K, seed++), b = randn(Float32Array, K * N, seed++), c0 = randn(Float32Array, M * N, seed++);
+    for (const precision of bf16 ? (["f32", "bf16"] as const) : (["f32"] as const)) {
+      const p: GemmParams = { M, N, K, transB: N === 300, alpha: 1.5, beta: 0.5, precision };
+      const base = c0.slice();
+      one.gemm(a, b, base, p);
+      if (precision === "f32") {
+        const expected = c0.slice();
+        ref.gemm(a, b, expected, p);
+        assertClose(base, expected, TOL.f32Reduce, `${M}x${K}x${N} 1 thread vs ref`);
+      }
+      for (const be of many) {
+        const c = c0.slice();
+        be.gemm(a, b, c, p);
+        assertExact(c, base, `${M}x${K}x${N} ${precision} ${be.info().threads} threads vs 1`);
+      }
+    }
   }
 });

@@ -152,7 +152,7 @@ test("tp: a step that throws on rank 0 in the middle fails every later step with
   }
 });
 
-test("moe generate --tp 2 prints the --tp 1 text; --tp that does not fit the heads and --tp 0 are refused", async () => {
+test("moe generate --tp 2 (threads, and over moe launch's 2 ranks) prints the --tp 1 text; --tp that does not fit the heads and --tp 0 are refused", async () => {
   const base = mkdtempSync(path.join(tmpdir(), "moe-tp-cli-"));
   const tr = await cli(["train", ...tinyArgs(base, "run", corpus(20), ["train.steps=8"])]);
   assert.equal(tr.code, 0, tr.err);
@@ -163,6 +163,10 @@ test("moe generate --tp 2 prints the --tp 1 text; --tp that does not fit the hea
   assert.equal(two.code, 0, two.err);
   assert.ok(one.out.length > "the whale".length + 4, one.out);
   assert.equal(two.out, one.out);
+  // the launched ranks instead of threads: moe launch's threads world (2 ranks of one process)
+  const launched = await cli(["launch", "--nproc", "2", "--timeout", "60", "--", "generate", run, "--prompt", "the whale", "--max-tokens", "16", "--temperature", "0", "--ignore-eos", "--tp", "2"]);
+  assert.equal(launched.code, 0, launched.err);
+  assert.equal(launched.out.replace(/^\[rank 0\] /gm, ""), one.out);
   const three = await gen("3"); // tiny-mixtral: 4 heads, 2 kv heads
   assert.notEqual(three.code, 0);
   assert.match(three.err, /3 ranks do not fit 2 kv heads: use at most 2 ranks or a multiple of 2/);

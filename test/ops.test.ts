@@ -573,6 +573,35 @@ describe("ops: closed forms", () => {
 });
 
 // ---------------------------------------------------------------------------
+describe("ops: arrays over a SharedArrayBuffer", () => {
+  // worker_threads ranks hold tensors in SharedArrayBuffers; the native engine read their data
+  // pointer as null before (a segmentation fault in be.add), so every kernel route must take them
+  const shared = (a: Float32Array): Float32Array => {
+    const s = new Float32Array(new SharedArrayBuffer(a.byteLength + 8), 8, a.length); // with a byte offset
+    s.set(a);
+    return s;
+  };
+  test("add, softmax and gemm give the same bits as on ordinary arrays", () => {
+    const M = 7, K = 33, N = 19;
+    const a = rnd(M * K, 1), b = rnd(K * N, 2), x = rnd(M * K, 3);
+    for (const { be } of natives) {
+      const want = [z(M * K), z(M * K), z(M * N)];
+      be.add(want[0]!, a, x);
+      be.softmaxForward(want[1]!, a, M, K);
+      be.gemm(a, b, want[2]!, { M, K, N });
+      const got = [shared(z(M * K)), shared(z(M * K)), shared(z(M * N))];
+      be.add(got[0]!, shared(a), shared(x));
+      be.softmaxForward(got[1]!, shared(a), M, K);
+      be.gemm(shared(a), shared(b), got[2]!, { M, K, N });
+      got.forEach((g, i) => assertExact(g, want[i]!, `shared ${i}`));
+      // and the values are the ref's (the ordinary arrays are checked against ref above)
+      const r = z(M * K);
+      ref.add(r, a, x);
+      assertExact(got[0]!, r, "add vs ref");
+    }
+  });
+});
+
 describe("ops: bad input", () => {
   const all = [ref, nat2];
   test("wrong dtype, mixed dtypes, Float64Array to native", () => {

@@ -367,7 +367,7 @@ test("parallel.plan=auto: the chosen layout is the fastest fitting executable on
   assert.throws(() => autoLayout({ ...base, ranks: 1, availableMemory: 1e3, supports: { ep: false, pp: false } }), /no executable layout of 1 rank\(s\) fits/);
 });
 
-test("fitLink recovers α and β from exact ring all-reduce and all-gather times; machineCluster shares the cores", () => {
+test("fitLink recovers α and β from exact ring all-reduce and all-gather times; machineCluster states the cores shared", () => {
   const link = { latency: 7e-6, bandwidth: 2.5e9 };
   for (const kind of ["allreduce", "gather"] as const) {
     const samples = [2, 4].flatMap((p) => [1024, 65536, 1 << 20, 16 << 20].map((bytes) => ({ ranks: p, bytes, seconds: collective(kind, bytes, p, link) })));
@@ -381,9 +381,9 @@ test("fitLink recovers α and β from exact ring all-reduce and all-gather times
   near(flat.bandwidth, 1e9, 1e-9);
   assert.throws(() => fitLink([{ ranks: 2, bytes: 1024, seconds: 1e-5 }], "allreduce"), /need ≥ 2 samples/);
   const c = (ranks: number, threads = 1) => machineCluster({ ranks, cores: 2, threads, flopsPerRank: 8e10, memory: 8e9, link, source: "test" });
-  assert.equal(c(2).flops, 8e10);
-  assert.equal(c(4).flops, 4e10); // 4 ranks on 2 cores: half a core each
-  assert.equal(c(2, 2).flops, 4e10);
+  assert.equal(c(4).flops, 8e10); // the rate of a rank computing alone; the sharing is the simulation's
+  assert.equal(c(4).concurrency, 2);
+  assert.equal(c(2, 2).concurrency, 1); // 2-thread ranks on 2 cores: one at full rate at a time
   assert.equal(c(4).memoryBytes, 2e9);
   assert.throws(() => machineCluster({ ranks: 2, cores: 0, threads: 1, flopsPerRank: 1, memory: 1, link, source: "x" }), /cores must be a positive integer/);
 });
@@ -429,4 +429,41 @@ test("headEfficiency moves only the head's time: halving it adds head FLOPs / ra
   near(half.stage(0, 0, 1, 0).fwd, full.stage(0, 0, 1, 0).fwd);
   assert.throws(() => new LayoutCost(tiny, tinyRun, cl, shape, { ...f32NoZero, headEfficiency: 0 }), /headEfficiency must be a finite number > 0/);
   assert.throws(() => new LayoutCost(tiny, tinyRun, cl, shape, { ...f32NoZero, gradSync: "all" as never }), /gradSync must be "stage" or "arena"/);
+});
+
+test("1F1B on shared cores: processor sharing against its closed forms and bounds", () => {
+  const t = { fwd: [1, 2, 0.5, 1.5], bwd: [2, 3, 1, 2.5], p2p: [0, 0, 0] };
+  const m = 6;
+  const work = t.fwd.reduce((a, f, i) => a + m * (f + t.bwd[i]!), 0);
+  // one core: always some stage can run, so the step is all the work done one at a time
+  near(simulate1F1B(t, m, { cores: 1 }).step, work, 1e-9);
+  // one stage, 3 replicas on 2 cores: m (f + b) · 3/2
+  near(simulate1F1B({ fwd: [1], bwd: [2], p2p: [] }, m, { cores: 2, replicas: 3 }).step, m * 3 * 1.5, 1e-9);
+  // enough cores: the plain simulation (closed form for equal stages)
+  near(simulate1F1B({ fwd: [1, 1], bwd: [2, 2], p2p: [0] }, m, { cores: 4, replicas: 2 }).step, uniformClosedForm(2, m, 1, 2).step);
+  // fewer cores than ranks but more than run at once on average: between the plain step and plain × ranks / cores,
+  // never below the work over the cores; the operations keep their dependencies
+  const plain = simulate1F1B(t, m).step;
+  for (const cores of [1.5, 2, 3, 3.9]) {
+    const r = simulate1F1B(t, m, { cores });
+    assert.ok(r.step >= plain - 1e-9 && r.step <= (plain * 4) / cores + 1e-9, `cores ${cores}: ${r.step} vs plain ${plain}`);
+    assert.ok(r.step >= work / cores - 1e-9);
+    const end = new Map(r.ops.map((o) => [`${o.kind}${o.stage}.${o.microBatch}`, o.end]));
+    for (const o of r.ops) {
+      if (o.kind === "F" && o.stage > 0) assert.ok(o.start >= end.get(`F${o.stage - 1}.${o.microBatch}`)! - 1e-9);
+      if (o.kind === "B" && o.stage < 3) assert.ok(o.start >= end.get(`B${o.stage + 1}.${o.microBatch}`)! - 1e-9);
+    }
+  }
+  assert.throws(() => simulate1F1B(t, m, { cores: 0 }), /cores must be > 0/);
+  assert.equal(parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, concurrency: 2 }).concurrency, 2);
+  assert.equal(parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11 }).concurrency, undefined);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, concurrency: "two" }), /concurrency must be a number > 0/);
+  // the optimizer, run by every rank at once, gets concurrency / ranks of the rate
+  const link = { latency: 0, bandwidth: 1e9 };
+  const cl = (concurrency?: number): ClusterSpec => ({ nodes: 1, devicesPerNode: 4, memoryBytes: 1e12, flops: 1e9, flopsSource: "stated", intraNode: link, interNode: link, ...(concurrency ? { concurrency } : {}) });
+  const cost: CostOptions = { ...f32NoZero, gradSync: "arena", optimizerSecondsPerParam: 1e-9, normSecondsPerParam: 0 };
+  const shape = { dp: 4, tp: 1, pp: 1, expert: "etp" as const, ep: 1 };
+  const run = { ...tinyRun, globalBatch: 8 };
+  const a = new LayoutCost(tiny, run, cl(), shape, cost), b = new LayoutCost(tiny, run, cl(2), shape, cost);
+  near(b.optimizerTime(b.stage(0, 0, 2, 0)), 2 * a.optimizerTime(a.stage(0, 0, 2, 0)));
 });

@@ -2,15 +2,17 @@
 // mpirun) against one rank: 2 ranks give the one-rank engine's greedy tokens and logits for GQA
 // with an uneven kv split and for q8_0 with q8 activations (test/tp-rank-program.ts, reference
 // computed here without TP); `moe generate --tp 2` under mpirun and under `moe launch --backend
-// mpi` prints the `--tp 1` text of a trained 6/3-head GQA model (kv heads split [2, 1]); `moe
-// serve --tp 2` under mpirun listens on rank 0 only and completes with the same text; a --tp
-// that is not the rank count is refused clearly; a rank ≥ 1 that throws or is killed in the
-// middle of a step ends the job non-zero with a message instead of leaving rank 0 waiting.
+// mpi` prints the `--tp 1` text of a trained 6/3-head GQA model (kv heads split [2, 1]), and so
+// does `moe chat --tp 2` under mpirun; `moe
+// serve --tp 2` under mpirun listens on rank 0 only, completes with the same text and idles
+// without busy-polling a core; a --tp that is not the rank count is refused clearly; a rank ≥ 1
+// that throws or is killed in the middle of a step ends the job non-zero with a message instead
+// of leaving rank 0 waiting.
 // Skipped when mpirun or the MPI binding is absent (CI installs Open MPI).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { mpirunArgs } from "../src/cli/launch.js";
@@ -26,7 +28,7 @@ const ENV = { ...process.env, MOE_NUM_THREADS: "1" };
 interface Run { code: number | null; out: string; err: string; ms: number }
 
 /** `mpirun -n 2 node ARGS` (mpirun's --timeout and a kill after limitMs guard against a hang); `onOut` sees stdout as it comes. */
-function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: ReturnType<typeof spawn>) => void): Promise<Run> {
+function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: ReturnType<typeof spawn>) => void, stdin = ""): Promise<Run> {
   const t0 = Date.now();
   const p = spawn("mpirun", [...mpirunArgs({ nproc: 2, timeout: Math.ceil(limitMs / 1000) }), process.execPath, ...args], { cwd: ROOT, env: ENV });
   let out = "", err = "";
@@ -35,12 +37,34 @@ function mpirun(args: string[], limitMs = 60_000, onOut?: (out: string, p: Retur
     onOut?.(out, p);
   });
   p.stderr!.on("data", (d) => (err += d));
-  p.stdin!.end();
+  p.stdin!.end(stdin); // mpirun forwards it to rank 0
   const kill = setTimeout(() => p.kill("SIGKILL"), limitMs + 5000);
   return new Promise((resolve) => p.on("close", (code) => {
     clearTimeout(kill);
     resolve({ code, out, err, ms: Date.now() - t0 });
   }));
+}
+
+/** CPU seconds (user + system) the children of `ppid` use over the next `ms` (Linux /proc; null elsewhere). */
+async function childrenCpuSeconds(ppid: number, ms: number): Promise<number | null> {
+  if (!existsSync("/proc/self/stat")) return null;
+  const ticks = () => {
+    let t = 0;
+    for (const d of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+      let st: string;
+      try {
+        st = readFileSync(`/proc/${d}/stat`, "utf8");
+      } catch {
+        continue; // ended meanwhile
+      }
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
+      if (Number(f[1]) === ppid) t += Number(f[11]) + Number(f[12]); // utime, stime
+    }
+    return t;
+  };
+  const t0 = ticks();
+  await new Promise((r) => setTimeout(r, ms));
+  return (ticks() - t0) / 100; // USER_HZ
 }
 
 /** What rank 0 printed, without mpirun's --tag-output prefixes. */
@@ -63,7 +87,7 @@ test("mpirun 2 ranks: GQA 10/5 (kv heads [3, 2]) and q8_0 with q8 activations gi
   });
 });
 
-test("moe generate --tp 2 under mpirun and moe launch --backend mpi prints the --tp 1 text (GQA 6/3, kv heads [2, 1]); serve listens on rank 0 only; a wrong --tp is refused", async (t) => {
+test("moe generate and chat --tp 2 under mpirun, and moe launch --backend mpi, print the --tp 1 text (GQA 6/3, kv heads [2, 1]); serve listens on rank 0 only; a wrong --tp is refused", async (t) => {
   if (MISSING) return t.skip(MISSING);
   const base = mkdtempSync(path.join(tmpdir(), "moe-tp-mpi-"));
   const tr = await cli(["train", ...tinyArgs(base, "run", corpus(20), ["train.steps=4", "model.hidden_size=36", "model.num_heads=6", "model.num_kv_heads=3"])]);
@@ -83,18 +107,32 @@ test("moe generate --tp 2 under mpirun and moe launch --backend mpi prints the -
   assert.equal(launched.code, 0, launched.err);
   assert.equal(rank0(launched.out), one.out);
 
-  // serve: rank 0 listens (one listening line), the completion is generate's text after the prompt
-  let completion: Promise<string> | null = null;
+  // chat: rank 0 reads the conversation (mpirun passes stdin to rank 0)
+  const chat = ["chat", model, "--temperature", "0", "--max-tokens", "8"];
+  const chatOne = await cli(chat, { stdin: "the whale\n" });
+  assert.equal(chatOne.code, 0, chatOne.err);
+  const chatTwo = await mpirun([CLI, ...chat, "--tp", "2"], 60_000, undefined, "the whale\n");
+  assert.equal(chatTwo.code, 0, chatTwo.err);
+  assert.ok(chatOne.out.trim().length > 0, chatOne.out);
+  assert.equal(rank0(chatTwo.out), chatOne.out);
+
+  // serve: rank 0 listens (one listening line), the completion is generate's text after the prompt;
+  // then, idle, the ranks wait without busy-polling a core (Linux: their CPU time over 2 s)
+  type Served = { text: string; idleCpu: number | null };
+  let completion = null as Promise<Served> | null; // set by the output callback
   const served = await mpirun([CLI, "serve", model, "--tp", "2", "--port", "0"], 60_000, (out, p) => {
     const port = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1];
     if (completion || !port || !/ready/.test(out)) return;
     completion = fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "the whale", max_tokens: 16, temperature: 0, ignore_eos: true }) })
       .then((res) => res.json() as Promise<{ choices: { text: string }[] }>)
-      .then((j) => j.choices[0]!.text)
+      .then(async (j) => ({ text: j.choices[0]!.text, idleCpu: await childrenCpuSeconds(p.pid!, 2000) }))
       .finally(() => p.kill("SIGTERM"));
   });
   assert.ok(completion, `serve never became ready: ${served.out}\n${served.err}`);
-  assert.equal("the whale" + (await completion!) + "\n", one.out);
+  const { text, idleCpu }: Served = await completion!;
+  assert.equal("the whale" + text + "\n", one.out);
+  // a rank busy-polling in MPI_Bcast takes ≥ 0.25 core even on a loaded 2-core machine (0.5 s here)
+  if (idleCpu !== null) assert.ok(idleCpu < 0.3, `idle serve ranks used ${idleCpu.toFixed(2)} CPU seconds in 2 s`);
   assert.equal(served.out.match(/listening on/g)?.length, 1, served.out);
   assert.match(served.out, /\[\d+,0\]<stdout>:moe serve: ready .*\(rank 0 of tp 2, mpi ranks\)/);
 

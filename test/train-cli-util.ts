@@ -6,6 +6,8 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { TestContext } from "node:test";
+import { mpiAvailable } from "../src/parallel/mpi.js";
 
 export const CLI = path.join(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".."), "dist", "src", "cli", "main.js");
 
@@ -38,4 +40,21 @@ export function losses(dir: string): number[] {
 export function closeLosses(a: number[], b: number[], what: string): void {
   assert.equal(a.length, b.length, `${what}: steps`);
   a.forEach((x, i) => assert.ok(Math.abs(x - b[i]!) <= 1e-5 * Math.abs(b[i]!), `${what} step ${i + 1}: ${x} vs ${b[i]}`));
+}
+
+/**
+ * Skips the test (returns true) when `backend` cannot run `nproc` ranks here: MPI needs the
+ * binding and mpirun, and runs 2-rank layouts only (runtime; larger ones are covered on threads).
+ */
+export function skipLaunch(t: TestContext, backend: "threads" | "mpi", nproc: number): boolean {
+  if (backend === "threads") return false;
+  if (!mpiAvailable() || spawnSync("mpirun", ["--version"]).error) t.skip("Open MPI binding or mpirun not available");
+  else if (nproc > 2) t.skip("covered on threads; MPI runs the 2-rank layouts only (runtime)");
+  else return false;
+  return true;
+}
+
+/** `moe launch --nproc N --backend B -- train …`, asserting exit 0. */
+export function launchTrain(backend: "threads" | "mpi", nproc: number, trainArgs: string[]): string {
+  return runCli(["launch", "--nproc", String(nproc), "--backend", backend, "--timeout", "200", "--", "train", ...trainArgs]);
 }

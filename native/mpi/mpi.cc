@@ -102,9 +102,13 @@ struct View {
   napi_typedarray_type type;
 };
 
+// Through napi_get_typedarray_info: also right for arrays over a SharedArrayBuffer (whose
+// ArrayBuffer().Data() is null).
 View GetView(const Napi::Value& v) {
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  return {static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ElementLength(), ta.TypedArrayType()};
+  View out{nullptr, 0, napi_float32_array};
+  if (napi_get_typedarray_info(v.Env(), v, &out.type, &out.n, &out.data, nullptr, nullptr) != napi_ok)
+    Napi::Error::Fatal("moe_mpi", "a buffer argument is not a TypedArray (the TypeScript wrapper checks this)");
+  return out;
 }
 
 // acc[i] = acc[i] op x[i], in T (op: 0 sum, 1 max, 2 min; NaN propagates through max/min).
@@ -468,14 +472,23 @@ Napi::Value Alltoallv(const Napi::CallbackInfo& info) {
   return Submit(info.Env(), c, {info[1], info[3]}, work);
 }
 
-// bcast(h, buf, root)
+// bcast(h, buf, root, sync?, sleep?)
 Napi::Value Bcast(const Napi::CallbackInfo& info) {
   Comm* c = GetComm(info[0]);
   View b = GetView(info[1]);
   int root = info[2].As<Napi::Number>().Int32Value();
-  auto work = [c, b, root]() -> std::string {
-    MPI_TRY(MPI_Bcast(b.data, static_cast<int>(b.n), Dt(b.type), root, c->comm), "broadcast");
-    return "";
+  // sleep (5th argument): MPI_Ibcast tested with sleeps in between, so a rank waiting long for the
+  // root leaves its core free (every rank of one broadcast uses the same kind: MPI matches
+  // blocking and non-blocking collectives separately)
+  const bool sleep = info.Length() > 4 && info[4].ToBoolean().Value();
+  auto work = [c, b, root, sleep]() -> std::string {
+    if (!sleep) {
+      MPI_TRY(MPI_Bcast(b.data, static_cast<int>(b.n), Dt(b.type), root, c->comm), "broadcast");
+      return "";
+    }
+    MPI_Request req;
+    MPI_TRY(MPI_Ibcast(b.data, static_cast<int>(b.n), Dt(b.type), root, c->comm, &req), "broadcast");
+    return WaitPolling(&req, "broadcast");
   };
   if (IsSync(info, 3)) return RunNow(info.Env(), c, "broadcastSync", work);
   return Submit(info.Env(), c, {info[1]}, work);

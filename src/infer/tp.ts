@@ -12,11 +12,13 @@
 // One step, numbered:
 //  1. rank 0's runStep calls `begin`: a header (command, row and sequence counts, KV geometry)
 //     and the step's int arrays (tokens, positions, query starts, context lengths, slots, block
-//     tables) are broadcast to the workers, which wait for them in a blocking loop
+//     tables) are broadcast to the workers, which wait for them in a blocking loop (the header
+//     with a sleeping wait, so an idle MPI worker leaves its core free)
 //  2. every rank runs runStep on its slice: q/k/v of its heads into its KV slice, attention, its
 //     o_proj columns → all-reduce; its FFN / expert columns → all-reduce (router logits are
 //     broadcast from rank 0 so every rank picks the same experts)
-//  3. rank 0 alone runs the final norm and LM head and samples
+//  3. rank 0 alone runs the final norm and LM head and samples (runStep calls `end`; a step that
+//     threw between begin and end leaves the ranks out of step, and later steps refuse to run)
 // `close()` broadcasts the stop command and waits for the workers to exit.
 //
 // Limits: a worker thread that fails in the middle of a step cannot tell rank 0, which then waits
@@ -187,7 +189,7 @@ export class TensorParallel {
         hdr[TP_HEADER.kvDtype] = kv.dtype === "bf16" ? 1 : 0;
         hdr[TP_HEADER.maxRows] = ws.maxRows;
         hdr[TP_HEADER.activations] = ws.activations === "q8" ? 1 : 0;
-        g.broadcastSync(hdr, 0);
+        g.broadcastSync(hdr, 0, "sleep"); // a worker may wait long for the next step: no busy-polling core
         g.broadcastSync(packBatch(b), 0);
       },
       end: () => {
@@ -205,7 +207,7 @@ export class TensorParallel {
       if (this.failure === null) {
         const hdr = new Int32Array(TP_HEADER.length);
         hdr[TP_HEADER.cmd] = TP_CMD.stop;
-        this.group.broadcastSync(hdr, 0);
+        this.group.broadcastSync(hdr, 0, "sleep");
       } else await Promise.all(this.workers.map((w) => w.terminate()));
       await Promise.all(this.exits);
       if (this.ownsGroup) await this.group.close();
@@ -227,7 +229,7 @@ export function tpWorkerLoop(be: Backend, g: ProcessGroup, w: EngineWeights, wid
   let kv: KvCachePool | null = null;
   let ws: InferenceWorkspace | null = null;
   for (;;) {
-    g.broadcastSync(hdr, 0);
+    g.broadcastSync(hdr, 0, "sleep"); // a worker may wait long for the next step: no busy-polling core
     if (hdr[TP_HEADER.cmd] === TP_CMD.stop) return;
     const N = hdr[TP_HEADER.N]!, S = hdr[TP_HEADER.S]!;
     const payload = new Int32Array(3 * N + 2 * S + 1 + hdr[TP_HEADER.tables]!);

@@ -13,7 +13,11 @@
 // Backward runs the stages in reverse; gather and scatter are each other's backward, the router
 // gets gradient only through the selected weights (and the balancing losses' probs/logits terms).
 //
-// Not: parallel (EP/EDP dispatch lives in parallel/), and not the router math (see router.ts).
+// Tensor parallelism (a TP context in the options): expert outputs are partial sums over the TP
+// ranks (ETP column slices, or EDP's whole experts of one rank: only its experts' rows run
+// here); the backward all-reduces the gate gradients before the router and adds the router's
+// replicated input gradient on one rank.
+// Not: parallel (EP dispatch lives in parallel/), and not the router math (see router.ts).
 import type { Backend } from "../backend/spec.js";
 import type { FArr, FCtor } from "../nn/dims.js";
 import { linearBackward, linearForward } from "../nn/linear.js";
@@ -48,8 +52,9 @@ export interface MoeForwardOptions {
   virtualCapacityFactor: number;
   /** Expert parallelism: this rank computes only its experts; rows travel by all-to-all-v. */
   ep?: ExpertParallel;
-  /** Expert tensor parallelism (ETP): every expert's intermediate columns are split over the TP
-   * group, so expert outputs are partial sums (the caller all-reduces the layer output). */
+  /** Tensor parallelism: ETP (every expert's intermediate columns split over the TP group) or EDP
+   * (`tp.experts`: whole experts per rank); either way expert outputs are partial sums over the
+   * group and the caller all-reduces the layer output. */
   tp?: TensorParallelContext;
 }
 
@@ -340,9 +345,9 @@ export function moeBackward(be: Backend, st: MoeLayerState, w: MoeWeights, dw: M
     const a = st.rowAssign[i]!;
     if (a >= 0) dWeights[a] = dRowW[i]!;
   }
-  // ETP: dot(dy, expert output) over partial outputs; the router needs the sum over the TP ranks
+  // TP: dot(dy, expert output) over partial outputs; the router needs the sum over the TP ranks
   st.tp?.allreduce(dWeights);
-  // ETP: the router's and the shared gate's input gradients are replicated: one rank adds them
+  // TP: the router's and the shared gate's input gradients are replicated: one rank adds them
   // (the caller all-reduces dx); the others write them into consumed scratch
   const dxRep = st.tp && st.tp.rank !== 0 ? sc.dxs.subarray(0, N * C) : dxj;
 

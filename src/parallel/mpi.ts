@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import {
-  type Buf, type ProcessGroup, type ReduceOp, type StartedOp, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
+  type Buf, type ProcessGroup, type ReduceOp, type StartedOp, type SyncWait, OP_CODE, checkColorKey, checkOp, checkRank, checkSameDtype, checkTag,
   displacements, dtypeOf, splitMembers, startedOnce, subgroupColorKey,
 } from "./process-group.js";
 
@@ -27,7 +27,7 @@ interface MpiAddon {
   reduceScatter(h: unknown, send: Buf, recv: Buf, op: number, sync?: boolean): Promise<void>;
   allgather(h: unknown, send: Buf, recv: Buf, sync?: boolean): Promise<void>;
   alltoallv(h: unknown, send: Buf, sendCounts: Int32Array, recv: Buf, recvCounts: Int32Array, sync?: boolean): Promise<void>;
-  bcast(h: unknown, buf: Buf, root: number, sync?: boolean): Promise<void>;
+  bcast(h: unknown, buf: Buf, root: number, sync?: boolean, sleep?: boolean): Promise<void>;
   send(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
   recv(h: unknown, buf: Buf, peer: number, tag: number): Promise<void>;
   barrier(h: unknown, sync?: boolean): Promise<void>;
@@ -139,17 +139,18 @@ class MpiGroup implements ProcessGroup {
     void this.alltoallvCall(send, sendCounts, recv, recvCounts, true);
   }
 
-  private broadcastCall(buf: Buf, root: number, sync: boolean): Promise<void> {
+  private broadcastCall(buf: Buf, root: number, sync: boolean, wait: SyncWait = "spin"): Promise<void> {
     dtypeOf(buf);
     checkRank("mpi broadcast", root, this.size, "root");
+    if (wait !== "spin" && wait !== "sleep") throw new Error(`mpi broadcast: wait must be 'spin' or 'sleep', got '${String(wait)}'`);
     this.live("broadcast");
-    return this.mpi.bcast(this.c.handle, buf, root, sync);
+    return this.mpi.bcast(this.c.handle, buf, root, sync, wait === "sleep");
   }
   async broadcast(buf: Buf, root: number): Promise<void> {
     return this.broadcastCall(buf, root, false);
   }
-  broadcastSync(buf: Buf, root: number): void {
-    void this.broadcastCall(buf, root, true);
+  broadcastSync(buf: Buf, root: number, wait?: SyncWait): void {
+    void this.broadcastCall(buf, root, true, wait);
   }
 
   async barrier(): Promise<void> {

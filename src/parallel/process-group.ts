@@ -73,9 +73,19 @@ export interface ProcessGroup {
   reduceScatterSync(send: Buf, recv: Buf, op?: ReduceOp): void;
   allgatherSync(send: Buf, recv: Buf): void;
   alltoallvSync(send: Buf, sendCounts: ArrayLike<number>, recv: Buf, recvCounts: ArrayLike<number>): void;
-  broadcastSync(buf: Buf, root: number): void;
+  /**
+   * `wait` "sleep", for a broadcast a rank may wait long for (an idle inference worker waiting for
+   * the next step): mpi tests the operation with short sleeps (10 µs doubling to 500 µs) instead of
+   * Open MPI's busy-polling wait, so the waiting rank leaves its core free, at up to 0.5 ms more
+   * latency. Every rank passes the same `wait` for one broadcast (MPI does not match the two
+   * kinds). threads and single have one way to wait (threads: a futex). Default "spin".
+   */
+  broadcastSync(buf: Buf, root: number, wait?: SyncWait): void;
   barrierSync(): void;
 }
+
+/** How a blocking broadcast waits for its root (ProcessGroup.broadcastSync). */
+export type SyncWait = "spin" | "sleep";
 
 /** A started operation (ProcessGroup.allreduceStart). */
 export interface StartedOp {

@@ -32,7 +32,7 @@ import type { ModelConfig } from "../model/config.js";
 import { buildLayout, type ParamLayout } from "../model/params.js";
 import type { FArr } from "../nn/dims.js";
 import { localConfig, planTensorParallel, TensorParallelError, type TpPlan, type TpRankPlan } from "../infer/tp-shard.js";
-import { evenSplit, type ProcessGroup } from "./process-group.js";
+import { evenSplit, type Buf, type ProcessGroup, type ReduceOp } from "./process-group.js";
 import type { TensorParallelContext } from "./tp-ops.js";
 
 export { TensorParallelError } from "../infer/tp-shard.js";
@@ -144,6 +144,8 @@ export class TensorParallelLayout {
   readonly localLayout: ParamLayout;
   private readonly maps: TensorMap[];
   private readonly owns: (kind: Kind) => boolean;
+  /** Milliseconds spent in the all-reduces of the contexts made here (forward/backward's, waits for the other ranks included). */
+  commMs = 0;
 
   constructor(readonly fullCfg: ModelConfig, readonly rank: number, size: number, edp = false) {
     if (!(Number.isInteger(rank) && rank >= 0 && rank < size)) throw new TensorParallelError(`tensor parallel: rank ${rank} is not in a group of ${size}`);
@@ -161,7 +163,12 @@ export class TensorParallelLayout {
     if (group.size !== this.plan.size || group.rank !== this.rank) throw new TensorParallelError(`tensor parallel: the group is rank ${group.rank} of ${group.size}, the layout rank ${this.rank} of ${this.plan.size}`);
     const v = this.plan.vocab[this.rank]!;
     const experts = this.plan.experts?.[this.rank];
-    return { rank: this.rank, size: this.plan.size, allreduce: (b, op) => group.allreduceSync(b, op), vocab: { ...v, total: this.fullCfg.vocabSize }, ...(experts ? { experts } : {}) };
+    const allreduce = (b: Buf, op?: ReduceOp) => {
+      const t0 = performance.now();
+      group.allreduceSync(b, op);
+      this.commMs += performance.now() - t0;
+    };
+    return { rank: this.rank, size: this.plan.size, allreduce, vocab: { ...v, total: this.fullCfg.vocabSize }, ...(experts ? { experts } : {}) };
   }
 
   private each(fn: (m: TensorMap, s: Segment, fo: number, lo: number) => void): void {

@@ -61,18 +61,19 @@ export function fitLink(samples: readonly LinkSample[], kind: "allreduce" | "gat
 }
 
 /**
- * One machine as a cluster of `ranks` devices: the memory divided over the ranks, and each rank's
- * measured rate (on `threads` engine threads) scaled by the share of the `cores` it gets when
- * ranks × threads exceed them (cores / (ranks · threads); 4 one-thread ranks on 2 cores: half).
+ * One machine as a cluster of `ranks` devices: the memory divided over the ranks, each rank's
+ * measured rate (on `threads` engine threads), and concurrency = cores / threads: when more ranks
+ * than that compute at once they share the cores (4 one-thread ranks all computing on 2 cores:
+ * half the rate each; a rank waiting on an exchange leaves its share to the others).
  */
 export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string }): ClusterSpec {
   for (const k of ["ranks", "cores", "threads"] as const) if (!Number.isInteger(i[k]) || i[k] < 1) throw new PlanError(`machineCluster: ${k} must be a positive integer, got ${i[k]}`);
   if (!(i.flopsPerRank > 0) || !(i.memory > 0)) throw new PlanError(`machineCluster: rate and memory must be > 0 (got ${i.flopsPerRank}, ${i.memory})`);
-  const share = Math.min(1, i.cores / (i.ranks * i.threads));
+  const concurrency = i.cores / i.threads;
   return {
-    nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.memory / i.ranks, flops: i.flopsPerRank * share,
-    flopsSource: share < 1 ? `${i.source}, × ${share.toFixed(2)} (${i.ranks} rank(s) × ${i.threads} thread(s) on ${i.cores} core(s))` : i.source,
-    intraNode: i.link, interNode: i.link,
+    nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.memory / i.ranks, flops: i.flopsPerRank,
+    flopsSource: i.ranks > concurrency ? `${i.source}; ${i.ranks} rank(s) × ${i.threads} thread(s) share ${i.cores} core(s)` : i.source,
+    intraNode: i.link, interNode: i.link, concurrency,
   };
 }
 

@@ -37,6 +37,12 @@ export interface ClusterSpec {
   flopsSource: string;
   intraNode: Link;
   interNode: Link;
+  /**
+   * Ranks that compute at the full `flops` at once when the devices are CPU ranks sharing one
+   * machine's cores (cores / threads per rank); more running ranks share it (the 1F1B simulation's
+   * processor sharing, the optimizer's share). Absent: every device computes on its own.
+   */
+  concurrency?: number;
 }
 
 /** Keys of the spec file, with their meaning (also the `--help` text). */
@@ -50,6 +56,7 @@ export const CLUSTER_KEYS = {
   bench_threads: "only bench records with this thread count (default: the largest present)",
   intra_node: "{bandwidth, latency} of links inside a node (default 100GB/s, 5us)",
   inter_node: "{bandwidth, latency} of links between nodes (default 12.5GB/s, 10us)",
+  concurrency: "CPU ranks sharing one machine: how many compute at full rate at once (cores / threads per rank); absent: each device its own",
 } as const;
 
 const DEFAULT_INTRA: Link = { bandwidth: 100e9, latency: 5e-6 };
@@ -186,10 +193,16 @@ export function parseClusterSpec(json: unknown, source = "cluster spec", baseDir
     flops = r.flops;
     flopsSource = `${file}: median of ${r.used} ${r.kind === "train" ? "training-step (train_mfu)" : "GEMM GFLOP/s"} records at ${r.threads} threads`;
   } else throw new PlanError(`${source}: give flops (FLOP/s per device) or bench (a bench JSON file)`);
+  let concurrency: number | undefined;
+  if (o.concurrency !== undefined) {
+    concurrency = typeof o.concurrency === "number" ? o.concurrency : NaN;
+    if (!(concurrency > 0) || !Number.isFinite(concurrency)) throw new PlanError(`${source}: concurrency must be a number > 0, got ${String(o.concurrency)}`);
+  }
   return {
     nodes, devicesPerNode, memoryBytes, flops, flopsSource,
     intraNode: parseLink(o.intra_node, `${source}: intra_node`, DEFAULT_INTRA),
     interNode: parseLink(o.inter_node, `${source}: inter_node`, DEFAULT_INTER),
+    ...(concurrency !== undefined ? { concurrency } : {}),
   };
 }
 

@@ -31,6 +31,9 @@
 //   model, gradients are all-reduced over all dp·pp ranks (EP: dense over dp, expert slices over
 //   the ranks owning them, then all-gathered over ep), ZeRO-1 then all-gathers the parameters over
 //   all ranks, and the norm runs over the whole arena.
+//   CPU ranks sharing a machine (cluster.concurrency < ranks): the 1F1B simulation shares the cores
+//   among the ranks computing at each moment (waiting ranks use none), and the optimizer, which
+//   all ranks run at once, gets concurrency / ranks of the rate.
 //   LM head, loss and embedding run at cluster.flops × headEfficiency (their kernels are not the
 //   layers': a (N × C)·(C × V) product plus a softmax over V per token).
 //   Memory: weights + gradients + optimizer state (ZeRO-1 divides it by the group that reduces
@@ -44,7 +47,7 @@
 import type { ClusterSpec, Link } from "./cluster.js";
 import { PlanError } from "./cluster.js";
 import type { PlanModel, PlanRun } from "./plan-model.js";
-import type { StageTimes } from "./simulate.js";
+import type { SimulateOptions, StageTimes } from "./simulate.js";
 
 export type ExpertMode = "etp" | "ep" | "edp";
 export const EXPERT_MODES: readonly ExpertMode[] = ["etp", "ep", "edp"];
@@ -382,15 +385,26 @@ export class LayoutCost {
     return this.dpSync(s) + this.optimizerTime(s);
   }
 
-  /** AdamW over the parameters the rank updates plus the gradient norm over those it holds (0 when not modelled). */
+  /** Options of the 1F1B simulation: processor sharing when the ranks share fewer cores (cluster.concurrency). */
+  simOptions(): SimulateOptions {
+    const c = this.cluster.concurrency;
+    return { record: false, replicas: this.shape.dp * this.shape.tp, ...(c !== undefined ? { cores: c } : {}) };
+  }
+
+  /**
+   * AdamW over the parameters the rank updates plus the gradient norm over those it holds (0 when
+   * not modelled); every rank runs it at once, so at cluster.concurrency / world of the rate when
+   * the ranks share fewer cores.
+   */
   optimizerTime(s: StageCost): number {
     const o = this.opts, { dp } = this.shape;
+    const c = this.cluster.concurrency, slow = c !== undefined && c < this.world ? this.world / c : 1;
     if (o.gradSync === "arena") {
       const a = this.arenaParams(), all = a.dense + a.expertAll;
-      return (o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * o.normSecondsPerParam;
+      return slow * ((o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * o.normSecondsPerParam);
     }
     const updated = o.zero1 ? s.denseParams / dp + s.expertParams / this.expertDp : s.denseParams + s.expertParams;
-    return updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * o.normSecondsPerParam;
+    return slow * (updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * o.normSecondsPerParam);
   }
 
   /** Gradient synchronisation of one stage once per step (seconds). */

@@ -105,13 +105,13 @@ function divisors(n: number): number[] {
 
 /** Simulated step (pipeline + gradient synchronisation) only: the search's inner objective. */
 function stepTime(lc: LayoutCost, stages: StageCost[]): number {
-  return simulate1F1B(lc.stageTimes(stages), lc.m, { record: false }).step + Math.max(...stages.map((s) => lc.tail(s)));
+  return simulate1F1B(lc.stageTimes(stages), lc.m, lc.simOptions()).step + Math.max(...stages.map((s) => lc.tail(s)));
 }
 
 /** Simulates a layout whose per-stage costs are known. */
 function evaluate(lc: LayoutCost, stages: StageCost[]): Evaluation {
-  const sim = simulate1F1B(lc.stageTimes(stages), lc.m, { record: false });
-  const bare = simulate1F1B(lc.stageTimes(stages, false), lc.m, { record: false });
+  const sim = simulate1F1B(lc.stageTimes(stages), lc.m, lc.simOptions());
+  const bare = simulate1F1B(lc.stageTimes(stages, false), lc.m, lc.simOptions());
   const dp = Math.max(...stages.map((s) => lc.dpSync(s)));
   const optimizer = Math.max(...stages.map((s) => lc.optimizerTime(s)));
   const step = sim.step + Math.max(...stages.map((s) => lc.tail(s)));

@@ -9,6 +9,9 @@
 // 3. Every operation starts at max(stage free, dependency ready); stages are swept until all
 //    operations are placed (a sweep that places nothing means a broken schedule: an error).
 //
+// 4. With `cores` fewer than the ranks (CPU ranks sharing a machine), processor sharing: the
+//    running operations split the cores equally, waiting ranks use none (simulateShared).
+//
 // Not: interleaved (virtual-stage) or zero-bubble schedules, nor overlap of transfers with compute
 // on the sending stage (a transfer delays only the receiver).
 import { PlanError } from "./cluster.js";
@@ -55,7 +58,6 @@ export function oneFOneBOrder(p: number, m: number, stage: number): { kind: "F" 
   return order;
 }
 
-/** `record: false` skips the per-operation list (the search simulates thousands of layouts). */
 /** Operation k of stage i in 1F1B order, computed (no list): micro-batch index, negative for B (−1 − mb). */
 export function oneFOneBOp(p: number, m: number, stage: number, k: number): number {
   const warm = Math.min(p - 1 - stage, m);
@@ -65,13 +67,29 @@ export function oneFOneBOp(p: number, m: number, stage: number, k: number): numb
   return -1 - (k - m);
 }
 
-/** `record: false` skips the per-operation list (the search simulates thousands of layouts). */
-export function simulate1F1B(t: StageTimes, m: number, opts: { record?: boolean } = {}): PipelineResult {
+export interface SimulateOptions {
+  /** Keep the per-operation list (default true; the search simulates thousands of layouts without). */
+  record?: boolean;
+  /**
+   * CPU cores all ranks share (CPU ranks on one machine); absent: every rank has its own device.
+   * With fewer cores than running ranks, the running operations share them equally (processor
+   * sharing: each progresses at min(1, cores / running ranks)); a rank waiting on an exchange
+   * uses none.
+   */
+  cores?: number;
+  /** Ranks that run each stage's schedule at once (dp × tp replicas of the pipeline); default 1. */
+  replicas?: number;
+}
+
+/** Simulates 1F1B; stage times are at a full device (or core) each. */
+export function simulate1F1B(t: StageTimes, m: number, opts: SimulateOptions = {}): PipelineResult {
   const record = opts.record ?? true;
+  const replicas = opts.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1) throw new PlanError(`simulate1F1B: replicas must be a positive integer, got ${replicas}`);
+  if (opts.cores !== undefined && !(opts.cores > 0)) throw new PlanError(`simulate1F1B: cores must be > 0, got ${opts.cores}`);
+  if (opts.cores !== undefined && opts.cores < t.fwd.length * replicas) return simulateShared(t, m, opts.cores, replicas, record);
   const p = t.fwd.length;
-  if (p < 1 || t.bwd.length !== p || t.p2p.length !== p - 1) throw new PlanError(`simulate1F1B: need p forward, p backward and p−1 transfer times (got ${t.fwd.length}, ${t.bwd.length}, ${t.p2p.length})`);
-  if (!Number.isInteger(m) || m < 1) throw new PlanError(`simulate1F1B: micro-batches must be a positive integer, got ${m}`);
-  for (const x of [...t.fwd, ...t.bwd, ...t.p2p]) if (!(x >= 0) || !Number.isFinite(x)) throw new PlanError(`simulate1F1B: times must be finite and ≥ 0, got ${x}`);
+  checkTimes(t, m);
   // end times, stage-major: fEnd[i*m + j]; −1 = not yet run
   const fEnd = new Float64Array(p * m).fill(-1);
   const bEnd = new Float64Array(p * m).fill(-1);
@@ -111,6 +129,73 @@ export function simulate1F1B(t: StageTimes, m: number, opts: { record?: boolean 
     total += busy[i]!;
   }
   return { step, bubble: step > 0 ? 1 - total / (p * step) : 0, busy: [...busy], ops };
+}
+
+/**
+ * 1F1B with processor sharing: an event loop over operation starts, ends and transfer arrivals;
+ * between events the n running stages (× replicas ranks) each progress at min(1, cores / n·replicas)
+ * of their full rate. Same operation order and dependencies as simulate1F1B.
+ */
+function simulateShared(t: StageTimes, m: number, cores: number, replicas: number, record: boolean): PipelineResult {
+  const p = t.fwd.length;
+  checkTimes(t, m);
+  const fEnd = new Float64Array(p * m).fill(-1);
+  const bEnd = new Float64Array(p * m).fill(-1);
+  const next = new Int32Array(p);
+  const left = new Float64Array(p).fill(-1); // remaining full-rate seconds of the running op; −1 idle
+  const started = new Float64Array(p);
+  const busy = new Float64Array(p);
+  const ops: ScheduledOp[] = [];
+  const eps = 1e-12;
+  // ready time of stage i's next operation, or −1 while its dependency has not finished
+  const readyAt = (i: number): number => {
+    const code = oneFOneBOp(p, m, i, next[i]!);
+    if (code >= 0) return i === 0 ? 0 : fEnd[(i - 1) * m + code]! < 0 ? -1 : fEnd[(i - 1) * m + code]! + t.p2p[i - 1]!;
+    const mb = -1 - code;
+    return i === p - 1 ? fEnd[i * m + mb]! : bEnd[(i + 1) * m + mb]! < 0 ? -1 : bEnd[(i + 1) * m + mb]! + t.p2p[i]!;
+  };
+  let now = 0, done = 0;
+  while (done < 2 * m * p) {
+    let wake = Infinity;
+    for (let i = 0; i < p; i++) {
+      if (left[i]! >= 0 || next[i]! >= 2 * m) continue;
+      const r = readyAt(i);
+      if (r < 0) continue;
+      if (r <= now + eps) {
+        left[i] = oneFOneBOp(p, m, i, next[i]!) >= 0 ? t.fwd[i]! : t.bwd[i]!;
+        started[i] = now;
+      } else wake = Math.min(wake, r);
+    }
+    let running = 0;
+    for (let i = 0; i < p; i++) if (left[i]! >= 0) running++;
+    const rate = Math.min(1, cores / (running * replicas));
+    let dt = wake - now;
+    for (let i = 0; i < p; i++) if (left[i]! >= 0) dt = Math.min(dt, left[i]! / rate);
+    if (!Number.isFinite(dt)) throw new PlanError("simulate1F1B: schedule deadlocked (a bug in the operation order)");
+    now += dt;
+    for (let i = 0; i < p; i++) {
+      if (left[i]! < 0) continue;
+      left[i] = left[i]! - dt * rate;
+      if (left[i]! > eps) continue;
+      const code = oneFOneBOp(p, m, i, next[i]!);
+      const fwd = code >= 0, mb = fwd ? code : -1 - code;
+      (fwd ? fEnd : bEnd)[i * m + mb] = now;
+      busy[i]! += now - started[i]!;
+      if (record) ops.push({ stage: i, microBatch: mb, kind: fwd ? "F" : "B", start: started[i]!, end: now });
+      left[i] = -1;
+      next[i]!++;
+      done++;
+    }
+  }
+  const total = busy.reduce((a, b) => a + b, 0);
+  return { step: now, bubble: now > 0 ? 1 - total / (p * now) : 0, busy: [...busy], ops };
+}
+
+function checkTimes(t: StageTimes, m: number): void {
+  const p = t.fwd.length;
+  if (p < 1 || t.bwd.length !== p || t.p2p.length !== p - 1) throw new PlanError(`simulate1F1B: need p forward, p backward and p−1 transfer times (got ${t.fwd.length}, ${t.bwd.length}, ${t.p2p.length})`);
+  if (!Number.isInteger(m) || m < 1) throw new PlanError(`simulate1F1B: micro-batches must be a positive integer, got ${m}`);
+  for (const x of [...t.fwd, ...t.bwd, ...t.p2p]) if (!(x >= 0) || !Number.isFinite(x)) throw new PlanError(`simulate1F1B: times must be finite and ≥ 0, got ${x}`);
 }
 
 /** Closed form for p equal stages without transfer time: step (m+p−1)(f+b), bubble (p−1)/(m+p−1). */

@@ -4,7 +4,8 @@
 //     same model with one layer (median of a few repetitions each). The difference gives one
 //     layer's time, the rest is head, loss and embedding; each divided into the planner's own
 //     FLOP count gives the layers' sustained FLOP/s and the head's rate relative to it
-//     (CostOptions.headEfficiency). Non-GEMM work (norms, softmax, routing, gathers) is inside
+//     (CostOptions.headEfficiency; 1 when the head is too small to time apart from the layers).
+//     Non-GEMM work (norms, softmax, routing, gathers) is inside
 //     these times, which is why a training-step rate predicts a small model's step and a GEMM
 //     rate does not (README "Planning a layout").
 //   - optimizer: AdamW and the gradient-norm pass over an arena of the model's size, seconds per
@@ -22,8 +23,10 @@ import { planModelFromConfig } from "../plan/plan-model.js";
 export interface ComputeRates {
   /** Sustained FLOP/s of the transformer layers (planner FLOP count / measured time). */
   layerFlops: number;
-  /** Head, loss and embedding rate over layerFlops. */
+  /** Head, loss and embedding rate over layerFlops (1 when not resolved). */
   headEfficiency: number;
+  /** False when the head's time was below HEAD_RESOLVED of the one-layer model's (noise). */
+  headResolved: boolean;
   /** Measured seconds per micro-batch, forward + backward: the whole model and one layer of it. */
   fullSeconds: number;
   oneLayerSeconds: number;
@@ -33,6 +36,9 @@ export interface OptimizerRates {
   optimizerSecondsPerParam: number;
   normSecondsPerParam: number;
 }
+
+/** Share of the one-layer model's time below which the head's own time is not trusted. */
+export const HEAD_RESOLVED = 0.1;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
@@ -63,14 +69,18 @@ export function measureComputeRates(hf: HfConfig, B: number, T: number, threads 
   const one = resolveConfig({ ...hf, num_hidden_layers: 1 } as HfConfig);
   const full = timeFwdBwd(cfg, B, T, threads, reps), first = timeFwdBwd(one, B, T, threads, reps);
   const layerSec = Math.max((full - first) / (L - 1), 1e-9);
-  const headSec = Math.max(first - layerSec, 1e-9);
+  const headSec = first - layerSec;
   // the planner's FLOPs of the same work (forward; backward = 2×)
   const pm = planModelFromConfig(cfg, "calibration");
   const cluster = { nodes: 1, devicesPerNode: 1, memoryBytes: 1e15, flops: 1, flopsSource: "calibration", intraNode: { bandwidth: 1, latency: 0 }, interNode: { bandwidth: 1, latency: 0 } };
   const lc = new LayoutCost(pm, { seqLen: T, microBatch: B, globalBatch: B }, cluster, { dp: 1, tp: 1, pp: 1, expert: "etp", ep: 1 }, { ...DEFAULT_COST, precision: PRECISIONS.f32! });
   const layerFlops = lc.layer.reduce((s, c) => s + c.fwdFlops, 0) / L;
-  const layerRate = (3 * layerFlops) / layerSec, headRate = (3 * lc.headFlops()) / headSec;
-  return { layerFlops: layerRate, headEfficiency: headRate / layerRate, fullSeconds: full, oneLayerSeconds: first };
+  const layerRate = (3 * layerFlops) / layerSec;
+  // a head under HEAD_RESOLVED of the one-layer model's time is within the timing noise (a small
+  // vocabulary): its rate cannot be told from the layers', so it gets theirs
+  const resolved = headSec >= HEAD_RESOLVED * first;
+  const headEfficiency = resolved ? (3 * lc.headFlops()) / headSec / layerRate : 1;
+  return { layerFlops: layerRate, headEfficiency, headResolved: resolved, fullSeconds: full, oneLayerSeconds: first };
 }
 
 /** AdamW and gradient-norm seconds per parameter over an arena of `params` elements. */

@@ -69,6 +69,8 @@ export interface StepReport {
   layers: LayerReport[];
   /** Expert parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the MoE all-to-all-v calls, waiting for peers included. */
   epCommMs?: number;
+  /** Tensor parallelism: ms this rank (rank 0 in metrics.jsonl) spent in the TP all-reduces of forward and backward, waiting for peers included. */
+  tpCommMs?: number;
   /** Pipeline runs: this rank's stage, its compute and its waiting in boundary exchanges (ms). */
   pipeline?: { stage: number; busyMs: number; waitMs: number };
 }
@@ -273,7 +275,7 @@ export class Trainer {
 
   /** One optimizer step. */
   trainStep(): StepReport {
-    const t0 = performance.now(), comm0 = this.ep?.ctx.commMs ?? 0;
+    const t0 = performance.now(), comm0 = this.ep?.ctx.commMs ?? 0, tpComm0 = this.tp?.layout.commMs ?? 0;
     const c = this.c, A = c.train.grad_accum, L = this.cfg.numLayers;
     const coefs = this.coefs();
     const step = this.step + 1;
@@ -378,6 +380,7 @@ export class Trainer {
         layer: l, alpha: coefs[l]!, aux: x.aux, z: x.z, dropRate: x.drop, virtualDropRate: x.vdrop, entropy: x.entropy, maxOverMeanLoad: x.load, tokensPerExpert: x.tpe,
       }] : [])),
       ...(this.ep ? { epCommMs: this.ep.ctx.commMs - comm0 } : {}),
+      ...(this.tp ? { tpCommMs: this.tp.layout.commMs - tpComm0 } : {}),
     };
     if (this.stage?.lastTiming && this.stage.groups.pp > 1) report.pipeline = { stage: this.stage.groups.stage, busyMs: +this.stage.lastTiming.busyMs.toFixed(2), waitMs: +this.stage.lastTiming.waitMs.toFixed(2) };
     if (this.rank === 0) appendFileSync(this.metricsFile, JSON.stringify(report) + "\n");
