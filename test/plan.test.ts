@@ -412,12 +412,18 @@ test("the engine's whole-arena gradient sync and the optimizer term match their 
   const z = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 2, expert: "etp", ep: 1 }, arena(true));
   near(z.dpSync(z.stage(1, 1, 2, 0)), 9 * link.latency + (2.25 * 4 * P) / link.bandwidth, 1e-12);
   near(z.optimizerTime(z.stage(1, 1, 2, 0)), (P / 4) * u + P * n);
-  // EP 2 over dp 2: dense all-reduced over dp, the owned half of the experts over expDp = 1 (free), then all-gathered over ep
+  // EP 2 over dp 2 (a rank stores only its experts): dense all-reduced over dp, the held half of
+  // the experts over expDp = 1 (free), nothing gathered; AdamW and the norm over dense + held experts
   const ep = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 1, expert: "ep", ep: 2 }, arena(false));
   const a = ep.arenaParams();
   assert.equal(a.dense + a.expertAll, P);
   assert.equal(a.expertAll, 2 * a.expertHeld);
-  near(ep.dpSync(ep.stage(0, 0, 2, 0)), 2 * link.latency + (a.dense * 4) / link.bandwidth + link.latency + (0.5 * a.expertAll * 4) / link.bandwidth, 1e-12);
+  near(ep.dpSync(ep.stage(0, 0, 2, 0)), 2 * link.latency + (a.dense * 4) / link.bandwidth, 1e-12);
+  near(ep.optimizerTime(ep.stage(0, 0, 2, 0)), (a.dense + a.expertHeld) * (u + n));
+  // with ZeRO-1: plus the dense parameters all-gathered over dp (α + ½·4·dense/β); AdamW on dense/2 + the held experts
+  const epz = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 1, expert: "ep", ep: 2 }, arena(true));
+  near(epz.dpSync(epz.stage(0, 0, 2, 0)), 3 * link.latency + (1.5 * a.dense * 4) / link.bandwidth, 1e-12);
+  near(epz.optimizerTime(epz.stage(0, 0, 2, 0)), (a.dense / 2 + a.expertHeld) * u + (a.dense + a.expertHeld) * n);
 });
 
 test("headEfficiency moves only the head's time: halving it adds head FLOPs / rate to the last stage's forward", () => {

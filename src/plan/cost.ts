@@ -28,9 +28,10 @@
 //   (its share under ZeRO-1) plus the gradient-norm pass over the gradients it holds
 //   (`normSecondsPerParam`). gradSync "stage" is Megatron's (each stage reduces its own
 //   parameters over its DP group); "arena" is this engine's trainer: every rank holds the whole
-//   model, gradients are all-reduced over all dp·pp ranks (EP: dense over dp, expert slices over
-//   the ranks owning them, then all-gathered over ep), ZeRO-1 then all-gathers the parameters over
-//   all ranks, and the norm runs over the whole arena.
+//   model, gradients are all-reduced over all dp·pp ranks, ZeRO-1 then all-gathers the parameters
+//   over all ranks, and the norm runs over the whole arena; EP (a rank stores only its experts):
+//   dense over dp, the held experts over the expert-data-parallel group, nothing gathered, ZeRO-1
+//   split the same way.
 //   CPU ranks sharing a machine (cluster.concurrency < ranks): the 1F1B simulation shares the cores
 //   among the ranks computing at each moment (waiting ranks use none), and the optimizer, which
 //   all ranks run at once, gets concurrency / ranks of the rate.
@@ -400,7 +401,13 @@ export class LayoutCost {
     const o = this.opts, { dp } = this.shape;
     const c = this.cluster.concurrency, slow = c !== undefined && c < this.world ? this.world / c : 1;
     if (o.gradSync === "arena") {
-      const a = this.arenaParams(), all = a.dense + a.expertAll;
+      const a = this.arenaParams();
+      if (this.shape.expert === "ep" && this.shape.ep > 1) {
+        // the rank's arena holds its experts only; ZeRO-1 splits dense over dp, experts over expDp
+        const held = a.dense + a.expertHeld, updated = o.zero1 ? a.dense / dp + a.expertHeld / this.expertDp : held;
+        return slow * (updated * o.optimizerSecondsPerParam + held * o.normSecondsPerParam);
+      }
+      const all = a.dense + a.expertAll;
       return slow * ((o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * o.normSecondsPerParam);
     }
     const updated = o.zero1 ? s.denseParams / dp + s.expertParams / this.expertDp : s.denseParams + s.expertParams;
@@ -412,14 +419,16 @@ export class LayoutCost {
     const p = this.opts.precision;
     const { dp } = this.shape;
     if (this.opts.gradSync === "arena") {
-      // this engine: all-reduce of the whole gradient arena over every rank (EP: dense over dp,
-      // owned expert slices over the ranks owning them, then all-gathered over ep); ZeRO-1 then
-      // all-gathers the updated parameters over every rank
+      // this engine: all-reduce of the whole gradient arena over every rank; ZeRO-1 then
+      // all-gathers the updated parameters over every rank. EP (the rank stores only its
+      // experts): dense over dp, held experts over expDp, ZeRO-1's gathers over the same groups
       const a = this.arenaParams(), w = this.world, link = this.linkDp;
       const ep = this.shape.expert === "ep" ? this.shape.ep : 1;
-      const grads = ep > 1
-        ? ring("allreduce", a.dense * p.gradBytes, dp, link) + ring("allreduce", a.expertHeld * p.gradBytes, this.expertDp, this.linkExpertDp) + ring("gather", a.expertAll * p.gradBytes, ep, this.linkEp)
-        : ring("allreduce", (a.dense + a.expertAll) * p.gradBytes, w, link);
+      if (ep > 1) {
+        const grads = ring("allreduce", a.dense * p.gradBytes, dp, link) + ring("allreduce", a.expertHeld * p.gradBytes, this.expertDp, this.linkExpertDp);
+        return grads + (this.opts.zero1 ? ring("gather", a.dense * p.paramBytes, dp, link) + ring("gather", a.expertHeld * p.paramBytes, this.expertDp, this.linkExpertDp) : 0);
+      }
+      const grads = ring("allreduce", (a.dense + a.expertAll) * p.gradBytes, w, link);
       return grads + (this.opts.zero1 ? ring("gather", (a.dense + a.expertAll) * p.paramBytes, w, link) : 0);
     }
     const part = (params: number, size: number, link: Link) =>
