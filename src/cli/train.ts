@@ -66,7 +66,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
   log(`engine: ${t.backend.info().backend}, ${t.backend.info().threads} threads, gemm ${t.backend.info().gemm}; ${N} tokens/step, ${c.train.steps} steps → ${path.relative(process.cwd(), t.outDir) || "."}`);
   const stored = t.storedParameters;
-  if (stored.local !== stored.full) log(`memory: this rank stores ${stored.local} of the model's ${stored.full} parameters (and as many gradients${c.parallel.zero === 1 ? "" : " and AdamW moments"})`);
+  if (stored.local !== stored.full) log(`memory: this rank stores ${stored.local} of the model's ${stored.full} parameters (and as many gradients${stored.moments === stored.local ? " and AdamW moments" : `; AdamW moments: ${stored.moments} entries each`})`);
   const baseline = t.unigramBaseline();
   log(`unigram baseline (val): ${baseline.toFixed(4)} nats/token; uniform: ${Math.log(t.tokenizer.vocabSize).toFixed(4)}`);
   const start = Date.now();

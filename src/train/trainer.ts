@@ -43,7 +43,7 @@ export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
 import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, optimStepRanges, type OptimState, type ScheduleConfig } from "./optim.js";
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
-import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
+import { loadOptimRange, saveShardedCheckpoint, zeroRange } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
 import { OverlappedGradReduce, planGradBuckets, type OverlapTiming } from "./grad-overlap.js";
 
@@ -128,7 +128,7 @@ export class Trainer {
   private readonly stage: PipelineStage | null;
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
-  private readonly zero: { lo: number; hi: number; chunk: number } | null;
+  private readonly zero: { lo: number; hi: number; chunk: number; group: ProcessGroup } | null;
   /** Expert parallelism: the dispatch context of this rank's experts, the gradient reducer, the EP group, and the map of this rank's arena into the full one (this.model holds only its experts). */
   private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer; group: ProcessGroup; shard: ExpertShard } | null;
   /** ZeRO-1 under expert parallelism: the arena ranges whose moments this rank holds. */
@@ -190,8 +190,9 @@ export class Trainer {
     } else this.ep = null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
     // (EP: the dense part over every rank, the experts over the ranks holding the same ones)
-    const size = args.model.params.length, chunk = Math.ceil(size / world);
-    this.zero = c.parallel.zero === 1 && world > 1 && !this.ep ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    // (TP: the TP ranks hold different slices, so each shards its own slice over its DP group)
+    const zeroGroup = this.tp ? this.tp.dpGroup : group;
+    this.zero = c.parallel.zero === 1 && zeroGroup && zeroGroup.size > 1 && !this.ep ? { ...zeroRange(args.model.params.length, zeroGroup.size, zeroGroup.rank), group: zeroGroup } : null;
     this.epZero = c.parallel.zero === 1 && this.ep ? new EpZero(this.ep.shard.localRanges, mesh!) : null;
     this.backend = args.backend;
     this.model = args.model;
@@ -244,11 +245,16 @@ export class Trainer {
       if (slicer) {
         const size = slicer.fullLayout.size, full = createOptimState(new Float32Array(size));
         st = loadOptimRange(run.resumeFrom, full, 0, size, size);
-        const local = t.epZero ? createOptimState(t.model.params) : t.optim;
+        const local = t.epZero || t.zero ? createOptimState(t.model.params) : t.optim;
         slicer.slice(full.m, local.m);
         slicer.slice(full.v, local.v);
         t.epZero?.pick(local.m, t.optim.m);
         t.epZero?.pick(local.v, t.optim.v);
+        // TP × ZeRO-1: this rank's range of its slice
+        if (t.zero) {
+          t.optim.m.set(local.m.subarray(t.zero.lo, t.zero.hi));
+          t.optim.v.set(local.v.subarray(t.zero.lo, t.zero.hi));
+        }
         t.optim.step = full.step;
       } else st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
@@ -435,14 +441,21 @@ export class Trainer {
     });
   }
 
-  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank. */
+  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank of the ZeRO group. */
   private gatherShards(full: Float32Array, shard: Float32Array = full.subarray(this.zero!.lo, this.zero!.hi)): void {
-    const { chunk } = this.zero!;
+    const { chunk, group } = this.zero!;
     const send = new Float32Array(chunk);
     send.set(shard);
-    const recv = new Float32Array(chunk * this.group!.size);
-    this.group!.allgatherSync(send, recv);
+    const recv = new Float32Array(chunk * group.size);
+    group.allgatherSync(send, recv);
     full.set(recv.subarray(0, full.length));
+  }
+
+  /** ZeRO-1: this rank's moment range made a whole local arena (collective over the ZeRO group). */
+  private zeroExpand(piece: FArr): Float32Array {
+    const arena = new Float32Array(this.model.params.length);
+    this.gatherShards(arena, Float32Array.from(piece));
+    return arena;
   }
 
   /** Aux-free balancing (sigmoid_bias router): each layer's selection bias moves toward equal load. */
@@ -474,9 +487,9 @@ export class Trainer {
     return this.tp !== null || this.ep !== null;
   }
 
-  /** Elements of this rank's parameter arena (= of its gradient arena and, without ZeRO, of each AdamW moment) and of the whole model's. */
-  get storedParameters(): { local: number; full: number } {
-    return { local: this.model.params.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard.fullLayout.size ?? this.model.params.length };
+  /** Elements of this rank's parameter arena (= of its gradient arena), of each of its AdamW moments (fewer under ZeRO-1) and of the whole model's parameters. */
+  get storedParameters(): { local: number; moments: number; full: number } {
+    return { local: this.model.params.length, moments: this.optim.m.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard.fullLayout.size ?? this.model.params.length };
   }
 
   /** An arena of this rank (weights or moments) made whole: gathered from the TP slices or the EP experts (collective). */
@@ -523,7 +536,8 @@ export class Trainer {
     // EP with sharded memory likewise (each rank's experts gathered over its EP group)
     if (this.collective) {
       // ZeRO-1 under EP: this rank's moment pieces made whole over its groups first
-      const whole = (x: FArr) => this.gathered(this.epZero ? this.epZero.expand(x, this.model.params.length) : x);
+      // (TP × ZeRO-1: the ranges gathered over the DP group into the rank's slice first)
+      const whole = (x: FArr) => this.gathered(this.epZero ? this.epZero.expand(x, this.model.params.length) : this.zero ? this.zeroExpand(x) : x);
       const optim = { m: whole(this.optim.m), v: whole(this.optim.v), step: this.optim.step };
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group!, weights: this.gatheredWeights(), hf: this.hf, tokenizerFile: this.tokenizerFile, optim, zero: 0, state, keepLast: this.c.checkpoint.keep_last });
     }
