@@ -50,10 +50,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   const ranks = c.parallel.dp * c.parallel.pp * c.parallel.tp;
   const group = ranks > 1 ? world ?? (await initWorld()) : null;
   if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} × parallel.tp=${c.parallel.tp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
-  if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`moe train: parallel.pp and parallel.ep cannot be combined yet`);
   const pipeline = group && c.parallel.pp > 1 ? await createPipelineGroups(group, c.parallel.pp) : null;
-  // expert parallelism: ep groups folded into the dp ranks; tensor parallelism: tp groups inside each replica (collective: every rank splits)
-  const mesh = group && (c.parallel.ep > 1 || c.parallel.tp > 1) ? await createMesh(group, { dp: c.parallel.dp, ep: c.parallel.ep, tp: c.parallel.tp }) : null;
+  // expert parallelism: ep groups folded into the dp ranks (of each pipeline stage); tensor parallelism: tp groups inside each replica (collective: every rank splits)
+  const mesh = group && (c.parallel.ep > 1 || c.parallel.tp > 1) ? await createMesh(group, { pp: c.parallel.pp, dp: c.parallel.dp, ep: c.parallel.ep, tp: c.parallel.tp }) : null;
   const lead = !group || group.rank === 0;
   const progress = new Progress(lead && c.log.progress, c.log.every);
   const log = lead ? (s: string) => progress.line(s) : () => {};

@@ -101,7 +101,7 @@ export const TRAIN_SCHEMA = {
   parallel: {
     dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
-    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
+    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts. With parallel.pp > 1 the EP groups form inside each pipeline stage (not with zero=1 or recompute yet)" },
     pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
     tp: { type: "int", default: 1, doc: "tensor-parallel ranks per replica (Megatron: heads, FFN and expert columns, vocabulary split unevenly where they do not divide); launch dp × tp ranks: `moe launch --nproc 4 -- train parallel.tp=2 parallel.dp=2`. ZeRO-1 (parallel.zero=1) shards each TP rank's slice over its DP group. Not combined with ep, pp, recompute or plan=auto yet" },
     etp: { type: "int", default: null, nullable: true, doc: "expert tensor-parallel ranks: every expert's intermediate columns split over them; null: parallel.tp (the only value supported: experts are split over the whole TP group)" },
@@ -261,6 +261,7 @@ export function validate(c: TrainConfig): void {
   if (c.parallel.etp !== null && c.parallel.etp !== c.parallel.tp) throw new TrainConfigError(`parallel.etp (${c.parallel.etp}) must equal parallel.tp (${c.parallel.tp}) or be null: experts are split over the whole tensor-parallel group (other expert layouts: parallel.ep)`);
   if (c.parallel.edp && c.parallel.tp === 1) throw new TrainConfigError("parallel.edp=true needs parallel.tp > 1: the tensor-parallel group is the expert group");
   if (c.parallel.edp && c.parallel.etp !== null) throw new TrainConfigError(`parallel.edp=true with parallel.etp=${c.parallel.etp}: under EDP experts are whole on their rank, not column-split; leave parallel.etp unset`);
+  if (c.parallel.pp > 1 && c.parallel.ep > 1 && c.parallel.zero !== 0) throw new TrainConfigError(`parallel.pp=${c.parallel.pp} with parallel.ep=${c.parallel.ep} and parallel.zero=${c.parallel.zero}: ZeRO-1 under expert parallelism shards inside one pipeline stage, not across stages yet; use parallel.zero=0`);
   if (c.parallel.tp > 1) {
     const other = c.parallel.ep > 1 ? "parallel.ep" : c.parallel.pp > 1 ? "parallel.pp" : c.parallel.recompute !== null ? "parallel.recompute" : c.parallel.plan !== "none" ? "parallel.plan" : null;
     if (other) throw new TrainConfigError(`parallel.tp=${c.parallel.tp} with ${other}: tensor parallelism combines with data parallelism (parallel.dp, parallel.zero) only, so far`);

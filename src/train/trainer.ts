@@ -32,7 +32,7 @@ import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
-import { EpGradientReducer, ExpertParallel, ExpertShard } from "../parallel/expert-parallel.js";
+import { EpGradientReducer, ExpertParallel, ExpertShard, type SyncGroup } from "../parallel/expert-parallel.js";
 import { EpZero } from "./ep-zero.js";
 import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 import { TensorParallelLayout } from "../parallel/tensor-parallel.js";
@@ -167,7 +167,7 @@ export class Trainer {
       this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp };
     }
     if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
-    if (pp > 1 && c.parallel.ep > 1) throw new TrainingError(`parallel.pp=${pp} with parallel.ep=${c.parallel.ep}: pipeline and expert parallelism are not combined yet`);
+    if (pp > 1 && mesh && mesh.sizes.pp !== pp) throw new TrainingError(`parallel.pp=${pp} needs a mesh of ${pp} stages`);
     this.dpRank = pipeline?.dpRank ?? (this.tp ? mesh!.coord.dp : this.rank);
     // MoE global balancing sums expert counts over the replicas that run the same layers
     this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : this.tp ? layerGroup(this.tp.dpGroup) : group ? layerGroup(group) : null;
@@ -186,7 +186,10 @@ export class Trainer {
         shard.slice(full.params, local.params);
         args = { ...args, model: local };
       }
-      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, mesh), group: mesh.ep, shard };
+      // PP × EP: a stage's gradients are zero outside its layers, so the dense part sums over the
+      // world and the experts over the same-expert ranks of every stage (its expDp, then pp group)
+      const groups = pp > 1 ? { dp: group!, ep: mesh.ep, expDp: acrossStages(mesh.expDp, mesh.pp) } : mesh;
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, groups), group: mesh.ep, shard };
     } else this.ep = null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
     // (EP: the dense part over every rank, the experts over the ranks holding the same ones)
@@ -207,7 +210,7 @@ export class Trainer {
     this.metricsFile = path.join(outDir, "metrics.jsonl");
     this.stage = null;
     if (pp > 1 || c.parallel.recompute !== null) {
-      if (this.ep) throw new TrainingError("parallel.recompute with parallel.ep: recompute runs through the pipeline stage, which does not take expert parallelism yet");
+      if (this.ep && c.parallel.recompute !== null) throw new TrainingError("parallel.recompute with parallel.ep: the recomputed forward's all-to-all is not tested yet");
       let layout;
       try {
         layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
@@ -310,7 +313,7 @@ export class Trainer {
     if (this.stage) {
       // pipeline (and/or recompute): this replica's micro-batches through this stage in 1F1B order
       const batches = Array.from({ length: A }, () => this.train.next()).slice(first, first + mine);
-      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined, ep: this.ep?.ctx });
       this.stage.step(batches, opt, 1 / A).forEach(add);
     }
     // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
@@ -548,3 +551,13 @@ export class Trainer {
   }
 }
 
+/** Two groups summed one after the other as one: a sum over their product (PP × EP: a stage's expDp group, then the pp group). */
+function acrossStages(inner: SyncGroup, outer: SyncGroup): SyncGroup {
+  return {
+    rank: outer.rank * inner.size + inner.rank, size: inner.size * outer.size,
+    allreduceSync(buf, op) {
+      inner.allreduceSync(buf, op);
+      outer.allreduceSync(buf, op);
+    },
+  };
+}
