@@ -11,7 +11,8 @@
 //    the same global batch to 1e-5 relative over 10 steps, and its clipped gradient norms; a tp=2 checkpoint (gathered from the
 //    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses. tp=2 × dp=2 with
 //    ZeRO-1 (moments of each TP slice sharded over its DP group) likewise, and its checkpoint
-//    (moments gathered over DP, then TP) resumes at tp=1, whose checkpoint resumes at ZeRO-1 again.
+//    (moments gathered over DP, then TP) resumes at tp=2 × pp=2 (each pipeline stage tensor-parallel,
+//    itself run end to end above), whose checkpoint resumes at tp=1, and that one at ZeRO-1 again.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
 //    end to end.
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
@@ -113,6 +114,7 @@ const RUNS: [string, number, string[]][] = [
   ["tp=2 EDP (2 experts per rank)", 2, ["parallel.tp=2", "parallel.edp=true"]],
   ["tp=2 EDP × dp=2", 4, ["parallel.tp=2", "parallel.edp=true", "parallel.dp=2"]],
   ["tp=2 × dp=2 ZeRO-1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"]],
+  ["tp=2 × pp=2 (each stage tensor-parallel)", 4, ["parallel.tp=2", "parallel.pp=2"]],
 ];
 
 for (const backend of ["threads", "mpi"] as const) {
@@ -147,20 +149,21 @@ test("a tp=2 checkpoint resumes at tp=1, and a tp=1 one at tp=2, on the uninterr
   closeLosses(losses(b), single(), "tp=1 then tp=2");
 });
 
-test("a tp=2 × dp=2 ZeRO-1 checkpoint resumes at tp=1, and that one at tp=2 × dp=2 ZeRO-1, on the uninterrupted single-rank losses", () => {
+test("checkpoints carry over tp=2 × dp=2 ZeRO-1 → tp=2 × pp=2 → tp=1 → tp=2 × dp=2 ZeRO-1 on the uninterrupted single-rank losses", () => {
   const args = COMMON.filter((a) => !a.startsWith("train.steps") && !a.startsWith("sample.every"));
   const dir = path.join(base, "resume-zero"), zero = ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"];
-  launchTrain("threads", 4, [...args, "train.steps=4", ...zero, `train.out_dir=${dir}`]);
-  runCli(["train", ...args, "train.steps=7", `train.out_dir=${dir}`, "--resume"]);
+  launchTrain("threads", 4, [...args, "train.steps=3", ...zero, `train.out_dir=${dir}`]);
+  launchTrain("threads", 4, [...args, "train.steps=6", "parallel.tp=2", "parallel.pp=2", `train.out_dir=${dir}`, "--resume"]);
+  runCli(["train", ...args, "train.steps=8", `train.out_dir=${dir}`, "--resume"]);
   launchTrain("threads", 4, [...args, "train.steps=10", ...zero, `train.out_dir=${dir}`, "--resume"]);
-  closeLosses(losses(dir), single(), "tp=2 × dp=2 ZeRO-1, then tp=1, then tp=2 × dp=2 ZeRO-1");
+  closeLosses(losses(dir), single(), "tp=2 × dp=2 ZeRO-1, tp=2 × pp=2, tp=1, tp=2 × dp=2 ZeRO-1");
 });
 
 test("parallel.tp and parallel.etp are validated with messages naming the option", () => {
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=0"]), /parallel\.tp must be positive/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.etp=1"]), /parallel\.etp \(1\) must equal parallel\.tp \(2\)/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]), /parallel\.tp=2 with parallel\.ep/);
-  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]), /parallel\.tp=2 with parallel\.pp/);
+  assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]).parallel.pp, 2);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.recompute=1"]), /parallel\.tp=2 with parallel\.recompute/);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1", "train.grad_accum=2"]).parallel.zero, 1);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2"]).parallel.etp, null);

@@ -136,7 +136,8 @@ export class Trainer {
   /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
   private readonly overlap: OverlappedGradReduce | null;
   /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
-  private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup } | null;
+  /** TP: the layout, the TP group, the stage's DP group of this TP rank, and the group its gradients sum over (that DP group; PP: then the same TP rank of every stage). */
+  private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup; gradGroup: SyncGroup } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
@@ -164,13 +165,14 @@ export class Trainer {
       const local = new MoeModel(layout.localCfg, args.backend, { ...full.shape, tp: layout.context(mesh.tp) });
       layout.slice(full.params, local.params);
       args = { ...args, model: local };
-      this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp };
+      this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp, gradGroup: pp > 1 ? acrossStages(mesh.dp, mesh.pp) : mesh.dp };
     }
     if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
     if (pp > 1 && mesh && mesh.sizes.pp !== pp) throw new TrainingError(`parallel.pp=${pp} needs a mesh of ${pp} stages`);
-    this.dpRank = pipeline?.dpRank ?? (this.tp ? mesh!.coord.dp : this.rank);
+    // (TP × PP: the pipeline's replicas are dp × tp ranks per stage; the data replica is the mesh's dp)
+    this.dpRank = this.tp ? mesh!.coord.dp : (pipeline?.dpRank ?? this.rank);
     // MoE global balancing sums expert counts over the replicas that run the same layers
-    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : this.tp ? layerGroup(this.tp.dpGroup) : group ? layerGroup(group) : null;
+    this.layerGroup = this.tp ? layerGroup(this.tp.dpGroup) : pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
     if (c.parallel.ep > 1) {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
@@ -218,7 +220,8 @@ export class Trainer {
         throw new TrainingError((e as Error).message);
       }
       const m = this.model;
-      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+      // (TP: the rank's slice config and TP context, as its model's)
+      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, m.cfg, { B: c.train.batch_size, T: c.train.seq_len, tp: m.shape.tp }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
       if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
     // overlapped gradient reduction: plain data parallelism (EP, TP and pipeline stages reduce their own way)
@@ -407,7 +410,7 @@ export class Trainer {
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     // TP: the ranks of a TP group hold different slices and the same statistics: reduce over the DP group
-    const g = this.tp ? this.tp.dpGroup : this.group!, t0 = performance.now();
+    const g: SyncGroup = this.tp ? this.tp.gradGroup : this.group!, t0 = performance.now();
     let grad: OverlapTiming | null = null, finishMs = 0;
     if (this.ep) this.ep.grads.reduce(this.model.grads);
     else if (this.overlap) {
