@@ -130,10 +130,10 @@ test("pp=1 with recompute (activation checkpointing alone) gives the single-rank
   assert.deepEqual(losses(dir), single());
 });
 
-test("pp=2 × dp=2 × ep=2 (experts split inside each stage) gives the single-rank losses and gradient norms, and its checkpoint resumes at pp=1", () => {
+test("pp=2 × dp=2 × ep=2 (experts split inside each stage, one of each stage's two layers recomputed) gives the single-rank losses and gradient norms, and its checkpoint resumes at pp=1", () => {
   const dir = path.join(base, "pp-ep");
   const args = COMMON.filter((a) => !a.startsWith("train.steps"));
-  const out = run(["launch", "--nproc", "4", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=5", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2", `train.out_dir=${dir}`]);
+  const out = run(["launch", "--nproc", "4", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=5", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2", "parallel.recompute=1,1", `train.out_dir=${dir}`]);
   // each rank stores its half of the experts (of every layer: the whole arena, as PP keeps it)
   assert.match(out, /memory: this rank stores \d+ of the model's \d+ parameters/);
   run(["train", ...args, "train.steps=10", `train.out_dir=${dir}`, "--resume"]);

@@ -212,7 +212,6 @@ export class Trainer {
     this.metricsFile = path.join(outDir, "metrics.jsonl");
     this.stage = null;
     if (pp > 1 || c.parallel.recompute !== null) {
-      if (this.ep && c.parallel.recompute !== null) throw new TrainingError("parallel.recompute with parallel.ep: the recomputed forward's all-to-all is not tested yet");
       let layout;
       try {
         layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
