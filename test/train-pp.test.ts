@@ -7,12 +7,14 @@
 // 2. End to end: `moe launch -- train parallel.pp=2 …` (uniform, non-uniform `3,1`, recompute,
 //    pp=2 × dp=2 at 4 ranks, pp=1 recompute) gives the per-step losses of a one-rank run of the
 //    same global batch to 1e-5 relative over 10 steps, on threads and on MPI (skipped only when the
-//    binding is absent).
+//    binding is absent). pp=2 × dp=2 × ep=2 (expert all-to-all inside each stage) likewise, with its
+//    gradient norms, and its checkpoint resumes at pp=1.
 // 3. Bad pp_layers / recompute lists are refused with messages naming the option.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import { runThreads } from "../src/parallel/threads.js";
@@ -74,6 +76,7 @@ test("pp_layers and recompute are validated with messages naming the option", ()
   assert.throws(() => loadTrainConfig(null, ["parallel.pp=2", "parallel.pp_layers=3,0"]), /parallel\.pp_layers must be a comma-separated list of integers ≥ 1/);
   assert.throws(() => loadTrainConfig(null, ["parallel.recompute=x"]), /parallel\.recompute must be a comma-separated list of integers ≥ 0/);
   assert.throws(() => loadTrainConfig(null, ["parallel.pp=0"]), /parallel\.pp must be positive/);
+  assert.equal(loadTrainConfig(null, ["parallel.pp=2", "parallel.dp=2", "parallel.ep=2", "train.grad_accum=2"]).parallel.ep, 2);
 });
 
 // ---- end to end through `moe launch -- train` ------------------------------------------------
@@ -124,6 +127,21 @@ test("pp=1 with recompute (activation checkpointing alone) gives the single-rank
   const dir = path.join(base, "recompute");
   run(["train", ...COMMON, "parallel.recompute=3", `train.out_dir=${dir}`]);
   assert.deepEqual(losses(dir), single());
+});
+
+test("pp=2 × dp=2 × ep=2 (experts split inside each stage, one of each stage's two layers recomputed, ZeRO-1) gives the single-rank losses and gradient norms, and its checkpoint resumes at pp=1", () => {
+  const dir = path.join(base, "pp-ep");
+  const args = COMMON.filter((a) => !a.startsWith("train.steps"));
+  const out = run(["launch", "--nproc", "4", "--backend", "threads", "--timeout", "200", "--", "train", ...args, "train.steps=5", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2", "parallel.recompute=1,1", "parallel.zero=1", `train.out_dir=${dir}`]);
+  // each rank stores its half of the experts (of every layer: the whole arena, as PP keeps it)
+  // and ZeRO-1: fewer AdamW moments (the dense part split over the stage's 2 replicas; expDp = 1 here, so the experts are not)
+  const m = /memory: this rank stores (\d+) of the model's \d+ parameters \(and as many gradients; AdamW moments: (\d+) entries each\)/.exec(out);
+  assert.ok(m, out);
+  assert.ok(Number(m[2]) < Number(m[1]) && Number(m[2]) > Number(m[1]) / 2, `${m[2]} moments for ${m[1]} parameters`);
+  run(["train", ...args, "train.steps=10", `train.out_dir=${dir}`, "--resume"]);
+  close(losses(dir), single(), "pp=2 × dp=2 × ep=2 then pp=1");
+  const norms = (d: string) => readFileSync(path.join(d, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).gradNorm as number);
+  close(norms(dir), norms(path.join(base, "one")), "pp=2 × dp=2 × ep=2 gradient norm");
 });
 
 test("a pp=2 checkpoint resumes at pp=1 on the uninterrupted single-rank losses", () => {

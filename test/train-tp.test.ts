@@ -9,7 +9,10 @@
 // 3. End to end: `moe launch -- train parallel.tp=…` (tp=2, tp=2 × dp=2, tp=4; threads, and the
 //    2-rank layouts over MPI when the binding and mpirun exist) gives the per-step losses of a one-rank run of
 //    the same global batch to 1e-5 relative over 10 steps, and its clipped gradient norms; a tp=2 checkpoint (gathered from the
-//    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses.
+//    slices) resumes at tp=1 and a tp=1 one at tp=2 on the uninterrupted losses. tp=2 × dp=2 with
+//    ZeRO-1 (moments of each TP slice sharded over its DP group) likewise, and its checkpoint
+//    (moments gathered over DP, then TP) resumes at tp=2 × pp=2 (each pipeline stage tensor-parallel,
+//    itself run end to end above), whose checkpoint resumes at tp=1, and that one at ZeRO-1 again.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
 //    end to end.
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
@@ -110,6 +113,9 @@ const RUNS: [string, number, string[]][] = [
   ["tp=4 (heads 4, vocab 300 as 75 each)", 4, ["parallel.tp=4", "parallel.etp=4"]],
   ["tp=2 EDP (2 experts per rank)", 2, ["parallel.tp=2", "parallel.edp=true"]],
   ["tp=2 EDP × dp=2", 4, ["parallel.tp=2", "parallel.edp=true", "parallel.dp=2"]],
+  ["tp=2 × dp=2 ZeRO-1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"]],
+  ["tp=2 × pp=2 (each stage tensor-parallel)", 4, ["parallel.tp=2", "parallel.pp=2"]],
+  ["tp=2 recompute 1", 2, ["parallel.tp=2", "parallel.recompute=1"]],
 ];
 
 for (const backend of ["threads", "mpi"] as const) {
@@ -117,8 +123,14 @@ for (const backend of ["threads", "mpi"] as const) {
     test(`${backend}: moe launch --nproc ${nproc} -- train ${name} gives the single-rank losses over 10 steps`, (t) => {
       if (skipLaunch(t, backend, nproc)) return;
       const dir = path.join(base, `${backend}-${name.replace(/\W+/g, "-")}`);
-      launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
+      const out = launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
       closeLosses(losses(dir), single(), `${backend} ${name}`);
+      if (extra.includes("parallel.zero=1")) {
+        // ZeRO-1: each rank's moments are its DP share (of 2) of its TP slice
+        const m = /stores (\d+) of the model's \d+ parameters \(and as many gradients; AdamW moments: (\d+) entries each\)/.exec(out);
+        assert.ok(m, out);
+        assert.equal(Number(m[2]), Math.ceil(Number(m[1]) / 2));
+      }
       // the clipped gradient norm (≈ 2 > optim.grad_clip = 1 here) counts every parameter once
       closeLosses(gradNorms(dir), gradNorms(path.join(base, "one")), `${backend} ${name} gradient norm`);
       const tpComm = readFileSync(path.join(dir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).tpCommMs as number);
@@ -138,12 +150,23 @@ test("a tp=2 checkpoint resumes at tp=1, and a tp=1 one at tp=2, on the uninterr
   closeLosses(losses(b), single(), "tp=1 then tp=2");
 });
 
+test("checkpoints carry over tp=2 × dp=2 ZeRO-1 → tp=2 × pp=2 → tp=1 → tp=2 × dp=2 ZeRO-1 on the uninterrupted single-rank losses", () => {
+  const args = COMMON.filter((a) => !a.startsWith("train.steps") && !a.startsWith("sample.every"));
+  const dir = path.join(base, "resume-zero"), zero = ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"];
+  launchTrain("threads", 4, [...args, "train.steps=3", ...zero, `train.out_dir=${dir}`]);
+  launchTrain("threads", 4, [...args, "train.steps=6", "parallel.tp=2", "parallel.pp=2", `train.out_dir=${dir}`, "--resume"]);
+  runCli(["train", ...args, "train.steps=8", `train.out_dir=${dir}`, "--resume"]);
+  launchTrain("threads", 4, [...args, "train.steps=10", ...zero, `train.out_dir=${dir}`, "--resume"]);
+  closeLosses(losses(dir), single(), "tp=2 × dp=2 ZeRO-1, tp=2 × pp=2, tp=1, tp=2 × dp=2 ZeRO-1");
+});
+
 test("parallel.tp and parallel.etp are validated with messages naming the option", () => {
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=0"]), /parallel\.tp must be positive/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.etp=1"]), /parallel\.etp \(1\) must equal parallel\.tp \(2\)/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]), /parallel\.tp=2 with parallel\.ep/);
-  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]), /parallel\.tp=2 with parallel\.pp/);
-  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.zero=1"]), /parallel\.tp=2 with parallel\.zero/);
+  assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]).parallel.pp, 2);
+  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.plan=auto"]), /parallel\.tp=2 with parallel\.plan/);
+  assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1", "train.grad_accum=2"]).parallel.zero, 1);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2"]).parallel.etp, null);
   assert.throws(() => loadTrainConfig(null, ["parallel.edp=true"]), /parallel\.edp=true needs parallel\.tp > 1/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.edp=true", "parallel.etp=2"]), /under EDP experts are whole/);

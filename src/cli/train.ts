@@ -50,10 +50,9 @@ export async function runTrain(argv: string[]): Promise<number> {
   const ranks = c.parallel.dp * c.parallel.pp * c.parallel.tp;
   const group = ranks > 1 ? world ?? (await initWorld()) : null;
   if (group && group.size !== ranks) throw new Error(`moe train: parallel.dp=${c.parallel.dp} × parallel.pp=${c.parallel.pp} × parallel.tp=${c.parallel.tp} = ${ranks} ranks but ${group.size} rank(s) were launched`);
-  if (c.parallel.pp > 1 && c.parallel.ep > 1) throw new Error(`moe train: parallel.pp and parallel.ep cannot be combined yet`);
   const pipeline = group && c.parallel.pp > 1 ? await createPipelineGroups(group, c.parallel.pp) : null;
-  // expert parallelism: ep groups folded into the dp ranks; tensor parallelism: tp groups inside each replica (collective: every rank splits)
-  const mesh = group && (c.parallel.ep > 1 || c.parallel.tp > 1) ? await createMesh(group, { dp: c.parallel.dp, ep: c.parallel.ep, tp: c.parallel.tp }) : null;
+  // expert parallelism: ep groups folded into the dp ranks (of each pipeline stage); tensor parallelism: tp groups inside each replica (collective: every rank splits)
+  const mesh = group && (c.parallel.ep > 1 || c.parallel.tp > 1) ? await createMesh(group, { pp: c.parallel.pp, dp: c.parallel.dp, ep: c.parallel.ep, tp: c.parallel.tp }) : null;
   const lead = !group || group.rank === 0;
   const progress = new Progress(lead && c.log.progress, c.log.every);
   const log = lead ? (s: string) => progress.line(s) : () => {};
@@ -66,7 +65,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   log(`model: ${t.hf.model_type}, ${formatCount(counts.total)} parameters (${formatCount(counts.active)} active), ${t.cfg.numLayers} layers, ${t.cfg.moe.numExperts} experts top-${t.cfg.moe.topK}, router ${t.cfg.moe.router.kind}${t.cfg.moe.router.kind === "softmax_topk" && t.cfg.moe.router.logitsNormStd ? " + gating-logit norm" : ""}, ${t.cfg.moe.dispatch.kind}`);
   log(`engine: ${t.backend.info().backend}, ${t.backend.info().threads} threads, gemm ${t.backend.info().gemm}; ${N} tokens/step, ${c.train.steps} steps → ${path.relative(process.cwd(), t.outDir) || "."}`);
   const stored = t.storedParameters;
-  if (stored.local !== stored.full) log(`memory: this rank stores ${stored.local} of the model's ${stored.full} parameters (and as many gradients${c.parallel.zero === 1 ? "" : " and AdamW moments"})`);
+  if (stored.local !== stored.full) log(`memory: this rank stores ${stored.local} of the model's ${stored.full} parameters (and as many gradients${stored.moments === stored.local ? " and AdamW moments" : `; AdamW moments: ${stored.moments} entries each`})`);
   const baseline = t.unigramBaseline();
   log(`unigram baseline (val): ${baseline.toFixed(4)} nats/token; uniform: ${Math.log(t.tokenizer.vocabSize).toFixed(4)}`);
   const start = Date.now();

@@ -4,7 +4,9 @@
 // recomputation (the first `recompute` layers of a stage keep only their input after the forward
 // and run their forward again in the backward; results are bit-identical).
 //
-// Layout: world rank = stage × dp + dpRank (the mesh order of mesh.ts with tp = 1). Every rank holds
+// Layout: world rank = stage × dp + dpRank (the mesh order of mesh.ts with tp = 1; with tensor
+// parallelism `dp` here counts the stage's dp × tp ranks, and TP rank t exchanges with TP rank t of
+// the neighbour stage: the activations are whole on every TP rank). Every rank holds
 // the whole parameter and gradient arena but computes (and accumulates gradients for) only its own
 // layers; the trainer sums the gradients over all ranks, so untouched regions add zeros and tied
 // embeddings get the first and last stages' parts summed. Activations and their gradients cross
@@ -22,7 +24,7 @@ import type { Gradients, Weights } from "../model/weights.js";
 import { MoeError } from "../moe/dims.js";
 import type { MoeLayerStats } from "../moe/layer.js";
 import {
-  Workspace, embedBackward, embedForward, headBackward, headForward, layerInput, layersBackward, layersForward, type StepOptions,
+  Workspace, embedBackward, embedForward, headBackward, headForward, layerInput, layersBackward, layersForward, type ModelShape, type StepOptions,
 } from "../model/forward.js";
 import { evenSplit, type ProcessGroup } from "./process-group.js";
 
@@ -135,7 +137,7 @@ export class PipelineStage {
 
   constructor(
     private readonly be: Backend, private readonly w: Weights, private readonly g: Gradients, readonly cfg: ModelConfig,
-    shape: { B: number; T: number }, readonly groups: PipelineGroups, layout: PipelinePartition, microBatches: number,
+    shape: Pick<ModelShape, "B" | "T" | "tp">, readonly groups: PipelineGroups, layout: PipelinePartition, microBatches: number,
   ) {
     const { pp, stage } = groups;
     if (layout.partition.length !== pp || layout.recompute.length !== pp) throw new RangeError(`pipeline: partition and recompute need ${pp} entries`);
@@ -269,7 +271,7 @@ export class PipelineStage {
         layersBackward(this.be, this.w, this.g, sc, this.lo, this.lo + r, gradScale);
         dx = sc.dresid;
       }
-      if (this.first) embedBackward(this.be, this.w, this.g, dx, mb.inputs);
+      if (this.first) embedBackward(this.be, this.w, this.g, dx, mb.inputs, sl.tp);
       return dx;
     } catch (e) {
       if (!(e instanceof MoeError && /NaN/.test(e.message))) throw e;

@@ -101,9 +101,9 @@ export const TRAIN_SCHEMA = {
   parallel: {
     dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
-    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts" },
+    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts. With parallel.pp > 1 the EP groups form inside each pipeline stage (ZeRO-1 then shards over the stage's ranks)" },
     pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
-    tp: { type: "int", default: 1, doc: "tensor-parallel ranks per replica (Megatron: heads, FFN and expert columns, vocabulary split unevenly where they do not divide); launch dp × tp ranks: `moe launch --nproc 4 -- train parallel.tp=2 parallel.dp=2`. Not combined with ep, pp, recompute, zero or plan=auto yet" },
+    tp: { type: "int", default: 1, doc: "tensor-parallel ranks per replica (Megatron: heads, FFN and expert columns, vocabulary split unevenly where they do not divide); launch dp × tp ranks: `moe launch --nproc 4 -- train parallel.tp=2 parallel.dp=2`. ZeRO-1 (parallel.zero=1) shards each TP rank's slice over its DP group. With parallel.pp > 1 each stage is tensor-parallel (launch pp × dp × tp ranks). Not combined with ep or plan=auto yet" },
     etp: { type: "int", default: null, nullable: true, doc: "expert tensor-parallel ranks: every expert's intermediate columns split over them; null: parallel.tp (the only value supported: experts are split over the whole TP group)" },
     edp: { type: "boolean", default: false, doc: "expert-data parallelism (Skywork App. B.1, needs parallel.tp > 1): the TP group doubles as the expert group, each rank computes num_experts/tp whole experts (uneven: the first E mod tp one more) instead of a column slice of every expert; expert gradients reduce over the DP ranks" },
     plan: { type: ["none", "auto"], default: "none", doc: "auto: the planner chooses dp, ep, pp, zero, pp_layers and recompute for the launched ranks from a measured GEMM rate, the available memory and the backend's link cost (overrides those keys; the choice and its reasons are logged)" },
@@ -262,8 +262,8 @@ export function validate(c: TrainConfig): void {
   if (c.parallel.edp && c.parallel.tp === 1) throw new TrainConfigError("parallel.edp=true needs parallel.tp > 1: the tensor-parallel group is the expert group");
   if (c.parallel.edp && c.parallel.etp !== null) throw new TrainConfigError(`parallel.edp=true with parallel.etp=${c.parallel.etp}: under EDP experts are whole on their rank, not column-split; leave parallel.etp unset`);
   if (c.parallel.tp > 1) {
-    const other = c.parallel.ep > 1 ? "parallel.ep" : c.parallel.pp > 1 ? "parallel.pp" : c.parallel.recompute !== null ? "parallel.recompute" : c.parallel.zero !== 0 ? "parallel.zero" : c.parallel.plan !== "none" ? "parallel.plan" : null;
-    if (other) throw new TrainConfigError(`parallel.tp=${c.parallel.tp} with ${other}: tensor parallelism combines with data parallelism (parallel.dp) only, so far`);
+    const other = c.parallel.ep > 1 ? "parallel.ep" : c.parallel.plan !== "none" ? "parallel.plan" : null;
+    if (other) throw new TrainConfigError(`parallel.tp=${c.parallel.tp} with ${other}: tensor parallelism combines with data and pipeline parallelism (parallel.dp, parallel.zero, parallel.pp, parallel.recompute) only, so far`);
   }
   try {
     if (c.parallel.pp_layers !== null) parseStageList("parallel.pp_layers", c.parallel.pp_layers, c.parallel.pp, 1);

@@ -32,7 +32,7 @@ import type { TrainConfig } from "./config.js";
 import { layerGroup, type ProcessGroup } from "../parallel/process-group.js";
 import { evaluateLoss } from "./eval.js";
 import type { Mesh } from "../parallel/mesh.js";
-import { EpGradientReducer, ExpertParallel, ExpertShard } from "../parallel/expert-parallel.js";
+import { EpGradientReducer, ExpertParallel, ExpertShard, type SyncGroup } from "../parallel/expert-parallel.js";
 import { EpZero } from "./ep-zero.js";
 import { PipelineStage, resolvePartition, singleStageGroups, type PipelineGroups } from "../parallel/pipeline.js";
 import { TensorParallelLayout } from "../parallel/tensor-parallel.js";
@@ -43,7 +43,7 @@ export { buildRunHfConfig } from "./model-config.js";
 export { setupRun, type RunSetup } from "./setup.js";
 import { createOptimState, gradNorm, learningRate, optimStep, optimStepRange, optimStepRanges, type OptimState, type ScheduleConfig } from "./optim.js";
 import { latestCheckpoint, saveRunCheckpoint, type TrainerStateJson } from "./checkpoints.js";
-import { loadOptimRange, saveShardedCheckpoint } from "./shard-checkpoint.js";
+import { loadOptimRange, saveShardedCheckpoint, zeroRange } from "./shard-checkpoint.js";
 import { StepCounts } from "./global-balance.js";
 import { OverlappedGradReduce, planGradBuckets, type OverlapTiming } from "./grad-overlap.js";
 
@@ -128,7 +128,7 @@ export class Trainer {
   private readonly stage: PipelineStage | null;
   /** The MoE layers' group for GRIN's global balancing loss (expert counts summed over the DP ranks). */
   private readonly layerGroup: ReturnType<typeof layerGroup> | null;
-  private readonly zero: { lo: number; hi: number; chunk: number } | null;
+  private readonly zero: { lo: number; hi: number; chunk: number; group: ProcessGroup } | null;
   /** Expert parallelism: the dispatch context of this rank's experts, the gradient reducer, the EP group, and the map of this rank's arena into the full one (this.model holds only its experts). */
   private readonly ep: { ctx: ExpertParallel; grads: EpGradientReducer; group: ProcessGroup; shard: ExpertShard } | null;
   /** ZeRO-1 under expert parallelism: the arena ranges whose moments this rank holds. */
@@ -136,7 +136,8 @@ export class Trainer {
   /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
   private readonly overlap: OverlappedGradReduce | null;
   /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
-  private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup } | null;
+  /** TP: the layout, the TP group, the stage's DP group of this TP rank, and the group its gradients sum over (that DP group; PP: then the same TP rank of every stage). */
+  private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup; gradGroup: SyncGroup } | null;
 
   private constructor(
     readonly c: TrainConfig, readonly outDir: string, args: {
@@ -164,13 +165,14 @@ export class Trainer {
       const local = new MoeModel(layout.localCfg, args.backend, { ...full.shape, tp: layout.context(mesh.tp) });
       layout.slice(full.params, local.params);
       args = { ...args, model: local };
-      this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp };
+      this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp, gradGroup: pp > 1 ? acrossStages(mesh.dp, mesh.pp) : mesh.dp };
     }
     if (pp > 1 && (!pipeline || pipeline.pp !== pp)) throw new TrainingError(`parallel.pp=${pp} needs the pipeline groups (createPipelineGroups) of ${pp} stages`);
-    if (pp > 1 && c.parallel.ep > 1) throw new TrainingError(`parallel.pp=${pp} with parallel.ep=${c.parallel.ep}: pipeline and expert parallelism are not combined yet`);
-    this.dpRank = pipeline?.dpRank ?? (this.tp ? mesh!.coord.dp : this.rank);
+    if (pp > 1 && mesh && mesh.sizes.pp !== pp) throw new TrainingError(`parallel.pp=${pp} needs a mesh of ${pp} stages`);
+    // (TP × PP: the pipeline's replicas are dp × tp ranks per stage; the data replica is the mesh's dp)
+    this.dpRank = this.tp ? mesh!.coord.dp : (pipeline?.dpRank ?? this.rank);
     // MoE global balancing sums expert counts over the replicas that run the same layers
-    this.layerGroup = pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : this.tp ? layerGroup(this.tp.dpGroup) : group ? layerGroup(group) : null;
+    this.layerGroup = this.tp ? layerGroup(this.tp.dpGroup) : pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
     if (c.parallel.ep > 1) {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
@@ -186,12 +188,16 @@ export class Trainer {
         shard.slice(full.params, local.params);
         args = { ...args, model: local };
       }
-      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, mesh), group: mesh.ep, shard };
+      // PP × EP: a stage's gradients are zero outside its layers, so the dense part sums over the
+      // world and the experts over the same-expert ranks of every stage (its expDp, then pp group)
+      const groups = pp > 1 ? { dp: group!, ep: mesh.ep, expDp: acrossStages(mesh.expDp, mesh.pp) } : mesh;
+      this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, groups), group: mesh.ep, shard };
     } else this.ep = null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
     // (EP: the dense part over every rank, the experts over the ranks holding the same ones)
-    const size = args.model.params.length, chunk = Math.ceil(size / world);
-    this.zero = c.parallel.zero === 1 && world > 1 && !this.ep ? { lo: Math.min(size, this.rank * chunk), hi: Math.min(size, (this.rank + 1) * chunk), chunk } : null;
+    // (TP: the TP ranks hold different slices, so each shards its own slice over its DP group)
+    const zeroGroup = this.tp ? this.tp.dpGroup : group;
+    this.zero = c.parallel.zero === 1 && zeroGroup && zeroGroup.size > 1 && !this.ep ? { ...zeroRange(args.model.params.length, zeroGroup.size, zeroGroup.rank), group: zeroGroup } : null;
     this.epZero = c.parallel.zero === 1 && this.ep ? new EpZero(this.ep.shard.localRanges, mesh!) : null;
     this.backend = args.backend;
     this.model = args.model;
@@ -206,7 +212,6 @@ export class Trainer {
     this.metricsFile = path.join(outDir, "metrics.jsonl");
     this.stage = null;
     if (pp > 1 || c.parallel.recompute !== null) {
-      if (this.ep) throw new TrainingError("parallel.recompute with parallel.ep: recompute runs through the pipeline stage, which does not take expert parallelism yet");
       let layout;
       try {
         layout = resolvePartition(this.cfg.numLayers, pp, c.parallel.pp_layers, c.parallel.recompute);
@@ -214,7 +219,8 @@ export class Trainer {
         throw new TrainingError((e as Error).message);
       }
       const m = this.model;
-      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, this.cfg, { B: c.train.batch_size, T: c.train.seq_len }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
+      // (TP: the rank's slice config and TP context, as its model's)
+      this.stage = new PipelineStage(this.backend, m.weights, m.gradients, m.cfg, { B: c.train.batch_size, T: c.train.seq_len, tp: m.shape.tp }, pipeline ?? singleStageGroups(), layout, c.train.grad_accum / this.dp);
       if (c.balance.loss === "global" && c.balance.global_scope === "step") throw new TrainingError("balance.global_scope=step with parallel.pp > 1 or parallel.recompute: the step-wide counting pass does not run through the pipeline stage yet; use balance.global_scope=micro_batch");
     }
     // overlapped gradient reduction: plain data parallelism (EP, TP and pipeline stages reduce their own way)
@@ -244,11 +250,16 @@ export class Trainer {
       if (slicer) {
         const size = slicer.fullLayout.size, full = createOptimState(new Float32Array(size));
         st = loadOptimRange(run.resumeFrom, full, 0, size, size);
-        const local = t.epZero ? createOptimState(t.model.params) : t.optim;
+        const local = t.epZero || t.zero ? createOptimState(t.model.params) : t.optim;
         slicer.slice(full.m, local.m);
         slicer.slice(full.v, local.v);
         t.epZero?.pick(local.m, t.optim.m);
         t.epZero?.pick(local.v, t.optim.v);
+        // TP × ZeRO-1: this rank's range of its slice
+        if (t.zero) {
+          t.optim.m.set(local.m.subarray(t.zero.lo, t.zero.hi));
+          t.optim.v.set(local.v.subarray(t.zero.lo, t.zero.hi));
+        }
         t.optim.step = full.step;
       } else st = loadOptimRange(run.resumeFrom, t.optim, t.zero?.lo ?? 0, t.zero?.hi ?? t.model.params.length, t.model.params.length);
       t.step = st.step;
@@ -304,7 +315,7 @@ export class Trainer {
     if (this.stage) {
       // pipeline (and/or recompute): this replica's micro-batches through this stage in 1F1B order
       const batches = Array.from({ length: A }, () => this.train.next()).slice(first, first + mine);
-      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined });
+      const opt = (k: number) => ({ train: true, seed: c.train.seed, step: (step - 1) * A + first + k, auxCoefs: coefs, group: this.layerGroup ?? undefined, ep: this.ep?.ctx });
       this.stage.step(batches, opt, 1 / A).forEach(add);
     }
     // GRIN global balance over the whole step: a counting pass first (train/global-balance.ts)
@@ -398,7 +409,7 @@ export class Trainer {
    */
   private reduceStep(loss: number, ce: number, tokens: number, acc: { aux: number; z: number; drop: number; vdrop: number; entropy: number; load: number; tpe: number[] }[]) {
     // TP: the ranks of a TP group hold different slices and the same statistics: reduce over the DP group
-    const g = this.tp ? this.tp.dpGroup : this.group!, t0 = performance.now();
+    const g: SyncGroup = this.tp ? this.tp.gradGroup : this.group!, t0 = performance.now();
     let grad: OverlapTiming | null = null, finishMs = 0;
     if (this.ep) this.ep.grads.reduce(this.model.grads);
     else if (this.overlap) {
@@ -435,14 +446,21 @@ export class Trainer {
     });
   }
 
-  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank. */
+  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank of the ZeRO group. */
   private gatherShards(full: Float32Array, shard: Float32Array = full.subarray(this.zero!.lo, this.zero!.hi)): void {
-    const { chunk } = this.zero!;
+    const { chunk, group } = this.zero!;
     const send = new Float32Array(chunk);
     send.set(shard);
-    const recv = new Float32Array(chunk * this.group!.size);
-    this.group!.allgatherSync(send, recv);
+    const recv = new Float32Array(chunk * group.size);
+    group.allgatherSync(send, recv);
     full.set(recv.subarray(0, full.length));
+  }
+
+  /** ZeRO-1: this rank's moment range made a whole local arena (collective over the ZeRO group). */
+  private zeroExpand(piece: FArr): Float32Array {
+    const arena = new Float32Array(this.model.params.length);
+    this.gatherShards(arena, Float32Array.from(piece));
+    return arena;
   }
 
   /** Aux-free balancing (sigmoid_bias router): each layer's selection bias moves toward equal load. */
@@ -474,9 +492,9 @@ export class Trainer {
     return this.tp !== null || this.ep !== null;
   }
 
-  /** Elements of this rank's parameter arena (= of its gradient arena and, without ZeRO, of each AdamW moment) and of the whole model's. */
-  get storedParameters(): { local: number; full: number } {
-    return { local: this.model.params.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard.fullLayout.size ?? this.model.params.length };
+  /** Elements of this rank's parameter arena (= of its gradient arena), of each of its AdamW moments (fewer under ZeRO-1) and of the whole model's parameters. */
+  get storedParameters(): { local: number; moments: number; full: number } {
+    return { local: this.model.params.length, moments: this.optim.m.length, full: this.tp?.layout.fullLayout.size ?? this.ep?.shard.fullLayout.size ?? this.model.params.length };
   }
 
   /** An arena of this rank (weights or moments) made whole: gathered from the TP slices or the EP experts (collective). */
@@ -523,7 +541,8 @@ export class Trainer {
     // EP with sharded memory likewise (each rank's experts gathered over its EP group)
     if (this.collective) {
       // ZeRO-1 under EP: this rank's moment pieces made whole over its groups first
-      const whole = (x: FArr) => this.gathered(this.epZero ? this.epZero.expand(x, this.model.params.length) : x);
+      // (TP × ZeRO-1: the ranges gathered over the DP group into the rank's slice first)
+      const whole = (x: FArr) => this.gathered(this.epZero ? this.epZero.expand(x, this.model.params.length) : this.zero ? this.zeroExpand(x) : x);
       const optim = { m: whole(this.optim.m), v: whole(this.optim.v), step: this.optim.step };
       return saveShardedCheckpoint({ outDir: this.outDir, group: this.group!, weights: this.gatheredWeights(), hf: this.hf, tokenizerFile: this.tokenizerFile, optim, zero: 0, state, keepLast: this.c.checkpoint.keep_last });
     }
@@ -534,3 +553,13 @@ export class Trainer {
   }
 }
 
+/** Two groups summed one after the other as one: a sum over their product (PP × EP: a stage's expDp group, then the pp group). */
+function acrossStages(inner: SyncGroup, outer: SyncGroup): SyncGroup {
+  return {
+    rank: outer.rank * inner.size + inner.rank, size: inner.size * outer.size,
+    allreduceSync(buf, op) {
+      inner.allreduceSync(buf, op);
+      outer.allreduceSync(buf, op);
+    },
+  };
+}
