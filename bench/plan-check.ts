@@ -20,7 +20,11 @@
 // against the planner's split, measured and predicted gain side by side.
 // Nothing here is fitted per layout: the rates are measured once per model before the runs.
 //
-// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4]
+// Tensor parallelism (tp=2, experts column-split (ETP) or whole experts per rank (EDP)): the cost
+// model's TP terms (two all-reduces per layer each way, the vocab-parallel head and loss, uneven
+// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link.
+//
+// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4] [--layouts tp=2,dp=2]
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
@@ -80,6 +84,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 function engineArgs(s: Spec): string[] {
   const L = s.layout, a = [`parallel.dp=${L.dp}`];
+  if (L.tp > 1) a.push(`parallel.tp=${L.tp}`);
+  if (L.expert === "edp") a.push("parallel.edp=true");
   if (L.expert === "ep" && L.ep > 1) a.push(`parallel.ep=${L.ep}`);
   if (L.pp > 1) a.push(`parallel.pp=${L.pp}`, `parallel.pp_layers=${L.partition.join(",")}`);
   if (L.recompute.some((r) => r > 0)) a.push(`parallel.recompute=${L.recompute.join(",")}`);
@@ -87,11 +93,12 @@ function engineArgs(s: Spec): string[] {
   return a;
 }
 
-function spec(name: string, L: number, o: { dp?: number; ep?: number; partition?: number[]; zero?: boolean }): Spec {
-  const partition = o.partition ?? [L], dp = o.dp ?? 1, ep = o.ep ?? 1;
+function spec(name: string, L: number, o: { dp?: number; tp?: number; edp?: boolean; ep?: number; partition?: number[]; zero?: boolean }): Spec {
+  const partition = o.partition ?? [L], dp = o.dp ?? 1, ep = o.ep ?? 1, tp = o.tp ?? 1;
+  const expert = o.edp ? "edp" : ep > 1 ? "ep" : "etp";
   return {
-    name, ranks: dp * partition.length, zero: o.zero ?? false,
-    layout: { dp, tp: 1, pp: partition.length, expert: ep > 1 ? "ep" : "etp", ep, partition, recompute: partition.map(() => 0) },
+    name, ranks: dp * tp * partition.length, zero: o.zero ?? false,
+    layout: { dp, tp, pp: partition.length, expert, ep: expert === "edp" ? tp : ep, partition, recompute: partition.map(() => 0) },
   };
 }
 
@@ -162,7 +169,8 @@ function runConfigDir(dir: string): string {
 }
 
 /** wideStages: pipeline depths of the wide-vocabulary rows (2; 4 runs 4 ranks on the shared cores). */
-export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string; wideStages: number[] }): Promise<PlanCheck> {
+/** layouts: when set, only the small-model layouts whose name starts with one of these (e.g. "tp=2"). */
+export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string; wideStages: number[]; layouts?: string[] }): Promise<PlanCheck> {
   const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
   const base = mkdtempSync(path.join(tmpdir(), "moe-plancheck-"));
   const backend = ppBackend(), cores = availableParallelism(), micro = 8;
@@ -212,7 +220,8 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
           spec("1 rank", L, {}), spec("dp=2", L, { dp: 2 }), spec("dp=2 zero=1", L, { dp: 2, zero: true }), spec("dp=2 ep=2", L, { dp: 2, ep: 2 }),
           spec("pp=2 2,2", L, { partition: evenSplit(L, 2) }), spec("pp=2 3,1", L, { partition: [3, 1] }), spec("pp=2 1,3", L, { partition: [1, 3] }),
           spec("dp=4", L, { dp: 4 }), spec("pp=2 × dp=2", L, { dp: 2, partition: evenSplit(L, 2) }),
-        ];
+          spec("tp=2 (ETP)", L, { tp: 2 }), spec("tp=2 edp", L, { tp: 2, edp: true }),
+        ].filter((s) => !o.layouts || o.layouts.some((x) => s.name.startsWith(x)));
       } else {
         specs = [spec("1 rank", L, {})];
         for (const pp of o.wideStages) {
