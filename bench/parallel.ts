@@ -148,7 +148,8 @@ async function driver(): Promise<void> {
   }
 }
 
-if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
+if (detectBackend() !== "single" && process.argv.includes("--poll")) await (await import("./poll-share.js")).pollRank(Number(process.argv[process.argv.indexOf("--poll") + 1]));
+else if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
 else if (process.argv.includes("--pp")) {
   // pipeline-parallel training rows (bench/pp-bench.ts): bench:parallel -- --pp
   const { ppBench, formatPpRows } = await import("./pp-bench.js");

@@ -13,6 +13,9 @@
 //     model's size;
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
 //     rank count (bench/collectives.ts), not the platform.md constants;
+//   - polling: a rank waiting in an MPI exchange keeps polling; the share of a busy rank's CPU it
+//     takes, measured once at the start (bench/poll-share.ts), is the cluster's pollShare, which
+//     the shared-core 1F1B simulation gives the waiting ranks;
 //   - the engine's own execution: every rank holds and steps the whole arena, gradients are
 //     all-reduced over all ranks (CostOptions.gradSync = "arena").
 // Then the wide-vocabulary model (small-moe at 8 layers, V = 16384: the LM head weighs about six
@@ -40,6 +43,7 @@ import { evaluateLayout, plan } from "../src/plan/search.js";
 import { measureComputeRates, measureOptimizerRates, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
 import { measureCollectives } from "./collectives.js";
 import { idleTimes } from "./dp-scaling.js";
+import { measurePollShare } from "./poll-share.js";
 import { ppBackend, ppCommon } from "./pp-bench.js";
 
 export interface CheckRow {
@@ -67,6 +71,8 @@ export interface PlanCheck {
   /** Per model: solo rates, and layerFlopsAllCores = the layers' rate per process with one process per core computing. */
   rates: Record<string, ComputeRates & OptimizerRates & { layerFlopsAllCores: number }>;
   links: Record<string, Link>;
+  /** CPU share a rank waiting in an exchange takes from busy ones (bench/poll-share.ts; 0 for the threads backend, whose waits sleep). */
+  poll: { share: number; cpuPerWall: number | null };
   rows: CheckRow[];
   /** pp on the wide-vocabulary model: the planner's split against the even one, per depth. */
   gains: { uniform: string; planned: string; measured: number; predicted: number }[];
@@ -175,7 +181,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
   const base = mkdtempSync(path.join(tmpdir(), "moe-plancheck-"));
   const backend = ppBackend(), cores = availableParallelism(), micro = 8;
   const runner = new Runner(cli, base, backend);
-  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, rows: [], gains: [] };
+  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, poll: { share: 0, cpuPerWall: null }, rows: [], gains: [] };
   const notes: string[] = [];
   try {
     // links: α–β of the backend's all-reduce on 2 and 4 ranks
@@ -183,6 +189,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const rows = (await measureCollectives([backend], n, 16, o.rankModule, notes)).filter((r) => r.op === "allreduce");
       out.links[n] = fitLink(rows.map((r) => ({ ranks: r.ranks, bytes: r.bytes, seconds: r.us_median * 1e-6 })), "allreduce");
     }
+    if (backend === "mpi") out.poll = await measurePollShare(o.rankModule, cores);
     const small = ppCommon(path.join(base, "small"), { steps: o.steps, micro });
     const wideDir = path.join(base, "wide"), words = path.join(wideDir, "words");
     wideCorpus(words, 20000);
@@ -202,7 +209,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
       // one rank computes at the solo rate; several at the all-cores rate (shared by the cost model when ranks > cores)
-      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
+      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured", pollShare: out.poll.share });
       // the optimizer is compute of the same rank: it slows by the same factor as the layers (the
       // cores' sharing among ranks is the cost model's, cluster.concurrency)
       const cost = (zero: boolean, ranks: number): CostOptions => {
@@ -265,6 +272,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
 export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
   for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
+  lines.push(`  a rank waiting in an exchange takes ${c.poll.share.toFixed(2)} of a busy rank's CPU share${c.poll.cpuPerWall !== null ? ` (measured: ${c.poll.cpuPerWall.toFixed(2)} CPU s per s beside ${c.cores} spinning processes)` : " (threads backend: waits sleep)"}`);
   for (const [m, r] of Object.entries(c.rates)) {
     lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
   }

@@ -64,9 +64,10 @@ export function fitLink(samples: readonly LinkSample[], kind: "allreduce" | "gat
  * One machine as a cluster of `ranks` devices: the memory divided over the ranks, each rank's
  * measured rate (on `threads` engine threads), and concurrency = cores / threads: when more ranks
  * than that compute at once they share the cores (4 one-thread ranks all computing on 2 cores:
- * half the rate each; a rank waiting on an exchange leaves its share to the others).
+ * half the rate each; a rank waiting on an exchange leaves its share to the others, except the
+ * `pollShare` (0..1, default 0) it takes by polling).
  */
-export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string }): ClusterSpec {
+export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string; pollShare?: number }): ClusterSpec {
   for (const k of ["ranks", "cores", "threads"] as const) if (!Number.isInteger(i[k]) || i[k] < 1) throw new PlanError(`machineCluster: ${k} must be a positive integer, got ${i[k]}`);
   if (!(i.flopsPerRank > 0) || !(i.memory > 0)) throw new PlanError(`machineCluster: rate and memory must be > 0 (got ${i.flopsPerRank}, ${i.memory})`);
   const concurrency = i.cores / i.threads;
@@ -74,6 +75,7 @@ export function machineCluster(i: { ranks: number; cores: number; threads: numbe
     nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.memory / i.ranks, flops: i.flopsPerRank,
     flopsSource: i.ranks > concurrency ? `${i.source}; ${i.ranks} rank(s) × ${i.threads} thread(s) share ${i.cores} core(s)` : i.source,
     intraNode: i.link, interNode: i.link, concurrency,
+    ...(i.pollShare !== undefined ? { pollShare: i.pollShare } : {}),
   };
 }
 
