@@ -503,6 +503,9 @@ test("1F1B on shared cores with polling waiters: closed forms for full polling a
   const L = tiny.layers, layout = { dp: 2, tp: 1, pp: 2, expert: "etp" as const, ep: 1, partition: evenSplit(L, 2), recompute: [0, 0] };
   const e0 = evaluateLayout(tiny, tinyRun, mc(), layout, f32NoZero), e1 = evaluateLayout(tiny, tinyRun, mc(1), layout, f32NoZero);
   assert.ok(e1.pipeline > e0.pipeline, `${e1.pipeline} vs ${e0.pipeline}`);
-  // the measured share from a waiter's CPU use beside c spinners: u = c·s / (c + s) inverts to s
-  for (const s of [0, 0.3, 1]) near(pollShareFormula(2, (2 * s) / (2 + s)), s, 1e-12);
+  // the measured share from the waiters' CPU use beside c spinners: u = c·w·s / (c + w·s) inverts to s
+  for (const s of [0, 0.3, 1]) {
+    near(pollShareFormula(2, (2 * s) / (2 + s)), s, 1e-12);
+    near(pollShareFormula(2, (2 * 3 * s) / (2 + 3 * s), 3), s, 1e-12); // 3 waiters of weight s
+  }
 });
