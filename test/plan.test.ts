@@ -15,7 +15,7 @@ import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type P
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
 import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
-import { BACKEND_LINKS, autoLayout, fitLink, machineCluster } from "../src/plan/auto.js";
+import { BACKEND_LINKS, autoLayout, executableLayout, fitLink, machineCluster } from "../src/plan/auto.js";
 import { pollShareFormula } from "../bench/poll-share.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -508,4 +508,31 @@ test("1F1B on shared cores with polling waiters: closed forms for full polling a
     near(pollShareFormula(2, (2 * s) / (2 + s)), s, 1e-12);
     near(pollShareFormula(2, (2 * 3 * s) / (2 + 3 * s), 3), s, 1e-12); // 3 waiters of weight s
   }
+});
+
+test("parallel.plan=auto with tp: the choice is the fastest of the executable layouts, tensor-parallel ones (ETP, EDP, no ZeRO) included", () => {
+  const cfg = resolveConfig(preset("tiny-mixtral"));
+  const base = { cfg, backend: "threads" as const, seqLen: 64, microBatch: 2, gradAccum: 4, availableMemory: 8e9, flopsPerRank: 50e9 };
+  const model = planModelFromConfig(cfg, "run"), run = { seqLen: 64, microBatch: 2, globalBatch: 8 }, Lc = cfg.numLayers;
+  const cluster: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 4e9, flops: 50e9, flopsSource: "stated", intraNode: BACKEND_LINKS.threads, interNode: BACKEND_LINKS.threads };
+  const cost: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, gradSync: "arena" };
+  const one = (o: Partial<Parameters<typeof evaluateLayout>[3]>) => ({ dp: 2, tp: 1, pp: 1, expert: "etp" as const, ep: 1, partition: [Lc], recompute: [0], ...o });
+  // data parallel only (supports ep/pp off) plus tp: dp=2 (ZeRO-1) against tp=2 ETP and tp=2 EDP (no ZeRO)
+  const steps = [
+    evaluateLayout(model, run, cluster, one({}), cost).step,
+    evaluateLayout(model, run, cluster, one({ dp: 1, tp: 2 }), { ...cost, zero1: false }).step,
+    evaluateLayout(model, run, cluster, one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), { ...cost, zero1: false }).step,
+  ];
+  const got = autoLayout({ ...base, ranks: 2, supports: { ep: false, pp: false, tp: true } });
+  assert.ok(Math.abs(got.predictedStep - Math.min(...steps)) <= 1e-12 * got.predictedStep, `${got.predictedStep} vs ${steps}`);
+  if (got.tp > 1) assert.equal(got.zero, 0);
+  // without tp the trainer's old choice stands
+  assert.equal(autoLayout({ ...base, ranks: 2, supports: { ep: false, pp: false } }).tp, 1);
+  // the one candidate filter: tp with dp only; dp must divide grad_accum; no pp with ep
+  assert.equal(executableLayout(one({ dp: 1, tp: 2 }), 4), true);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), 4), true);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "ep", ep: 2 }), 4), false);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
+  assert.equal(executableLayout(one({ dp: 2 }), 3), false);
+  assert.equal(executableLayout(one({ dp: 1, pp: 2, expert: "ep", ep: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
 });
