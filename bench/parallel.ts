@@ -17,7 +17,7 @@
 //
 // Usage: npm run bench:parallel -- [--json] [--nproc 2] [--backends threads,mpi] [--max-mb 16] [--train [--preset P]]
 //                                  [--dp [--dp-steps 10] [--dp-rounds 3]]
-//        npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4]
+//        npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4] [--layouts tp=2,dp=2]
 // This one file is both the driver and the rank program (when started as a rank).
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -148,7 +148,8 @@ async function driver(): Promise<void> {
   }
 }
 
-if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
+if (detectBackend() !== "single" && process.argv.includes("--poll")) await (await import("./poll-share.js")).pollRank(Number(process.argv[process.argv.indexOf("--poll") + 1]));
+else if (detectBackend() !== "single") await rankMain(Number(process.argv[process.argv.indexOf("--rank") + 1] ?? 16));
 else if (process.argv.includes("--pp")) {
   // pipeline-parallel training rows (bench/pp-bench.ts): bench:parallel -- --pp
   const { ppBench, formatPpRows } = await import("./pp-bench.js");
@@ -166,6 +167,8 @@ else if (process.argv.includes("--pp")) {
   if (only !== null && only !== "small" && only !== "wide") throw new Error(`--only must be small or wide, got ${only}`);
   const wideStages = (val("--wide-pp") ?? "2").split(",").map(Number);
   if (wideStages.some((p) => p !== 2 && p !== 4)) throw new Error(`--wide-pp: pipeline depths 2 and/or 4 (the rank counts whose links are measured), e.g. 2,4; got ${val("--wide-pp")}`);
-  const r = await planCheck({ steps: int("--steps", 8), rounds: int("--rounds", 1), only, rankModule: fileURLToPath(import.meta.url), wideStages });
+  const layouts = val("--layouts")?.split(",").map((x) => x.trim()).filter((x) => x);
+  if (layouts && !layouts.length) throw new Error("--layouts: comma-separated layout name prefixes, e.g. tp=2,dp=2");
+  const r = await planCheck({ steps: int("--steps", 8), rounds: int("--rounds", 1), only, rankModule: fileURLToPath(import.meta.url), wideStages, ...(layouts ? { layouts } : {}) });
   console.log(argv.includes("--json") ? JSON.stringify(r) : formatPlanCheck(r));
 } else await driver();

@@ -13,6 +13,9 @@
 //     model's size;
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
 //     rank count (bench/collectives.ts), not the platform.md constants;
+//   - polling: a rank waiting in an MPI exchange keeps polling; the share of a busy rank's CPU it
+//     takes, measured once at the start (bench/poll-share.ts), is the cluster's pollShare, which
+//     the shared-core 1F1B simulation gives the waiting ranks;
 //   - the engine's own execution: every rank holds and steps the whole arena, gradients are
 //     all-reduced over all ranks (CostOptions.gradSync = "arena").
 // Then the wide-vocabulary model (small-moe at 8 layers, V = 16384: the LM head weighs about six
@@ -20,7 +23,11 @@
 // against the planner's split, measured and predicted gain side by side.
 // Nothing here is fitted per layout: the rates are measured once per model before the runs.
 //
-// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4]
+// Tensor parallelism (tp=2, experts column-split (ETP) or whole experts per rank (EDP)): the cost
+// model's TP terms (two all-reduces per layer each way, the vocab-parallel head and loss, uneven
+// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link.
+//
+// Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4] [--layouts tp=2,dp=2]
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
@@ -36,6 +43,7 @@ import { evaluateLayout, plan } from "../src/plan/search.js";
 import { measureComputeRates, measureOptimizerRates, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
 import { measureCollectives } from "./collectives.js";
 import { idleTimes } from "./dp-scaling.js";
+import { measurePollShare } from "./poll-share.js";
 import { ppBackend, ppCommon } from "./pp-bench.js";
 
 export interface CheckRow {
@@ -63,6 +71,8 @@ export interface PlanCheck {
   /** Per model: solo rates, and layerFlopsAllCores = the layers' rate per process with one process per core computing. */
   rates: Record<string, ComputeRates & OptimizerRates & { layerFlopsAllCores: number }>;
   links: Record<string, Link>;
+  /** CPU share a rank waiting in an exchange takes from busy ones (bench/poll-share.ts; 0 for the threads backend, whose waits sleep). */
+  poll: { share: number; cpuPerWall: number | null; ranks?: number };
   rows: CheckRow[];
   /** pp on the wide-vocabulary model: the planner's split against the even one, per depth. */
   gains: { uniform: string; planned: string; measured: number; predicted: number }[];
@@ -80,6 +90,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 function engineArgs(s: Spec): string[] {
   const L = s.layout, a = [`parallel.dp=${L.dp}`];
+  if (L.tp > 1) a.push(`parallel.tp=${L.tp}`);
+  if (L.expert === "edp") a.push("parallel.edp=true");
   if (L.expert === "ep" && L.ep > 1) a.push(`parallel.ep=${L.ep}`);
   if (L.pp > 1) a.push(`parallel.pp=${L.pp}`, `parallel.pp_layers=${L.partition.join(",")}`);
   if (L.recompute.some((r) => r > 0)) a.push(`parallel.recompute=${L.recompute.join(",")}`);
@@ -87,11 +99,12 @@ function engineArgs(s: Spec): string[] {
   return a;
 }
 
-function spec(name: string, L: number, o: { dp?: number; ep?: number; partition?: number[]; zero?: boolean }): Spec {
-  const partition = o.partition ?? [L], dp = o.dp ?? 1, ep = o.ep ?? 1;
+function spec(name: string, L: number, o: { dp?: number; tp?: number; edp?: boolean; ep?: number; partition?: number[]; zero?: boolean }): Spec {
+  const partition = o.partition ?? [L], dp = o.dp ?? 1, ep = o.ep ?? 1, tp = o.tp ?? 1;
+  const expert = o.edp ? "edp" : ep > 1 ? "ep" : "etp";
   return {
-    name, ranks: dp * partition.length, zero: o.zero ?? false,
-    layout: { dp, tp: 1, pp: partition.length, expert: ep > 1 ? "ep" : "etp", ep, partition, recompute: partition.map(() => 0) },
+    name, ranks: dp * tp * partition.length, zero: o.zero ?? false,
+    layout: { dp, tp, pp: partition.length, expert, ep: expert === "edp" ? tp : ep, partition, recompute: partition.map(() => 0) },
   };
 }
 
@@ -162,18 +175,26 @@ function runConfigDir(dir: string): string {
 }
 
 /** wideStages: pipeline depths of the wide-vocabulary rows (2; 4 runs 4 ranks on the shared cores). */
-export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string; wideStages: number[] }): Promise<PlanCheck> {
+/** layouts: when set, only the small-model layouts whose name starts with one of these (e.g. "tp=2"). */
+export async function planCheck(o: { steps: number; rounds: number; only: string | null; rankModule: string; wideStages: number[]; layouts?: string[] }): Promise<PlanCheck> {
   const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
   const base = mkdtempSync(path.join(tmpdir(), "moe-plancheck-"));
   const backend = ppBackend(), cores = availableParallelism(), micro = 8;
   const runner = new Runner(cli, base, backend);
-  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, rows: [], gains: [] };
+  const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, poll: { share: 0, cpuPerWall: null }, rows: [], gains: [] };
   const notes: string[] = [];
   try {
     // links: α–β of the backend's all-reduce on 2 and 4 ranks
     for (const n of [2, 4]) {
       const rows = (await measureCollectives([backend], n, 16, o.rankModule, notes)).filter((r) => r.op === "allreduce");
       out.links[n] = fitLink(rows.map((r) => ({ ranks: r.ranks, bytes: r.bytes, seconds: r.us_median * 1e-6 })), "allreduce");
+    }
+    // the 4-rank runs are the ones whose ranks outnumber the cores (the share matters only there)
+    // (the median of 3 rounds: the share read 0.03–0.22 in one minute on the shared machine)
+    if (backend === "mpi") {
+      const rounds = [];
+      for (let i = 0; i < 3; i++) rounds.push(await measurePollShare(o.rankModule, cores, 4));
+      out.poll = rounds.sort((a, b) => a.share - b.share)[1]!;
     }
     const small = ppCommon(path.join(base, "small"), { steps: o.steps, micro });
     const wideDir = path.join(base, "wide"), words = path.join(wideDir, "words");
@@ -194,7 +215,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
       // one rank computes at the solo rate; several at the all-cores rate (shared by the cost model when ranks > cores)
-      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured" });
+      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured", pollShare: out.poll.share });
       // the optimizer is compute of the same rank: it slows by the same factor as the layers (the
       // cores' sharing among ranks is the cost model's, cluster.concurrency)
       const cost = (zero: boolean, ranks: number): CostOptions => {
@@ -212,7 +233,8 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
           spec("1 rank", L, {}), spec("dp=2", L, { dp: 2 }), spec("dp=2 zero=1", L, { dp: 2, zero: true }), spec("dp=2 ep=2", L, { dp: 2, ep: 2 }),
           spec("pp=2 2,2", L, { partition: evenSplit(L, 2) }), spec("pp=2 3,1", L, { partition: [3, 1] }), spec("pp=2 1,3", L, { partition: [1, 3] }),
           spec("dp=4", L, { dp: 4 }), spec("pp=2 × dp=2", L, { dp: 2, partition: evenSplit(L, 2) }),
-        ];
+          spec("tp=2 (ETP)", L, { tp: 2 }), spec("tp=2 edp", L, { tp: 2, edp: true }),
+        ].filter((s) => !o.layouts || o.layouts.some((x) => s.name.startsWith(x)));
       } else {
         specs = [spec("1 rank", L, {})];
         for (const pp of o.wideStages) {
@@ -256,6 +278,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
 export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
   for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
+  lines.push(`  a rank waiting in an exchange takes ${c.poll.share.toFixed(2)} of a busy rank's CPU share${c.poll.cpuPerWall !== null ? ` (measured on ${c.poll.ranks} ranks: the waiters together ${c.poll.cpuPerWall.toFixed(2)} CPU s per s beside ${c.cores} spinning processes)` : " (threads backend: waits sleep)"}`);
   for (const [m, r] of Object.entries(c.rates)) {
     lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
   }

@@ -15,7 +15,8 @@ import { paperModel, planModelFromConfig, planParameterCounts, withSizes, type P
 import { balancedPartition, evaluateLayout, plan } from "../src/plan/search.js";
 import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
-import { BACKEND_LINKS, autoLayout, fitLink, machineCluster } from "../src/plan/auto.js";
+import { BACKEND_LINKS, autoLayout, executableLayout, fitLink, machineCluster } from "../src/plan/auto.js";
+import { pollShareFormula } from "../bench/poll-share.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -472,4 +473,66 @@ test("1F1B on shared cores: processor sharing against its closed forms and bound
   const run = { ...tinyRun, globalBatch: 8 };
   const a = new LayoutCost(tiny, run, cl(), shape, cost), b = new LayoutCost(tiny, run, cl(2), shape, cost);
   near(b.optimizerTime(b.stage(0, 0, 2, 0)), 2 * a.optimizerTime(a.stage(0, 0, 2, 0)));
+});
+
+test("1F1B on shared cores with polling waiters: closed forms for full polling and for one micro-batch", () => {
+  // pollShare 1: every rank always demands a core, so the rate is cores / ranks throughout: the plain step × ranks / cores
+  for (const [p, r, cores, m] of [[2, 2, 2, 8], [4, 1, 2, 8], [3, 2, 4, 5]] as const) {
+    const t = { fwd: Array(p).fill(1), bwd: Array(p).fill(2), p2p: Array(p - 1).fill(0) };
+    near(simulate1F1B(t, m, { cores, replicas: r, pollShare: 1 }).step, (uniformClosedForm(p, m, 1, 2).step * p * r) / cores, 1e-9);
+  }
+  // one micro-batch: one stage runs at a time beside p−1 waiting ones, each op at min(1, cores / (r(1 + s(p−1))))
+  const t = { fwd: [1, 2, 0.5, 1.5], bwd: [2, 3, 1, 2.5], p2p: [0, 0, 0] };
+  const seq = t.fwd.reduce((a, f, i) => a + f + t.bwd[i]!, 0);
+  for (const s of [0, 0.25, 0.6, 1]) {
+    for (const [r, cores] of [[1, 1], [2, 2], [2, 3]] as const) {
+      near(simulate1F1B(t, 1, { cores, replicas: r, pollShare: s }).step, seq * Math.max(1, (r * (1 + s * 3)) / cores), 1e-9);
+    }
+  }
+  // the share only slows: monotone in pollShare, default 0 unchanged
+  const base = simulate1F1B(t, 6, { cores: 2 }).step;
+  near(simulate1F1B(t, 6, { cores: 2, pollShare: 0 }).step, base);
+  assert.ok(simulate1F1B(t, 6, { cores: 2, pollShare: 0.5 }).step > base);
+  assert.throws(() => simulate1F1B(t, 6, { cores: 2, pollShare: 1.5 }), /pollShare must be in \[0, 1\]/);
+  // the cluster carries it into the cost model's simulation; the spec file key is validated
+  assert.equal(parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, concurrency: 2, poll_share: 0.5 }).pollShare, 0.5);
+  assert.throws(() => parseClusterSpec({ devices_per_node: 4, memory: "8GB", flops: 1e11, poll_share: 2 }), /poll_share must be a number in \[0, 1\]/);
+  const link = { latency: 0, bandwidth: 1e12 };
+  const mc = (pollShare?: number) => machineCluster({ ranks: 4, cores: 2, threads: 1, flopsPerRank: 8e10, memory: 8e9, link, source: "test", ...(pollShare !== undefined ? { pollShare } : {}) });
+  assert.equal(mc(1).pollShare, 1);
+  const L = tiny.layers, layout = { dp: 2, tp: 1, pp: 2, expert: "etp" as const, ep: 1, partition: evenSplit(L, 2), recompute: [0, 0] };
+  const e0 = evaluateLayout(tiny, tinyRun, mc(), layout, f32NoZero), e1 = evaluateLayout(tiny, tinyRun, mc(1), layout, f32NoZero);
+  assert.ok(e1.pipeline > e0.pipeline, `${e1.pipeline} vs ${e0.pipeline}`);
+  // the measured share from the waiters' CPU use beside c spinners: u = c·w·s / (c + w·s) inverts to s
+  for (const s of [0, 0.3, 1]) {
+    near(pollShareFormula(2, (2 * s) / (2 + s)), s, 1e-12);
+    near(pollShareFormula(2, (2 * 3 * s) / (2 + 3 * s), 3), s, 1e-12); // 3 waiters of weight s
+  }
+});
+
+test("parallel.plan=auto with tp: the choice is the fastest of the executable layouts, tensor-parallel ones (ETP, EDP, no ZeRO) included", () => {
+  const cfg = resolveConfig(preset("tiny-mixtral"));
+  const base = { cfg, backend: "threads" as const, seqLen: 64, microBatch: 2, gradAccum: 4, availableMemory: 8e9, flopsPerRank: 50e9 };
+  const model = planModelFromConfig(cfg, "run"), run = { seqLen: 64, microBatch: 2, globalBatch: 8 }, Lc = cfg.numLayers;
+  const cluster: ClusterSpec = { nodes: 1, devicesPerNode: 2, memoryBytes: 4e9, flops: 50e9, flopsSource: "stated", intraNode: BACKEND_LINKS.threads, interNode: BACKEND_LINKS.threads };
+  const cost: CostOptions = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, gradSync: "arena" };
+  const one = (o: Partial<Parameters<typeof evaluateLayout>[3]>) => ({ dp: 2, tp: 1, pp: 1, expert: "etp" as const, ep: 1, partition: [Lc], recompute: [0], ...o });
+  // data parallel only (supports ep/pp off) plus tp: dp=2 (ZeRO-1) against tp=2 ETP and tp=2 EDP (no ZeRO)
+  const steps = [
+    evaluateLayout(model, run, cluster, one({}), cost).step,
+    evaluateLayout(model, run, cluster, one({ dp: 1, tp: 2 }), { ...cost, zero1: false }).step,
+    evaluateLayout(model, run, cluster, one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), { ...cost, zero1: false }).step,
+  ];
+  const got = autoLayout({ ...base, ranks: 2, supports: { ep: false, pp: false, tp: true } });
+  assert.ok(Math.abs(got.predictedStep - Math.min(...steps)) <= 1e-12 * got.predictedStep, `${got.predictedStep} vs ${steps}`);
+  if (got.tp > 1) assert.equal(got.zero, 0);
+  // without tp the trainer's old choice stands
+  assert.equal(autoLayout({ ...base, ranks: 2, supports: { ep: false, pp: false } }).tp, 1);
+  // the one candidate filter: tp with dp only; dp must divide grad_accum; no pp with ep
+  assert.equal(executableLayout(one({ dp: 1, tp: 2 }), 4), true);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), 4), true);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "ep", ep: 2 }), 4), false);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
+  assert.equal(executableLayout(one({ dp: 2 }), 3), false);
+  assert.equal(executableLayout(one({ dp: 1, pp: 2, expert: "ep", ep: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
 });

@@ -165,7 +165,7 @@ test("parallel.tp and parallel.etp are validated with messages naming the option
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.etp=1"]), /parallel\.etp \(1\) must equal parallel\.tp \(2\)/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]), /parallel\.tp=2 with parallel\.ep/);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]).parallel.pp, 2);
-  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.plan=auto"]), /parallel\.tp=2 with parallel\.plan/);
+  assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.plan=auto"]).parallel.plan, "auto"); // the plan sets tp
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1", "train.grad_accum=2"]).parallel.zero, 1);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2"]).parallel.etp, null);
   assert.throws(() => loadTrainConfig(null, ["parallel.edp=true"]), /parallel\.edp=true needs parallel\.tp > 1/);

@@ -12,7 +12,7 @@
 // Not: a measurement (the caller passes the rates), nor the search itself (search.ts).
 import type { ModelConfig } from "../model/config.js";
 import { PlanError, type ClusterSpec, type Link } from "./cluster.js";
-import { DEFAULT_COST, PRECISIONS, type ExpertMode } from "./cost.js";
+import { DEFAULT_COST, PRECISIONS, type ExpertMode, type Layout } from "./cost.js";
 import { planModelFromConfig } from "./plan-model.js";
 import { plan, type LayoutPlan } from "./search.js";
 
@@ -64,9 +64,10 @@ export function fitLink(samples: readonly LinkSample[], kind: "allreduce" | "gat
  * One machine as a cluster of `ranks` devices: the memory divided over the ranks, each rank's
  * measured rate (on `threads` engine threads), and concurrency = cores / threads: when more ranks
  * than that compute at once they share the cores (4 one-thread ranks all computing on 2 cores:
- * half the rate each; a rank waiting on an exchange leaves its share to the others).
+ * half the rate each; a rank waiting on an exchange leaves its share to the others, except the
+ * `pollShare` (0..1, default 0) it takes by polling).
  */
-export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string }): ClusterSpec {
+export function machineCluster(i: { ranks: number; cores: number; threads: number; flopsPerRank: number; memory: number; link: Link; source: string; pollShare?: number }): ClusterSpec {
   for (const k of ["ranks", "cores", "threads"] as const) if (!Number.isInteger(i[k]) || i[k] < 1) throw new PlanError(`machineCluster: ${k} must be a positive integer, got ${i[k]}`);
   if (!(i.flopsPerRank > 0) || !(i.memory > 0)) throw new PlanError(`machineCluster: rate and memory must be > 0 (got ${i.flopsPerRank}, ${i.memory})`);
   const concurrency = i.cores / i.threads;
@@ -74,6 +75,7 @@ export function machineCluster(i: { ranks: number; cores: number; threads: numbe
     nodes: 1, devicesPerNode: i.ranks, memoryBytes: i.memory / i.ranks, flops: i.flopsPerRank,
     flopsSource: i.ranks > concurrency ? `${i.source}; ${i.ranks} rank(s) × ${i.threads} thread(s) share ${i.cores} core(s)` : i.source,
     intraNode: i.link, interNode: i.link, concurrency,
+    ...(i.pollShare !== undefined ? { pollShare: i.pollShare } : {}),
   };
 }
 
@@ -91,8 +93,11 @@ export interface AutoPlanInput {
   availableMemory: number;
   /** Sustained GEMM FLOP/s of one rank. */
   flopsPerRank: number;
-  /** Layouts the trainer executes besides plain data parallelism. */
-  supports: { ep: boolean; pp: boolean };
+  /**
+   * Layouts the trainer executes besides plain data parallelism; tp: tensor parallelism with
+   * column-split (ETP) or whole experts per TP rank (EDP), combined with dp only (default false).
+   */
+  supports: { ep: boolean; pp: boolean; tp?: boolean };
   /** CPU cores the ranks share and engine threads per rank; default: a core per thread (no sharing). */
   cores?: number;
   threads?: number;
@@ -100,6 +105,9 @@ export interface AutoPlanInput {
 
 export interface AutoLayout {
   dp: number;
+  /** Tensor-parallel ranks per replica (1: none) and whether experts are whole per TP rank (EDP). */
+  tp: number;
+  edp: boolean;
   ep: number;
   pp: number;
   zero: 0 | 1;
@@ -119,9 +127,23 @@ export interface AutoLayout {
 function describe(l: LayoutPlan): string {
   const L = l.layout;
   const parts = [`dp=${L.dp}`];
+  if (L.tp > 1) parts.push(`tp=${L.tp}${L.expert === "edp" ? " edp" : ""}`);
   if (L.expert === "ep" && L.ep > 1) parts.push(`ep=${L.ep}`);
   if (L.pp > 1) parts.push(`pp=${L.pp} (${L.partition.join(",")})`);
   return parts.join(" ");
+}
+
+/**
+ * The one filter of the layouts the trainer executes (extend it here as the trainer learns more
+ * combinations): grad_accum micro-batches split evenly over dp (each rank runs whole
+ * micro-batches); no pipeline stages with expert parallelism; tensor parallelism (ETP or EDP)
+ * with data parallelism only (no ep, pp, recompute; ZeRO is not chosen for it, autoLayout).
+ */
+export function executableLayout(L: Layout, gradAccum: number): boolean {
+  if (gradAccum % L.dp !== 0) return false;
+  if (L.pp > 1 && L.expert === "ep" && L.ep > 1) return false;
+  if (L.tp > 1 && (L.pp > 1 || L.expert === "ep" || L.recompute.some((r) => r > 0))) return false;
+  return true;
 }
 
 /** Chooses the fastest executable layout for the launch; throws PlanError when none fits. */
@@ -140,9 +162,14 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   // all-reduces the whole gradient arena (gradSync "arena"); ZeRO-1 is decided below
   const cost = { ...DEFAULT_COST, precision: PRECISIONS["f32"]!, zero1: true, gradSync: "arena" as const };
   const report = plan(model, run, cluster, { cost, maxTp: 1, expertModes, fix });
-  // grad_accum micro-batches must split evenly over dp (each rank runs whole micro-batches)
-  // pipeline stages with expert parallelism are not executed by the trainer yet
-  const ok = report.layouts.filter((l) => i.gradAccum % l.layout.dp === 0 && !(l.layout.pp > 1 && l.layout.expert === "ep" && l.layout.ep > 1));
+  const candidates = [...report.layouts];
+  if (i.supports.tp && i.ranks > 1) {
+    // tensor-parallel layouts, costed without ZeRO-1 (the trainer does not combine them yet)
+    const tpReport = plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: i.ranks, expertModes: ["etp", "edp"], fix: { pp: 1 } });
+    candidates.push(...tpReport.layouts.filter((l) => l.layout.tp > 1));
+    candidates.sort((a, b) => a.step - b.step);
+  }
+  const ok = candidates.filter((l) => executableLayout(l.layout, i.gradAccum));
   const best = ok[0];
   if (!best) {
     const why = report.rejected.slice(0, 4).map((r) => `${r.shape}: ${r.reason}`).join("; ");
@@ -151,10 +178,10 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const L = best.layout;
   // ZeRO-1 where the unsharded optimizer state would not fit, or where data parallelism exists
   // (same communication volume in the model, less memory)
-  const unsharded = plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: 1, expertModes: [L.expert], fix: { dp: L.dp, pp: L.pp, ep: L.ep, tp: 1 }, partition: L.partition, refine: 0 });
-  const zero: 0 | 1 = L.dp > 1 || unsharded.layouts.length === 0 ? 1 : 0;
+  const unsharded = L.tp > 1 ? null : plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: 1, expertModes: [L.expert], fix: { dp: L.dp, pp: L.pp, ep: L.ep, tp: 1 }, partition: L.partition, refine: 0 });
+  const zero: 0 | 1 = unsharded !== null && (L.dp > 1 || unsharded.layouts.length === 0) ? 1 : 0;
   return {
-    dp: L.dp, ep: L.expert === "ep" ? L.ep : 1, pp: L.pp, zero, ppLayers: [...L.partition], recompute: [...L.recompute],
+    dp: L.dp, tp: L.tp, edp: L.expert === "edp", ep: L.expert === "ep" ? L.ep : 1, pp: L.pp, zero, ppLayers: [...L.partition], recompute: [...L.recompute],
     predictedStep: best.step, predictedTokensPerSec: best.tokensPerSec,
     reasons: [`${describe(best)}${zero ? " zero=1" : ""}: predicted ${best.step.toFixed(3)} s/step`, ...best.reasons],
     others: ok.slice(1, 4).map((l) => ({ layout: describe(l), step: l.step })),

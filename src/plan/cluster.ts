@@ -43,6 +43,11 @@ export interface ClusterSpec {
    * processor sharing, the optimizer's share). Absent: every device computes on its own.
    */
   concurrency?: number;
+  /**
+   * With `concurrency`: a rank waiting on an exchange takes this share of a running rank's CPU
+   * (0..1; MPI ranks poll while they wait, measured by bench/poll-share.ts). Default 0.
+   */
+  pollShare?: number;
 }
 
 /** Keys of the spec file, with their meaning (also the `--help` text). */
@@ -57,6 +62,7 @@ export const CLUSTER_KEYS = {
   intra_node: "{bandwidth, latency} of links inside a node (default 100GB/s, 5us)",
   inter_node: "{bandwidth, latency} of links between nodes (default 12.5GB/s, 10us)",
   concurrency: "CPU ranks sharing one machine: how many compute at full rate at once (cores / threads per rank); absent: each device its own",
+  poll_share: "with concurrency: the CPU share (0..1) of a running rank that a rank waiting on an exchange still takes (MPI polls; default 0)",
 } as const;
 
 const DEFAULT_INTRA: Link = { bandwidth: 100e9, latency: 5e-6 };
@@ -198,11 +204,17 @@ export function parseClusterSpec(json: unknown, source = "cluster spec", baseDir
     concurrency = typeof o.concurrency === "number" ? o.concurrency : NaN;
     if (!(concurrency > 0) || !Number.isFinite(concurrency)) throw new PlanError(`${source}: concurrency must be a number > 0, got ${String(o.concurrency)}`);
   }
+  let pollShare: number | undefined;
+  if (o.poll_share !== undefined) {
+    pollShare = typeof o.poll_share === "number" ? o.poll_share : NaN;
+    if (!(pollShare >= 0 && pollShare <= 1)) throw new PlanError(`${source}: poll_share must be a number in [0, 1], got ${String(o.poll_share)}`);
+  }
   return {
     nodes, devicesPerNode, memoryBytes, flops, flopsSource,
     intraNode: parseLink(o.intra_node, `${source}: intra_node`, DEFAULT_INTRA),
     interNode: parseLink(o.inter_node, `${source}: inter_node`, DEFAULT_INTER),
     ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(pollShare !== undefined ? { pollShare } : {}),
   };
 }
 

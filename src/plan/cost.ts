@@ -388,8 +388,8 @@ export class LayoutCost {
 
   /** Options of the 1F1B simulation: processor sharing when the ranks share fewer cores (cluster.concurrency). */
   simOptions(): SimulateOptions {
-    const c = this.cluster.concurrency;
-    return { record: false, replicas: this.shape.dp * this.shape.tp, ...(c !== undefined ? { cores: c } : {}) };
+    const c = this.cluster.concurrency, poll = this.cluster.pollShare;
+    return { record: false, replicas: this.shape.dp * this.shape.tp, ...(c !== undefined ? { cores: c } : {}), ...(poll !== undefined ? { pollShare: poll } : {}) };
   }
 
   /**

@@ -10,7 +10,9 @@
 //    operations are placed (a sweep that places nothing means a broken schedule: an error).
 //
 // 4. With `cores` fewer than the ranks (CPU ranks sharing a machine), processor sharing: the
-//    running operations split the cores equally, waiting ranks use none (simulateShared).
+//    running operations split the cores equally; a waiting rank (on an exchange, or done and in
+//    the gradient all-reduce) weighs `pollShare` of a running one (0: it sleeps and leaves its
+//    core; 1: it polls like Open MPI's busy wait and competes as if it computed) (simulateShared).
 //
 // Not: interleaved (virtual-stage) or zero-bubble schedules, nor overlap of transfers with compute
 // on the sending stage (a transfer delays only the receiver).
@@ -79,6 +81,11 @@ export interface SimulateOptions {
   cores?: number;
   /** Ranks that run each stage's schedule at once (dp × tp replicas of the pipeline); default 1. */
   replicas?: number;
+  /**
+   * With `cores`: a waiting rank's CPU demand as a share of a running rank's, in [0, 1] (MPI ranks
+   * poll while they wait; measured, bench/poll-share.ts). Default 0: waiting ranks use no CPU.
+   */
+  pollShare?: number;
 }
 
 /** Simulates 1F1B; stage times are at a full device (or core) each. */
@@ -87,7 +94,9 @@ export function simulate1F1B(t: StageTimes, m: number, opts: SimulateOptions = {
   const replicas = opts.replicas ?? 1;
   if (!Number.isInteger(replicas) || replicas < 1) throw new PlanError(`simulate1F1B: replicas must be a positive integer, got ${replicas}`);
   if (opts.cores !== undefined && !(opts.cores > 0)) throw new PlanError(`simulate1F1B: cores must be > 0, got ${opts.cores}`);
-  if (opts.cores !== undefined && opts.cores < t.fwd.length * replicas) return simulateShared(t, m, opts.cores, replicas, record);
+  const poll = opts.pollShare ?? 0;
+  if (!(poll >= 0 && poll <= 1)) throw new PlanError(`simulate1F1B: pollShare must be in [0, 1], got ${opts.pollShare}`);
+  if (opts.cores !== undefined && opts.cores < t.fwd.length * replicas) return simulateShared(t, m, opts.cores, replicas, poll, record);
   const p = t.fwd.length;
   checkTimes(t, m);
   // end times, stage-major: fEnd[i*m + j]; −1 = not yet run
@@ -133,10 +142,11 @@ export function simulate1F1B(t: StageTimes, m: number, opts: SimulateOptions = {
 
 /**
  * 1F1B with processor sharing: an event loop over operation starts, ends and transfer arrivals;
- * between events the n running stages (× replicas ranks) each progress at min(1, cores / n·replicas)
- * of their full rate. Same operation order and dependencies as simulate1F1B.
+ * between events the n running stages (× replicas ranks) each progress at
+ * min(1, cores / (replicas·(n + poll·(p − n)))) of their full rate, the p − n waiting stages'
+ * ranks polling with weight `poll`. Same operation order and dependencies as simulate1F1B.
  */
-function simulateShared(t: StageTimes, m: number, cores: number, replicas: number, record: boolean): PipelineResult {
+function simulateShared(t: StageTimes, m: number, cores: number, replicas: number, poll: number, record: boolean): PipelineResult {
   const p = t.fwd.length;
   checkTimes(t, m);
   const fEnd = new Float64Array(p * m).fill(-1);
@@ -168,7 +178,7 @@ function simulateShared(t: StageTimes, m: number, cores: number, replicas: numbe
     }
     let running = 0;
     for (let i = 0; i < p; i++) if (left[i]! >= 0) running++;
-    const rate = Math.min(1, cores / (running * replicas));
+    const rate = Math.min(1, cores / ((running + poll * (p - running)) * replicas));
     let dt = wake - now;
     for (let i = 0; i < p; i++) if (left[i]! >= 0) dt = Math.min(dt, left[i]! / rate);
     if (!Number.isFinite(dt)) throw new PlanError("simulate1F1B: schedule deadlocked (a bug in the operation order)");

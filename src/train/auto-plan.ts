@@ -1,7 +1,7 @@
 // `parallel.plan=auto`: rank 0 measures this machine (available memory, the engine's GEMM rate on
 // a shape of the model's expert FFN at the run's thread count), asks the planner (plan/auto.ts) for
 // the fastest layout the trainer executes on the launched ranks, and broadcasts it; every rank
-// then sets parallel.dp / ep / pp / zero / pp_layers / recompute from it. One decision for all
+// then sets parallel.dp / ep / pp / tp / edp / zero / pp_layers / recompute from it. One decision for all
 // ranks: each measuring for itself could pick different layouts.
 //
 // Not: the planner's cost model (plan/), nor a way to change the rank count.
@@ -42,29 +42,29 @@ export function applyAutoPlan(c: TrainConfig, group: ProcessGroup | null, log: (
   const ranks = group?.size ?? 1, rank = group?.rank ?? 0;
   const cfg = plannedModel(c);
   const L = cfg.numLayers;
-  const buf = new Float64Array(4 + 2 * L);
+  const buf = new Float64Array(6 + 2 * L);
   let chosen: AutoLayout | null = null;
   if (rank === 0) {
     const threads = c.train.threads;
     const flopsPerRank = measureRankFlops(cfg, c.train.batch_size * c.train.seq_len, threads);
     chosen = autoLayout({
       cfg, ranks, backend: group?.backend === "mpi" ? "mpi" : "threads", seqLen: c.train.seq_len, microBatch: c.train.batch_size, gradAccum: c.train.grad_accum,
-      availableMemory: availableMemory().available, flopsPerRank, supports: { ep: true, pp: true }, cores: availableParallelism(), threads: threads ?? 1,
+      availableMemory: availableMemory().available, flopsPerRank, supports: { ep: true, pp: true, tp: true }, cores: availableParallelism(), threads: threads ?? 1,
     });
-    buf.set([chosen.dp, chosen.ep, chosen.pp, chosen.zero]);
-    chosen.ppLayers.forEach((n, i) => (buf[4 + i] = n));
-    chosen.recompute.forEach((n, i) => (buf[4 + L + i] = n));
+    buf.set([chosen.dp, chosen.ep, chosen.pp, chosen.zero, chosen.tp, chosen.edp ? 1 : 0]);
+    chosen.ppLayers.forEach((n, i) => (buf[6 + i] = n));
+    chosen.recompute.forEach((n, i) => (buf[6 + L + i] = n));
     log(`parallel.plan=auto on ${ranks} rank(s) (measured ${(flopsPerRank / 1e9).toFixed(1)} GFLOP/s per rank): ${chosen.reasons[0]}`);
     for (const r of chosen.reasons.slice(1)) log(`  ${r}`);
     for (const o of chosen.others) log(`  runner-up: ${o.layout}, predicted ${o.step.toFixed(3)} s/step`);
   }
   group?.broadcastSync(buf, 0);
-  const [dp, ep, pp, zero] = [buf[0]!, buf[1]!, buf[2]!, buf[3]!];
-  const rc = Array.from(buf.subarray(4 + L, 4 + L + pp));
+  const [dp, ep, pp, zero, tp, edp] = [buf[0]!, buf[1]!, buf[2]!, buf[3]!, buf[4]!, buf[5]! === 1];
+  const rc = Array.from(buf.subarray(6 + L, 6 + L + pp));
   applyObject(c, {
     parallel: {
-      dp, ep, pp, zero,
-      pp_layers: pp > 1 ? Array.from(buf.subarray(4, 4 + pp)).join(",") : null,
+      dp, ep, pp, zero, tp, edp,
+      pp_layers: pp > 1 ? Array.from(buf.subarray(6, 6 + pp)).join(",") : null,
       recompute: rc.some((x) => x > 0) ? rc.join(",") : null,
     },
   }, "parallel.plan=auto");
