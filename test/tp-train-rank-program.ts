@@ -57,7 +57,7 @@ if (inThreadsWorker()) {
   const mesh = await createMesh(world, { tp });
   const { cfg, model: full, batches } = tpCase(patch);
   const layout = new TensorParallelLayout(cfg, mesh.tp.rank, tp, mode === "edp");
-  const local = new MoeModel(layout.localCfg, full.be, { B, T, tp: layout.context(mesh.tp) });
+  const local = new MoeModel(layout.localCfg, full.be, { B, T, tp: layout.context(mesh.tp) }, layout.weights());
   layout.slice(full.params, local.params);
   local.zeroGrad();
   const dp = mesh.sizes.dp, mine = M / dp;

@@ -14,7 +14,7 @@
 //    (moments gathered over DP, then TP) resumes at tp=2 × pp=2 (each pipeline stage tensor-parallel,
 //    itself run end to end above), whose checkpoint resumes at tp=1, and that one at ZeRO-1 again.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
-//    end to end.
+//    end to end; an EDP rank's arena holds only its experts (closed-form size, uneven split).
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -24,6 +24,7 @@ import { fileURLToPath } from "node:url";
 import { loadTrainConfig } from "../src/train/config.js";
 import { runThreads } from "../src/parallel/threads.js";
 import { planTrainingTp, TensorParallelLayout } from "../src/parallel/tensor-parallel.js";
+import { buildLayout } from "../src/model/params.js";
 import { reference, type CasePatch } from "./tp-train-rank-program.js";
 import { tinyConfig } from "./model-util.js";
 import { closeLosses, launchTrain, losses, runCli, skipLaunch, tinyCorpus } from "./train-cli-util.js";
@@ -85,6 +86,25 @@ test("the TP layout splits unevenly and refuses what it cannot split", () => {
   assert.throws(() => planTrainingTp(tinyConfig({ numHeads: 2 }), 4), /4 ranks but the model has only 2 attention heads/);
   assert.throws(() => planTrainingTp(tinyConfig({ qkNorm: "full" }), 2), /qk_norm 'full'/);
   assert.throws(() => planTrainingTp(tinyConfig({ numHeads: 4, numKvHeads: 4, vocabSize: 3 }), 4), /vocabulary of 3 is smaller than the 4 ranks/);
+});
+
+test("an EDP rank stores only its experts: its arena is smaller by the experts not held × 3·C·F per MoE layer", () => {
+  // 5 experts over 2 ranks: [3, 2]; one MoE and one dense layer; tp=4: one expert each
+  for (const [cfg, tp, held] of [
+    [tinyConfig({ numHeads: 4, numKvHeads: 2, moe: { numExperts: 5, moeLayers: [true, false] } }), 2, [3, 2]],
+    [tinyConfig({ numHeads: 4, numKvHeads: 4 }), 4, [1, 1, 1, 1]],
+  ] as const) {
+    const E = cfg.moe.numExperts, C = cfg.hiddenSize, F = cfg.moe.expertIntermediateSize;
+    const moeLayers = cfg.moe.moeLayers.filter(Boolean).length;
+    for (let r = 0; r < tp; r++) {
+      const edp = new TensorParallelLayout(cfg, r, tp, true);
+      assert.deepEqual(edp.experts, { first: held.slice(0, r).reduce((a, b) => a + b, 0), count: held[r] });
+      // the same rank's slice with every expert stored (what EDP allocated before)
+      const whole = buildLayout(edp.localCfg).layout.size;
+      assert.equal(whole - edp.localLayout.size, (E - held[r]!) * 3 * C * F * moeLayers, `tp=${tp} rank ${r}`);
+      assert.equal(edp.weights().data.length, edp.localLayout.size);
+    }
+  }
 });
 
 // ---- end to end through `moe launch -- train` ------------------------------------------------

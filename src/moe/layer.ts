@@ -173,10 +173,13 @@ function maxDispatchRows(N: number, cfg: MoeConfig): number {
 
 /**
  * The experts this rank computes (all of them, or under EDP its range of the TP context): their
- * weights, their groups' sizes, and their rows [r0, r0+R) of the expert-major dispatch.
+ * weights (EDP: `w` stores only those experts, or all E), their groups' sizes, and their rows
+ * [r0, r0+R) of the expert-major dispatch.
  */
 function localExperts(st: MoeLayerState, F: number, w: Pick<MoeWeights, "w13" | "w2">) {
-  const C = st.C, [e0, e1] = st.tp?.experts ?? [0, st.cfg.numExperts];
+  const C = st.C, E = st.cfg.numExperts, [e0, e1] = st.tp?.experts ?? [0, E];
+  const held = w.w13.length / (2 * F * C), base = held === E ? 0 : e0; // first expert stored
+  if (held !== E && held !== e1 - e0) throw new MoeError(`moe layer: the weights hold ${held} of the ${E} experts and this rank computes [${e0}, ${e1}) (an expert-parallel shard?): run the layer with its ExpertParallel context`);
   let r0 = 0, R = 0;
   for (let e = 0; e < e1; e++) {
     if (e < e0) r0 += st.sizes[e]!;
@@ -184,7 +187,7 @@ function localExperts(st: MoeLayerState, F: number, w: Pick<MoeWeights, "w13" | 
   }
   return {
     R, sizes: st.sizes.subarray(e0, e1),
-    w13: w.w13.subarray(e0 * 2 * F * C, e1 * 2 * F * C), w2: w.w2.subarray(e0 * C * F, e1 * C * F),
+    w13: w.w13.subarray((e0 - base) * 2 * F * C, (e1 - base) * 2 * F * C), w2: w.w2.subarray((e0 - base) * C * F, (e1 - base) * C * F),
     rows: (a: FArr, width: number) => a.subarray(r0 * width, (r0 + R) * width),
   };
 }
@@ -256,7 +259,6 @@ export function moeForward(be: Backend, st: MoeLayerState, w: MoeWeights, y: FAr
   st.tp = opt.tp ?? null;
   if (st.ep) st.ep.forward(be, st, xs, st.sizes, M, C, F, w, yo);
   else {
-    if (w.w13.length !== E * 2 * F * C) throw new MoeError(`moeForward: the weights hold ${w.w13.length / (2 * F * C)} of the ${E} experts (expert-parallel shard): run the layer with its ExpertParallel context`);
     // EDP: only this rank's experts run (their rows are consecutive); the other rows' outputs are zero
     const x = localExperts(st, F, w);
     if (x.R < M) yo.fill(0);

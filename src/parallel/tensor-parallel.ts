@@ -20,16 +20,17 @@
 // EDP (Skywork App. B.1, `edp`): experts are not column-split; the TP group doubles as the
 // expert group and rank r computes the whole experts [first, end) of an even split (`E mod tp`
 // ranks one more). Tokens are on every TP rank already, so dispatch is the local gather of the
-// rows routed to its experts and combine is the TP all-reduce after the MoE layer. Unlike EP
-// (parallel/expert-parallel.ts ExpertShard), every rank allocates the whole expert arena; other
-// ranks' experts stay zero and untouched.
+// rows routed to its experts and combine is the TP all-reduce after the MoE layer. Like EP
+// (parallel/expert-parallel.ts ExpertShard) a rank stores only its experts (model/params.ts
+// `ExpertRange`: `weights()` makes its arena); `gather` restores the one-model layout.
 // A rank "owns" its shards, replicas only on TP rank 0, kv rows on the first of their replicas:
 // the gathered model, the gradient norm and checkpoints count each parameter once.
 //
 // Not: the collectives inside the layers (model/forward.ts, moe/layer.ts), nor the trainer's
 // use (train/trainer.ts), nor inference TP (infer/tp.ts).
 import type { ModelConfig } from "../model/config.js";
-import { buildLayout, type ParamLayout } from "../model/params.js";
+import { buildLayout, type ExpertRange, type ParamLayout } from "../model/params.js";
+import { Weights, type ArenaDtype } from "../model/weights.js";
 import type { FArr } from "../nn/dims.js";
 import { localConfig, planTensorParallel, TensorParallelError, type TpPlan, type TpRankPlan } from "../infer/tp-shard.js";
 import { evenSplit, type Buf, type ProcessGroup, type ReduceOp } from "./process-group.js";
@@ -77,7 +78,7 @@ export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): Tra
   return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
-/** The model config one TP rank's weights describe (EDP: every expert at full width; only the rank's own are computed). */
+/** The model config one TP rank's weights describe (EDP: experts at full width; the rank stores only its own, `TensorParallelLayout.experts`). */
 export function trainingLocalConfig(cfg: ModelConfig, plan: TrainingTpPlan, rank: number): ModelConfig {
   const c = { ...localConfig(cfg, plan.heads.ranks[rank]!), vocabSize: plan.vocab[rank]!.count };
   return plan.experts ? { ...c, moe: { ...c.moe, expertIntermediateSize: cfg.moe.expertIntermediateSize } } : c;
@@ -118,9 +119,9 @@ function tensorMaps(cfg: ModelConfig, plan: TrainingTpPlan, rank: number, local:
     else if (leaf === "o_proj.bias") add("rank0", whole);
     else if (leaf === "q_norm.weight" || leaf === "k_norm.weight") add("headNorm", whole);
     else if (plan.experts && (leaf === "experts.w13" || leaf === "experts.w2")) {
-      // EDP: the rank's whole experts, at the same place as in the full tensor (the others stay zero here)
+      // EDP: the rank's whole experts, the only ones its arena stores
       const [e0, e1] = plan.experts[rank]!, per = leaf === "experts.w13" ? 2 * F * C : C * F;
-      add("shard", [{ full: e0 * per, local: e0 * per, len: (e1 - e0) * per }]);
+      add("shard", [{ full: e0 * per, local: 0, len: (e1 - e0) * per }]);
     } else if (leaf === "experts.w13") add("shard", Array.from({ length: E }, (_, e) => gateUp(F, p.expert.offset, p.expert.count, C, e * 2 * F, e * 2 * p.expert.count)).flat());
     else if (leaf === "experts.w2") add("shard", Array.from({ length: E }, (_, e) => cols(C, F, p.expert.offset, p.expert.count, e * C).map((s) => ({ ...s, local: s.local + e * C * p.expert.count }))).flat());
     else if (leaf === "shared_expert.gate_up") add("shard", gateUp(S, p.shared.offset, p.shared.count, C));
@@ -142,6 +143,8 @@ export class TensorParallelLayout {
   readonly localCfg: ModelConfig;
   readonly fullLayout: ParamLayout;
   readonly localLayout: ParamLayout;
+  /** EDP: the experts this rank stores (null: ETP, every expert's column slice). */
+  readonly experts: ExpertRange | null;
   private readonly maps: TensorMap[];
   private readonly owns: (kind: Kind) => boolean;
   /** Milliseconds spent in the all-reduces of the contexts made here (forward/backward's, waits for the other ranks included). */
@@ -152,10 +155,17 @@ export class TensorParallelLayout {
     this.plan = planTrainingTp(fullCfg, size, edp);
     this.localCfg = trainingLocalConfig(fullCfg, this.plan, rank);
     this.fullLayout = buildLayout(fullCfg).layout;
-    this.localLayout = buildLayout(this.localCfg).layout;
+    const ex = this.plan.experts?.[rank];
+    this.experts = ex ? { first: ex[0], count: ex[1] - ex[0] } : null;
+    this.localLayout = buildLayout(this.localCfg, this.experts ?? undefined).layout;
     this.maps = tensorMaps(fullCfg, this.plan, rank, this.localLayout);
     const kvFirst = rank % this.plan.heads.kvReplicas === 0;
     this.owns = (k) => k === "shard" || (k === "kv" ? kvFirst : rank === 0);
+  }
+
+  /** A zero arena of this rank's layout (EDP: only its experts stored), for `new MoeModel(localCfg, …, weights)`. */
+  weights(dtype: ArenaDtype = "f32"): Weights {
+    return new Weights(this.localCfg, dtype, undefined, this.experts);
   }
 
   /** The TP context a Workspace of this rank needs, over `group` (the mesh's tp group). */

@@ -162,7 +162,7 @@ export class Trainer {
       }
       // this rank's slice of the (initialised or loaded) full model; the full copy is dropped
       const full = args.model;
-      const local = new MoeModel(layout.localCfg, args.backend, { ...full.shape, tp: layout.context(mesh.tp) });
+      const local = new MoeModel(layout.localCfg, args.backend, { ...full.shape, tp: layout.context(mesh.tp) }, layout.weights(full.weights.dtype));
       layout.slice(full.params, local.params);
       args = { ...args, model: local };
       this.tp = { layout, group: mesh.tp, dpGroup: mesh.dp, gradGroup: pp > 1 ? acrossStages(mesh.dp, mesh.pp) : mesh.dp };
