@@ -14,7 +14,8 @@
 //    (moments gathered over DP, then TP) resumes at tp=2 × pp=2 (each pipeline stage tensor-parallel,
 //    itself run end to end above), whose checkpoint resumes at tp=1, and that one at ZeRO-1 again.
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
-//    end to end; an EDP rank's arena holds only its experts (closed-form size, uneven split).
+//    end to end; an EDP rank's arena holds only its experts (closed-form size, uneven split), and
+//    its gathered checkpoint resumes at tp=1 (and a tp=1 one at tp=2 EDP × dp=2 ZeRO-1).
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -168,6 +169,17 @@ test("a tp=2 checkpoint resumes at tp=1, and a tp=1 one at tp=2, on the uninterr
   runCli(["train", ...args, "train.steps=5", `train.out_dir=${b}`]);
   launchTrain("threads", 2, [...args, "train.steps=10", "parallel.tp=2", `train.out_dir=${b}`, "--resume"]);
   closeLosses(losses(b), single(), "tp=1 then tp=2");
+});
+
+test("an EDP checkpoint (each rank's experts gathered) resumes at tp=1, and a tp=1 one at tp=2 EDP × dp=2 ZeRO-1, on the uninterrupted losses", () => {
+  const args = COMMON.filter((a) => !a.startsWith("train.steps"));
+  const a = path.join(base, "resume-edp-a"), b = path.join(base, "resume-edp-b"), edp = ["parallel.tp=2", "parallel.edp=true"];
+  launchTrain("threads", 2, [...args, "train.steps=5", ...edp, `train.out_dir=${a}`]);
+  runCli(["train", ...args, "train.steps=10", `train.out_dir=${a}`, "--resume"]);
+  closeLosses(losses(a), single(), "tp=2 EDP then tp=1");
+  runCli(["train", ...args, "train.steps=5", `train.out_dir=${b}`]);
+  launchTrain("threads", 4, [...args, "train.steps=10", ...edp, "parallel.dp=2", "parallel.zero=1", `train.out_dir=${b}`, "--resume"]);
+  closeLosses(losses(b), single(), "tp=1 then tp=2 EDP × dp=2 ZeRO-1");
 });
 
 test("checkpoints carry over tp=2 × dp=2 ZeRO-1 → tp=2 × pp=2 → tp=1 → tp=2 × dp=2 ZeRO-1 on the uninterrupted single-rank losses", () => {
