@@ -135,8 +135,7 @@ export class Trainer {
   private readonly epZero: EpZero | null;
   /** parallel.overlap_grad_reduce (plain DP): the gradient all-reduce started during the last backward. */
   private readonly overlap: OverlappedGradReduce | null;
-  /** Tensor parallelism: this rank's slice of the model (this.model is the slice), its TP group, and the DP group gradients reduce over. */
-  /** TP: the layout, the TP group, the stage's DP group of this TP rank, and the group its gradients sum over (that DP group; PP: then the same TP rank of every stage). */
+  /** Tensor parallelism (this.model is the rank's slice): the layout, the TP group, the stage's DP group of this TP rank, and the group its gradients sum over (that DP group; PP: then the same TP rank of every stage). */
   private readonly tp: { layout: TensorParallelLayout; group: ProcessGroup; dpGroup: ProcessGroup; gradGroup: SyncGroup } | null;
 
   private constructor(
