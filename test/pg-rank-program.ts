@@ -288,12 +288,12 @@ async function groups(world: ProcessGroup, hash: ReturnType<typeof createHash>):
     sameBits("subgroup allreduce", c, Array.from({ length: 50 }, (_, i) => seqReduce("f64", "sum", 7, list, i)));
     await sub.close();
   }
-  // Mesh: 4 ranks → tp 2 × dp 2, ep 2; 2 ranks → dp 2, ep 2.
+  // Mesh: 4 ranks → tp 2 × dp 2, ep 2 (over the dp replicas of each TP rank); 2 ranks → dp 2, ep 2.
   const sizes = p === 4 ? { tp: 2, dp: 2, ep: 2 } : { dp: p, ep: p };
   const mesh = await createMesh(world, sizes);
   const s = meshSizes(p, sizes);
   const coords = Array.from({ length: p }, (_, i) => meshCoord(i, s));
-  const fixed = { tp: ["pp", "dp"], dp: ["pp", "tp"], pp: ["dp", "tp"], ep: ["pp", "expDp"], expDp: ["pp", "ep"] } as const;
+  const fixed = { tp: ["pp", "dp"], dp: ["pp", "tp"], pp: ["dp", "tp"], ep: ["pp", "expDp", "tp"], expDp: ["pp", "ep", "tp"] } as const;
   const expect = (axis: keyof typeof fixed) =>
     Array.from({ length: p }, (_, q) => q)
       .filter((q) => fixed[axis].every((a) => coords[q]![a] === coords[r]![a]))
@@ -305,7 +305,7 @@ async function groups(world: ProcessGroup, hash: ReturnType<typeof createHash>):
     await g.allreduce(v);
     sameBits(`mesh ${axis} allreduce`, v, [want.reduce((a, q) => a + q + 1, 0), want.reduce((a, q) => a + q * q, 0)]);
   }
-  if (p === 4 && mesh.ep.worldRanks.join() !== mesh.tp.worldRanks.join()) throw new Error("mesh: with ep = tp the expert group must be the tp group");
+  if (p === 4 && mesh.ep.worldRanks.join() !== mesh.dp.worldRanks.join()) throw new Error("mesh: with ep = dp the expert group must be the TP rank's dp group");
 }
 
 /** While rank 0 waits in an allreduce for a late rank 1, its timers keep firing (a blocked event

@@ -160,20 +160,21 @@ test("mpi backend: a hung rank ends the job at the timeout (exit 124)", { skip: 
 
 // ---- pure helpers ----------------------------------------------------------------------------
 
-test("mesh: Megatron order (tp fastest, then dp, then pp) and the expert refold (ep fastest)", () => {
-  const s = meshSizes(16, { pp: 2, tp: 2, ep: 4 });
-  assert.deepEqual(s, { pp: 2, dp: 4, tp: 2, ep: 4, expDp: 2 });
-  for (let r = 0; r < 16; r++) {
+test("mesh: Megatron order (tp fastest, then dp, then pp) and the expert refold of each TP rank's replicas (ep fastest)", () => {
+  const s = meshSizes(32, { pp: 2, tp: 2, ep: 4 });
+  assert.deepEqual(s, { pp: 2, dp: 8, tp: 2, ep: 4, expDp: 2 });
+  for (let r = 0; r < 32; r++) {
     const c = meshCoord(r, s);
-    assert.equal(c.tp + 2 * (c.dp + 4 * c.pp), r);
-    assert.equal(c.ep + 4 * (c.expDp + 2 * c.pp), r);
+    assert.equal(c.tp + 2 * (c.dp + 8 * c.pp), r);
+    assert.equal(c.tp + 2 * (c.ep + 4 * (c.expDp + 2 * c.pp)), r);
   }
-  // ep = tp: the expert coordinate is the tp coordinate (Skywork EDP).
-  const e = meshSizes(8, { tp: 2, ep: 2 });
-  for (let r = 0; r < 8; r++) assert.equal(meshCoord(r, e).ep, meshCoord(r, e).tp);
+  // tp = 1: plain EP over the data-parallel ranks
+  const e = meshSizes(8, { ep: 4 });
+  for (let r = 0; r < 8; r++) assert.deepEqual([meshCoord(r, e).ep, meshCoord(r, e).expDp], [r % 4, Math.floor(r / 4)]);
   assert.throws(() => meshSizes(6, { tp: 4 }), /world size 6 is not a multiple of pp × tp = 4/);
   assert.throws(() => meshSizes(8, { dp: 2 }), /pp × dp × tp = 1 × 2 × 1 = 2, but the world has 8 ranks/);
-  assert.throws(() => meshSizes(4, { ep: 3 }), /ep = 3 must divide dp × tp = 4/);
+  assert.throws(() => meshSizes(4, { ep: 3 }), /ep = 3 must divide dp = 4/);
+  assert.throws(() => meshSizes(4, { tp: 2, ep: 4 }), /ep = 4 must divide dp = 2/);
 });
 
 test("bucketing: buckets by size and dtype, flatten/unflatten round trip, bucketed = per-tensor on one rank", async () => {

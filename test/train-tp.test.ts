@@ -2,7 +2,7 @@
 // 1. In process (threads ranks, test/tp-train-rank-program.ts): a tiny model sliced over tp = 2 and 4
 //    ranks (even and uneven heads, GQA with kv heads split and replicated, dense FFN and MoE
 //    layers with ETP, a shared expert, q/k/v and o biases, per-head q/k norm, tied embeddings,
-//    a vocabulary that does not divide), and tp × dp at 4 ranks: the loss of two micro-batches
+//    a vocabulary that does not divide), and tp × dp at 4 ranks: the loss of four micro-batches
 //    and every gradient, gathered from the slices, equal the plain one-rank forward/backward to
 //    1e-5 relative; every TP rank reports the same loss; slicing then gathering gives the model back.
 // 2. The layout refuses what it cannot split, with messages naming the cause.
@@ -16,6 +16,9 @@
 //    EDP (parallel.edp=true: whole experts per TP rank) likewise, alone and × dp=2, in process and
 //    end to end; an EDP rank's arena holds only its experts (closed-form size, uneven split), and
 //    its gathered checkpoint resumes at tp=1 (and a tp=1 one at tp=2 EDP × dp=2 ZeRO-1).
+//    EP × ETP (parallel.ep with parallel.tp: the experts split over the data-parallel replicas of
+//    each TP rank, each column-split over tp): in process at 4 and 8 ranks (experts reducing over
+//    expDp = 2), end to end with and without ZeRO-1 + recompute, and a resume chain through ep alone.
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -40,7 +43,7 @@ function assertNear(a: ArrayLike<number>, b: ArrayLike<number>, what: string): v
   for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-6 * scale + 1e-5 * Math.abs(b[i]!), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
 }
 
-const CASES: { name: string; tp: number; world?: number; edp?: boolean; patch: CasePatch }[] = [
+const CASES: { name: string; tp: number; world?: number; edp?: boolean; ep?: number; patch: CasePatch }[] = [
   { name: "even heads (4 over 2), MoE layers", tp: 2, patch: { numHeads: 4, numKvHeads: 4 } },
   {
     name: "uneven heads (5 over 2), dense + MoE, q/k/v/o and head biases, uneven intermediate sizes", tp: 2,
@@ -59,13 +62,15 @@ const CASES: { name: string; tp: number; world?: number; edp?: boolean; patch: C
   { name: "EDP: 5 experts as [3,2], shared expert, dense + MoE", tp: 2, edp: true, patch: { numHeads: 4, numKvHeads: 2, moe: { numExperts: 5, moeLayers: [true, false], sharedExpertIntermediateSize: 3 } } },
   { name: "EDP at tp=4: one expert per rank, capacity dispatch with padding", tp: 4, edp: true, patch: { numHeads: 4, numKvHeads: 4, moe: { dispatch: { kind: "capacity", capacityFactor: 1.0, policy: "probs", pad: true } } } },
   { name: "EDP × dp=2 at 4 ranks", tp: 2, world: 4, edp: true, patch: { numHeads: 4, numKvHeads: 1 } },
+  { name: "EP × ETP: tp=2 × dp=2, ep=2 at 4 ranks, uneven expert columns, shared expert", tp: 2, world: 4, ep: 2, patch: { numHeads: 4, numKvHeads: 2, moe: { expertIntermediateSize: 5, sharedExpertIntermediateSize: 3 } } },
+  { name: "EP × ETP: tp=2 × dp=4, ep=2 at 8 ranks (experts reduce over expDp = 2), capacity dispatch", tp: 2, world: 8, ep: 2, patch: { numHeads: 4, numKvHeads: 4, moe: { moeLayers: [true, false], dispatch: { kind: "capacity", capacityFactor: 1.0, policy: "probs", pad: false } } } },
 ];
 
 for (const c of CASES) {
-  test(`tp=${c.tp}${c.world ? ` world ${c.world}` : ""}${c.edp ? " edp" : ""}: ${c.name}: single-rank loss and gradients`, async () => {
+  test(`tp=${c.tp}${c.world ? ` world ${c.world}` : ""}${c.edp ? " edp" : ""}${c.ep ? ` ep=${c.ep}` : ""}: ${c.name}: single-rank loss and gradients`, async () => {
     const ref = reference(c.patch);
     assert.ok(ref.grads.some((g) => g !== 0));
-    const r = await runThreads(c.world ?? c.tp, PROGRAM, [JSON.stringify(c.patch), String(c.tp), c.edp ? "edp" : "etp"], { timeoutMs: 60_000, output: "capture", report: false });
+    const r = await runThreads(c.world ?? c.tp, PROGRAM, [JSON.stringify(c.patch), String(c.tp), c.edp ? "edp" : c.ep ? `ep=${c.ep}` : "etp"], { timeoutMs: 60_000, output: "capture", report: false });
     assert.equal(r.code, 0, `${r.failure}\n${r.stderr.join("")}`);
     const line = r.stdout.join("").split("\n").find((l) => l.startsWith("RESULT "));
     assert.ok(line, r.stdout.join(""));
@@ -137,6 +142,8 @@ const RUNS: [string, number, string[]][] = [
   ["tp=2 × dp=2 ZeRO-1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"]],
   ["tp=2 × pp=2 (each stage tensor-parallel)", 4, ["parallel.tp=2", "parallel.pp=2"]],
   ["tp=2 recompute 1", 2, ["parallel.tp=2", "parallel.recompute=1"]],
+  ["tp=2 × dp=2, ep=2 (EP × ETP)", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]],
+  ["tp=2 × dp=2, ep=2 ZeRO-1 with recompute 1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2", "parallel.zero=1", "parallel.recompute=1"]],
 ];
 
 for (const backend of ["threads", "mpi"] as const) {
@@ -146,7 +153,7 @@ for (const backend of ["threads", "mpi"] as const) {
       const dir = path.join(base, `${backend}-${name.replace(/\W+/g, "-")}`);
       const out = launchTrain(backend, nproc, [...COMMON, ...extra, `train.out_dir=${dir}`]);
       closeLosses(losses(dir), single(), `${backend} ${name}`);
-      if (extra.includes("parallel.zero=1")) {
+      if (extra.includes("parallel.zero=1") && !extra.includes("parallel.ep=2")) {
         // ZeRO-1: each rank's moments are its DP share (of 2) of its TP slice
         const m = /stores (\d+) of the model's \d+ parameters \(and as many gradients; AdamW moments: (\d+) entries each\)/.exec(out);
         assert.ok(m, out);
@@ -182,6 +189,15 @@ test("an EDP checkpoint (each rank's experts gathered) resumes at tp=1, and a tp
   closeLosses(losses(b), single(), "tp=1 then tp=2 EDP × dp=2 ZeRO-1");
 });
 
+test("an EP × ETP checkpoint (tp=2 × dp=2, ep=2, ZeRO-1) resumes at dp=2 ep=2 (no TP), and that one at tp=2 × dp=2 ep=2, on the uninterrupted losses", () => {
+  const args = COMMON.filter((a) => !a.startsWith("train.steps"));
+  const dir = path.join(base, "resume-tp-ep"), tpEp = ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"];
+  launchTrain("threads", 4, [...args, "train.steps=4", ...tpEp, "parallel.zero=1", `train.out_dir=${dir}`]);
+  launchTrain("threads", 2, [...args, "train.steps=7", "parallel.dp=2", "parallel.ep=2", `train.out_dir=${dir}`, "--resume"]);
+  launchTrain("threads", 4, [...args, "train.steps=10", ...tpEp, `train.out_dir=${dir}`, "--resume"]);
+  closeLosses(losses(dir), single(), "tp×ep ZeRO-1 → ep → tp×ep");
+});
+
 test("checkpoints carry over tp=2 × dp=2 ZeRO-1 → tp=2 × pp=2 → tp=1 → tp=2 × dp=2 ZeRO-1 on the uninterrupted single-rank losses", () => {
   const args = COMMON.filter((a) => !a.startsWith("train.steps") && !a.startsWith("sample.every"));
   const dir = path.join(base, "resume-zero"), zero = ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"];
@@ -195,7 +211,8 @@ test("checkpoints carry over tp=2 × dp=2 ZeRO-1 → tp=2 × pp=2 → tp=1 → t
 test("parallel.tp and parallel.etp are validated with messages naming the option", () => {
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=0"]), /parallel\.tp must be positive/);
   assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.etp=1"]), /parallel\.etp \(1\) must equal parallel\.tp \(2\)/);
-  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]), /parallel\.tp=2 with parallel\.ep/);
+  assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2", "train.grad_accum=2"]).parallel.ep, 2); // EP × ETP
+  assert.throws(() => loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2", "parallel.edp=true", "train.grad_accum=2"]), /parallel\.edp=true with parallel\.ep=2/);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.pp=2"]).parallel.pp, 2);
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.plan=auto"]).parallel.plan, "auto"); // the plan sets tp
   assert.equal(loadTrainConfig(null, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1", "train.grad_accum=2"]).parallel.zero, 1);

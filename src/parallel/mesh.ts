@@ -1,8 +1,11 @@
 // The device mesh: the world split into tensor-, data- and pipeline-parallel groups for dense
 // layers ([pp, dp, tp], Megatron order: tp fastest, then dp, then pp) and expert-parallel groups
-// for MoE layers ([pp, expDp, ep]: inside one pipeline stage the same dp × tp ranks are refolded,
-// ep fastest). With ep = tp the expert group is the TP group (Skywork's EDP, Megatron's
-// "MoE parallel folding"); with ep = 1 experts are replicated and reduce over dp × tp.
+// for MoE layers: the data-parallel replicas of one TP rank refolded as [expDp, ep], ep fastest
+// ([pp, expDp, ep, tp]). An expert-parallel group holds the same TP slice (ETP: each expert's
+// intermediate columns split over tp) of different experts, so tokens cross it in an all-to-all
+// while the TP group keeps its all-reduce (Megatron's EP × ETP). With tp = 1 this is plain EP over
+// the data-parallel ranks; Skywork's EDP (the TP group as the expert group) is parallel.edp, not a
+// mesh axis. With ep = 1 experts are replicated and reduce over the dp ranks of their TP rank.
 // Not: the layout planner (which picks the sizes), nor the code that shards weights.
 import type { ProcessGroup } from "./process-group.js";
 
@@ -13,7 +16,7 @@ export interface MeshSizes {
   dp?: number;
   /** Tensor-parallel ranks per replica. Default 1. */
   tp?: number;
-  /** Expert-parallel ranks; must divide dp × tp. Default 1. */
+  /** Expert-parallel ranks (data-parallel replicas of one TP rank); must divide dp. Default 1. */
   ep?: number;
 }
 
@@ -33,9 +36,9 @@ export interface Mesh {
   tp: ProcessGroup;
   dp: ProcessGroup;
   pp: ProcessGroup;
-  /** Ranks that hold different experts of the same layer (token all-to-all). */
+  /** Ranks that hold different experts (the same TP slice) of the same layer (token all-to-all). */
   ep: ProcessGroup;
-  /** Ranks that hold the same experts (expert gradients reduce here), size dp × tp / ep. */
+  /** Ranks that hold the same experts and TP slice (expert gradients reduce here), size dp / ep. */
   expDp: ProcessGroup;
 }
 
@@ -49,15 +52,14 @@ export function meshSizes(worldSize: number, s: MeshSizes): Required<MeshSizes> 
   if (worldSize % (pp * tp) !== 0) throw new RangeError(`mesh: world size ${worldSize} is not a multiple of pp × tp = ${pp * tp}`);
   const dp = pos("dp", s.dp ?? worldSize / (pp * tp));
   if (pp * dp * tp !== worldSize) throw new RangeError(`mesh: pp × dp × tp = ${pp} × ${dp} × ${tp} = ${pp * dp * tp}, but the world has ${worldSize} ranks`);
-  if ((dp * tp) % ep !== 0) throw new RangeError(`mesh: ep = ${ep} must divide dp × tp = ${dp * tp}`);
-  return { pp, dp, tp, ep, expDp: (dp * tp) / ep };
+  if (dp % ep !== 0) throw new RangeError(`mesh: ep = ${ep} must divide dp = ${dp} (expert-parallel groups are data-parallel replicas of one TP rank)`);
+  return { pp, dp, tp, ep, expDp: dp / ep };
 }
 
 /** This world rank's coordinates (pure; the same formula createMesh uses). */
 export function meshCoord(rank: number, s: Required<MeshSizes>): MeshCoord {
   const tp = rank % s.tp, dp = Math.floor(rank / s.tp) % s.dp, pp = Math.floor(rank / (s.tp * s.dp));
-  const local = rank % (s.tp * s.dp);
-  return { pp, dp, tp, ep: local % s.ep, expDp: Math.floor(local / s.ep) };
+  return { pp, dp, tp, ep: dp % s.ep, expDp: Math.floor(dp / s.ep) };
 }
 
 /** Collective over world: splits it into the mesh's groups (five splits, in a fixed order). */
@@ -71,7 +73,7 @@ export async function createMesh(world: ProcessGroup, sizes: MeshSizes): Promise
   const tp = must(await world.split(c.pp * s.dp + c.dp, c.tp), "tp");
   const dp = must(await world.split(c.pp * s.tp + c.tp, c.dp), "dp");
   const pp = must(await world.split(c.dp * s.tp + c.tp, c.pp), "pp");
-  const ep = must(await world.split(c.pp * s.expDp + c.expDp, c.ep), "ep");
-  const expDp = must(await world.split(c.pp * s.ep + c.ep, c.expDp), "expDp");
+  const ep = must(await world.split((c.pp * s.expDp + c.expDp) * s.tp + c.tp, c.ep), "ep");
+  const expDp = must(await world.split((c.pp * s.ep + c.ep) * s.tp + c.tp, c.expDp), "expDp");
   return { world, sizes: s, coord: c, tp, dp, pp, ep, expDp };
 }

@@ -23,8 +23,12 @@
 // rows routed to its experts and combine is the TP all-reduce after the MoE layer. Like EP
 // (parallel/expert-parallel.ts ExpertShard) a rank stores only its experts (model/params.ts
 // `ExpertRange`: `weights()` makes its arena); `gather` restores the one-model layout.
-// A rank "owns" its shards, replicas only on TP rank 0, kv rows on the first of their replicas:
-// the gathered model, the gradient norm and checkpoints count each parameter once.
+// EP × ETP (`ep`): the rank stores only the experts [first, first + E/ep) of its expert-parallel
+// rank, each column-split as under ETP; tokens reach them through the EP all-to-all
+// (parallel/expert-parallel.ts) among the data-parallel replicas of this TP rank (parallel/mesh.ts).
+// A rank "owns" its shards, replicas only on TP rank 0, kv rows on the first of their replicas
+// (EP × ETP: dense parameters only on EP rank 0, experts on every EP rank): the gathered model,
+// the gradient norm and checkpoints count each parameter once.
 //
 // Not: the collectives inside the layers (model/forward.ts, moe/layer.ts), nor the trainer's
 // use (train/trainer.ts), nor inference TP (infer/tp.ts).
@@ -50,6 +54,8 @@ interface Segment {
 interface TensorMap {
   name: string;
   kind: Kind;
+  /** An expert tensor (EP × ETP: different on every EP rank). */
+  expert: boolean;
   segments: Segment[];
 }
 
@@ -78,6 +84,14 @@ export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): Tra
   return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
+/** EP × ETP: the experts of EP rank `ep.rank` (an even split; not with EDP, whose experts are the TP group's). */
+function epExperts(E: number, ep: { size: number; rank: number }, edp: boolean): ExpertRange {
+  if (edp) throw new TensorParallelError("expert-data parallelism (parallel.edp) splits experts over the TP group already; it does not combine with parallel.ep");
+  if (!(Number.isInteger(ep.size) && ep.size >= 1 && E % ep.size === 0)) throw new TensorParallelError(`expert parallelism: parallel.ep = ${ep.size} must divide the number of experts (${E})`);
+  if (!(Number.isInteger(ep.rank) && ep.rank >= 0 && ep.rank < ep.size)) throw new TensorParallelError(`expert parallelism: rank ${ep.rank} is not in an EP group of ${ep.size}`);
+  return { first: ep.rank * (E / ep.size), count: E / ep.size };
+}
+
 /** The model config one TP rank's weights describe (EDP: experts at full width; the rank stores only its own, `TensorParallelLayout.experts`). */
 export function trainingLocalConfig(cfg: ModelConfig, plan: TrainingTpPlan, rank: number): ModelConfig {
   const c = { ...localConfig(cfg, plan.heads.ranks[rank]!), vocabSize: plan.vocab[rank]!.count };
@@ -100,15 +114,17 @@ function gateUp(F: number, o: number, n: number, C: number, base = 0, localBase 
 const REPLICATED = new Set(["input_layernorm.weight", "input_layernorm.bias", "post_attention_layernorm.weight", "post_attention_layernorm.bias", "gate.weight", "gate.e_score_correction_bias", "shared_expert_gate.weight"]);
 
 /** Every storage tensor of the rank's slice and where its values sit in the full model. */
-function tensorMaps(cfg: ModelConfig, plan: TrainingTpPlan, rank: number, local: ParamLayout): TensorMap[] {
+function tensorMaps(cfg: ModelConfig, plan: TrainingTpPlan, rank: number, local: ParamLayout, held: ExpertRange | null): TensorMap[] {
   const p: TpRankPlan = plan.heads.ranks[rank]!, v = plan.vocab[rank]!;
   const C = cfg.hiddenSize, HS = cfg.headDim, E = cfg.moe.numExperts;
   const F = cfg.moe.expertIntermediateSize, S = cfg.moe.sharedExpertIntermediateSize, I = cfg.denseIntermediateSize;
   const out: TensorMap[] = [];
+  // ETP: the column slices of the experts this rank stores (all E, or EP × ETP its range)
+  const ex0 = held?.first ?? 0, exN = held?.count ?? E;
   for (const t of local.tensors) {
     const n = t.name, whole = [{ full: 0, local: 0, len: t.size }];
-    const add = (kind: Kind, segments: Segment[]) => out.push({ name: n, kind, segments });
     const leaf = n.split(".").slice(-2).join(".");
+    const add = (kind: Kind, segments: Segment[]) => out.push({ name: n, kind, expert: leaf === "experts.w13" || leaf === "experts.w2", segments });
     if (n === "model.embed_tokens.weight" || n === "lm_head.weight") add("shard", [rows(v.offset, v.count, C)]);
     else if (n === "lm_head.bias") add("shard", [rows(v.offset, v.count, 1)]);
     else if (leaf === "q_proj.weight") add("shard", [rows(p.qOffset, p.qHeads, HS * C)]);
@@ -122,8 +138,8 @@ function tensorMaps(cfg: ModelConfig, plan: TrainingTpPlan, rank: number, local:
       // EDP: the rank's whole experts, the only ones its arena stores
       const [e0, e1] = plan.experts[rank]!, per = leaf === "experts.w13" ? 2 * F * C : C * F;
       add("shard", [{ full: e0 * per, local: 0, len: (e1 - e0) * per }]);
-    } else if (leaf === "experts.w13") add("shard", Array.from({ length: E }, (_, e) => gateUp(F, p.expert.offset, p.expert.count, C, e * 2 * F, e * 2 * p.expert.count)).flat());
-    else if (leaf === "experts.w2") add("shard", Array.from({ length: E }, (_, e) => cols(C, F, p.expert.offset, p.expert.count, e * C).map((s) => ({ ...s, local: s.local + e * C * p.expert.count }))).flat());
+    } else if (leaf === "experts.w13") add("shard", Array.from({ length: exN }, (_, j) => gateUp(F, p.expert.offset, p.expert.count, C, (ex0 + j) * 2 * F, j * 2 * p.expert.count)).flat());
+    else if (leaf === "experts.w2") add("shard", Array.from({ length: exN }, (_, j) => cols(C, F, p.expert.offset, p.expert.count, (ex0 + j) * C).map((s) => ({ ...s, local: s.local + j * C * p.expert.count }))).flat());
     else if (leaf === "shared_expert.gate_up") add("shard", gateUp(S, p.shared.offset, p.shared.count, C));
     else if (leaf === "down_proj.weight" && n.includes("shared_expert")) add("shard", cols(C, S, p.shared.offset, p.shared.count));
     else if (leaf === "mlp.gate_up") add("shard", gateUp(I, p.dense.offset, p.dense.count, C));
@@ -143,24 +159,26 @@ export class TensorParallelLayout {
   readonly localCfg: ModelConfig;
   readonly fullLayout: ParamLayout;
   readonly localLayout: ParamLayout;
-  /** EDP: the experts this rank stores (null: ETP, every expert's column slice). */
+  /** The experts this rank stores: EDP its whole experts, EP × ETP its EP rank's (column slices); null: ETP, every expert's column slice. */
   readonly experts: ExpertRange | null;
   private readonly maps: TensorMap[];
-  private readonly owns: (kind: Kind) => boolean;
+  private readonly owns: (m: TensorMap) => boolean;
   /** Milliseconds spent in the all-reduces of the contexts made here (forward/backward's, waits for the other ranks included). */
   commMs = 0;
 
-  constructor(readonly fullCfg: ModelConfig, readonly rank: number, size: number, edp = false) {
+  /** `ep`: EP × ETP, this rank's place in its expert-parallel group (E/ep experts stored). */
+  constructor(readonly fullCfg: ModelConfig, readonly rank: number, size: number, edp = false, readonly ep: { size: number; rank: number } | null = null) {
     if (!(Number.isInteger(rank) && rank >= 0 && rank < size)) throw new TensorParallelError(`tensor parallel: rank ${rank} is not in a group of ${size}`);
     this.plan = planTrainingTp(fullCfg, size, edp);
     this.localCfg = trainingLocalConfig(fullCfg, this.plan, rank);
     this.fullLayout = buildLayout(fullCfg).layout;
     const ex = this.plan.experts?.[rank];
-    this.experts = ex ? { first: ex[0], count: ex[1] - ex[0] } : null;
+    this.experts = ex ? { first: ex[0], count: ex[1] - ex[0] } : ep ? epExperts(fullCfg.moe.numExperts, ep, edp) : null;
     this.localLayout = buildLayout(this.localCfg, this.experts ?? undefined).layout;
-    this.maps = tensorMaps(fullCfg, this.plan, rank, this.localLayout);
+    this.maps = tensorMaps(fullCfg, this.plan, rank, this.localLayout, ep ? this.experts : null);
     const kvFirst = rank % this.plan.heads.kvReplicas === 0;
-    this.owns = (k) => k === "shard" || (k === "kv" ? kvFirst : rank === 0);
+    const tpOwns = (k: Kind) => k === "shard" || (k === "kv" ? kvFirst : rank === 0);
+    this.owns = (m) => tpOwns(m.kind) && (m.expert || !ep || ep.rank === 0);
   }
 
   /** A zero arena of this rank's layout (EDP: only its experts stored), for `new MoeModel(localCfg, …, weights)`. */
@@ -197,15 +215,23 @@ export class TensorParallelLayout {
     });
   }
 
-  /** Collective over the TP group: the full arena assembled from every rank's owned values. */
-  gather(local: FArr, group: ProcessGroup): Float32Array {
+  /** Collective over the TP group (EP × ETP: then the EP group): the full arena assembled from every rank's owned values. */
+  gather(local: FArr, group: ProcessGroup, epGroup?: ProcessGroup): Float32Array {
     const full = new Float32Array(this.fullLayout.size);
     this.checkSizes(full, local);
     this.each((m, s, fo, lo) => {
-      if (this.owns(m.kind)) full.set(local.subarray(lo, lo + s.len), fo);
+      if (this.owns(m)) full.set(local.subarray(lo, lo + s.len), fo);
     });
     group.allreduceSync(full, "sum");
+    this.epGroup(epGroup)?.allreduceSync(full, "sum");
     return full;
+  }
+
+  /** EP × ETP: the EP group the collectives need (checked); else null. */
+  private epGroup(g: ProcessGroup | undefined): ProcessGroup | null {
+    if (!this.ep) return null;
+    if (!g || g.size !== this.ep.size || g.rank !== this.ep.rank) throw new TensorParallelError(`tensor × expert parallel: needs the EP group (rank ${this.ep.rank} of ${this.ep.size}), got ${g ? `rank ${g.rank} of ${g.size}` : "none"}`);
+    return g;
   }
 
   /**
@@ -234,15 +260,16 @@ export class TensorParallelLayout {
     });
   }
 
-  /** Collective over the TP group: Σ x² over the full model, each parameter counted once. */
-  sumSquares(local: FArr, group: ProcessGroup): number {
+  /** Collective over the TP group (EP × ETP: then the EP group): Σ x² over the full model, each parameter counted once. */
+  sumSquares(local: FArr, group: ProcessGroup, epGroup?: ProcessGroup): number {
     let ss = 0;
     this.each((m, s, _fo, lo) => {
-      if (!this.owns(m.kind)) return;
+      if (!this.owns(m)) return;
       for (let i = lo; i < lo + s.len; i++) ss += local[i]! * local[i]!;
     });
     const b = Float64Array.of(ss);
     group.allreduceSync(b, "sum");
+    this.epGroup(epGroup)?.allreduceSync(b, "sum");
     return b[0]!;
   }
 

@@ -101,7 +101,7 @@ export const TRAIN_SCHEMA = {
   parallel: {
     dp: { type: "int", default: 1, doc: "data-parallel ranks (run with `moe launch --nproc N -- train parallel.dp=N`); each rank runs grad_accum/dp of the step's micro-batches" },
     zero: { type: "int", default: 0, doc: "ZeRO stage: 0 (optimizer state replicated) or 1 (AdamW moments sharded over the data-parallel ranks)" },
-    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts. With parallel.pp > 1 the EP groups form inside each pipeline stage (ZeRO-1 then shards over the stage's ranks)" },
+    ep: { type: "int", default: 1, doc: "expert-parallel ranks, folded into the data-parallel ones (Megatron): must divide parallel.dp and the number of experts; each rank computes num_experts/ep experts for the tokens of its EP group, expert gradients reduce over the dp/ep ranks holding the same experts. With parallel.tp > 1 an EP group is the data-parallel replicas of one TP rank, and each expert stays column-split over the TP group (EP × ETP). With parallel.pp > 1 the EP groups form inside each pipeline stage (ZeRO-1 then shards over the stage's ranks)" },
     pp: { type: "int", default: 1, doc: "pipeline stages (1F1B over the grad_accum/dp micro-batches); launch pp × dp ranks: `moe launch --nproc 4 -- train parallel.pp=2 parallel.dp=2`" },
     tp: { type: "int", default: 1, doc: "tensor-parallel ranks per replica (Megatron: heads, FFN and expert columns, vocabulary split unevenly where they do not divide); launch dp × tp ranks: `moe launch --nproc 4 -- train parallel.tp=2 parallel.dp=2`. ZeRO-1 (parallel.zero=1) shards each TP rank's slice over its DP group. With parallel.pp > 1 each stage is tensor-parallel (launch pp × dp × tp ranks). Not combined with ep yet; parallel.plan=auto may choose it (tp × dp)" },
     etp: { type: "int", default: null, nullable: true, doc: "expert tensor-parallel ranks: every expert's intermediate columns split over them; null: parallel.tp (the only value supported: experts are split over the whole TP group)" },
@@ -261,10 +261,7 @@ export function validate(c: TrainConfig): void {
   if (c.parallel.etp !== null && c.parallel.etp !== c.parallel.tp) throw new TrainConfigError(`parallel.etp (${c.parallel.etp}) must equal parallel.tp (${c.parallel.tp}) or be null: experts are split over the whole tensor-parallel group (other expert layouts: parallel.ep)`);
   if (c.parallel.edp && c.parallel.tp === 1) throw new TrainConfigError("parallel.edp=true needs parallel.tp > 1: the tensor-parallel group is the expert group");
   if (c.parallel.edp && c.parallel.etp !== null) throw new TrainConfigError(`parallel.edp=true with parallel.etp=${c.parallel.etp}: under EDP experts are whole on their rank, not column-split; leave parallel.etp unset`);
-  if (c.parallel.tp > 1) {
-    const other = c.parallel.ep > 1 ? "parallel.ep" : null;
-    if (other) throw new TrainConfigError(`parallel.tp=${c.parallel.tp} with ${other}: tensor parallelism combines with data and pipeline parallelism (parallel.dp, parallel.zero, parallel.pp, parallel.recompute) only, so far`);
-  }
+  if (c.parallel.edp && c.parallel.ep > 1) throw new TrainConfigError(`parallel.edp=true with parallel.ep=${c.parallel.ep}: under EDP the tensor-parallel group is the expert group already; use one of them (parallel.ep with parallel.tp splits experts over data-parallel replicas, each column-split over tp)`);
   try {
     if (c.parallel.pp_layers !== null) parseStageList("parallel.pp_layers", c.parallel.pp_layers, c.parallel.pp, 1);
     if (c.parallel.recompute !== null) parseStageList("parallel.recompute", c.parallel.recompute, c.parallel.pp, 0);

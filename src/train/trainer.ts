@@ -155,7 +155,8 @@ export class Trainer {
       if (!mesh || mesh.sizes.tp !== tp) throw new TrainingError(`parallel.tp=${tp} needs the tensor-parallel mesh: launch with moe launch --nproc ${this.dp * tp} -- train parallel.dp=${this.dp} parallel.tp=${tp} …`);
       let layout: TensorParallelLayout;
       try {
-        layout = new TensorParallelLayout(args.cfg, mesh.coord.tp, tp, c.parallel.edp);
+        // (TP × EP: the rank stores only its EP rank's experts, each column-split over the TP group)
+        layout = new TensorParallelLayout(args.cfg, mesh.coord.tp, tp, c.parallel.edp, c.parallel.ep > 1 ? { size: c.parallel.ep, rank: mesh.ep.rank } : null);
       } catch (e) {
         throw new TrainingError((e as Error).message);
       }
@@ -176,11 +177,12 @@ export class Trainer {
       const E = args.cfg.moe.numExperts;
       if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
       if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
-      // this rank stores only its experts (weights, gradients, moments)
-      const shard = new ExpertShard(args.cfg, c.parallel.ep, mesh.ep.rank);
+      // this rank stores only its experts (weights, gradients, moments; TP × EP: of its TP slice)
+      const shard = new ExpertShard(this.tp ? this.tp.layout.localCfg : args.cfg, c.parallel.ep, mesh.ep.rank);
       const given = args.model.weights.experts;
       if (given && (given.first !== shard.experts.first || given.count !== shard.experts.count)) throw new TrainingError(`expert parallelism: the loaded weights hold experts [${given.first}, ${given.first + given.count}), this rank owns [${shard.experts.first}, ${shard.experts.first + shard.experts.count})`);
-      if (!given) {
+      if (this.tp && shard.localLayout.size !== args.model.params.length) throw new TrainingError(`tensor × expert parallelism: the rank's arena has ${args.model.params.length} values, its expert shard's layout ${shard.localLayout.size}`);
+      if (!given && !this.tp) {
         // a fresh model is initialised whole (the same values at any layout), then cut to this rank's experts
         const full = args.model;
         const local = new MoeModel(args.cfg, args.backend, full.shape, new Weights(args.cfg, full.weights.dtype, undefined, shard.experts));
@@ -189,7 +191,10 @@ export class Trainer {
       }
       // PP × EP: a stage's gradients are zero outside its layers, so the dense part sums over the
       // world and the experts over the same-expert ranks of every stage (its expDp, then pp group)
-      const groups = pp > 1 ? { dp: group!, ep: mesh.ep, expDp: acrossStages(mesh.expDp, mesh.pp) } : mesh;
+      // (TP × EP: the dense slice over the DP ranks of this TP rank (and its stages), the experts
+      // over the ranks with the same experts and slice)
+      const expDp = pp > 1 ? acrossStages(mesh.expDp, mesh.pp) : mesh.expDp;
+      const groups = this.tp ? { dp: this.tp.gradGroup, ep: mesh.ep, expDp } : pp > 1 ? { dp: group!, ep: mesh.ep, expDp } : mesh;
       this.ep = { ctx: new ExpertParallel(mesh.ep, E), grads: new EpGradientReducer(shard.localRanges, groups), group: mesh.ep, shard };
     } else this.ep = null;
     // ZeRO-1 shards over every rank: after the gradient sum all ranks hold the whole gradient
@@ -238,7 +243,8 @@ export class Trainer {
     const group = opts.group ?? null;
     // expert parallelism: a checkpoint is read with this rank's experts only
     const mesh = opts.mesh ?? null;
-    const expertShard = c.parallel.ep > 1 && mesh?.sizes.ep === c.parallel.ep ? { ep: c.parallel.ep, rank: mesh.ep.rank } : null;
+    // (TP × EP: the whole model is read and the TP layout cuts the rank's slice of its experts)
+    const expertShard = c.parallel.ep > 1 && c.parallel.tp === 1 && mesh?.sizes.ep === c.parallel.ep ? { ep: c.parallel.ep, rank: mesh.ep.rank } : null;
     const run = setupRun(c, { ...opts, writer: (group?.rank ?? 0) === 0, expertShard });
     const t = new Trainer(c, run.outDir, run, group, mesh, opts.pipeline ?? null);
     if (run.resumeFrom) {
@@ -351,7 +357,7 @@ export class Trainer {
       hiddenMs = red.hiddenMs;
     }
     // TP: every parameter counted once (replicated ones on TP rank 0); EP: each expert once (its owners' sum over the EP group)
-    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group)) : this.ep ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
+    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group, this.ep?.group)) : this.ep ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
@@ -498,7 +504,7 @@ export class Trainer {
 
   /** An arena of this rank (weights or moments) made whole: gathered from the TP slices or the EP experts (collective). */
   private gathered(local: FArr): Float32Array {
-    if (this.tp) return this.tp.layout.gather(local, this.tp.group);
+    if (this.tp) return this.tp.layout.gather(local, this.tp.group, this.ep?.group);
     return this.ep!.shard.gather(local, this.ep!.group);
   }
 
