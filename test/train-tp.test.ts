@@ -18,7 +18,8 @@
 //    its gathered checkpoint resumes at tp=1 (and a tp=1 one at tp=2 EDP × dp=2 ZeRO-1).
 //    EP × ETP (parallel.ep with parallel.tp: the experts split over the data-parallel replicas of
 //    each TP rank, each column-split over tp): in process at 4 and 8 ranks (experts reducing over
-//    expDp = 2), end to end with and without ZeRO-1 + recompute, and a resume chain through ep alone.
+//    expDp = 2), end to end with and without ZeRO-1 + recompute and at tp × pp × dp (8 ranks, with and
+//    without ep=2 ZeRO-1), and a resume chain through ep alone.
 // 4. parallel.tp / parallel.etp / parallel.edp are validated.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -144,6 +145,8 @@ const RUNS: [string, number, string[]][] = [
   ["tp=2 recompute 1", 2, ["parallel.tp=2", "parallel.recompute=1"]],
   ["tp=2 × dp=2, ep=2 (EP × ETP)", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]],
   ["tp=2 × dp=2, ep=2 ZeRO-1 with recompute 1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2", "parallel.zero=1", "parallel.recompute=1"]],
+  ["tp=2 × pp=2 × dp=2 (8 ranks)", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.dp=2"]],
+  ["tp=2 × pp=2 × dp=2, ep=2 ZeRO-1 (8 ranks)", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.dp=2", "parallel.ep=2", "parallel.zero=1"]],
 ];
 
 for (const backend of ["threads", "mpi"] as const) {
