@@ -9,7 +9,9 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { runThreads } from "../src/parallel/threads.js";
+import { allocGroupBuffer, failThreadsGroup, runThreads, threadsGroupOver } from "../src/parallel/threads.js";
+import { Worker } from "node:worker_threads";
+import { pathToFileURL } from "node:url";
 import { mpiAvailable } from "../src/parallel/mpi.js";
 import { meshCoord, meshSizes } from "../src/parallel/mesh.js";
 import { rankFromEnv } from "../src/parallel/world.js";
@@ -156,6 +158,23 @@ test("mpi backend: a hung rank ends the job at the timeout (exit 124)", { skip: 
   assert.equal(r.status, 124, r.stdout + r.stderr);
   assert.match(r.stderr, /timed out after 2 s/);
   assert.ok(Date.now() - t0 < 20_000);
+});
+
+test("threads: a rank marked failed ends the others' blocking and async waits, naming it, instead of a hang", async () => {
+  const slot = 1024, sab = allocGroupBuffer(2, slot);
+  const g0 = threadsGroupOver(0, 2, sab, slot);
+  // rank 1 (a worker thread) never joins the collective: 150 ms later it marks the group failed
+  const url = pathToFileURL(path.join(here, "..", "src", "parallel", "threads.js")).href;
+  const w = new Worker(`const { workerData: d } = require("node:worker_threads"); import(d.url).then((m) => setTimeout(() => m.failThreadsGroup(d.sab, 1), 150));`, { eval: true, workerData: { sab, url } });
+  const t0 = performance.now();
+  assert.throws(() => g0.allreduceSync(new Float32Array(8), "sum"), /threads group: rank 1 failed; the collective cannot complete/);
+  assert.ok(performance.now() - t0 >= 100, "rank 0 waited for rank 1 until it failed");
+  await new Promise((r) => w.once("exit", r));
+  // later collectives, blocking or not, fail at once
+  assert.throws(() => g0.barrierSync(), /rank 1 failed/);
+  await assert.rejects(g0.allreduce(new Float64Array(2)), /rank 1 failed/);
+  failThreadsGroup(sab, 0); // the first failure is the one reported
+  assert.throws(() => g0.barrierSync(), /rank 1 failed/);
 });
 
 // ---- pure helpers ----------------------------------------------------------------------------

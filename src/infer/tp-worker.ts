@@ -4,7 +4,7 @@
 // Not: a scheduler or sampler (rank 0 alone has those), nor the MPI ranks (runTpWorkerRank).
 import { parentPort, workerData } from "node:worker_threads";
 import { backendFromFlags } from "../backend/index.js";
-import { threadsGroupOver } from "../parallel/threads.js";
+import { failThreadsGroup, threadsGroupOver } from "../parallel/threads.js";
 import { tpWorkerLoop, type TpWorkerData } from "./tp.js";
 
 const d = workerData as TpWorkerData;
@@ -17,7 +17,9 @@ try {
   tpWorkerLoop(be, g, d.shard, d);
   await g.close();
 } catch (e) {
-  // before ready: rank 0 is still listening and reports it; later, rank 0 learns of it between steps
+  // before ready: rank 0 is still listening and reports it; later, rank 0 may be waiting in a
+  // collective of this step: the group is marked failed, so that wait throws naming this rank
+  if (started) failThreadsGroup(d.sab, d.rank);
   parentPort!.postMessage({ error: e instanceof Error ? (e.stack ?? e.message) : String(e), started });
   process.exitCode = 1;
 }

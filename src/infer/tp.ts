@@ -21,8 +21,9 @@
 //     threw between begin and end leaves the ranks out of step, and later steps refuse to run)
 // `close()` broadcasts the stop command and waits for the workers to exit.
 //
-// Limits: a worker thread that fails in the middle of a step cannot tell rank 0, which then waits
-// in the collective (one found dead between steps fails the next step with a clear error). Over
+// Failures: a worker thread whose step throws marks the threads group failed, so rank 0's wait in
+// the step's collective throws naming it (one ended from outside is found dead between steps and
+// fails the next step with a clear error). Over
 // MPI a failing rank exits non-zero, and the MPI exit hook (parallel/mpi.ts) aborts the whole job.
 // Not: training TP.
 import { Worker } from "node:worker_threads";

@@ -24,7 +24,7 @@ import {
 /** Default bytes of one rank's staging slot (a larger message takes several rounds). */
 export const DEFAULT_SLOT_BYTES = 4 << 20;
 
-const CTL_COUNT = 0, CTL_GEN = 1, CTL_HEAD = 16; // ints; header padded to 64 bytes
+const CTL_COUNT = 0, CTL_GEN = 1, CTL_FAILED = 2, CTL_HEAD = 16; // ints; header padded to 64 bytes
 const SIG = 4; // op, dtype, length, extra (reduce op / root)
 const OPC = { allreduce: 1, reduceScatter: 2, allgather: 3, alltoallv: 4, broadcast: 5, barrier: 6 } as const;
 type OpName = keyof typeof OPC;
@@ -187,8 +187,15 @@ class ThreadsGroup implements ProcessGroup {
     return this.data[d].subarray(r * n, (r + 1) * n);
   }
 
+  /** A rank marked the group failed (failThreadsGroup): no collective of it can complete. */
+  private checkFailed(): void {
+    const f = Atomics.load(this.ctl, CTL_FAILED);
+    if (f !== 0) throw new Error(`threads group: rank ${f - 1} failed; the collective cannot complete`);
+  }
+
   private async barrier0(): Promise<void> {
     const c = this.ctl;
+    this.checkFailed();
     const gen = Atomics.load(c, CTL_GEN);
     if (Atomics.add(c, CTL_COUNT, 1) === this.size - 1) {
       Atomics.store(c, CTL_COUNT, 0);
@@ -198,6 +205,7 @@ class ThreadsGroup implements ProcessGroup {
     }
     for (let i = 0; i < this.ctx.spin; i++) if (Atomics.load(c, CTL_GEN) !== gen) return;
     while (Atomics.load(c, CTL_GEN) === gen) {
+      this.checkFailed();
       const r = waitAsync(c, CTL_GEN, gen);
       if (r.async) await r.value;
     }
@@ -287,6 +295,7 @@ class ThreadsGroup implements ProcessGroup {
 
   private barrierWait(): void {
     const c = this.ctl;
+    this.checkFailed();
     const gen = Atomics.load(c, CTL_GEN);
     if (Atomics.add(c, CTL_COUNT, 1) === this.size - 1) {
       Atomics.store(c, CTL_COUNT, 0);
@@ -294,7 +303,10 @@ class ThreadsGroup implements ProcessGroup {
       Atomics.notify(c, CTL_GEN);
       return;
     }
-    while (Atomics.load(c, CTL_GEN) === gen) Atomics.wait(c, CTL_GEN, gen);
+    while (Atomics.load(c, CTL_GEN) === gen) {
+      this.checkFailed();
+      Atomics.wait(c, CTL_GEN, gen);
+    }
   }
 
   /** After the first barrier: every rank checks every signature the same way. */
@@ -577,6 +589,17 @@ export function threadsWorld(): ProcessGroup {
 export function threadsGroupOver(rank: number, size: number, sab: SharedArrayBuffer, slotBytes = DEFAULT_SLOT_BYTES): ProcessGroup {
   checkRank("threadsGroupOver", rank, size);
   return new ThreadsGroup(new RankContext(rank, [], 0), "local", rank, Array.from({ length: size }, (_, i) => i), sab, slotBytes);
+}
+
+/**
+ * Marks the group over `sab` failed by `rank` (a rank that cannot go on, e.g. a TP inference
+ * worker whose step threw): every rank waiting in, or later entering, one of its collectives
+ * throws naming that rank instead of waiting for it forever.
+ */
+export function failThreadsGroup(sab: SharedArrayBuffer, rank: number): void {
+  const c = new Int32Array(sab, 0, CTL_HEAD);
+  Atomics.compareExchange(c, CTL_FAILED, 0, rank + 1);
+  Atomics.notify(c, CTL_GEN);
 }
 
 // ---- launcher side ---------------------------------------------------------------------------
