@@ -30,7 +30,9 @@
 //
 // Tensor parallelism (tp=2, experts column-split (ETP) or whole experts per rank (EDP)): the cost
 // model's TP terms (two all-reduces per layer each way, the vocab-parallel head and loss, uneven
-// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link.
+// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link; the layers at the rate of
+// the model one TP rank computes (train/machine-rates.ts tpRankConfig: its share of the heads
+// and FFN columns, the norms, router and dispatch whole), relative to the whole model's.
 //
 // Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4] [--layouts tp=2,dp=2]
 import { spawn, spawnSync } from "node:child_process";
@@ -45,7 +47,7 @@ import type { Link } from "../src/plan/cluster.js";
 import { DEFAULT_COST, PRECISIONS, evenSplit, type CostOptions, type Layout } from "../src/plan/cost.js";
 import { planModelFromConfig, planParameterCounts, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { evaluateLayout, plan } from "../src/plan/search.js";
-import { measureComputeRates, measureOptimizerRates, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
+import { measureComputeRates, measureOptimizerRates, tpRankConfig, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
 import { measureCollectives } from "./collectives.js";
 import { idleTimes } from "./dp-scaling.js";
 import { measurePollShare } from "./poll-share.js";
@@ -74,7 +76,7 @@ export interface PlanCheck {
   cores: number;
   backend: string;
   /** Per model: solo rates, and per rank count n > 1 the rates of one of n processes measuring at once (layer FLOP/s per core held: × n / cores when n > cores). */
-  rates: Record<string, ComputeRates & OptimizerRates & { concurrent: Record<number, { layerFlops: number } & OptimizerRates> }>;
+  rates: Record<string, ComputeRates & OptimizerRates & { concurrent: Record<number, { layerFlops: number } & OptimizerRates>; tpRelative: Record<number, number> }>;
   /** Per model, per rank count: the link fitted on the sizes around the model's gradient arena. */
   links: Record<string, Record<string, Link>>;
   /** CPU share a rank waiting in an exchange takes from busy ones (bench/poll-share.ts; 0 for the threads backend, whose waits sleep). */
@@ -236,14 +238,17 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       if (m.name === "wide-vocab" && pm.vocab < 16000) throw new Error(`wide-vocab: the tokenizer reached only ${pm.vocab} tokens`);
       const solo = measureComputeRates(hf, B, T, 1, 9);
       const params = planParameterCounts(pm).total;
-      const rates = { ...solo, ...measureOptimizerRates(params), concurrent: {} as Record<number, { layerFlops: number } & OptimizerRates> };
+      const rates = { ...solo, ...measureOptimizerRates(params), concurrent: {} as Record<number, { layerFlops: number } & OptimizerRates>, tpRelative: {} as Record<number, number> };
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
       // one rank computes at the solo rates; n ranks at those of n processes measuring at once
       // (per core held; the cores' sharing among ranks is the cost model's, cluster.concurrency)
       const at = async (ranks: number) => (ranks === 1 ? rates : (rates.concurrent[ranks] ??= await concurrentRates(runConfigDir(prep.dir), params, ranks, cores)));
       const links = (out.links[m.name] = linksAround(allreduce, 4 * params));
-      const cluster = async (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: (await at(ranks)).layerFlops, memory: 1e12, link: links[ranks] ?? links[2]!, source: "measured", pollShare: out.poll.share });
+      // a TP rank's layers run at the rate of tpRankConfig's model (its share of the GEMMs, the
+      // norms, router and dispatch whole), relative to the whole model's: measured alone, once per tp
+      const tpRate = (tp: number) => (tp === 1 ? 1 : (rates.tpRelative[tp] ??= measureComputeRates(tpRankConfig(hf, tp), B, T, 1, 9).layerFlops / solo.layerFlops));
+      const cluster = async (ranks: number, tp = 1) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: (await at(ranks)).layerFlops * tpRate(tp), memory: 1e12, link: links[ranks] ?? links[2]!, source: "measured", pollShare: out.poll.share });
       const cost = async (zero: boolean, ranks: number): Promise<CostOptions> => {
         const r = await at(ranks);
         return {
@@ -275,7 +280,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       for (let round = 0; round < o.rounds; round++) {
         for (const s of specs) {
           const r = runner.run(`${m.name}-${s.name}-${round}`, m.common, s);
-          const e = evaluateLayout(pm, run, await cluster(s.ranks), s.layout, await cost(s.zero, s.ranks));
+          const e = evaluateLayout(pm, run, await cluster(s.ranks, s.layout.tp), s.layout, await cost(s.zero, s.ranks));
           const pred = e.step * 1e3;
           const row: CheckRow = {
             model: m.name, layout: s.name, ranks: s.ranks, measured_ms: +r.ms.toFixed(1), predicted_ms: +pred.toFixed(1), ratio: +(pred / r.ms).toFixed(3), within_20: Math.abs(pred / r.ms - 1) <= 0.2,
@@ -308,6 +313,7 @@ export function formatPlanCheck(c: PlanCheck): string {
   for (const [m, r] of Object.entries(c.rates)) {
     const opt = (o: OptimizerRates) => `AdamW ${(o.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(o.normSecondsPerParam * 1e9).toFixed(2)}, zero + clip ${(o.gradPassSecondsPerParam * 1e9).toFixed(2)}`;
     lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, ${opt(r)}`);
+    for (const [tp, x] of Object.entries(r.tpRelative)) lines.push(`    a tp=${tp} rank's layers (machine-rates.ts tpRankConfig): ×${x.toFixed(3)} of the whole model's rate`);
     for (const [n, c] of Object.entries(r.concurrent)) lines.push(`    ${n} processes at once: layers ${(c.layerFlops / 1e9).toFixed(1)} GFLOP/s per core held, ${opt(c)}`);
   }
   const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];

@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { parameterCounts, parseHfConfig, resolveConfig } from "../src/model/config.js";
+import { FAMILIES, HF_DEFAULTS, parameterCounts, parseHfConfig, resolveConfig } from "../src/model/config.js";
 import { PRESET_NAMES, preset } from "../src/model/presets.js";
 import { flopsFromBench, parseBenchLines, parseClusterSpec, parseQuantity, readClusterSpec, type ClusterSpec } from "../src/plan/cluster.js";
 import { DEFAULT_COST, LayoutCost, PRECISIONS, collective, evenSplit, meanKeys, type CostOptions } from "../src/plan/cost.js";
@@ -17,6 +17,8 @@ import { loadModelSource } from "../src/plan/model-source.js";
 import { oneFOneBOp, oneFOneBOrder, simulate1F1B, uniformClosedForm } from "../src/plan/simulate.js";
 import { BACKEND_LINKS, autoLayout, executableLayout, fitLink, machineCluster } from "../src/plan/auto.js";
 import { pollShareFormula } from "../bench/poll-share.js";
+import { tpRankConfig } from "../src/train/machine-rates.js";
+import type { HfConfig } from "../src/model/config.js";
 
 const near = (a: number, b: number, rel = 1e-12) => assert.ok(Math.abs(a - b) <= rel * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
 
@@ -535,4 +537,26 @@ test("parallel.plan=auto with tp: the choice is the fastest of the executable la
   assert.equal(executableLayout(one({ dp: 1, tp: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
   assert.equal(executableLayout(one({ dp: 2 }), 3), false);
   assert.equal(executableLayout(one({ dp: 1, pp: 2, expert: "ep", ep: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
+});
+
+test("tpRankConfig: a TP rank's model as one rank has the planner's per-rank layer FLOPs of that TP layout (even and uneven splits)", () => {
+  const cl: ClusterSpec = { nodes: 1, devicesPerNode: 8, memoryBytes: 1e15, flops: 1, flopsSource: "x", intraNode: { bandwidth: 1, latency: 0 }, interNode: { bandwidth: 1, latency: 0 } };
+  const flops = (hf: HfConfig, tp: number) =>
+    new LayoutCost(planModelFromConfig(resolveConfig(hf), "x"), { seqLen: 64, microBatch: 4, globalBatch: 4 }, cl, { dp: 1, tp, pp: 1, expert: "etp", ep: 1 }, { ...DEFAULT_COST, precision: PRECISIONS.f32! }).layer.reduce((s, c) => s + c.fwdFlops, 0);
+  let checked = 0;
+  // the presets and the families' transformers defaults (Qwen2-MoE: moe_intermediate_size and a
+  // shared expert; Skywork's default two-layer router is not supported, its layers are Mixtral's)
+  const configs = [...PRESET_NAMES.map((n) => [n, preset(n)] as const), ...FAMILIES.filter((f) => f !== "skywork").map((f) => [f, parseHfConfig({ model_type: f, ...HF_DEFAULTS[f] })] as const)];
+  for (const [name, hf] of configs) {
+    for (const tp of [2, 4]) {
+      const one = tpRankConfig(hf, tp), cfg = resolveConfig(hf), r = resolveConfig(one);
+      assert.equal(r.headDim, cfg.headDim, `${name} tp=${tp}: head size kept`);
+      assert.equal(r.hiddenSize, cfg.hiddenSize);
+      assert.equal(r.numHeads, Math.ceil(cfg.numHeads / tp));
+      assert.equal(flops(one, 1), flops(hf, tp), `${name} tp=${tp}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 4);
+  assert.throws(() => tpRankConfig(preset("small-moe"), 0), /tp must be a positive integer/);
 });

@@ -87,6 +87,25 @@ export function measureComputeRates(hf: HfConfig, B: number, T: number, threads 
   return { layerFlops: layerRate, headEfficiency, headResolved: resolved, fullSeconds: full, oneLayerSeconds: first };
 }
 
+/**
+ * The model one tensor-parallel rank computes, as a single-rank config: heads, KV heads, dense,
+ * expert and shared-expert FFN columns divided by `tp` (the busiest rank's ⌈n/tp⌉), head size,
+ * hidden size, experts and vocabulary unchanged. Its layer rate (measureComputeRates) is a TP
+ * rank's: the planner's FLOPs of this config are the TP rank's, while the norms, residuals,
+ * router and dispatch that every TP rank runs whole stay in its time.
+ */
+export function tpRankConfig(hf: HfConfig, tp: number): HfConfig {
+  if (!Number.isInteger(tp) || tp < 1) throw new RangeError(`tpRankConfig: tp must be a positive integer, got ${tp}`);
+  const cfg = resolveConfig(hf);
+  const d = (n: number) => Math.ceil(n / tp);
+  const x = hf as HfConfig & { moe_intermediate_size?: number; shared_expert_intermediate_size?: number };
+  return {
+    ...hf, head_dim: cfg.headDim, num_attention_heads: d(cfg.numHeads), num_key_value_heads: d(cfg.numKvHeads), intermediate_size: d(hf.intermediate_size),
+    ...(x.moe_intermediate_size !== undefined ? { moe_intermediate_size: d(x.moe_intermediate_size) } : {}),
+    ...(x.shared_expert_intermediate_size !== undefined ? { shared_expert_intermediate_size: d(x.shared_expert_intermediate_size) } : {}),
+  } as HfConfig;
+}
+
 /** AdamW, gradient-norm and zero + clip seconds per parameter over an arena of `params` elements. */
 export function measureOptimizerRates(params: number, threads = 1, reps = 5): OptimizerRates {
   const be = createBackend({ name: "native", threads });
