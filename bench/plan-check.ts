@@ -5,13 +5,18 @@
 // evaluateLayout) with this machine's measured parameters:
 //   - compute: the layers' FLOP/s and the head's relative rate from forward + backward of the
 //     model at the run's micro-batch on one engine thread (train/machine-rates.ts): alone for one
-//     rank, and measured in one process per core at once for several ranks (two busy cores run
-//     slower than one); when the ranks outnumber the cores, the cost model shares the cores among
-//     the ranks computing at each moment (plan/auto.ts machineCluster, cluster.concurrency); the
-//     optimizer's rates slow by the same factor;
-//   - optimizer: AdamW and gradient-norm seconds per parameter, measured on an arena of the
-//     model's size;
+//     rank, and measured in as many processes at once as the layout has ranks for several ranks
+//     (two busy cores run slower than one; ranks time-sharing a core lose some more: the rate
+//     there is per process × ranks / cores, the rate a rank computes at while it holds a core);
+//     when the ranks outnumber the cores, the cost model shares the cores among the ranks
+//     computing at each moment (plan/auto.ts machineCluster, cluster.concurrency);
+//   - optimizer: AdamW, gradient-norm and zero + clip seconds per parameter, measured on an arena
+//     of the model's size: alone for one rank, in the same concurrent processes for several
+//     (memory-bound passes slow more than the layers when every core streams its arena);
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
+//     rank count, on the sizes from a quarter to four times the model's gradient arena (the
+//     step's largest transfer: past the cache the bandwidth drops, and a fit weighted toward the
+//     small sizes put 16 and 64 MB on 4 ranks at 8.0 and 32.0 ms where they took 12.3 and 50.3),
 //     rank count (bench/collectives.ts), not the platform.md constants;
 //   - polling: a rank waiting in an MPI exchange keeps polling; the share of a busy rank's CPU it
 //     takes, measured once at the start (bench/poll-share.ts), is the cluster's pollShare, which
@@ -25,7 +30,9 @@
 //
 // Tensor parallelism (tp=2, experts column-split (ETP) or whole experts per rank (EDP)): the cost
 // model's TP terms (two all-reduces per layer each way, the vocab-parallel head and loss, uneven
-// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link.
+// splits: the busiest rank holds ⌈n/tp⌉) with the same measured link; the layers at the rate of
+// the model one TP rank computes (train/machine-rates.ts tpRankConfig: its share of the heads
+// and FFN columns, the norms, router and dispatch whole), relative to the whole model's.
 //
 // Usage: npm run bench:parallel -- --plan-check [--json] [--steps 8] [--rounds 1] [--only small|wide] [--wide-pp 2,4] [--layouts tp=2,dp=2]
 import { spawn, spawnSync } from "node:child_process";
@@ -40,7 +47,7 @@ import type { Link } from "../src/plan/cluster.js";
 import { DEFAULT_COST, PRECISIONS, evenSplit, type CostOptions, type Layout } from "../src/plan/cost.js";
 import { planModelFromConfig, planParameterCounts, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { evaluateLayout, plan } from "../src/plan/search.js";
-import { measureComputeRates, measureOptimizerRates, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
+import { measureComputeRates, measureOptimizerRates, tpRankConfig, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
 import { measureCollectives } from "./collectives.js";
 import { idleTimes } from "./dp-scaling.js";
 import { measurePollShare } from "./poll-share.js";
@@ -68,9 +75,10 @@ export interface PlanCheck {
   cpu: string;
   cores: number;
   backend: string;
-  /** Per model: solo rates, and layerFlopsAllCores = the layers' rate per process with one process per core computing. */
-  rates: Record<string, ComputeRates & OptimizerRates & { layerFlopsAllCores: number }>;
-  links: Record<string, Link>;
+  /** Per model: solo rates, and per rank count n > 1 the rates of one of n processes measuring at once (layer FLOP/s per core held: × n / cores when n > cores). */
+  rates: Record<string, ComputeRates & OptimizerRates & { concurrent: Record<number, { layerFlops: number } & OptimizerRates>; tpRelative: Record<number, number> }>;
+  /** Per model, per rank count: the link fitted on the sizes around the model's gradient arena. */
+  links: Record<string, Record<string, Link>>;
   /** CPU share a rank waiting in an exchange takes from busy ones (bench/poll-share.ts; 0 for the threads backend, whose waits sleep). */
   poll: { share: number; cpuPerWall: number | null; ranks?: number };
   rows: CheckRow[];
@@ -144,26 +152,56 @@ class Runner {
 }
 
 /**
- * Layer FLOP/s of one of `n` processes measuring at once (this file with --calibrate): the median
- * over the processes, then over `rounds` rounds (a round that another job's burst hit reads low:
- * one measured 26 GFLOP/s where others read 101–108; the best round reads high, its processes
- * having overlapped least).
+ * Rates of one of `n` processes measuring at once (this file with --calibrate): the median over
+ * the processes, then over `rounds` rounds (a round that another job's burst hit reads low: one
+ * measured 26 GFLOP/s where others read 101–108; the best round reads high, its processes having
+ * overlapped least). The layer rate is per core held: with more processes than cores each
+ * process's measured rate × n / cores.
  */
-async function concurrentLayerFlops(configDir: string, n: number, rounds = 3): Promise<number> {
-  const got: number[] = [];
-  for (let r = 0; r < rounds; r++) got.push(await concurrentRound(configDir, n));
-  return median(got);
+async function concurrentRates(configDir: string, params: number, n: number, cores: number, rounds = 3): Promise<{ layerFlops: number } & OptimizerRates> {
+  const got: ({ layerFlops: number } & OptimizerRates)[] = [];
+  for (let r = 0; r < rounds; r++) got.push(await concurrentRound(configDir, params, n, cores));
+  const med = (k: "layerFlops" | keyof OptimizerRates) => median(got.map((g) => g[k]));
+  const share = n > cores ? n / cores : 1;
+  return { layerFlops: med("layerFlops") * share, optimizerSecondsPerParam: med("optimizerSecondsPerParam") / share, normSecondsPerParam: med("normSecondsPerParam") / share, gradPassSecondsPerParam: med("gradPassSecondsPerParam") / share };
 }
 
-async function concurrentRound(configDir: string, n: number): Promise<number> {
+/**
+ * One round of `n` calibration processes. With more processes than cores each is pinned to core
+ * i mod cores (taskset), as `moe launch` binds oversubscribed MPI ranks: unpinned, where the
+ * kernel put them decided the rate (4 processes on 2 cores read 62.6 to 99.0 GFLOP/s per core
+ * held in four runs).
+ */
+async function concurrentRound(configDir: string, params: number, n: number, cores: number): Promise<{ layerFlops: number } & OptimizerRates> {
   const self = fileURLToPath(import.meta.url);
-  const one = () => new Promise<number>((resolve, reject) => {
-    const c = spawn(process.execPath, [self, "--calibrate", configDir], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MOE_NUM_THREADS: "1" } });
+  const pin = n > cores;
+  if (pin && spawnSync("taskset", ["--version"]).error) throw new Error("plan check: pinning more calibration processes than cores needs taskset (util-linux)");
+  const one = (i: number) => new Promise<{ layerFlops: number } & OptimizerRates>((resolve, reject) => {
+    const args = [self, "--calibrate", configDir, String(params)];
+    const c = pin
+      ? spawn("taskset", ["-c", String(i % cores), process.execPath, ...args], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MOE_NUM_THREADS: "1" } })
+      : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, MOE_NUM_THREADS: "1" } });
     let text = "";
     c.stdout.on("data", (d: Buffer) => (text += d.toString()));
-    c.on("close", (code) => (code === 0 ? resolve((JSON.parse(text) as ComputeRates).layerFlops) : reject(new Error(`calibration process failed (exit ${code})`))));
+    c.on("close", (code) => (code === 0 ? resolve(JSON.parse(text) as { layerFlops: number } & OptimizerRates) : reject(new Error(`calibration process failed (exit ${code})`))));
   });
-  return median(await Promise.all(Array.from({ length: n }, one)));
+  const all = await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
+  const med = (k: "layerFlops" | keyof OptimizerRates) => median(all.map((g) => g[k]));
+  return { layerFlops: med("layerFlops"), optimizerSecondsPerParam: med("optimizerSecondsPerParam"), normSecondsPerParam: med("normSecondsPerParam"), gradPassSecondsPerParam: med("gradPassSecondsPerParam") };
+}
+
+/**
+ * Per rank count, α–β fitted to the all-reduce sizes from arenaBytes / 4 to 4 · arenaBytes (at
+ * least the two measured sizes nearest the arena's, on a log scale).
+ */
+function linksAround(allreduce: Map<number, { bytes: number; seconds: number }[]>, arenaBytes: number): Record<string, Link> {
+  const out: Record<string, Link> = {};
+  for (const [n, rows] of allreduce) {
+    let near = rows.filter((r) => r.bytes >= arenaBytes / 4 && r.bytes <= arenaBytes * 4);
+    if (near.length < 2) near = [...rows].sort((a, b) => Math.abs(Math.log(a.bytes / arenaBytes)) - Math.abs(Math.log(b.bytes / arenaBytes))).slice(0, 2);
+    out[n] = fitLink(near.map((r) => ({ ranks: n, ...r })), "allreduce");
+  }
+  return out;
 }
 
 /** The HF config the run trained (its final checkpoint's config.json). */
@@ -184,10 +222,11 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
   const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, poll: { share: 0, cpuPerWall: null }, rows: [], gains: [] };
   const notes: string[] = [];
   try {
-    // links: α–β of the backend's all-reduce on 2 and 4 ranks
+    // the backend's all-reduce on 2 and 4 ranks, up to 64 MB (fitted per model below)
+    const allreduce = new Map<number, { bytes: number; seconds: number }[]>();
     for (const n of [2, 4]) {
-      const rows = (await measureCollectives([backend], n, 16, o.rankModule, notes)).filter((r) => r.op === "allreduce");
-      out.links[n] = fitLink(rows.map((r) => ({ ranks: r.ranks, bytes: r.bytes, seconds: r.us_median * 1e-6 })), "allreduce");
+      const rows = (await measureCollectives([backend], n, 64, o.rankModule, notes)).filter((r) => r.op === "allreduce");
+      allreduce.set(n, rows.map((r) => ({ bytes: r.bytes, seconds: r.us_median * 1e-6 })));
     }
     // the 4-rank runs are the ones whose ranks outnumber the cores (the share matters only there)
     // (the median of 3 rounds: the share read 0.03–0.22 in one minute on the shared machine)
@@ -209,20 +248,23 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const pm = planModelFromConfig(resolveConfig(hf), m.name);
       if (m.name === "wide-vocab" && pm.vocab < 16000) throw new Error(`wide-vocab: the tokenizer reached only ${pm.vocab} tokens`);
       const solo = measureComputeRates(hf, B, T, 1, 9);
-      // the same measurement in one process per core at once: the rate a rank keeps when every core computes
-      const busy = await concurrentLayerFlops(runConfigDir(prep.dir), Math.min(cores, 4));
-      const rates = { ...solo, layerFlopsAllCores: busy, ...measureOptimizerRates(planParameterCounts(pm).total) };
+      const params = planParameterCounts(pm).total;
+      const rates = { ...solo, ...measureOptimizerRates(params), concurrent: {} as Record<number, { layerFlops: number } & OptimizerRates>, tpRelative: {} as Record<number, number> };
       out.rates[m.name] = rates;
       const run: PlanRun = { seqLen: T, microBatch: B, globalBatch: B * micro };
-      // one rank computes at the solo rate; several at the all-cores rate (shared by the cost model when ranks > cores)
-      const cluster = (ranks: number) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: ranks > 1 ? rates.layerFlopsAllCores : rates.layerFlops, memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured", pollShare: out.poll.share });
-      // the optimizer is compute of the same rank: it slows by the same factor as the layers (the
-      // cores' sharing among ranks is the cost model's, cluster.concurrency)
-      const cost = (zero: boolean, ranks: number): CostOptions => {
-        const slow = rates.layerFlops / cluster(ranks).flops;
+      // one rank computes at the solo rates; n ranks at those of n processes measuring at once
+      // (per core held; the cores' sharing among ranks is the cost model's, cluster.concurrency)
+      const at = async (ranks: number) => (ranks === 1 ? rates : (rates.concurrent[ranks] ??= await concurrentRates(runConfigDir(prep.dir), params, ranks, cores)));
+      const links = (out.links[m.name] = linksAround(allreduce, 4 * params));
+      // a TP rank's layers run at the rate of tpRankConfig's model (its share of the GEMMs, the
+      // norms, router and dispatch whole), relative to the whole model's: measured alone, once per tp
+      const tpRate = (tp: number) => (tp === 1 ? 1 : (rates.tpRelative[tp] ??= measureComputeRates(tpRankConfig(hf, tp), B, T, 1, 9).layerFlops / solo.layerFlops));
+      const cluster = async (ranks: number, tp = 1) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: (await at(ranks)).layerFlops * tpRate(tp), memory: 1e12, link: links[ranks] ?? links[2]!, source: "measured", pollShare: out.poll.share });
+      const cost = async (zero: boolean, ranks: number): Promise<CostOptions> => {
+        const r = await at(ranks);
         return {
           ...DEFAULT_COST, precision: PRECISIONS.f32!, zero1: zero, gradSync: "arena", headEfficiency: rates.headEfficiency,
-          optimizerSecondsPerParam: rates.optimizerSecondsPerParam * slow, normSecondsPerParam: rates.normSecondsPerParam * slow,
+          optimizerSecondsPerParam: r.optimizerSecondsPerParam, normSecondsPerParam: r.normSecondsPerParam, gradPassSecondsPerParam: r.gradPassSecondsPerParam,
         };
       };
       const L = pm.layers;
@@ -238,7 +280,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       } else {
         specs = [spec("1 rank", L, {})];
         for (const pp of o.wideStages) {
-          const best = plan(pm, run, cluster(pp), { cost: cost(false, pp), maxTp: 1, expertModes: ["etp"], fix: { pp, dp: 1 } }).layouts[0]!;
+          const best = plan(pm, run, await cluster(pp), { cost: await cost(false, pp), maxTp: 1, expertModes: ["etp"], fix: { pp, dp: 1 } }).layouts[0]!;
           const uni = spec(`pp=${pp} ${evenSplit(L, pp).join(",")} (even)`, L, { partition: evenSplit(L, pp) });
           const planned = spec(`pp=${pp} ${best.layout.partition.join(",")} (planner)`, L, { partition: best.layout.partition });
           specs.push(uni, planned);
@@ -249,7 +291,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       for (let round = 0; round < o.rounds; round++) {
         for (const s of specs) {
           const r = runner.run(`${m.name}-${s.name}-${round}`, m.common, s);
-          const e = evaluateLayout(pm, run, cluster(s.ranks), s.layout, cost(s.zero, s.ranks));
+          const e = evaluateLayout(pm, run, await cluster(s.ranks, s.layout.tp), s.layout, await cost(s.zero, s.ranks));
           const pred = e.step * 1e3;
           const row: CheckRow = {
             model: m.name, layout: s.name, ranks: s.ranks, measured_ms: +r.ms.toFixed(1), predicted_ms: +pred.toFixed(1), ratio: +(pred / r.ms).toFixed(3), within_20: Math.abs(pred / r.ms - 1) <= 0.2,
@@ -277,10 +319,13 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
 
 export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
-  for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
+  for (const [m, ls] of Object.entries(c.links)) for (const [n, l] of Object.entries(ls)) lines.push(`  ${m}: link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
   lines.push(`  a rank waiting in an exchange takes ${c.poll.share.toFixed(2)} of a busy rank's CPU share${c.poll.cpuPerWall !== null ? ` (measured on ${c.poll.ranks} ranks: the waiters together ${c.poll.cpuPerWall.toFixed(2)} CPU s per s beside ${c.cores} spinning processes)` : " (threads backend: waits sleep)"}`);
   for (const [m, r] of Object.entries(c.rates)) {
-    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, ${(r.layerFlopsAllCores / 1e9).toFixed(1)} per process with every core busy, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, AdamW ${(r.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(r.normSecondsPerParam * 1e9).toFixed(2)} ns/param`);
+    const opt = (o: OptimizerRates) => `AdamW ${(o.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(o.normSecondsPerParam * 1e9).toFixed(2)}, zero + clip ${(o.gradPassSecondsPerParam * 1e9).toFixed(2)}`;
+    lines.push(`  ${m}: layers ${(r.layerFlops / 1e9).toFixed(1)} GFLOP/s alone, head ×${r.headEfficiency.toFixed(2)}${r.headResolved ? "" : " (too small to time)"}, ${opt(r)}`);
+    for (const [tp, x] of Object.entries(r.tpRelative)) lines.push(`    a tp=${tp} rank's layers (machine-rates.ts tpRankConfig): ×${x.toFixed(3)} of the whole model's rate`);
+    for (const [n, c] of Object.entries(r.concurrent)) lines.push(`    ${n} processes at once: layers ${(c.layerFlops / 1e9).toFixed(1)} GFLOP/s per core held, ${opt(c)}`);
   }
   const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];
   lines.push(head.map((s, i) => (i < 2 ? s.padEnd(i === 0 ? 12 : 24) : s.padStart(i === 7 ? 20 : 13))).join(""));
@@ -295,5 +340,6 @@ export function formatPlanCheck(c: PlanCheck): string {
 
 // child of concurrentLayerFlops: more repetitions than the solo measurement, so that the processes overlap
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1]) && process.argv[2] === "--calibrate") {
-  console.log(JSON.stringify(measureComputeRates(readHfConfig(process.argv[3]!), B, T, 1, 15)));
+  const r = measureComputeRates(readHfConfig(process.argv[3]!), B, T, 1, 15);
+  console.log(JSON.stringify({ layerFlops: r.layerFlops, ...measureOptimizerRates(Number(process.argv[4])) }));
 }

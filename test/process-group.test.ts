@@ -223,7 +223,10 @@ test("single group: collectives are copies, bad arguments are named", async () =
 });
 
 test("mpirun flags: root, oversubscription, hostfile, timeout; rank variables of Open MPI, PMI and Slurm", () => {
-  assert.deepEqual(mpirunArgs({ nproc: 4, timeout: 30, root: true, cores: 2 }), ["-n", "4", "--tag-output", "--allow-run-as-root", "--oversubscribe", "--timeout", "30"]);
+  assert.deepEqual(mpirunArgs({ nproc: 4, timeout: 30, root: true, cores: 2 }), ["-n", "4", "--tag-output", "--allow-run-as-root", "--oversubscribe", "--map-by", "core", "--bind-to", "core:overload-allowed", "--timeout", "30"]);
+  // the caller's own placement wins; not oversubscribed: Open MPI's default binding
+  assert.deepEqual(mpirunArgs({ nproc: 4, timeout: 0, root: false, cores: 2, extra: "--bind-to none" }), ["-n", "4", "--tag-output", "--oversubscribe", "--bind-to", "none"]);
+  assert.deepEqual(mpirunArgs({ nproc: 2, timeout: 0, root: false, cores: 2 }), ["-n", "2", "--tag-output"]);
   assert.deepEqual(mpirunArgs({ nproc: 2, timeout: 0, root: false, cores: 2, hostfile: "h" }), ["-n", "2", "--tag-output", "--hostfile", "h"]);
   assert.deepEqual(rankFromEnv({ OMPI_COMM_WORLD_RANK: "1", OMPI_COMM_WORLD_SIZE: "4" }), { rank: 1, size: 4, source: "OMPI_COMM_WORLD" });
   assert.deepEqual(rankFromEnv({ PMI_RANK: "0", PMI_SIZE: "2" }), { rank: 0, size: 2, source: "PMI" });

@@ -95,7 +95,8 @@ export interface AutoPlanInput {
   flopsPerRank: number;
   /**
    * Layouts the trainer executes besides plain data parallelism; tp: tensor parallelism with
-   * column-split (ETP) or whole experts per TP rank (EDP), combined with dp only (default false).
+   * column-split (ETP) or whole experts per TP rank (EDP), combined as executableLayout allows
+   * (with pp only when pp is supported too; default false).
    */
   supports: { ep: boolean; pp: boolean; tp?: boolean };
   /** CPU cores the ranks share and engine threads per rank; default: a core per thread (no sharing). */
@@ -136,13 +137,16 @@ function describe(l: LayoutPlan): string {
 /**
  * The one filter of the layouts the trainer executes (extend it here as the trainer learns more
  * combinations): grad_accum micro-batches split evenly over dp (each rank runs whole
- * micro-batches); no pipeline stages with expert parallelism; tensor parallelism (ETP or EDP)
- * with data parallelism only (no ep, pp, recompute; ZeRO is not chosen for it, autoLayout).
+ * micro-batches); no pipeline stages with expert parallelism; tensor parallelism with column-split
+ * experts (ETP) with dp, pp, recompute and ZeRO-1 (test/train-tp.test.ts), with whole experts
+ * per TP rank (EDP) with dp and ZeRO-1 only (EDP × pp and EDP with recompute are not tested);
+ * not tp × ep (EP × ETP: not offered yet).
  */
 export function executableLayout(L: Layout, gradAccum: number): boolean {
   if (gradAccum % L.dp !== 0) return false;
   if (L.pp > 1 && L.expert === "ep" && L.ep > 1) return false;
-  if (L.tp > 1 && (L.pp > 1 || L.expert === "ep" || L.recompute.some((r) => r > 0))) return false;
+  if (L.tp > 1 && L.expert === "ep") return false;
+  if (L.tp > 1 && L.expert === "edp" && (L.pp > 1 || L.recompute.some((r) => r > 0))) return false;
   return true;
 }
 
@@ -164,8 +168,8 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const report = plan(model, run, cluster, { cost, maxTp: 1, expertModes, fix });
   const candidates = [...report.layouts];
   if (i.supports.tp && i.ranks > 1) {
-    // tensor-parallel layouts, costed without ZeRO-1 (the trainer does not combine them yet)
-    const tpReport = plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: i.ranks, expertModes: ["etp", "edp"], fix: { pp: 1 } });
+    // tensor-parallel layouts (with pipeline stages where the trainer runs them: supports.pp)
+    const tpReport = plan(model, run, cluster, { cost, maxTp: i.ranks, expertModes: ["etp", "edp"], fix });
     candidates.push(...tpReport.layouts.filter((l) => l.layout.tp > 1));
     candidates.sort((a, b) => a.step - b.step);
   }
@@ -178,8 +182,9 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const L = best.layout;
   // ZeRO-1 where the unsharded optimizer state would not fit, or where data parallelism exists
   // (same communication volume in the model, less memory)
-  const unsharded = L.tp > 1 ? null : plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: 1, expertModes: [L.expert], fix: { dp: L.dp, pp: L.pp, ep: L.ep, tp: 1 }, partition: L.partition, refine: 0 });
-  const zero: 0 | 1 = unsharded !== null && (L.dp > 1 || unsharded.layouts.length === 0) ? 1 : 0;
+  // (under TP each rank's slice shards over its DP group)
+  const unsharded = plan(model, run, cluster, { cost: { ...cost, zero1: false }, maxTp: L.tp, expertModes: [L.expert], fix: { dp: L.dp, pp: L.pp, ep: L.ep, tp: L.tp }, partition: L.partition, refine: 0 });
+  const zero: 0 | 1 = L.dp > 1 || unsharded.layouts.length === 0 ? 1 : 0;
   return {
     dp: L.dp, tp: L.tp, edp: L.expert === "edp", ep: L.expert === "ep" ? L.ep : 1, pp: L.pp, zero, ppLayers: [...L.partition], recompute: [...L.recompute],
     predictedStep: best.step, predictedTokensPerSec: best.tokensPerSec,

@@ -26,7 +26,8 @@
 //   After the pipeline, once per step (`tail`): gradient synchronisation plus, when
 //   `optimizerSecondsPerParam` > 0, the optimizer: AdamW over the parameters the rank updates
 //   (its share under ZeRO-1) plus the gradient-norm pass over the gradients it holds
-//   (`normSecondsPerParam`). gradSync "stage" is Megatron's (each stage reduces its own
+//   (`normSecondsPerParam`) plus the trainer's other passes over those gradients each step,
+//   zeroing and clipping (`gradPassSecondsPerParam`). gradSync "stage" is Megatron's (each stage reduces its own
 //   parameters over its DP group); "arena" is this engine's trainer: every rank holds the whole
 //   model, gradients are all-reduced over all dp·pp ranks, ZeRO-1 then all-gathers the parameters
 //   over all ranks, and the norm runs over the whole arena; EP (a rank stores only its experts):
@@ -96,6 +97,8 @@ export interface CostOptions {
   optimizerSecondsPerParam: number;
   /** Seconds per gradient element of the gradient-norm pass (measured); default 0. */
   normSecondsPerParam: number;
+  /** Seconds per gradient element of the step's other gradient passes, zeroing and clipping (measured); default 0. */
+  gradPassSecondsPerParam: number;
   /** "stage" (Megatron: a stage reduces and steps its own parameters) or "arena" (this engine: the whole model on every rank). Default "stage". */
   gradSync: GradSync;
   /** Rate of LM head, loss and embedding relative to `cluster.flops` (> 0). Default 1. */
@@ -105,12 +108,12 @@ export interface CostOptions {
 export type GradSync = "stage" | "arena";
 
 export const DEFAULT_COST: CostOptions = {
-  precision: PRECISIONS["bf16-mixed"]!, zero1: true, flashAttention: true, expertImbalance: 1, optimizerSecondsPerParam: 0, normSecondsPerParam: 0, gradSync: "stage", headEfficiency: 1,
+  precision: PRECISIONS["bf16-mixed"]!, zero1: true, flashAttention: true, expertImbalance: 1, optimizerSecondsPerParam: 0, normSecondsPerParam: 0, gradPassSecondsPerParam: 0, gradSync: "stage", headEfficiency: 1,
 };
 
 /** Checks the options a caller built (clear errors instead of NaN step times). */
 export function validateCost(o: CostOptions): CostOptions {
-  for (const k of ["optimizerSecondsPerParam", "normSecondsPerParam"] as const) {
+  for (const k of ["optimizerSecondsPerParam", "normSecondsPerParam", "gradPassSecondsPerParam"] as const) {
     if (!(o[k] >= 0) || !Number.isFinite(o[k])) throw new PlanError(`cost option ${k} must be a finite number ≥ 0, got ${o[k]}`);
   }
   if (!(o.headEfficiency > 0) || !Number.isFinite(o.headEfficiency)) throw new PlanError(`cost option headEfficiency must be a finite number > 0, got ${o.headEfficiency}`);
@@ -405,13 +408,13 @@ export class LayoutCost {
       if (this.shape.expert === "ep" && this.shape.ep > 1) {
         // the rank's arena holds its experts only; ZeRO-1 splits dense over dp, experts over expDp
         const held = a.dense + a.expertHeld, updated = o.zero1 ? a.dense / dp + a.expertHeld / this.expertDp : held;
-        return slow * (updated * o.optimizerSecondsPerParam + held * o.normSecondsPerParam);
+        return slow * (updated * o.optimizerSecondsPerParam + held * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
       }
       const all = a.dense + a.expertAll;
-      return slow * ((o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * o.normSecondsPerParam);
+      return slow * ((o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
     }
     const updated = o.zero1 ? s.denseParams / dp + s.expertParams / this.expertDp : s.denseParams + s.expertParams;
-    return slow * (updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * o.normSecondsPerParam);
+    return slow * (updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
   }
 
   /** Gradient synchronisation of one stage once per step (seconds). */

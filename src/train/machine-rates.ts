@@ -8,8 +8,10 @@
 //     Non-GEMM work (norms, softmax, routing, gathers) is inside
 //     these times, which is why a training-step rate predicts a small model's step and a GEMM
 //     rate does not (README "Planning a layout").
-//   - optimizer: AdamW and the gradient-norm pass over an arena of the model's size, seconds per
-//     parameter (CostOptions.optimizerSecondsPerParam, normSecondsPerParam).
+//   - optimizer: AdamW, the gradient-norm pass and the trainer's other per-step gradient passes
+//     (zeroing before the micro-batches, clipping after the norm) over an arena of the model's
+//     size, seconds per parameter (CostOptions.optimizerSecondsPerParam, normSecondsPerParam,
+//     gradPassSecondsPerParam).
 //
 // Not: the link costs (bench/plan-check.ts measures the process-group backend's collectives and
 // fits α–β with plan/auto.ts fitLink), nor a GEMM calibration (train/auto-plan.ts measureRankFlops).
@@ -35,6 +37,8 @@ export interface ComputeRates {
 export interface OptimizerRates {
   optimizerSecondsPerParam: number;
   normSecondsPerParam: number;
+  /** Zeroing plus clipping (a scale) of the gradient arena. */
+  gradPassSecondsPerParam: number;
 }
 
 /** Share of the one-layer model's time below which the head's own time is not trusted. */
@@ -83,21 +87,46 @@ export function measureComputeRates(hf: HfConfig, B: number, T: number, threads 
   return { layerFlops: layerRate, headEfficiency, headResolved: resolved, fullSeconds: full, oneLayerSeconds: first };
 }
 
-/** AdamW and gradient-norm seconds per parameter over an arena of `params` elements. */
+/**
+ * The model one tensor-parallel rank computes, as a single-rank config: heads, KV heads, dense,
+ * expert and shared-expert FFN columns divided by `tp` (the busiest rank's ⌈n/tp⌉), head size,
+ * hidden size, experts and vocabulary unchanged. Its layer rate (measureComputeRates) is a TP
+ * rank's: the planner's FLOPs of this config are the TP rank's, while the norms, residuals,
+ * router and dispatch that every TP rank runs whole stay in its time.
+ */
+export function tpRankConfig(hf: HfConfig, tp: number): HfConfig {
+  if (!Number.isInteger(tp) || tp < 1) throw new RangeError(`tpRankConfig: tp must be a positive integer, got ${tp}`);
+  const cfg = resolveConfig(hf);
+  const d = (n: number) => Math.ceil(n / tp);
+  const x = hf as HfConfig & { moe_intermediate_size?: number; shared_expert_intermediate_size?: number };
+  return {
+    ...hf, head_dim: cfg.headDim, num_attention_heads: d(cfg.numHeads), num_key_value_heads: d(cfg.numKvHeads), intermediate_size: d(hf.intermediate_size),
+    ...(x.moe_intermediate_size !== undefined ? { moe_intermediate_size: d(x.moe_intermediate_size) } : {}),
+    ...(x.shared_expert_intermediate_size !== undefined ? { shared_expert_intermediate_size: d(x.shared_expert_intermediate_size) } : {}),
+  } as HfConfig;
+}
+
+/** AdamW, gradient-norm and zero + clip seconds per parameter over an arena of `params` elements. */
 export function measureOptimizerRates(params: number, threads = 1, reps = 5): OptimizerRates {
   const be = createBackend({ name: "native", threads });
   const p = new Float32Array(params).fill(0.1), g = new Float32Array(params).fill(0.01), m = new Float32Array(params), v = new Float32Array(params);
-  const upd: number[] = [], norm: number[] = [];
+  const upd: number[] = [], norm: number[] = [], pass: number[] = [];
   for (let r = 0; r < reps + 1; r++) {
+    // the trainer's order: zero (Gradients.zero is a fill), norm, clip (a scale), AdamW
     const t0 = performance.now();
-    be.sumSquares(g);
+    g.fill(0);
     const t1 = performance.now();
-    be.adamw(p, g, m, v, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: r + 1 });
+    be.sumSquares(g);
     const t2 = performance.now();
+    be.scale(g, g, 0.5);
+    const t3 = performance.now();
+    be.adamw(p, g, m, v, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: r + 1 });
+    const t4 = performance.now();
     if (r > 0) {
-      norm.push((t1 - t0) / 1e3);
-      upd.push((t2 - t1) / 1e3);
+      pass.push((t1 - t0 + t3 - t2) / 1e3);
+      norm.push((t2 - t1) / 1e3);
+      upd.push((t4 - t3) / 1e3);
     }
   }
-  return { optimizerSecondsPerParam: median(upd) / params, normSecondsPerParam: median(norm) / params };
+  return { optimizerSecondsPerParam: median(upd) / params, normSecondsPerParam: median(norm) / params, gradPassSecondsPerParam: median(pass) / params };
 }

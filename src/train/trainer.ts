@@ -451,14 +451,21 @@ export class Trainer {
     });
   }
 
-  /** ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank of the ZeRO group. */
+  /** ZeRO-1's all-gather buffers (chunk and chunk × group size), allocated on the first gather and reused every step. */
+  private gatherBufs: { send: Float32Array; recv: Float32Array } | null = null;
+
+  /**
+   * ZeRO-1: a (full-arena) array whose shard [lo, hi) this rank holds becomes whole on every rank
+   * of the ZeRO group. The send buffer's tail past a short last shard stays zero (only its first
+   * hi − lo elements are ever written).
+   */
   private gatherShards(full: Float32Array, shard: Float32Array = full.subarray(this.zero!.lo, this.zero!.hi)): void {
-    const { chunk, group } = this.zero!;
-    const send = new Float32Array(chunk);
-    send.set(shard);
-    const recv = new Float32Array(chunk * group.size);
-    group.allgatherSync(send, recv);
-    full.set(recv.subarray(0, full.length));
+    const { chunk, group, lo, hi } = this.zero!;
+    if (shard.length !== hi - lo) throw new TrainingError(`ZeRO-1 gather: a shard of ${shard.length} elements, this rank holds ${hi - lo}`);
+    const b = (this.gatherBufs ??= { send: new Float32Array(chunk), recv: new Float32Array(chunk * group.size) });
+    b.send.set(shard);
+    group.allgatherSync(b.send, b.recv);
+    full.set(b.recv.subarray(0, full.length));
   }
 
   /** ZeRO-1: this rank's moment range made a whole local arena (collective over the ZeRO group). */
