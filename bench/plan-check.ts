@@ -14,11 +14,11 @@
 //     of the model's size: alone for one rank, in the same concurrent processes for several
 //     (memory-bound passes slow more than the layers when every core streams its arena);
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
-//     rank count (weighted toward the small sizes, which the pipeline, EP and TP exchanges move;
-//     past the cache the bandwidth drops: this fit put 16 and 64 MB on 4 ranks at 8.0 and 32.0 ms
-//     where they took 12.3 and 50.3, so the whole-arena gradient sync is predicted short; a fit on
-//     the arena's sizes instead gave the 2-rank link α = 0.54 ms and put dp=2 ep=2 13% too slow),
-//     rank count (bench/collectives.ts), not the platform.md constants;
+//     rank count (bench/collectives.ts), not the platform.md constants; the fit weighs the small
+//     sizes, which the pipeline, EP and TP exchanges move; past the cache the bandwidth drops
+//     (it put 16 and 64 MB on 4 ranks at 8.0 and 32.0 ms where they took 12.3 and 50.3, so the
+//     whole-arena gradient sync is predicted short; a fit on the arena's sizes instead gave the
+//     2-rank link α = 0.54 ms and put dp=2 ep=2 13% too slow);
 //   - polling: a rank waiting in an MPI exchange keeps polling; the share of a busy rank's CPU it
 //     takes, measured once at the start (bench/poll-share.ts), is the cluster's pollShare, which
 //     the shared-core 1F1B simulation gives the waiting ranks;
