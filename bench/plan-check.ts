@@ -14,10 +14,11 @@
 //     of the model's size: alone for one rank, in the same concurrent processes for several
 //     (memory-bound passes slow more than the layers when every core streams its arena);
 //   - links: α–β fitted (plan/auto.ts fitLink) to the backend's all-reduce table on the same
-//     rank count, on the sizes from a quarter to four times the model's gradient arena (the
-//     step's largest transfer: past the cache the bandwidth drops, and a fit weighted toward the
-//     small sizes put 16 and 64 MB on 4 ranks at 8.0 and 32.0 ms where they took 12.3 and 50.3),
-//     rank count (bench/collectives.ts), not the platform.md constants;
+//     rank count (bench/collectives.ts), not the platform.md constants; the fit weighs the small
+//     sizes, which the pipeline, EP and TP exchanges move; past the cache the bandwidth drops
+//     (it put 16 and 64 MB on 4 ranks at 8.0 and 32.0 ms where they took 12.3 and 50.3, so the
+//     whole-arena gradient sync is predicted short; a fit on the arena's sizes instead gave the
+//     2-rank link α = 0.54 ms and put dp=2 ep=2 13% too slow);
 //   - polling: a rank waiting in an MPI exchange keeps polling; the share of a busy rank's CPU it
 //     takes, measured once at the start (bench/poll-share.ts), is the cluster's pollShare, which
 //     the shared-core 1F1B simulation gives the waiting ranks;
@@ -77,8 +78,7 @@ export interface PlanCheck {
   backend: string;
   /** Per model: solo rates, and per rank count n > 1 the rates of one of n processes measuring at once (layer FLOP/s per core held: × n / cores when n > cores). */
   rates: Record<string, ComputeRates & OptimizerRates & { concurrent: Record<number, { layerFlops: number } & OptimizerRates>; tpRelative: Record<number, number> }>;
-  /** Per model, per rank count: the link fitted on the sizes around the model's gradient arena. */
-  links: Record<string, Record<string, Link>>;
+  links: Record<string, Link>;
   /** CPU share a rank waiting in an exchange takes from busy ones (bench/poll-share.ts; 0 for the threads backend, whose waits sleep). */
   poll: { share: number; cpuPerWall: number | null; ranks?: number };
   rows: CheckRow[];
@@ -190,20 +190,6 @@ async function concurrentRound(configDir: string, params: number, n: number, cor
   return { layerFlops: med("layerFlops"), optimizerSecondsPerParam: med("optimizerSecondsPerParam"), normSecondsPerParam: med("normSecondsPerParam"), gradPassSecondsPerParam: med("gradPassSecondsPerParam") };
 }
 
-/**
- * Per rank count, α–β fitted to the all-reduce sizes from arenaBytes / 4 to 4 · arenaBytes (at
- * least the two measured sizes nearest the arena's, on a log scale).
- */
-function linksAround(allreduce: Map<number, { bytes: number; seconds: number }[]>, arenaBytes: number): Record<string, Link> {
-  const out: Record<string, Link> = {};
-  for (const [n, rows] of allreduce) {
-    let near = rows.filter((r) => r.bytes >= arenaBytes / 4 && r.bytes <= arenaBytes * 4);
-    if (near.length < 2) near = [...rows].sort((a, b) => Math.abs(Math.log(a.bytes / arenaBytes)) - Math.abs(Math.log(b.bytes / arenaBytes))).slice(0, 2);
-    out[n] = fitLink(near.map((r) => ({ ranks: n, ...r })), "allreduce");
-  }
-  return out;
-}
-
 /** The HF config the run trained (its final checkpoint's config.json). */
 function runConfigDir(dir: string): string {
   const ck = path.join(dir, "checkpoints");
@@ -222,11 +208,10 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
   const out: PlanCheck = { cpu: cpus()[0]?.model ?? "unknown CPU", cores, backend, rates: {}, links: {}, poll: { share: 0, cpuPerWall: null }, rows: [], gains: [] };
   const notes: string[] = [];
   try {
-    // the backend's all-reduce on 2 and 4 ranks, up to 64 MB (fitted per model below)
-    const allreduce = new Map<number, { bytes: number; seconds: number }[]>();
+    // links: α–β of the backend's all-reduce on 2 and 4 ranks
     for (const n of [2, 4]) {
-      const rows = (await measureCollectives([backend], n, 64, o.rankModule, notes)).filter((r) => r.op === "allreduce");
-      allreduce.set(n, rows.map((r) => ({ bytes: r.bytes, seconds: r.us_median * 1e-6 })));
+      const rows = (await measureCollectives([backend], n, 16, o.rankModule, notes)).filter((r) => r.op === "allreduce");
+      out.links[n] = fitLink(rows.map((r) => ({ ranks: r.ranks, bytes: r.bytes, seconds: r.us_median * 1e-6 })), "allreduce");
     }
     // the 4-rank runs are the ones whose ranks outnumber the cores (the share matters only there)
     // (the median of 3 rounds: the share read 0.03–0.22 in one minute on the shared machine)
@@ -255,11 +240,10 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       // one rank computes at the solo rates; n ranks at those of n processes measuring at once
       // (per core held; the cores' sharing among ranks is the cost model's, cluster.concurrency)
       const at = async (ranks: number) => (ranks === 1 ? rates : (rates.concurrent[ranks] ??= await concurrentRates(runConfigDir(prep.dir), params, ranks, cores)));
-      const links = (out.links[m.name] = linksAround(allreduce, 4 * params));
       // a TP rank's layers run at the rate of tpRankConfig's model (its share of the GEMMs, the
       // norms, router and dispatch whole), relative to the whole model's: measured alone, once per tp
-      const tpRate = (tp: number) => (tp === 1 ? 1 : (rates.tpRelative[tp] ??= measureComputeRates(tpRankConfig(hf, tp), B, T, 1, 9).layerFlops / solo.layerFlops));
-      const cluster = async (ranks: number, tp = 1) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: (await at(ranks)).layerFlops * tpRate(tp), memory: 1e12, link: links[ranks] ?? links[2]!, source: "measured", pollShare: out.poll.share });
+      const tpRate = (tp: number) => (tp === 1 ? 1 : rates.tpRelative[tp]!);
+      const cluster = async (ranks: number, tp = 1) => machineCluster({ ranks, cores, threads: 1, flopsPerRank: (await at(ranks)).layerFlops * tpRate(tp), memory: 1e12, link: out.links[ranks] ?? out.links[2]!, source: "measured", pollShare: out.poll.share });
       const cost = async (zero: boolean, ranks: number): Promise<CostOptions> => {
         const r = await at(ranks);
         return {
@@ -287,6 +271,9 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
           gainPairs.push([uni, planned]);
         }
       }
+      // measured before the runs, like the other rates (measured between two runs it once read half)
+      for (const tp of new Set(specs.map((x) => x.layout.tp).filter((t) => t > 1))) rates.tpRelative[tp] = measureComputeRates(tpRankConfig(hf, tp), B, T, 1, 9).layerFlops / solo.layerFlops;
+      for (const n of new Set(specs.map((x) => x.ranks))) await at(n);
       const got = new Map<string, CheckRow[]>();
       for (let round = 0; round < o.rounds; round++) {
         for (const s of specs) {
@@ -319,7 +306,7 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
 
 export function formatPlanCheck(c: PlanCheck): string {
   const lines = [`planner vs measured step, ${c.cpu} (${c.cores} cores), ${c.backend} backend, 1 engine thread per rank, micro-batches 4×64, grad_accum 8`];
-  for (const [m, ls] of Object.entries(c.links)) for (const [n, l] of Object.entries(ls)) lines.push(`  ${m}: link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
+  for (const [n, l] of Object.entries(c.links)) lines.push(`  link fitted on ${n} ranks: α ${(l.latency * 1e6).toFixed(1)} µs, β ${(l.bandwidth / 1e9).toFixed(2)} GB/s`);
   lines.push(`  a rank waiting in an exchange takes ${c.poll.share.toFixed(2)} of a busy rank's CPU share${c.poll.cpuPerWall !== null ? ` (measured on ${c.poll.ranks} ranks: the waiters together ${c.poll.cpuPerWall.toFixed(2)} CPU s per s beside ${c.cores} spinning processes)` : " (threads backend: waits sleep)"}`);
   for (const [m, r] of Object.entries(c.rates)) {
     const opt = (o: OptimizerRates) => `AdamW ${(o.optimizerSecondsPerParam * 1e9).toFixed(2)} ns/param, norm ${(o.normSecondsPerParam * 1e9).toFixed(2)}, zero + clip ${(o.gradPassSecondsPerParam * 1e9).toFixed(2)}`;

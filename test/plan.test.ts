@@ -415,6 +415,15 @@ test("the engine's whole-arena gradient sync and the optimizer term match their 
   const z = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 2, expert: "etp", ep: 1 }, arena(true));
   near(z.dpSync(z.stage(1, 1, 2, 0)), 9 * link.latency + (2.25 * 4 * P) / link.bandwidth, 1e-12);
   near(z.optimizerTime(z.stage(1, 1, 2, 0)), (P / 4) * u + P * n);
+  // TP 2 (the trainer's gradGroup): a TP rank's slice over its DP group, then across the stages;
+  // tp 2 × dp 1: nothing to reduce; tp 2 × dp 2 × pp 2 with ZeRO-1: 2α + S·4/β twice (dp, then
+  // pp), the gather over dp α + ½·4S/β, AdamW on S/2 (S = the TP rank's slice, arenaParams)
+  near(new LayoutCost(tiny, run, cl, { dp: 1, tp: 2, pp: 1, expert: "etp", ep: 1 }, arena(true)).dpSync(s1), 0);
+  const tz = new LayoutCost(tiny, run, { ...cl, devicesPerNode: 8 }, { dp: 2, tp: 2, pp: 2, expert: "etp", ep: 1 }, arena(true));
+  const S = tz.arenaParams().dense + tz.arenaParams().expertAll;
+  assert.ok(S < P, `a TP rank's slice ${S} < the model's ${P}`);
+  near(tz.dpSync(s0), 2 * (2 * link.latency + (S * 4) / link.bandwidth) + link.latency + (0.5 * S * 4) / link.bandwidth, 1e-12);
+  near(tz.optimizerTime(s0), (S / 2) * u + S * n);
   // EP 2 over dp 2 (a rank stores only its experts): dense all-reduced over dp, the held half of
   // the experts over expDp = 1 (free), nothing gathered; AdamW and the norm over dense + held experts
   const ep = new LayoutCost(tiny, run, cl, { dp: 2, tp: 1, pp: 1, expert: "ep", ep: 2 }, arena(false));

@@ -27,12 +27,13 @@
 //   `optimizerSecondsPerParam` > 0, the optimizer: AdamW over the parameters the rank updates
 //   (its share under ZeRO-1) plus the gradient-norm pass over the gradients it holds
 //   (`normSecondsPerParam`) plus the trainer's other passes over those gradients each step,
-//   zeroing and clipping (`gradPassSecondsPerParam`). gradSync "stage" is Megatron's (each stage reduces its own
-//   parameters over its DP group); "arena" is this engine's trainer: every rank holds the whole
-//   model, gradients are all-reduced over all dp·pp ranks, ZeRO-1 then all-gathers the parameters
-//   over all ranks, and the norm runs over the whole arena; EP (a rank stores only its experts):
-//   dense over dp, the held experts over the expert-data-parallel group, nothing gathered, ZeRO-1
-//   split the same way.
+//   zeroing and clipping (`gradPassSecondsPerParam`). gradSync "stage" is Megatron's (each stage
+//   reduces its own parameters over its DP group); "arena" is this engine's trainer: every rank
+//   holds the whole model, gradients are all-reduced over all dp·pp ranks, ZeRO-1 then
+//   all-gathers the parameters over all ranks, and the norm runs over the whole arena; TP: a TP
+//   rank's slice all-reduced over its DP group and then across the stages, ZeRO-1 over the DP
+//   group; EP (a rank stores only its experts): dense over dp, the held experts over the
+//   expert-data-parallel group, nothing gathered, ZeRO-1 split the same way.
 //   CPU ranks sharing a machine (cluster.concurrency < ranks): the 1F1B simulation shares the cores
 //   among the ranks computing at each moment (waiting ranks use none), and the optimizer, which
 //   all ranks run at once, gets concurrency / ranks of the rate.
@@ -199,6 +200,8 @@ export class LayoutCost {
   readonly linkEp: Link;
   /** Link of the expert-data-parallel group (reduces expert gradients; not Skywork's EDP). */
   readonly linkExpertDp: Link;
+  /** Link of a TP rank's gradient group across the pipeline stages (same TP and DP coordinates). */
+  readonly linkStages: Link;
   readonly expertDp: number;
   readonly vocabShard: number;
   private readonly moeFull: number;
@@ -228,6 +231,7 @@ export class LayoutCost {
     this.linkDp = link(dp, tp);
     this.linkEp = link(ep, tp);
     this.linkExpertDp = expert === "ep" ? link(dp, tp) : this.linkDp;
+    this.linkStages = link(pp, dp * tp);
     this.layer = model.moeLayers.map((moe) => this.layerCost(moe));
     this.moeFull = this.layerCost(true).actFull;
     this.denseFull = this.layerCost(false).actFull;
@@ -410,8 +414,9 @@ export class LayoutCost {
         const held = a.dense + a.expertHeld, updated = o.zero1 ? a.dense / dp + a.expertHeld / this.expertDp : held;
         return slow * (updated * o.optimizerSecondsPerParam + held * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
       }
-      const all = a.dense + a.expertAll;
-      return slow * ((o.zero1 ? all / this.world : all) * o.optimizerSecondsPerParam + all * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
+      // ZeRO-1 shards over every rank, or under TP each TP rank's slice over its DP group
+      const all = a.dense + a.expertAll, zeroGroup = this.shape.tp > 1 ? dp : this.world;
+      return slow * ((o.zero1 ? all / zeroGroup : all) * o.optimizerSecondsPerParam + all * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
     }
     const updated = o.zero1 ? s.denseParams / dp + s.expertParams / this.expertDp : s.denseParams + s.expertParams;
     return slow * (updated * o.optimizerSecondsPerParam + (s.denseParams + s.expertParams) * (o.normSecondsPerParam + o.gradPassSecondsPerParam));
@@ -423,16 +428,23 @@ export class LayoutCost {
     const { dp } = this.shape;
     if (this.opts.gradSync === "arena") {
       // this engine: all-reduce of the whole gradient arena over every rank; ZeRO-1 then
-      // all-gathers the updated parameters over every rank. EP (the rank stores only its
-      // experts): dense over dp, held experts over expDp, ZeRO-1's gathers over the same groups
+      // all-gathers the updated parameters over every rank. TP: a TP rank's slice over its DP
+      // group, then across the stages. EP (the rank stores only its experts): dense over dp,
+      // held experts over expDp, ZeRO-1's gathers over the same groups
       const a = this.arenaParams(), w = this.world, link = this.linkDp;
       const ep = this.shape.expert === "ep" ? this.shape.ep : 1;
       if (ep > 1) {
         const grads = ring("allreduce", a.dense * p.gradBytes, dp, link) + ring("allreduce", a.expertHeld * p.gradBytes, this.expertDp, this.linkExpertDp);
         return grads + (this.opts.zero1 ? ring("gather", a.dense * p.paramBytes, dp, link) + ring("gather", a.expertHeld * p.paramBytes, this.expertDp, this.linkExpertDp) : 0);
       }
-      const grads = ring("allreduce", (a.dense + a.expertAll) * p.gradBytes, w, link);
-      return grads + (this.opts.zero1 ? ring("gather", (a.dense + a.expertAll) * p.paramBytes, w, link) : 0);
+      const bytes = (a.dense + a.expertAll) * p.gradBytes, params = (a.dense + a.expertAll) * p.paramBytes;
+      if (this.shape.tp > 1) {
+        // TP (the trainer's gradGroup): each TP rank's slice all-reduced over its DP group, then
+        // across the stages; ZeRO-1 gathers over the DP group
+        const grads = ring("allreduce", bytes, dp, link) + ring("allreduce", bytes, this.shape.pp, this.linkStages);
+        return grads + (this.opts.zero1 ? ring("gather", params, dp, link) : 0);
+      }
+      return ring("allreduce", bytes, w, link) + (this.opts.zero1 ? ring("gather", params, w, link) : 0);
     }
     const part = (params: number, size: number, link: Link) =>
       this.opts.zero1 ? ring("gather", params * p.gradBytes, size, link) + ring("gather", params * p.paramBytes, size, link) : ring("allreduce", params * p.gradBytes, size, link);
