@@ -84,6 +84,12 @@ export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): Tra
   return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
+function plainSumSquares(x: FArr): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
 /** EP × ETP: the experts of EP rank `ep.rank` (an even split; not with EDP, whose experts are the TP group's). */
 function epExperts(E: number, ep: { size: number; rank: number }, edp: boolean): ExpertRange {
   if (edp) throw new TensorParallelError("expert-data parallelism (parallel.edp) splits experts over the TP group already; it does not combine with parallel.ep");
@@ -163,6 +169,7 @@ export class TensorParallelLayout {
   readonly experts: ExpertRange | null;
   private readonly maps: TensorMap[];
   private readonly owns: (m: TensorMap) => boolean;
+  private owned: [number, number][] | null = null;
   /** Milliseconds spent in the all-reduces of the contexts made here (forward/backward's, waits for the other ranks included). */
   commMs = 0;
 
@@ -260,13 +267,27 @@ export class TensorParallelLayout {
     });
   }
 
-  /** Collective over the TP group (EP × ETP: then the EP group): Σ x² over the full model, each parameter counted once. */
-  sumSquares(local: FArr, group: ProcessGroup, epGroup?: ProcessGroup): number {
-    let ss = 0;
+  /** The local arena ranges [lo, hi) this rank owns (each parameter of the model owned by one rank), adjacent ones merged; computed once. */
+  private ownedRanges(): [number, number][] {
+    if (this.owned) return this.owned;
+    const r: [number, number][] = [];
     this.each((m, s, _fo, lo) => {
-      if (!this.owns(m)) return;
-      for (let i = lo; i < lo + s.len; i++) ss += local[i]! * local[i]!;
+      if (!this.owns(m) || s.len === 0) return;
+      const last = r[r.length - 1];
+      if (last && last[1] === lo) last[1] = lo + s.len;
+      else r.push([lo, lo + s.len]);
     });
+    return (this.owned = r);
+  }
+
+  /**
+   * Collective over the TP group (EP × ETP: then the EP group): Σ x² over the full model, each
+   * parameter counted once. `sq`: Σ x² of one contiguous range (the trainer passes the backend's
+   * kernel; default a plain loop).
+   */
+  sumSquares(local: FArr, group: ProcessGroup, epGroup?: ProcessGroup, sq: (x: FArr) => number = plainSumSquares): number {
+    let ss = 0;
+    for (const [lo, hi] of this.ownedRanges()) ss += sq(local.subarray(lo, hi));
     const b = Float64Array.of(ss);
     group.allreduceSync(b, "sum");
     this.epGroup(epGroup)?.allreduceSync(b, "sum");

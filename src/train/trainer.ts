@@ -357,7 +357,7 @@ export class Trainer {
       hiddenMs = red.hiddenMs;
     }
     // TP: every parameter counted once (replicated ones on TP rank 0); EP: each expert once (its owners' sum over the EP group)
-    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group, this.ep?.group)) : this.ep ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
+    const norm = this.tp ? Math.sqrt(this.tp.layout.sumSquares(this.model.grads, this.tp.group, this.ep?.group, (x) => this.backend.sumSquares(x))) : this.ep ? Math.sqrt(this.ep.grads.sumSquares(this.model.grads)) : gradNorm(this.backend, this.model.grads);
     const lr = learningRate(this.schedule(), step);
     const finite = Number.isFinite(loss) && Number.isFinite(norm);
     if (finite) {
