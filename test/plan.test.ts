@@ -521,7 +521,7 @@ test("1F1B on shared cores with polling waiters: closed forms for full polling a
   }
 });
 
-test("parallel.plan=auto with tp: the choice is the fastest of the executable layouts, tensor-parallel ones (ETP, EDP; with pp, recompute, ZeRO-1) included", () => {
+test("parallel.plan=auto with tp: the choice is the fastest of the executable layouts, tensor-parallel ones (ETP, EDP, EP × ETP; with pp, recompute, ZeRO-1) included", () => {
   const cfg = resolveConfig(preset("tiny-mixtral"));
   const base = { cfg, backend: "threads" as const, seqLen: 64, microBatch: 2, gradAccum: 4, availableMemory: 8e9, flopsPerRank: 50e9 };
   const model = planModelFromConfig(cfg, "run"), run = { seqLen: 64, microBatch: 2, globalBatch: 8 }, Lc = cfg.numLayers;
@@ -537,8 +537,9 @@ test("parallel.plan=auto with tp: the choice is the fastest of the executable la
   // 4 ranks, pp and tp supported: no slower than any hand-built executable layout, tp × pp,
   // tp × dp with ZeRO-1 and tp with recompute among them
   const c4: ClusterSpec = { ...cluster, devicesPerNode: 4 };
-  const four = autoLayout({ ...base, ranks: 4, supports: { ep: false, pp: true, tp: true } });
+  const four = autoLayout({ ...base, ranks: 4, supports: { ep: true, pp: true, tp: true } });
   const rivals = [
+    one({ dp: 2, tp: 2, expert: "ep", ep: 2 }), one({ dp: 2, tp: 2, expert: "ep", ep: 2, recompute: [1] }), one({ dp: 4, expert: "ep", ep: 2 }),
     one({ dp: 4 }), one({ dp: 2, tp: 2 }), one({ dp: 1, tp: 2, pp: 2, partition: evenSplit(Lc, 2), recompute: [0, 0] }),
     one({ dp: 2, tp: 2, recompute: [1] }), one({ dp: 2, pp: 2, partition: evenSplit(Lc, 2), recompute: [0, 0] }), one({ dp: 1, tp: 4 }),
   ];
@@ -549,10 +550,11 @@ test("parallel.plan=auto with tp: the choice is the fastest of the executable la
   }
   if (four.tp > 1 && four.dp > 1) assert.equal(four.zero, 1); // each TP slice sharded over its DP group
   // the one candidate filter: dp must divide grad_accum; no pp with ep; tp: ETP with dp, pp,
-  // recompute; EDP with dp only; not with ep
+  // recompute; EDP with dp only; EP × ETP with dp and recompute, not with pp
   assert.equal(executableLayout(one({ dp: 1, tp: 2 }), 4), true);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), 4), true);
-  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "ep", ep: 2 }), 4), false);
+  assert.equal(executableLayout(one({ dp: 2, tp: 2, expert: "ep", ep: 2 }), 4), true);
+  assert.equal(executableLayout(one({ dp: 2, tp: 2, expert: "ep", ep: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), true);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, recompute: [1] }), 4), true);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);

@@ -140,12 +140,11 @@ function describe(l: LayoutPlan): string {
  * micro-batches); no pipeline stages with expert parallelism; tensor parallelism with column-split
  * experts (ETP) with dp, pp, recompute and ZeRO-1 (test/train-tp.test.ts), with whole experts
  * per TP rank (EDP) with dp and ZeRO-1 only (EDP × pp and EDP with recompute are not tested);
- * not tp × ep (EP × ETP: not offered yet).
+ * tp × ep (EP × ETP: experts over the dp replicas of each TP rank) with dp, recompute and ZeRO-1.
  */
 export function executableLayout(L: Layout, gradAccum: number): boolean {
   if (gradAccum % L.dp !== 0) return false;
   if (L.pp > 1 && L.expert === "ep" && L.ep > 1) return false;
-  if (L.tp > 1 && L.expert === "ep") return false;
   if (L.tp > 1 && L.expert === "edp" && (L.pp > 1 || L.recompute.some((r) => r > 0))) return false;
   return true;
 }
@@ -169,7 +168,7 @@ export function autoLayout(i: AutoPlanInput): AutoLayout {
   const candidates = [...report.layouts];
   if (i.supports.tp && i.ranks > 1) {
     // tensor-parallel layouts (with pipeline stages where the trainer runs them: supports.pp)
-    const tpReport = plan(model, run, cluster, { cost, maxTp: i.ranks, expertModes: ["etp", "edp"], fix });
+    const tpReport = plan(model, run, cluster, { cost, maxTp: i.ranks, expertModes: i.supports.ep ? ["etp", "edp", "ep"] : ["etp", "edp"], fix });
     candidates.push(...tpReport.layouts.filter((l) => l.layout.tp > 1));
     candidates.sort((a, b) => a.step - b.step);
   }
