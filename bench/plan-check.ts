@@ -28,6 +28,8 @@
 // layers, so the last stage is heavy): pp=2 (and pp=4 with --wide-pp 2,4) with the even split
 // against the planner's split, measured and predicted gain side by side.
 // Nothing here is fitted per layout: the rates are measured once per model before the runs.
+// Each row also reports the machine's speed right before its run (one rank's forward + backward
+// timed alone against the calibration's time), so a drift of the shared machine shows.
 //
 // Tensor parallelism (tp=2, experts column-split (ETP) or whole experts per rank (EDP)): the cost
 // model's TP terms (two all-reduces per layer each way, the vocab-parallel head and loss, uneven
@@ -48,7 +50,7 @@ import type { Link } from "../src/plan/cluster.js";
 import { DEFAULT_COST, PRECISIONS, evenSplit, type CostOptions, type Layout } from "../src/plan/cost.js";
 import { planModelFromConfig, planParameterCounts, type PlanModel, type PlanRun } from "../src/plan/plan-model.js";
 import { evaluateLayout, plan } from "../src/plan/search.js";
-import { measureComputeRates, measureOptimizerRates, tpRankConfig, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
+import { measureComputeRates, measureOptimizerRates, timeFwdBwd, tpRankConfig, type ComputeRates, type OptimizerRates } from "../src/train/machine-rates.js";
 import { measureCollectives } from "./collectives.js";
 import { idleTimes } from "./dp-scaling.js";
 import { measurePollShare } from "./poll-share.js";
@@ -70,6 +72,8 @@ export interface CheckRow {
   /** Machine's idle CPU share during the run and the 1-minute load average after it. */
   idle_share: number;
   load1: number;
+  /** The machine's speed right before this run: one rank's forward + backward of the model timed alone, the calibration's time over it (< 1: slower than when the rates were measured; reported, not used in the prediction). */
+  speed: number;
 }
 
 export interface PlanCheck {
@@ -277,13 +281,14 @@ export async function planCheck(o: { steps: number; rounds: number; only: string
       const got = new Map<string, CheckRow[]>();
       for (let round = 0; round < o.rounds; round++) {
         for (const s of specs) {
+          const speed = solo.fullSeconds / timeFwdBwd(resolveConfig(hf), B, T, 1, 5);
           const r = runner.run(`${m.name}-${s.name}-${round}`, m.common, s);
           const e = evaluateLayout(pm, run, await cluster(s.ranks, s.layout.tp), s.layout, await cost(s.zero, s.ranks));
           const pred = e.step * 1e3;
           const row: CheckRow = {
             model: m.name, layout: s.name, ranks: s.ranks, measured_ms: +r.ms.toFixed(1), predicted_ms: +pred.toFixed(1), ratio: +(pred / r.ms).toFixed(3), within_20: Math.abs(pred / r.ms - 1) <= 0.2,
             predicted_parts: { pipeline_ms: +(e.pipeline * 1e3).toFixed(1), sync_ms: +(e.comm.dp * 1e3).toFixed(1), optimizer_ms: +(e.optimizer * 1e3).toFixed(1), bubble: +e.bubble.toFixed(3), stage_busy_ms: e.busy.map((b) => +(b * 1e3).toFixed(1)) },
-            stage0: r.stage0, idle_share: +r.idle.toFixed(3), load1: +r.load1.toFixed(2),
+            stage0: r.stage0, idle_share: +r.idle.toFixed(3), load1: +r.load1.toFixed(2), speed: +speed.toFixed(3),
           };
           got.set(s.name, [...(got.get(s.name) ?? []), row]);
         }
@@ -314,12 +319,12 @@ export function formatPlanCheck(c: PlanCheck): string {
     for (const [tp, x] of Object.entries(r.tpRelative)) lines.push(`    a tp=${tp} rank's layers (machine-rates.ts tpRankConfig): ×${x.toFixed(3)} of the whole model's rate`);
     for (const [n, c] of Object.entries(r.concurrent)) lines.push(`    ${n} processes at once: layers ${(c.layerFlops / 1e9).toFixed(1)} GFLOP/s per core held, ${opt(c)}`);
   }
-  const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1"];
+  const head = ["model", "layout", "ranks", "measured ms", "predicted ms", "pred/meas", "≤20%", "pipe|sync|opt ms", "stage0 busy/wait", "idle", "load1", "speed"];
   lines.push(head.map((s, i) => (i < 2 ? s.padEnd(i === 0 ? 12 : 24) : s.padStart(i === 7 ? 20 : 13))).join(""));
   for (const r of c.rows) {
     const p = r.predicted_parts;
     lines.push([r.model.padEnd(12), r.layout.padEnd(24), ...[String(r.ranks), r.measured_ms.toFixed(1), r.predicted_ms.toFixed(1), r.ratio.toFixed(2), r.within_20 ? "yes" : "no"].map((s) => s.padStart(13)),
-      `${p.pipeline_ms.toFixed(0)}|${p.sync_ms.toFixed(0)}|${p.optimizer_ms.toFixed(0)}`.padStart(20), (r.stage0 ? `${r.stage0.busy_ms.toFixed(0)}/${r.stage0.wait_ms.toFixed(0)}` : "-").padStart(13), r.idle_share.toFixed(2).padStart(13), r.load1.toFixed(1).padStart(13)].join(""));
+      `${p.pipeline_ms.toFixed(0)}|${p.sync_ms.toFixed(0)}|${p.optimizer_ms.toFixed(0)}`.padStart(20), (r.stage0 ? `${r.stage0.busy_ms.toFixed(0)}/${r.stage0.wait_ms.toFixed(0)}` : "-").padStart(13), r.idle_share.toFixed(2).padStart(13), r.load1.toFixed(1).padStart(13), r.speed.toFixed(2).padStart(13)].join(""));
   }
   for (const g of c.gains) lines.push(`non-uniform pipeline (${g.planned}) over the even split (${g.uniform}): measured ${(100 * g.measured).toFixed(1)}%, predicted ${(100 * g.predicted).toFixed(1)}%`);
   return lines.join("\n");

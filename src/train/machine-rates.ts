@@ -46,7 +46,7 @@ export const HEAD_RESOLVED = 0.1;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-function timeFwdBwd(cfg: ModelConfig, B: number, T: number, threads: number, reps: number): number {
+export function timeFwdBwd(cfg: ModelConfig, B: number, T: number, threads: number, reps: number): number {
   const be = createBackend({ name: "native", threads });
   const model = new MoeModel(cfg, be, { B, T });
   model.weights.init(1, 0.02);
