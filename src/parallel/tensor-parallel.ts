@@ -84,12 +84,6 @@ export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): Tra
   return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
-function plainSumSquares(x: FArr): number {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
-  return s;
-}
-
 /** EP × ETP: the experts of EP rank `ep.rank` (an even split; not with EDP, whose experts are the TP group's). */
 function epExperts(E: number, ep: { size: number; rank: number }, edp: boolean): ExpertRange {
   if (edp) throw new TensorParallelError("expert-data parallelism (parallel.edp) splits experts over the TP group already; it does not combine with parallel.ep");
@@ -282,10 +276,9 @@ export class TensorParallelLayout {
 
   /**
    * Collective over the TP group (EP × ETP: then the EP group): Σ x² over the full model, each
-   * parameter counted once. `sq`: Σ x² of one contiguous range (the trainer passes the backend's
-   * kernel; default a plain loop).
+   * parameter counted once. `sq`: Σ x² of one contiguous range (the backend's kernel).
    */
-  sumSquares(local: FArr, group: ProcessGroup, epGroup?: ProcessGroup, sq: (x: FArr) => number = plainSumSquares): number {
+  sumSquares(local: FArr, group: ProcessGroup, epGroup: ProcessGroup | undefined, sq: (x: FArr) => number): number {
     let ss = 0;
     for (const [lo, hi] of this.ownedRanges()) ss += sq(local.subarray(lo, hi));
     const b = Float64Array.of(ss);
