@@ -175,7 +175,7 @@ export class Trainer {
     this.layerGroup = this.tp ? layerGroup(this.tp.dpGroup) : pipeline ? (pipeline.dpGroup ? layerGroup(pipeline.dpGroup) : null) : group ? layerGroup(group) : null;
     if (c.parallel.ep > 1) {
       const E = args.cfg.moe.numExperts;
-      if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${c.parallel.dp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
+      if (!mesh || mesh.sizes.ep !== c.parallel.ep) throw new TrainingError(`parallel.ep=${c.parallel.ep} needs the expert-parallel mesh: launch with moe launch --nproc ${this.dp * pp * tp} -- train parallel.dp=${c.parallel.dp} parallel.ep=${c.parallel.ep} …`);
       if (E % c.parallel.ep !== 0) throw new TrainingError(`parallel.ep=${c.parallel.ep} must divide the model's ${E} experts per layer`);
       // this rank stores only its experts (weights, gradients, moments; TP × EP: of its TP slice)
       const shard = new ExpertShard(this.tp ? this.tp.layout.localCfg : args.cfg, c.parallel.ep, mesh.ep.rank);
