@@ -540,6 +540,7 @@ test("parallel.plan=auto with tp: the choice is the fastest of the executable la
   const four = autoLayout({ ...base, ranks: 4, supports: { ep: true, pp: true, tp: true } });
   const rivals = [
     one({ dp: 2, tp: 2, expert: "ep", ep: 2 }), one({ dp: 2, tp: 2, expert: "ep", ep: 2, recompute: [1] }), one({ dp: 4, expert: "ep", ep: 2 }),
+    one({ dp: 1, tp: 2, pp: 2, expert: "edp", ep: 2, partition: evenSplit(Lc, 2), recompute: [0, 0] }), one({ dp: 2, tp: 2, expert: "edp", ep: 2, recompute: [1] }),
     one({ dp: 4 }), one({ dp: 2, tp: 2 }), one({ dp: 1, tp: 2, pp: 2, partition: evenSplit(Lc, 2), recompute: [0, 0] }),
     one({ dp: 2, tp: 2, recompute: [1] }), one({ dp: 2, pp: 2, partition: evenSplit(Lc, 2), recompute: [0, 0] }), one({ dp: 1, tp: 4 }),
   ];
@@ -550,15 +551,15 @@ test("parallel.plan=auto with tp: the choice is the fastest of the executable la
   }
   if (four.tp > 1 && four.dp > 1) assert.equal(four.zero, 1); // each TP slice sharded over its DP group
   // the one candidate filter: dp must divide grad_accum; no pp with ep; tp: ETP with dp, pp,
-  // recompute; EDP with dp only; EP × ETP with dp and recompute, not with pp
+  // recompute; EDP likewise; EP × ETP with dp and recompute, not with pp
   assert.equal(executableLayout(one({ dp: 1, tp: 2 }), 4), true);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2 }), 4), true);
   assert.equal(executableLayout(one({ dp: 2, tp: 2, expert: "ep", ep: 2 }), 4), true);
   assert.equal(executableLayout(one({ dp: 2, tp: 2, expert: "ep", ep: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), true);
   assert.equal(executableLayout(one({ dp: 1, tp: 2, recompute: [1] }), 4), true);
-  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
-  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2, recompute: [1] }), 4), false);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2, pp: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), true);
+  assert.equal(executableLayout(one({ dp: 1, tp: 2, expert: "edp", ep: 2, recompute: [1] }), 4), true);
   assert.equal(executableLayout(one({ dp: 2 }), 3), false);
   assert.equal(executableLayout(one({ dp: 1, pp: 2, expert: "ep", ep: 2, partition: [1, Lc - 1], recompute: [0, 0] }), 4), false);
 });

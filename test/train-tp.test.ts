@@ -143,6 +143,8 @@ const RUNS: [string, number, string[]][] = [
   ["tp=2 × dp=2 ZeRO-1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.zero=1"]],
   ["tp=2 × pp=2 (each stage tensor-parallel)", 4, ["parallel.tp=2", "parallel.pp=2"]],
   ["tp=2 recompute 1", 2, ["parallel.tp=2", "parallel.recompute=1"]],
+  ["tp=2 EDP × pp=2", 4, ["parallel.tp=2", "parallel.edp=true", "parallel.pp=2"]],
+  ["tp=2 EDP recompute 1", 2, ["parallel.tp=2", "parallel.edp=true", "parallel.recompute=1"]],
   ["tp=2 × dp=2, ep=2 (EP × ETP)", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2"]],
   ["tp=2 × dp=2, ep=2 ZeRO-1 with recompute 1", 4, ["parallel.tp=2", "parallel.dp=2", "parallel.ep=2", "parallel.zero=1", "parallel.recompute=1"]],
   ["tp=2 × pp=2 × dp=2 (8 ranks)", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.dp=2"]],
