@@ -344,6 +344,13 @@ function sumSquares(a: FArr, ranges: readonly [number, number][]): number {
  * (weights, gradients or moments) out of a full one; `gather` (collective over the EP group)
  * assembles the full arena from every rank's experts.
  */
+/** The experts [first, first + E/ep) of EP rank `rank` (an even split); throws a RangeError naming what does not fit. */
+export function epExpertRange(E: number, ep: number, rank: number): ExpertRange {
+  if (!(Number.isInteger(ep) && ep >= 1 && E % ep === 0)) throw new RangeError(`expert parallelism: parallel.ep = ${ep} must divide the number of experts (${E})`);
+  if (!(Number.isInteger(rank) && rank >= 0 && rank < ep)) throw new RangeError(`expert parallelism: rank ${rank} is not in an EP group of ${ep}`);
+  return { first: rank * (E / ep), count: E / ep };
+}
+
 export class ExpertShard {
   readonly experts: ExpertRange;
   readonly fullLayout: ParamLayout;
@@ -354,9 +361,7 @@ export class ExpertShard {
 
   constructor(readonly cfg: ModelConfig, readonly ep: number, readonly rank: number) {
     const E = cfg.moe.numExperts;
-    if (!(Number.isInteger(ep) && ep >= 1 && E % ep === 0)) throw new RangeError(`expert parallelism: parallel.ep = ${ep} must divide the number of experts (${E})`);
-    if (!(Number.isInteger(rank) && rank >= 0 && rank < ep)) throw new RangeError(`expert parallelism: rank ${rank} is not in an EP group of ${ep}`);
-    this.experts = { first: rank * (E / ep), count: E / ep };
+    this.experts = epExpertRange(E, ep, rank);
     const full = buildLayout(cfg), local = buildLayout(cfg, this.experts);
     this.fullLayout = full.layout;
     this.localLayout = local.layout;

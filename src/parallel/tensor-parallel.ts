@@ -39,6 +39,7 @@ import type { FArr } from "../nn/dims.js";
 import { localConfig, planTensorParallel, TensorParallelError, type TpPlan, type TpRankPlan } from "../infer/tp-shard.js";
 import { evenSplit, type Buf, type ProcessGroup, type ReduceOp } from "./process-group.js";
 import type { TensorParallelContext } from "./tp-ops.js";
+import { epExpertRange } from "./expert-parallel.js";
 
 export { TensorParallelError } from "../infer/tp-shard.js";
 
@@ -84,12 +85,14 @@ export function planTrainingTp(cfg: ModelConfig, size: number, edp = false): Tra
   return { size, heads, vocab: counts.map((count, r) => ({ offset: offsets[r]!, count })), experts };
 }
 
-/** EP × ETP: the experts of EP rank `ep.rank` (an even split; not with EDP, whose experts are the TP group's). */
+/** EP × ETP: the experts of EP rank `ep.rank` (not with EDP, whose experts are the TP group's). */
 function epExperts(E: number, ep: { size: number; rank: number }, edp: boolean): ExpertRange {
   if (edp) throw new TensorParallelError("expert-data parallelism (parallel.edp) splits experts over the TP group already; it does not combine with parallel.ep");
-  if (!(Number.isInteger(ep.size) && ep.size >= 1 && E % ep.size === 0)) throw new TensorParallelError(`expert parallelism: parallel.ep = ${ep.size} must divide the number of experts (${E})`);
-  if (!(Number.isInteger(ep.rank) && ep.rank >= 0 && ep.rank < ep.size)) throw new TensorParallelError(`expert parallelism: rank ${ep.rank} is not in an EP group of ${ep.size}`);
-  return { first: ep.rank * (E / ep.size), count: E / ep.size };
+  try {
+    return epExpertRange(E, ep.size, ep.rank);
+  } catch (e) {
+    throw new TensorParallelError((e as Error).message);
+  }
 }
 
 /** The model config one TP rank's weights describe (EDP: experts at full width; the rank stores only its own, `TensorParallelLayout.experts`). */

@@ -138,9 +138,9 @@ function describe(l: LayoutPlan): string {
  * The one filter of the layouts the trainer executes (extend it here as the trainer learns more
  * combinations): grad_accum micro-batches split evenly over dp (each rank runs whole
  * micro-batches); no pipeline stages with expert parallelism; tensor parallelism with column-split
- * experts (ETP) or whole experts per TP rank (EDP) with dp, pp, recompute and ZeRO-1
- * (test/train-tp.test.ts);
- * tp × ep (EP × ETP: experts over the dp replicas of each TP rank) with dp, recompute and ZeRO-1.
+ * experts (ETP) or whole experts per TP rank (EDP) with dp, pp, recompute and ZeRO-1, and
+ * tp × ep (EP × ETP: experts over the dp replicas of each TP rank) with dp, recompute and ZeRO-1
+ * (test/train-tp.test.ts).
  */
 export function executableLayout(L: Layout, gradAccum: number): boolean {
   if (gradAccum % L.dp !== 0) return false;
